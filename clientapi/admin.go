@@ -1,0 +1,86 @@
+package clientapi
+
+import (
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/users"
+	"github.com/hongyan/hongyan/httpapi"
+)
+
+func (h *handlers) sharedSecretNonce(*httpapi.Request) (any, error) {
+	if h.ss == nil {
+		return nil, mxerror.New(mxerror.Forbidden, "shared secret registration is not enabled")
+	}
+	return map[string]string{"nonce": h.ss.Nonce()}, nil
+}
+
+func (h *handlers) sharedSecretRegister(r *httpapi.Request) (any, error) {
+	var req users.SharedSecretRequest
+	if err := r.Decode(&req); err != nil {
+		return nil, err
+	}
+	return h.users.RegisterWithSharedSecret(r.Context(), h.ss, req)
+}
+
+func adminOnly(r *httpapi.Request) error {
+	if !r.Caller.IsAdmin {
+		return mxerror.New(mxerror.Forbidden, "you are not a server admin")
+	}
+	return nil
+}
+
+func (h *handlers) listRegistrationTokens(r *httpapi.Request) (any, error) {
+	if err := adminOnly(r); err != nil {
+		return nil, err
+	}
+	tokens, err := h.users.RegistrationTokens(r.Context())
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"registration_tokens": tokens}, nil
+}
+
+func (h *handlers) newRegistrationToken(r *httpapi.Request) (any, error) {
+	if err := adminOnly(r); err != nil {
+		return nil, err
+	}
+	var req struct {
+		Token       string `json:"token"`
+		Length      int    `json:"length"`
+		UsesAllowed *int64 `json:"uses_allowed"`
+		ExpiryTime  *int64 `json:"expiry_time"`
+	}
+	if err := r.Decode(&req); err != nil {
+		return nil, err
+	}
+	return h.users.CreateRegistrationToken(r.Context(), users.RegistrationToken{Token: req.Token, UsesAllowed: req.UsesAllowed, ExpiryTime: req.ExpiryTime})
+}
+
+func (h *handlers) getRegistrationToken(r *httpapi.Request) (any, error) {
+	if err := adminOnly(r); err != nil {
+		return nil, err
+	}
+	t, err := h.users.GetRegistrationToken(r.Context(), r.Vars["token"])
+	return t, notFound(err, "registration token")
+}
+
+func (h *handlers) updateRegistrationToken(r *httpapi.Request) (any, error) {
+	if err := adminOnly(r); err != nil {
+		return nil, err
+	}
+	var req struct {
+		UsesAllowed *int64 `json:"uses_allowed"`
+		ExpiryTime  *int64 `json:"expiry_time"`
+	}
+	if err := r.Decode(&req); err != nil {
+		return nil, err
+	}
+	t, err := h.users.UpdateRegistrationToken(r.Context(), r.Vars["token"], req.UsesAllowed, req.ExpiryTime)
+	return t, notFound(err, "registration token")
+}
+
+func (h *handlers) deleteRegistrationToken(r *httpapi.Request) (any, error) {
+	if err := adminOnly(r); err != nil {
+		return nil, err
+	}
+	return struct{}{}, notFound(h.users.DeleteRegistrationToken(r.Context(), r.Vars["token"]), "registration token")
+}

@@ -1,0 +1,118 @@
+// Package clientapi is the Matrix client–server API: it decodes requests, calls the
+// core in homeserver/, and encodes the answers. Rules live in the core, not here.
+package clientapi
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/gorilla/mux"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/users"
+	"github.com/hongyan/hongyan/httpapi"
+)
+
+// Config is what the client API needs to know about the server.
+type Config struct {
+	// ServerName is this server's name.
+	ServerName string
+	// PublicBaseURL is the client API's public URL for /.well-known/matrix/client.
+	PublicBaseURL string
+	// DefaultRoomVersion and the supported versions are advertised in /capabilities.
+	DefaultRoomVersion string
+}
+
+// Deps are the core services the client API calls.
+type Deps struct {
+	Users *users.Service
+	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
+	SharedSecret *users.SharedSecret
+}
+
+type handlers struct {
+	cfg   Config
+	users *users.Service
+	ss    *users.SharedSecret
+}
+
+// Register adds the client API's routes to router.
+func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
+	h := &handlers{cfg: cfg, users: deps.Users, ss: deps.SharedSecret}
+
+	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
+	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
+	api.Handle(router, http.MethodGet, "/_matrix/client/versions", h.versions)
+
+	// r0 and v3 are the same API; Sytest and older clients still use r0.
+	v3 := router.PathPrefix("/_matrix/client/{version:(?:r0|v3)}").Subrouter()
+	v1 := router.PathPrefix("/_matrix/client/v1").Subrouter()
+
+	api.Handle(v3, http.MethodGet, "/capabilities", h.capabilities, httpapi.Authed, httpapi.GuestsAllowed)
+
+	api.Handle(v3, http.MethodPost, "/register", h.register, httpapi.RateLimited)
+	api.Handle(v3, http.MethodGet, "/register/available", h.registerAvailable, httpapi.RateLimited)
+	api.Handle(v1, http.MethodGet, "/register/m.login.registration_token/validity", h.registrationTokenValidity, httpapi.RateLimited)
+
+	api.Handle(v3, http.MethodGet, "/login", h.loginFlows)
+	api.Handle(v3, http.MethodPost, "/login", h.login, httpapi.RateLimited)
+	api.Handle(v1, http.MethodPost, "/login/get_token", h.getLoginToken, httpapi.Authed, httpapi.RateLimited)
+	api.Handle(v3, http.MethodPost, "/refresh", h.refresh, httpapi.RateLimited)
+	api.Handle(v3, http.MethodPost, "/logout", h.logout, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodPost, "/logout/all", h.logoutAll, httpapi.Authed, httpapi.GuestsAllowed)
+
+	api.Handle(v3, http.MethodGet, "/account/whoami", h.whoami, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodPost, "/account/password", h.changePassword, httpapi.Authed, httpapi.RateLimited)
+	api.Handle(v3, http.MethodPost, "/account/deactivate", h.deactivate, httpapi.Authed, httpapi.RateLimited)
+	api.Handle(v3, http.MethodGet, "/account/3pid", h.threepids, httpapi.Authed)
+
+	api.Handle(v3, http.MethodGet, "/devices", h.devices, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/devices/{deviceId}", h.device, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodPut, "/devices/{deviceId}", h.renameDevice, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodDelete, "/devices/{deviceId}", h.deleteDevice, httpapi.Authed)
+	api.Handle(v3, http.MethodPost, "/delete_devices", h.deleteDevices, httpapi.Authed)
+
+	api.Handle(v3, http.MethodGet, "/profile/{userId}", h.profile, httpapi.OptionalAuth)
+	api.Handle(v3, http.MethodGet, "/profile/{userId}/{field:(?:displayname|avatar_url)}", h.profileField, httpapi.OptionalAuth)
+	api.Handle(v3, http.MethodPut, "/profile/{userId}/{field:(?:displayname|avatar_url)}", h.setProfileField, httpapi.Authed, httpapi.GuestsAllowed, httpapi.RateLimited)
+
+	api.Handle(v3, http.MethodGet, "/user/{userId}/account_data/{type}", h.accountData, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodPut, "/user/{userId}/account_data/{type}", h.setAccountData, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/user/{userId}/rooms/{roomId}/account_data/{type}", h.accountData, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", h.setAccountData, httpapi.Authed, httpapi.GuestsAllowed)
+
+	api.Handle(v3, http.MethodPost, "/user/{userId}/filter", h.createFilter, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/user/{userId}/filter/{filterId}", h.filter, httpapi.Authed, httpapi.GuestsAllowed)
+
+	synapse := router.PathPrefix("/_synapse/admin/v1").Subrouter()
+	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)
+	api.Handle(synapse, http.MethodPost, "/register", h.sharedSecretRegister, httpapi.RateLimited)
+	api.Handle(synapse, http.MethodGet, "/registration_tokens", h.listRegistrationTokens, httpapi.Authed)
+	api.Handle(synapse, http.MethodPost, "/registration_tokens/new", h.newRegistrationToken, httpapi.Authed)
+	api.Handle(synapse, http.MethodGet, "/registration_tokens/{token}", h.getRegistrationToken, httpapi.Authed)
+	api.Handle(synapse, http.MethodPut, "/registration_tokens/{token}", h.updateRegistrationToken, httpapi.Authed)
+	api.Handle(synapse, http.MethodDelete, "/registration_tokens/{token}", h.deleteRegistrationToken, httpapi.Authed)
+}
+
+// get serves a public JSON document outside the Matrix API prefix.
+func get(api *httpapi.API, h httpapi.Handler) http.Handler {
+	r := mux.NewRouter()
+	api.Handle(r, http.MethodGet, "/{path:.*}", h)
+	return r
+}
+
+// notFound maps the core's ErrNotFound to M_NOT_FOUND and passes other errors on.
+func notFound(err error, what string) error {
+	if errors.Is(err, users.ErrNotFound) {
+		return mxerror.New(mxerror.NotFound, "%s not found", what)
+	}
+	return err
+}
+
+// selfOnly returns the caller's localpart if userID is the caller, else M_FORBIDDEN.
+func (h *handlers) selfOnly(r *httpapi.Request) (string, error) {
+	if r.Vars["userId"] != r.Caller.UserID {
+		return "", mxerror.New(mxerror.Forbidden, "cannot act for another user")
+	}
+	return r.Caller.Localpart, nil
+}

@@ -1,0 +1,265 @@
+// Command hongyan is the Hongyan homeserver.
+//
+//	hongyan [run] [flags]            serve (the default)
+//	hongyan migrate [flags]          apply database migrations and exit
+//	hongyan keys generate [-out F]   write a new signing key
+//	hongyan admin create-user ...    create an account directly in the database
+//	hongyan config [flags]           print the effective configuration
+//
+// Settings come from defaults, then --config FILE (YAML), then HONGYAN_* variables,
+// then flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hongyan/hongyan/homeserver"
+	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/serverkey"
+	"github.com/hongyan/hongyan/homeserver/storage"
+	"github.com/hongyan/hongyan/homeserver/users"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(2)
+		}
+		fmt.Fprintln(os.Stderr, "hongyan:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		return runServer(args)
+	case "migrate":
+		return migrate(args)
+	case "keys":
+		if len(args) == 0 || args[0] != "generate" {
+			return errors.New("usage: hongyan keys generate [-out FILE]")
+		}
+		return generateKey(args[1:])
+	case "admin":
+		if len(args) == 0 || args[0] != "create-user" {
+			return errors.New("usage: hongyan admin create-user -user NAME -password PW [-admin]")
+		}
+		return createUser(args[1:])
+	case "config":
+		return printConfig(args)
+	case "help", "-h", "--help":
+		fmt.Println("usage: hongyan [run|migrate|keys generate|admin create-user|config] [flags]")
+		return nil
+	}
+	return fmt.Errorf("unknown command %q (want run, migrate, keys, admin or config)", cmd)
+}
+
+// configFlags registers the flags every subcommand shares and returns a loader that
+// applies them over the file and environment.
+func configFlags(fs *flag.FlagSet) func() (config.Config, error) {
+	path := fs.String("config", "", "YAML configuration file")
+	overrides := map[string]*string{}
+	for flagName, setting := range map[string]string{
+		"data-dir":     "data_dir",
+		"listen":       "listen",
+		"server-name":  "server_name",
+		"database-url": "database.url",
+		"nats-url":     "nats.url",
+		"rate-limit":   "rate_limit.enabled",
+		"log-level":    "log.level",
+	} {
+		overrides[setting] = new(string)
+		set := func(v string) error { *overrides[setting] = v; return nil }
+		if setting == "rate_limit.enabled" {
+			// A boolean flag: --rate-limit=false, or --rate-limit alone for true.
+			fs.BoolFunc(flagName, "sets "+setting, set)
+			continue
+		}
+		fs.Func(flagName, "sets "+setting, set)
+	}
+	return func() (config.Config, error) {
+		cfg, err := config.Load(*path, os.Environ())
+		if err != nil {
+			return cfg, err
+		}
+		for setting, v := range overrides {
+			if *v != "" {
+				if err := config.Set(&cfg, setting, *v); err != nil {
+					return cfg, fmt.Errorf("flag for %s: %w", setting, err)
+				}
+			}
+		}
+		return cfg, cfg.Validate()
+	}
+}
+
+func setupLogging(cfg config.Config) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+	if cfg.Log.Format == "json" {
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	}
+	slog.SetDefault(slog.New(h))
+}
+
+func runServer(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	load := configFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	setupLogging(cfg)
+	start := time.Now()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	s, err := homeserver.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	dbKind := "sqlite"
+	if cfg.Database.URL != "" {
+		dbKind = string(s.DB.Dialect)
+	}
+	slog.Info("hongyan is serving", "server_name", cfg.ServerName, "client_api", "http://"+ln.Addr().String(),
+		"database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
+	err = s.Serve(ctx, ln)
+	slog.Info("hongyan stopped")
+	return err
+}
+
+func migrate(args []string) error {
+	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+	load := configFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	setupLogging(cfg)
+	ctx := context.Background()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	db, err := storage.Open(ctx, cfg.Database.URL, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	n, err := db.Migrate(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("applied %d migration(s)\n", n)
+	return nil
+}
+
+func generateKey(args []string) error {
+	fs := flag.NewFlagSet("keys generate", flag.ContinueOnError)
+	out := fs.String("out", "signing.key", "file to write the new key to (never overwritten)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	key, err := serverkey.Generate()
+	if err != nil {
+		return err
+	}
+	if err := serverkey.WriteNew(*out, key); err != nil {
+		return err
+	}
+	fmt.Printf("wrote %s to %s\n", key.ID, *out)
+	return nil
+}
+
+func createUser(args []string) error {
+	fs := flag.NewFlagSet("admin create-user", flag.ContinueOnError)
+	load := configFlags(fs)
+	user := fs.String("user", "", "localpart of the new user")
+	password := fs.String("password", "", "password of the new user")
+	admin := fs.Bool("admin", false, "make the user a server admin")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	setupLogging(cfg)
+	if err := users.CheckNewPassword(*password); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	db, err := storage.Open(ctx, cfg.Database.URL, cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		return err
+	}
+	svc := users.New(db, users.Config{ServerName: cfg.ServerName})
+	local := strings.ToLower(strings.TrimPrefix(*user, "@"))
+	if l, ok := svc.LocalpartOf(*user); ok {
+		local = l
+	}
+	if err := svc.ValidateLocalpart(local); err != nil {
+		return err
+	}
+	sess, err := svc.Register(ctx, users.NewAccount{Localpart: local, Password: *password, Admin: *admin}, users.LoginOptions{}, true)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("created %s (admin: %v)\n", sess.UserID, *admin)
+	return nil
+}
+
+func printConfig(args []string) error {
+	fs := flag.NewFlagSet("config", flag.ContinueOnError)
+	load := configFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	out, err := cfg.YAML()
+	if err != nil {
+		return err
+	}
+	os.Stdout.Write(out)
+	return nil
+}

@@ -1,0 +1,334 @@
+// Package config holds Hongyan's one typed configuration: defaults, then a YAML file,
+// then HONGYAN_* environment variables, then command-line flags, each overriding the
+// one before.
+//
+// Every field has an environment variable named after its YAML path: database.url is
+// HONGYAN_DATABASE_URL, rate_limit.enabled is HONGYAN_RATE_LIMIT_ENABLED. A few short aliases used by scripts (HONGYAN_RATE_LIMIT)
+// are listed in aliases.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole server configuration. The zero value is not useful; start from
+// Default.
+type Config struct {
+	// ServerName is the domain part of user IDs and room aliases, and the name other
+	// servers know this one by. Changing it after users exist orphans them.
+	ServerName string `yaml:"server_name"`
+	// DataDir holds the SQLite database, the embedded NATS store, the signing key and
+	// local media. Created on start.
+	DataDir string `yaml:"data_dir"`
+	// Listen is the client–server API's HOST:PORT.
+	Listen string `yaml:"listen"`
+	// PublicBaseURL is how clients reach the client API, advertised in
+	// /.well-known/matrix/client. If empty, http://Listen is used.
+	PublicBaseURL string `yaml:"public_base_url"`
+	// SigningKeyPath is the server's ed25519 signing key file. If empty,
+	// DataDir/signing.key, generated on first start.
+	SigningKeyPath string `yaml:"signing_key_path"`
+
+	Database     Database     `yaml:"database"`
+	NATS         NATS         `yaml:"nats"`
+	Registration Registration `yaml:"registration"`
+	Auth         Auth         `yaml:"auth"`
+	RateLimit    RateLimit    `yaml:"rate_limit"`
+	Limits       Limits       `yaml:"limits"`
+	Log          Log          `yaml:"log"`
+}
+
+// Database selects the SQL engine.
+type Database struct {
+	// URL is a postgres:// URL for PostgreSQL. If empty, SQLite in DataDir.
+	URL string `yaml:"url"`
+}
+
+// NATS selects the event bus.
+type NATS struct {
+	// URL of an external NATS JetStream server or cluster (comma-separated). If empty,
+	// a NATS server runs embedded in the process, storing in DataDir/nats.
+	URL string `yaml:"url"`
+}
+
+// Registration controls who may create accounts.
+type Registration struct {
+	// Enabled opens /register to everyone. If unset, registration is open only while
+	// the client API listens on a loopback address.
+	Enabled *bool `yaml:"enabled"`
+	// RequireToken makes registration need an m.login.registration_token stage.
+	RequireToken bool `yaml:"require_token"`
+	// Guests allows guest accounts (kind=guest).
+	Guests bool `yaml:"guests"`
+	// SharedSecret enables the Synapse-compatible /_synapse/admin/v1/register
+	// endpoint used by bots and tools. If empty, that endpoint is off.
+	SharedSecret string `yaml:"shared_secret"`
+}
+
+// Auth sets token lifetimes.
+type Auth struct {
+	// AccessTokenLifetime is how long an access token lives when the client asked for
+	// a refresh token. Tokens of clients that did not are not expired.
+	AccessTokenLifetime time.Duration `yaml:"access_token_lifetime"`
+	// LoginTokenLifetime is how long an m.login.token stays valid.
+	LoginTokenLifetime time.Duration `yaml:"login_token_lifetime"`
+}
+
+// RateLimit configures the per-user and per-IP request limiter.
+type RateLimit struct {
+	// Enabled turns the limiter on. Benchmarks switch it off.
+	Enabled bool `yaml:"enabled"`
+	// PerSecond is the sustained request rate allowed per user or IP.
+	PerSecond float64 `yaml:"per_second"`
+	// Burst is how many requests may arrive at once above the sustained rate.
+	Burst int `yaml:"burst"`
+}
+
+// Limits bound what a request may carry.
+type Limits struct {
+	// MaxRequestBytes bounds a JSON request body.
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Default returns the embedded quick-start configuration.
+func Default() Config {
+	return Config{
+		ServerName: "localhost:8008",
+		DataDir:    "./data",
+		Listen:     "127.0.0.1:8008",
+		Auth: Auth{
+			AccessTokenLifetime: time.Hour,
+			LoginTokenLifetime:  2 * time.Minute,
+		},
+		RateLimit: RateLimit{Enabled: true, PerSecond: 10, Burst: 50},
+		Limits:    Limits{MaxRequestBytes: 1 << 20},
+		Log:       Log{Level: "info", Format: "text"},
+	}
+}
+
+// Load builds the configuration from defaults, the YAML file at path (if path is not
+// empty) and the environment given as os.Environ-style pairs.
+func Load(path string, environ []string) (Config, error) {
+	cfg := Default()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) { // io.EOF: an empty file
+			return cfg, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if err := applyEnv(&cfg, environ); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// aliases are short environment names kept for scripts, mapped to the YAML path.
+var aliases = map[string]string{
+	"HONGYAN_RATE_LIMIT":   "rate_limit.enabled",
+	"HONGYAN_REGISTRATION": "registration.enabled",
+}
+
+// applyEnv sets every field whose HONGYAN_* variable is present.
+func applyEnv(cfg *Config, environ []string) error {
+	env := map[string]string{}
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(k, "HONGYAN_") {
+			env[k] = v
+		}
+	}
+	for name, path := range aliases {
+		if v, ok := env[name]; ok {
+			if err := Set(cfg, path, v); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+	}
+	return walk(reflect.ValueOf(cfg).Elem(), "", func(path string, _ reflect.Value) error {
+		name := "HONGYAN_" + strings.ToUpper(strings.ReplaceAll(path, ".", "_"))
+		if v, ok := env[name]; ok {
+			if err := Set(cfg, path, v); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// walk calls fn for every leaf field with its dotted YAML path.
+func walk(v reflect.Value, prefix string, fn func(path string, f reflect.Value) error) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		tag, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		path := tag
+		if prefix != "" {
+			path = prefix + "." + tag
+		}
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct {
+			if err := walk(f, path, fn); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := fn(path, f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Set assigns the text value to the field at the dotted YAML path, parsing it for
+// the field's type. It is how environment variables and flags reach the config.
+func Set(cfg *Config, path, value string) error {
+	var target reflect.Value
+	_ = walk(reflect.ValueOf(cfg).Elem(), "", func(p string, f reflect.Value) error {
+		if p == path {
+			target = f
+		}
+		return nil
+	})
+	if !target.IsValid() {
+		return fmt.Errorf("unknown setting %q", path)
+	}
+	return setValue(target, value)
+}
+
+var durationType = reflect.TypeOf(time.Duration(0))
+
+func setValue(f reflect.Value, s string) error {
+	if f.Type() == durationType {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("invalid duration %q: %w", s, err)
+		}
+		f.SetInt(int64(d))
+		return nil
+	}
+	switch f.Kind() {
+	case reflect.String:
+		f.SetString(s)
+	case reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("invalid boolean %q", s)
+		}
+		f.SetBool(b)
+	case reflect.Int, reflect.Int64:
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return fmt.Errorf("invalid integer %q", s)
+		}
+		f.SetInt(n)
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return fmt.Errorf("invalid number %q", s)
+		}
+		f.SetFloat(n)
+	case reflect.Pointer:
+		p := reflect.New(f.Type().Elem())
+		if err := setValue(p.Elem(), s); err != nil {
+			return err
+		}
+		f.Set(p)
+	default:
+		return fmt.Errorf("unsupported setting type %s", f.Type())
+	}
+	return nil
+}
+
+// Validate checks the settings and fills in the ones derived from others.
+func (c *Config) Validate() error {
+	if c.ServerName == "" {
+		return errors.New("server_name must be set")
+	}
+	if strings.ContainsAny(c.ServerName, "/@:!#") && !validHostPort(c.ServerName) {
+		return fmt.Errorf("server_name %q is not a valid host[:port]", c.ServerName)
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen %q: %w", c.Listen, err)
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir must be set")
+	}
+	if c.SigningKeyPath == "" {
+		c.SigningKeyPath = filepath.Join(c.DataDir, "signing.key")
+	}
+	if c.PublicBaseURL == "" {
+		c.PublicBaseURL = "http://" + c.Listen
+	}
+	c.PublicBaseURL = strings.TrimSuffix(c.PublicBaseURL, "/")
+	if c.Limits.MaxRequestBytes <= 0 {
+		return errors.New("limits.max_request_bytes must be positive")
+	}
+	if c.RateLimit.Enabled && (c.RateLimit.PerSecond <= 0 || c.RateLimit.Burst <= 0) {
+		return errors.New("rate_limit.per_second and rate_limit.burst must be positive when rate limiting is on")
+	}
+	return nil
+}
+
+func validHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return !strings.ContainsAny(s, "/@:!#")
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return false
+	}
+	return host != "" && !strings.ContainsAny(host, "/@!#")
+}
+
+// RegistrationOpen reports whether anyone may register: explicitly configured, or by
+// default only while the client API listens on loopback, where only this machine can
+// reach it.
+func (c *Config) RegistrationOpen() bool {
+	if c.Registration.Enabled != nil {
+		return *c.Registration.Enabled
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// YAML renders the configuration as YAML, for `hongyan config`. Secrets are hidden.
+func (c Config) YAML() ([]byte, error) {
+	if c.Registration.SharedSecret != "" {
+		c.Registration.SharedSecret = "(set)"
+	}
+	return yaml.Marshal(c)
+}

@@ -1,0 +1,145 @@
+// Package homeserver assembles Hongyan: it opens storage and the bus, builds the core
+// services in dependency order, and mounts the front-ends on their listeners. It is
+// the one composition root besides cmd/hongyan.
+package homeserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/hongyan/hongyan/clientapi"
+	"github.com/hongyan/hongyan/homeserver/bus"
+	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/ratelimit"
+	"github.com/hongyan/hongyan/homeserver/serverkey"
+	"github.com/hongyan/hongyan/homeserver/storage"
+	"github.com/hongyan/hongyan/homeserver/users"
+	"github.com/hongyan/hongyan/httpapi"
+)
+
+// Server is a running homeserver's parts.
+type Server struct {
+	Config config.Config
+	DB     *storage.DB
+	Bus    *bus.Bus
+	Key    serverkey.Key
+	Users  *users.Service
+
+	handler http.Handler
+}
+
+// New opens everything the configuration names and builds the server. The caller
+// must Close it.
+func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	s = &Server{Config: cfg}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	key, created, err := serverkey.LoadOrGenerate(cfg.SigningKeyPath)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		slog.Info("generated signing key", "path", cfg.SigningKeyPath, "key_id", key.ID)
+	}
+	s.Key = key
+
+	if s.DB, err = storage.Open(ctx, cfg.Database.URL, cfg.DataDir); err != nil {
+		return nil, err
+	}
+	if _, err := s.DB.Migrate(ctx); err != nil {
+		return nil, err
+	}
+	if s.Bus, err = bus.Open(ctx, bus.Config{URL: cfg.NATS.URL, StoreDir: filepath.Join(cfg.DataDir, "nats")}); err != nil {
+		return nil, err
+	}
+
+	s.Users = users.New(s.DB, users.Config{
+		ServerName:               cfg.ServerName,
+		AccessTokenLifetime:      cfg.Auth.AccessTokenLifetime,
+		LoginTokenLifetime:       cfg.Auth.LoginTokenLifetime,
+		RegistrationOpen:         cfg.RegistrationOpen(),
+		RequireRegistrationToken: cfg.Registration.RequireToken,
+		GuestsAllowed:            cfg.Registration.Guests,
+	})
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	api := &httpapi.API{
+		Auth:         s.Users,
+		MaxBodyBytes: cfg.Limits.MaxRequestBytes,
+		Metrics:      httpapi.NewMetrics(reg),
+	}
+	if cfg.RateLimit.Enabled {
+		api.Limiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
+	}
+	router := httpapi.NewRouter()
+	router.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	clientapi.Register(router, api, clientapi.Config{
+		ServerName:    cfg.ServerName,
+		PublicBaseURL: cfg.PublicBaseURL,
+	}, clientapi.Deps{
+		Users:        s.Users,
+		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
+	})
+	s.handler = httpapi.CORS(router)
+	return s, nil
+}
+
+// Handler is the client API's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve serves the client API on ln until ctx is cancelled, then shuts down
+// gracefully: in-flight requests get up to 10 seconds to finish.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := hs.Shutdown(shutdownCtx)
+	if serveErr := <-errc; !errors.Is(serveErr, http.ErrServerClosed) {
+		err = errors.Join(err, serveErr)
+	}
+	return err
+}
+
+// Close releases the bus and the database.
+func (s *Server) Close() {
+	if s.Bus != nil {
+		s.Bus.Close()
+	}
+	if s.DB != nil {
+		s.DB.Close()
+	}
+}

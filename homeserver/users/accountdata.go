@@ -1,0 +1,84 @@
+package users
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/hongyan/hongyan/homeserver/storage"
+)
+
+// SetAccountData stores content under type for the user, globally (roomID "") or for
+// one room, and returns the account data stream position of the write.
+func (s *Service) SetAccountData(ctx context.Context, localpart, roomID, typ string, content json.RawMessage) (int64, error) {
+	var pos int64
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		var err error
+		if pos, err = nextStreamPos(ctx, tx, "account_data"); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO account_data (localpart, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (localpart, room_id, type) DO UPDATE SET content = excluded.content, stream_pos = excluded.stream_pos`,
+			localpart, roomID, typ, string(content), pos)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("set account data %s of %q: %w", typ, localpart, err)
+	}
+	return pos, nil
+}
+
+// AccountData returns one item of account data, or ErrNotFound.
+func (s *Service) AccountData(ctx context.Context, localpart, roomID, typ string) (json.RawMessage, error) {
+	var content string
+	err := s.db.QueryRow(ctx, `SELECT content FROM account_data WHERE localpart = $1 AND room_id = $2 AND type = $3`,
+		localpart, roomID, typ).Scan(&content)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read account data %s of %q: %w", typ, localpart, err)
+	}
+	return json.RawMessage(content), nil
+}
+
+// nextStreamPos takes the next position of a named stream inside tx. The row lock it
+// takes orders writers of the stream by commit, so positions become visible in order.
+func nextStreamPos(ctx context.Context, tx *storage.Tx, stream string) (int64, error) {
+	var pos int64
+	if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = $1 RETURNING pos`, stream).Scan(&pos); err != nil {
+		return 0, fmt.Errorf("next %s stream position: %w", stream, err)
+	}
+	return pos, nil
+}
+
+// CreateFilter stores a sync filter (already validated) and returns its ID.
+func (s *Service) CreateFilter(ctx context.Context, localpart string, filter json.RawMessage) (string, error) {
+	var id int64
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE localpart = $1`, localpart).Scan(&id); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO filters (localpart, filter_id, content) VALUES ($1, $2, $3)`, localpart, id, string(filter))
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("create filter for %q: %w", localpart, err)
+	}
+	return fmt.Sprint(id), nil
+}
+
+// Filter returns a stored filter, or ErrNotFound.
+func (s *Service) Filter(ctx context.Context, localpart string, id int64) (json.RawMessage, error) {
+	var content string
+	err := s.db.QueryRow(ctx, `SELECT content FROM filters WHERE localpart = $1 AND filter_id = $2`, localpart, id).Scan(&content)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read filter %d of %q: %w", id, localpart, err)
+	}
+	return json.RawMessage(content), nil
+}

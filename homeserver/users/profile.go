@@ -1,0 +1,47 @@
+package users
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// Profile is a user's global displayname and avatar.
+type Profile struct {
+	DisplayName *string `json:"displayname,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+}
+
+// Profile returns a local user's profile, or ErrNotFound.
+func (s *Service) Profile(ctx context.Context, localpart string) (Profile, error) {
+	var p Profile
+	err := s.db.QueryRow(ctx, `SELECT displayname, avatar_url FROM profiles WHERE localpart = $1`, localpart).Scan(&p.DisplayName, &p.AvatarURL)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, ErrNotFound
+	}
+	if err != nil {
+		return p, fmt.Errorf("read profile of %q: %w", localpart, err)
+	}
+	return p, nil
+}
+
+// SetDisplayName sets (or with nil, clears) the displayname.
+func (s *Service) SetDisplayName(ctx context.Context, localpart string, name *string) error {
+	return s.setProfileField(ctx, localpart, "displayname", name)
+}
+
+// SetAvatarURL sets (or with nil, clears) the avatar URL.
+func (s *Service) SetAvatarURL(ctx context.Context, localpart string, url *string) error {
+	return s.setProfileField(ctx, localpart, "avatar_url", url)
+}
+
+func (s *Service) setProfileField(ctx context.Context, localpart, column string, value *string) error {
+	// column is one of two constants above, never client input.
+	_, err := s.db.Exec(ctx, `INSERT INTO profiles (localpart, `+column+`) VALUES ($1, $2)
+		ON CONFLICT (localpart) DO UPDATE SET `+column+` = excluded.`+column, localpart, value)
+	if err != nil {
+		return fmt.Errorf("set %s of %q: %w", column, localpart, err)
+	}
+	return nil
+}

@@ -1,0 +1,372 @@
+// Package httpapi is the HTTP edge shared by the Matrix front-ends (client API, media,
+// later federation): routing, CORS, authentication, body limits, rate limits, JSON
+// decoding with the spec's errors, metrics, and turning results and errors into
+// responses. Handlers return a value or an error and never write the response
+// themselves, which keeps them small and testable.
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/ratelimit"
+	"github.com/hongyan/hongyan/homeserver/users"
+)
+
+// Authenticator resolves access tokens.
+type Authenticator interface {
+	Authenticate(ctx context.Context, token, ip string) (users.Caller, error)
+}
+
+// API registers handlers with the shared edge behaviour. Fields are set before the
+// first Handle and not changed after.
+type API struct {
+	// Auth resolves access tokens. Required for authenticated routes.
+	Auth Authenticator
+	// Limiter limits RateLimited routes per user (or per IP before login). Nil is off.
+	Limiter *ratelimit.Limiter
+	// MaxBodyBytes bounds request bodies; larger ones get 413 M_TOO_LARGE.
+	MaxBodyBytes int64
+	// Metrics, if not nil, records request counts and latencies.
+	Metrics *Metrics
+	// Log receives internal errors. Nil means slog.Default().
+	Log *slog.Logger
+}
+
+// Request is what a handler sees: the HTTP request, its path variables and, on
+// authenticated routes, the caller.
+type Request struct {
+	*http.Request
+	Vars   map[string]string
+	Caller users.Caller
+	// Authed is true when the request carried a valid access token.
+	Authed bool
+	IP     string
+	api    *API
+}
+
+// Handler handles one endpoint. It returns the JSON body of a 200, a *Response for
+// another status, an http.Handler to write a non-JSON response itself, or an error:
+// a *mxerror.Error (or anything with HTTPStatus and MarshalJSON) is sent as is;
+// any other error is logged and becomes 500 M_UNKNOWN.
+type Handler func(r *Request) (any, error)
+
+// Response is a JSON response with a status other than 200.
+type Response struct {
+	Status int
+	Body   any
+}
+
+// Option changes how a route is served.
+type Option func(*route)
+
+type route struct {
+	auth        authMode
+	guests      bool
+	rateLimited bool
+}
+
+type authMode int
+
+const (
+	authNone authMode = iota
+	authRequired
+	authOptional
+)
+
+// Authed requires a valid access token of a non-guest account.
+func Authed(r *route) { r.auth = authRequired }
+
+// OptionalAuth authenticates the caller when a token is given and lets anonymous
+// callers through otherwise.
+func OptionalAuth(r *route) { r.auth = authOptional }
+
+// GuestsAllowed lets guest accounts use an authenticated route.
+func GuestsAllowed(r *route) { r.guests = true }
+
+// RateLimited applies the per-user / per-IP limiter.
+func RateLimited(r *route) { r.rateLimited = true }
+
+// NewRouter returns a router whose unknown paths and methods answer M_UNRECOGNIZED.
+func NewRouter() *mux.Router {
+	r := mux.NewRouter()
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		WriteJSON(w, http.StatusNotFound, mxerror.New(mxerror.Unrecognized, "unrecognized request"))
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		WriteJSON(w, http.StatusMethodNotAllowed, mxerror.New(mxerror.Unrecognized, "method not allowed"))
+	})
+	return r
+}
+
+// Handle registers h for method and path on router.
+func (a *API) Handle(router *mux.Router, method, path string, h Handler, opts ...Option) {
+	var rt route
+	for _, o := range opts {
+		o(&rt)
+	}
+	router.Handle(path, a.wrap(path, rt, h)).Methods(method)
+}
+
+func (a *API) log() *slog.Logger {
+	if a.Log != nil {
+		return a.Log
+	}
+	return slog.Default()
+}
+
+func (a *API) wrap(name string, rt route, h Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, hr *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		defer func() {
+			if p := recover(); p != nil {
+				a.log().Error("handler panic", "route", name, "panic", p)
+				WriteJSON(sw, http.StatusInternalServerError, mxerror.Internal())
+			}
+			a.Metrics.observe(hr.Method, name, sw.status, time.Since(start))
+		}()
+		req := &Request{Request: hr, Vars: mux.Vars(hr), IP: clientIP(hr), api: a}
+		if err := a.authenticate(req, rt); err != nil {
+			a.writeError(sw, req, err)
+			return
+		}
+		if rt.rateLimited {
+			key := req.IP
+			if req.Authed {
+				key = req.Caller.UserID
+			}
+			if ok, wait := a.Limiter.Allow(key); !ok {
+				a.writeError(sw, req, &mxerror.Error{Code: mxerror.LimitExceeded, Message: "too many requests",
+					RetryAfterMs: wait.Milliseconds() + 1})
+				return
+			}
+		}
+		if hr.Body != nil && a.MaxBodyBytes > 0 {
+			hr.Body = http.MaxBytesReader(sw, hr.Body, a.MaxBodyBytes)
+		}
+		res, err := h(req)
+		if err != nil {
+			a.writeError(sw, req, err)
+			return
+		}
+		switch v := res.(type) {
+		case *Response:
+			WriteJSON(sw, v.Status, v.Body)
+		case http.Handler:
+			v.ServeHTTP(sw, hr)
+		default:
+			WriteJSON(sw, http.StatusOK, v)
+		}
+	})
+}
+
+func (a *API) authenticate(req *Request, rt route) error {
+	if rt.auth == authNone {
+		return nil
+	}
+	token := accessToken(req.Request)
+	if token == "" {
+		if rt.auth == authOptional {
+			return nil
+		}
+		return mxerror.New(mxerror.MissingToken, "missing access token")
+	}
+	c, err := a.Auth.Authenticate(req.Context(), token, req.IP)
+	if err != nil {
+		return err
+	}
+	if c.IsGuest && !rt.guests {
+		return mxerror.New(mxerror.GuestAccessForbidden, "guest accounts cannot use this endpoint")
+	}
+	req.Caller, req.Authed = c, true
+	return nil
+}
+
+// accessToken reads the token from the Authorization header, or the deprecated
+// access_token query parameter that older clients and Sytest still send.
+func accessToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); h != "" {
+		if t, ok := strings.CutPrefix(h, "Bearer "); ok {
+			return strings.TrimSpace(t)
+		}
+		return ""
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// clientIP is the peer address. (X-Forwarded-For is trusted only behind a configured
+// proxy, which is not built yet.)
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+type statusError interface {
+	error
+	HTTPStatus() int
+}
+
+func (a *API) writeError(w http.ResponseWriter, req *Request, err error) {
+	var se statusError
+	if errors.As(err, &se) {
+		WriteJSON(w, se.HTTPStatus(), se)
+		return
+	}
+	if errors.Is(err, context.Canceled) && req.Context().Err() != nil {
+		return // the client went away; there is no one to answer
+	}
+	a.log().Error("request failed", "method", req.Method, "path", req.URL.Path, "err", err)
+	WriteJSON(w, http.StatusInternalServerError, mxerror.Internal())
+}
+
+// WriteJSON writes v as a JSON response.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		slog.Error("encode response", "err", err)
+		status, body = http.StatusInternalServerError, []byte(`{"errcode":"M_UNKNOWN","error":"internal server error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// Body reads the whole request body within the size limit.
+func (r *Request) Body() ([]byte, error) {
+	if r.Request.Body == nil {
+		return nil, nil
+	}
+	data, err := io.ReadAll(r.Request.Body)
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, mxerror.New(mxerror.TooLarge, "request body is larger than %d bytes", tooLarge.Limit)
+	}
+	if err != nil {
+		return nil, mxerror.New(mxerror.Unknown, "could not read request body")
+	}
+	return data, nil
+}
+
+// Decode reads the body as a JSON object into v. It answers M_NOT_JSON when the body
+// is not JSON, M_BAD_JSON when it is JSON of the wrong shape, M_TOO_LARGE past the
+// limit. An empty body decodes as {} for endpoints whose every field is optional.
+func (r *Request) Decode(v any) error {
+	data, err := r.Body()
+	if err != nil {
+		return err
+	}
+	return DecodeJSON(data, v)
+}
+
+// DecodeJSON decodes a JSON object with the errors of Decode.
+func DecodeJSON(data []byte, v any) error {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		data = []byte("{}")
+	}
+	if !json.Valid(data) {
+		return mxerror.New(mxerror.NotJSON, "request body is not valid JSON")
+	}
+	if data[0] != '{' {
+		return mxerror.New(mxerror.BadJSON, "request body must be a JSON object")
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		var typeErr *json.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return mxerror.New(mxerror.BadJSON, "%s must be of type %s", typeErr.Field, jsonType(typeErr.Type.Kind().String()))
+		}
+		return mxerror.New(mxerror.BadJSON, "invalid request body: %v", err)
+	}
+	return nil
+}
+
+func jsonType(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "slice", "array":
+		return "array"
+	case "map", "struct", "ptr":
+		return "object"
+	}
+	return "number"
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush lets streaming handlers flush through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap gives http.ResponseController the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// CORS adds the headers the spec requires so browser clients (Element Web) can call
+// the API, and answers preflight requests.
+func CORS(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+		h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Metrics counts requests and their latency per route.
+type Metrics struct {
+	requests *prometheus.HistogramVec
+}
+
+// NewMetrics registers the request metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "hongyan_http_request_duration_seconds",
+		Help:    "Time to serve an HTTP API request, by route and status.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"method", "route", "status"})}
+	reg.MustRegister(m.requests)
+	return m
+}
+
+func (m *Metrics) observe(method, route string, status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Observe(d.Seconds())
+}
