@@ -34,7 +34,7 @@ type Session struct {
 	DeviceID     string `json:"device_id,omitempty"`
 	RefreshToken string `json:"refresh_token,omitempty"`
 	// ExpiresInMs is set when a refresh token was issued.
-	ExpiresInMs int64 `json:"expires_in_ms,omitempty"`
+	ExpiresInMs int64  `json:"expires_in_ms,omitempty"`
 	HomeServer  string `json:"home_server,omitempty"`
 }
 
