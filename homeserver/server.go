@@ -81,6 +81,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		RegistrationOpen:         cfg.RegistrationOpen(),
 		RequireRegistrationToken: cfg.Registration.RequireToken,
 		GuestsAllowed:            cfg.Registration.Guests,
+		Hasher:                   users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 	})
 
 	reg := prometheus.NewRegistry()

@@ -84,6 +84,10 @@ type Auth struct {
 	AccessTokenLifetime time.Duration `yaml:"access_token_lifetime"`
 	// LoginTokenLifetime is how long an m.login.token stays valid.
 	LoginTokenLifetime time.Duration `yaml:"login_token_lifetime"`
+	// PasswordHashMemoryKiB and PasswordHashIterations are the argon2id cost.
+	// The defaults are OWASP's recommendation (19 MiB, 2 iterations).
+	PasswordHashMemoryKiB  int `yaml:"password_hash_memory_kib"`
+	PasswordHashIterations int `yaml:"password_hash_iterations"`
 }
 
 // RateLimit configures the per-user and per-IP request limiter.
@@ -117,8 +121,10 @@ func Default() Config {
 		DataDir:    "./data",
 		Listen:     "127.0.0.1:8008",
 		Auth: Auth{
-			AccessTokenLifetime: time.Hour,
-			LoginTokenLifetime:  2 * time.Minute,
+			AccessTokenLifetime:    time.Hour,
+			LoginTokenLifetime:     2 * time.Minute,
+			PasswordHashMemoryKiB:  19 * 1024,
+			PasswordHashIterations: 2,
 		},
 		RateLimit: RateLimit{Enabled: true, PerSecond: 10, Burst: 50},
 		Limits:    Limits{MaxRequestBytes: 1 << 20},
@@ -287,6 +293,9 @@ func (c *Config) Validate() error {
 		c.PublicBaseURL = "http://" + c.Listen
 	}
 	c.PublicBaseURL = strings.TrimSuffix(c.PublicBaseURL, "/")
+	if c.Auth.PasswordHashMemoryKiB < 8 || c.Auth.PasswordHashIterations < 1 {
+		return errors.New("auth.password_hash_memory_kib must be at least 8 and auth.password_hash_iterations at least 1")
+	}
 	if c.Limits.MaxRequestBytes <= 0 {
 		return errors.New("limits.max_request_bytes must be positive")
 	}

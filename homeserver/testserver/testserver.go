@@ -1,0 +1,168 @@
+// Package testserver starts a whole Hongyan in-process on a random loopback port for
+// end-to-end tests, on SQLite or PostgreSQL, with a small Matrix client to drive it.
+package testserver
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"testing"
+
+	"github.com/hongyan/hongyan/homeserver"
+	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/storage"
+	"github.com/hongyan/hongyan/homeserver/storage/storagetest"
+	"github.com/hongyan/hongyan/homeserver/users"
+)
+
+// Server is a running test homeserver.
+type Server struct {
+	*homeserver.Server
+	// URL is the client API's base URL, http://127.0.0.1:PORT.
+	URL string
+}
+
+// Option adjusts the configuration before the server starts.
+type Option func(*config.Config)
+
+// Start runs a server with a fresh database of engine d until the test ends. Rate
+// limiting is off and password hashing cheap unless options say otherwise.
+func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.Listen = ln.Addr().String()
+	cfg.ServerName = "localhost"
+	cfg.RateLimit.Enabled = false
+	cfg.Database.URL = storagetest.DSN(t, d)
+	cfg.Auth.PasswordHashMemoryKiB, cfg.Auth.PasswordHashIterations = 64, 1
+	for _, o := range opts {
+		o(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	hs, err := homeserver.New(ctx, cfg)
+	if err != nil {
+		cancel()
+		t.Fatalf("start homeserver: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		hs.Close()
+	})
+	return &Server{Server: hs, URL: "http://" + ln.Addr().String()}
+}
+
+// ProductionHashing restores the production argon2id cost, which Start lowers so
+// that tests creating many accounts stay quick.
+var ProductionHashing Option = func(c *config.Config) {
+	d := config.Default()
+	c.Auth.PasswordHashMemoryKiB, c.Auth.PasswordHashIterations = d.Auth.PasswordHashMemoryKiB, d.Auth.PasswordHashIterations
+}
+
+// Client is a minimal Matrix client for tests.
+type Client struct {
+	t       testing.TB
+	URL     string
+	Token   string
+	UserID  string
+	Device  string
+	HTTP    *http.Client
+	Session users.Session
+}
+
+// Client returns an anonymous client of the server.
+func (s *Server) Client(t testing.TB) *Client {
+	return &Client{t: t, URL: s.URL, HTTP: http.DefaultClient}
+}
+
+// Register creates a user with m.login.dummy and returns a logged-in client.
+func (s *Server) Register(t testing.TB, localpart, password string) *Client {
+	t.Helper()
+	c := s.Client(t)
+	var sess users.Session
+	status := c.Do("POST", "/_matrix/client/v3/register", map[string]any{
+		"username": localpart, "password": password, "auth": map[string]string{"type": "m.login.dummy"},
+	}, &sess)
+	if status != 200 {
+		t.Fatalf("register %s: status %d", localpart, status)
+	}
+	c.Token, c.UserID, c.Device, c.Session = sess.AccessToken, sess.UserID, sess.DeviceID, sess
+	return c
+}
+
+// Do sends a request with body encoded as JSON (a []byte or string is sent raw) and
+// decodes the response into out (if not nil). It returns the status.
+func (c *Client) Do(method, path string, body, out any) int {
+	c.t.Helper()
+	status, data := c.Raw(method, path, body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			c.t.Fatalf("%s %s: decode %q: %v", method, path, data, err)
+		}
+	}
+	return status
+}
+
+// Raw sends a request and returns the status and body bytes.
+func (c *Client) Raw(method, path string, body any) (int, []byte) {
+	c.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r = bytes.NewReader(b)
+	case string:
+		r = bytes.NewReader([]byte(b))
+	default:
+		enc, err := json.Marshal(b)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		r = bytes.NewReader(enc)
+	}
+	req, err := http.NewRequest(method, c.URL+path, r)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.HTTP.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		c.t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return resp.StatusCode, data
+}
+
+// MustDo is Do that fails the test unless the status is 200.
+func (c *Client) MustDo(method, path string, body, out any) {
+	c.t.Helper()
+	if status, data := c.Raw(method, path, body); status != 200 {
+		c.t.Fatalf("%s %s = %d %s; want 200", method, path, status, data)
+	} else if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			c.t.Fatalf("%s %s: decode: %v", method, path, err)
+		}
+	}
+}
+
+// String describes the client for failure messages.
+func (c *Client) String() string { return fmt.Sprintf("client(%s)", c.UserID) }
