@@ -45,8 +45,8 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(router, http.MethodGet, "/_matrix/client/versions", h.versions)
 
 	// r0 and v3 are the same API; Sytest and older clients still use r0.
-	v3 := router.PathPrefix("/_matrix/client/{version:(?:r0|v3)}").Subrouter()
-	v1 := router.PathPrefix("/_matrix/client/v1").Subrouter()
+	v3 := httpapi.Subrouter(router, "/_matrix/client/{version:(?:r0|v3)}")
+	v1 := httpapi.Subrouter(router, "/_matrix/client/v1")
 
 	api.Handle(v3, http.MethodGet, "/capabilities", h.capabilities, httpapi.Authed, httpapi.GuestsAllowed)
 
@@ -84,7 +84,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodPost, "/user/{userId}/filter", h.createFilter, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodGet, "/user/{userId}/filter/{filterId}", h.filter, httpapi.Authed, httpapi.GuestsAllowed)
 
-	synapse := router.PathPrefix("/_synapse/admin/v1").Subrouter()
+	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)
 	api.Handle(synapse, http.MethodPost, "/register", h.sharedSecretRegister, httpapi.RateLimited)
 	api.Handle(synapse, http.MethodGet, "/registration_tokens", h.listRegistrationTokens, httpapi.Authed)

@@ -100,16 +100,38 @@ func GuestsAllowed(r *route) { r.guests = true }
 // RateLimited applies the per-user / per-IP limiter.
 func RateLimited(r *route) { r.rateLimited = true }
 
-// NewRouter returns a router whose unknown paths and methods answer M_UNRECOGNIZED.
+// NewRouter returns a router whose unknown paths answer 404 M_UNRECOGNIZED and whose
+// known paths with an unsupported method answer 405 M_UNRECOGNIZED, also inside
+// subrouters made with Subrouter.
 func NewRouter() *mux.Router {
 	r := mux.NewRouter()
-	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		// gorilla/mux loses a method mismatch inside a subrouter when a later route's
+		// path fails to match, so ask again whether the path serves another method.
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete} {
+			if m == req.Method {
+				continue
+			}
+			probe := req.Clone(req.Context())
+			probe.Method = m
+			var match mux.RouteMatch
+			if r.Match(probe, &match) && match.MatchErr == nil {
+				WriteJSON(w, http.StatusMethodNotAllowed, mxerror.New(mxerror.Unrecognized, "method not allowed"))
+				return
+			}
+		}
 		WriteJSON(w, http.StatusNotFound, mxerror.New(mxerror.Unrecognized, "unrecognized request"))
 	})
 	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		WriteJSON(w, http.StatusMethodNotAllowed, mxerror.New(mxerror.Unrecognized, "method not allowed"))
 	})
 	return r
+}
+
+// Subrouter returns a subrouter of parent for the path prefix. Paths it does not
+// serve fall through to parent's handlers.
+func Subrouter(parent *mux.Router, prefix string) *mux.Router {
+	return parent.PathPrefix(prefix).Subrouter()
 }
 
 // Handle registers h for method and path on router.

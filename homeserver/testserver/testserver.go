@@ -166,3 +166,10 @@ func (c *Client) MustDo(method, path string, body, out any) {
 
 // String describes the client for failure messages.
 func (c *Client) String() string { return fmt.Sprintf("client(%s)", c.UserID) }
+
+// WithToken returns a copy of the client that sends token.
+func (c *Client) WithToken(token string) *Client {
+	cp := *c
+	cp.Token = token
+	return &cp
+}
