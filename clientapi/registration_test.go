@@ -1,0 +1,146 @@
+package clientapi_test
+
+import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"strings"
+	"testing"
+
+	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/testserver"
+)
+
+func TestRegistrationTokensGateRegistration(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		anon := srv.Client(t)
+		// Only the shared secret can make the first admin while registration needs a token.
+		admin := sharedSecretRegister(t, srv, "root", "pw-root", true)
+
+		var tok map[string]any
+		admin.MustDo("POST", "/_synapse/admin/v1/registration_tokens/new", map[string]any{"token": "invite-1", "uses_allowed": 1}, &tok)
+		if tok["token"] != "invite-1" || tok["uses_allowed"] != float64(1) {
+			t.Fatalf("new token = %v", tok)
+		}
+		var valid map[string]bool
+		anon.MustDo("GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token=invite-1", nil, &valid)
+		if !valid["valid"] {
+			t.Fatal("fresh token reported invalid")
+		}
+
+		// The flow asks for the token; a wrong one is refused inside the UIA.
+		var ch struct {
+			Flows   []struct{ Stages []string } `json:"flows"`
+			Session string                      `json:"session"`
+			ErrCode string                      `json:"errcode"`
+		}
+		body := map[string]any{"username": "dave", "password": "pw-dave"}
+		if st := anon.Do("POST", "/_matrix/client/v3/register", body, &ch); st != 401 || ch.Flows[0].Stages[0] != "m.login.registration_token" {
+			t.Fatalf("register = %d %+v; want the registration token flow", st, ch)
+		}
+		body["auth"] = map[string]any{"type": "m.login.registration_token", "token": "wrong", "session": ch.Session}
+		if st := anon.Do("POST", "/_matrix/client/v3/register", body, &ch); st != 401 || ch.ErrCode != "M_UNAUTHORIZED" {
+			t.Fatalf("register with a wrong token = %d %s; want 401 M_UNAUTHORIZED", st, ch.ErrCode)
+		}
+		body["auth"] = map[string]any{"type": "m.login.registration_token", "token": "invite-1", "session": ch.Session}
+		anon.MustDo("POST", "/_matrix/client/v3/register", body, nil)
+
+		// The single use is spent.
+		admin.MustDo("GET", "/_synapse/admin/v1/registration_tokens/invite-1", nil, &tok)
+		if tok["completed"] != float64(1) || tok["pending"] != float64(0) {
+			t.Errorf("token after use = %v; want completed 1, pending 0", tok)
+		}
+		anon.MustDo("GET", "/_matrix/client/v1/register/m.login.registration_token/validity?token=invite-1", nil, &valid)
+		if valid["valid"] {
+			t.Error("spent token reported valid")
+		}
+		body = map[string]any{"username": "erin", "password": "pw", "auth": map[string]any{"type": "m.login.registration_token", "token": "invite-1"}}
+		if st := anon.Do("POST", "/_matrix/client/v3/register", body, &ch); st != 401 || ch.ErrCode != "M_UNAUTHORIZED" {
+			t.Errorf("register with a spent token = %d %s; want 401 M_UNAUTHORIZED", st, ch.ErrCode)
+		}
+
+		// Update, list and delete.
+		admin.MustDo("PUT", "/_synapse/admin/v1/registration_tokens/invite-1", map[string]any{"uses_allowed": 5}, &tok)
+		if tok["uses_allowed"] != float64(5) {
+			t.Errorf("updated token = %v", tok)
+		}
+		var list struct {
+			Tokens []map[string]any `json:"registration_tokens"`
+		}
+		admin.MustDo("GET", "/_synapse/admin/v1/registration_tokens", nil, &list)
+		if len(list.Tokens) != 1 {
+			t.Errorf("tokens = %v; want 1", list.Tokens)
+		}
+		admin.MustDo("DELETE", "/_synapse/admin/v1/registration_tokens/invite-1", nil, nil)
+		if st := admin.Do("GET", "/_synapse/admin/v1/registration_tokens/invite-1", nil, nil); st != 404 {
+			t.Errorf("deleted token = %d; want 404", st)
+		}
+	}, func(c *config.Config) {
+		c.Registration.RequireToken = true
+		c.Registration.SharedSecret = "let-me-in"
+	})
+}
+
+// sharedSecretRegister registers through /_synapse/admin/v1/register as a bot would.
+func sharedSecretRegister(t *testing.T, srv *testserver.Server, user, password string, admin bool) *testserver.Client {
+	t.Helper()
+	c := srv.Client(t)
+	var nonce map[string]string
+	c.MustDo("GET", "/_synapse/admin/v1/register", nil, &nonce)
+	mac := hmac.New(sha1.New, []byte("let-me-in"))
+	flag := "notadmin"
+	if admin {
+		flag = "admin"
+	}
+	mac.Write([]byte(strings.Join([]string{nonce["nonce"], user, password, flag}, "\x00")))
+	var out map[string]any
+	c.MustDo("POST", "/_synapse/admin/v1/register", map[string]any{
+		"nonce": nonce["nonce"], "username": user, "password": password, "admin": admin, "mac": hex.EncodeToString(mac.Sum(nil)),
+	}, &out)
+	// A nonce works once.
+	if st := c.Do("POST", "/_synapse/admin/v1/register", map[string]any{
+		"nonce": nonce["nonce"], "username": user + "2", "password": password, "admin": admin, "mac": hex.EncodeToString(mac.Sum(nil)),
+	}, nil); st != 400 {
+		t.Errorf("reused nonce = %d; want 400", st)
+	}
+	return c.WithToken(out["access_token"].(string))
+}
+
+func TestSharedSecretRejectsBadMAC(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		c := srv.Client(t)
+		var nonce map[string]string
+		c.MustDo("GET", "/_synapse/admin/v1/register", nil, &nonce)
+		var e errBody
+		st := c.Do("POST", "/_synapse/admin/v1/register", map[string]any{
+			"nonce": nonce["nonce"], "username": "x", "password": "y", "mac": "00ff"}, &e)
+		if st != 400 || e.ErrCode != "M_UNKNOWN" {
+			t.Errorf("bad MAC = %d %s; want 400 M_UNKNOWN", st, e.ErrCode)
+		}
+	}, func(c *config.Config) { c.Registration.SharedSecret = "let-me-in" })
+}
+
+func TestGuestsAndClosedRegistration(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		anon := srv.Client(t)
+		var e errBody
+		if st := anon.Do("POST", "/_matrix/client/v3/register", map[string]any{"username": "x", "password": "y"}, &e); st != 403 || e.ErrCode != "M_FORBIDDEN" {
+			t.Errorf("register while closed = %d %s; want 403 M_FORBIDDEN", st, e.ErrCode)
+		}
+		var guest map[string]any
+		anon.MustDo("POST", "/_matrix/client/v3/register?kind=guest", map[string]any{}, &guest)
+		g := anon.WithToken(guest["access_token"].(string))
+		var who map[string]any
+		g.MustDo("GET", "/_matrix/client/v3/account/whoami", nil, &who)
+		if who["is_guest"] != true {
+			t.Errorf("guest whoami = %v; want is_guest", who)
+		}
+		if st := g.Do("POST", "/_matrix/client/v3/account/password", map[string]any{"new_password": "x"}, &e); st != 403 || e.ErrCode != "M_GUEST_ACCESS_FORBIDDEN" {
+			t.Errorf("guest password change = %d %s; want 403 M_GUEST_ACCESS_FORBIDDEN", st, e.ErrCode)
+		}
+	}, func(c *config.Config) {
+		no := false
+		c.Registration.Enabled = &no
+		c.Registration.Guests = true
+	})
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hongyan/hongyan/homeserver/storage/storagetest"
+)
+
+// binary is the hongyan command built once for these tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "hongyan-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "hongyan")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		panic("build hongyan: " + err.Error() + "\n" + string(out))
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func hongyan(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func TestSubcommands(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "k.key")
+	if out, err := hongyan(t, "keys", "generate", "-out", key); err != nil || !strings.Contains(out, "ed25519:") {
+		t.Fatalf("keys generate = %q, %v", out, err)
+	}
+	if out, err := hongyan(t, "keys", "generate", "-out", key); err == nil {
+		t.Errorf("keys generate over an existing key = %q, nil; want a refusal", out)
+	}
+	out, err := hongyan(t, "config", "--server-name", "example.org", "--rate-limit=false")
+	if err != nil || !strings.Contains(out, "server_name: example.org") || !strings.Contains(out, "enabled: false") {
+		t.Errorf("config = %q, %v; want the overrides in the YAML", out, err)
+	}
+	if out, err := hongyan(t, "migrate", "--data-dir", filepath.Join(dir, "m")); err != nil || !strings.Contains(out, "applied") {
+		t.Errorf("migrate = %q, %v", out, err)
+	}
+	if out, err := hongyan(t, "bogus"); err == nil {
+		t.Errorf("hongyan bogus = %q, nil; want an error", out)
+	}
+}
+
+// TestRunServesAndStopsGracefully is the README's quick start: create an admin,
+// start the server, log in over HTTP, stop it with SIGTERM.
+func TestRunServesAndStopsGracefully(t *testing.T) {
+	for _, d := range storagetest.Engines() {
+		t.Run(string(d), func(t *testing.T) {
+			dataDir := t.TempDir()
+			dsn := storagetest.DSN(t, d)
+			common := []string{"--data-dir", dataDir, "--database-url", dsn}
+			if out, err := hongyan(t, append([]string{"admin", "create-user", "--user", "root", "--password", "pw-root", "--admin"}, common...)...); err != nil {
+				t.Fatalf("admin create-user = %q, %v", out, err)
+			}
+			addr := freeAddr(t)
+			var logs bytes.Buffer
+			cmd := exec.Command(binary, append([]string{"run", "--listen", addr, "--rate-limit=false"}, common...)...)
+			cmd.Stdout, cmd.Stderr = &logs, &logs
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			base := "http://" + addr
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				resp, err := http.Get(base + "/_matrix/client/versions")
+				if err == nil {
+					resp.Body.Close()
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("server did not answer: %v\n%s", err, logs.String())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			body := `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"root"},"password":"pw-root"}`
+			resp, err := http.Post(base+"/_matrix/client/v3/login", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var login map[string]any
+			json.NewDecoder(resp.Body).Decode(&login)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || login["user_id"] != "@root:localhost:8008" {
+				t.Fatalf("login = %d %v; want @root:localhost:8008", resp.StatusCode, login)
+			}
+			cmd.Process.Signal(syscall.SIGTERM)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("exit after SIGTERM = %v; want 0\n%s", err, logs.String())
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("server did not stop within 20s of SIGTERM\n%s", logs.String())
+			}
+			if !strings.Contains(logs.String(), "hongyan stopped") {
+				t.Errorf("logs lack the shutdown line:\n%s", logs.String())
+			}
+		})
+	}
+}

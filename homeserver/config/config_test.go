@@ -1,0 +1,100 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestLoadLayersFileThenEnvironment(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "hongyan.yaml")
+	os.WriteFile(path, []byte(`
+server_name: example.org
+listen: 0.0.0.0:9000
+database:
+  url: postgres://u@127.0.0.1/db
+auth:
+  access_token_lifetime: 5m
+registration:
+  shared_secret: s3cret
+`), 0o600)
+	cfg, err := Load(path, []string{
+		"HONGYAN_LISTEN=127.0.0.1:9001",
+		"HONGYAN_RATE_LIMIT=false",
+		"HONGYAN_RATE_LIMIT_BURST=7",
+		"HONGYAN_REGISTRATION_GUESTS=true",
+		"PATH=/bin",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"server_name from file", cfg.ServerName, "example.org"},
+		{"listen from env over file", cfg.Listen, "127.0.0.1:9001"},
+		{"database.url from file", cfg.Database.URL, "postgres://u@127.0.0.1/db"},
+		{"duration from file", cfg.Auth.AccessTokenLifetime, 5 * time.Minute},
+		{"alias HONGYAN_RATE_LIMIT", cfg.RateLimit.Enabled, false},
+		{"derived env name", cfg.RateLimit.Burst, 7},
+		{"nested bool", cfg.Registration.Guests, true},
+		{"default kept", cfg.Limits.MaxRequestBytes, int64(1 << 20)},
+		{"derived public URL", cfg.PublicBaseURL, "http://127.0.0.1:9001"},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v; want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestLoadRejectsBadInput(t *testing.T) {
+	dir := t.TempDir()
+	unknown := filepath.Join(dir, "unknown.yaml")
+	os.WriteFile(unknown, []byte("no_such_setting: 1\n"), 0o600)
+	if _, err := Load(unknown, nil); err == nil {
+		t.Error("Load(file with an unknown key) = nil error; want an error naming it")
+	}
+	if _, err := Load("", []string{"HONGYAN_RATE_LIMIT_BURST=lots"}); err == nil {
+		t.Error("Load(HONGYAN_RATE_LIMIT_BURST=lots) = nil error; want an error")
+	}
+	empty := filepath.Join(dir, "empty.yaml")
+	os.WriteFile(empty, nil, 0o600)
+	if _, err := Load(empty, nil); err != nil {
+		t.Errorf("Load(empty file) = %v; want defaults", err)
+	}
+	bad := Default()
+	bad.Listen = "nonsense"
+	if err := bad.Validate(); err == nil {
+		t.Error("Validate(listen: nonsense) = nil; want an error")
+	}
+}
+
+func TestRegistrationOpenOnlyOnLoopbackByDefault(t *testing.T) {
+	yes, no := true, false
+	cases := []struct {
+		listen   string
+		explicit *bool
+		want     bool
+	}{
+		{"127.0.0.1:8008", nil, true},
+		{"[::1]:8008", nil, true},
+		{"localhost:8008", nil, true},
+		{"0.0.0.0:8008", nil, false},
+		{"192.0.2.10:8008", nil, false},
+		{"0.0.0.0:8008", &yes, true},
+		{"127.0.0.1:8008", &no, false},
+	}
+	for _, c := range cases {
+		cfg := Default()
+		cfg.Listen, cfg.Registration.Enabled = c.listen, c.explicit
+		if got := cfg.RegistrationOpen(); got != c.want {
+			t.Errorf("RegistrationOpen(listen %s, enabled %v) = %v; want %v", c.listen, c.explicit, got, c.want)
+		}
+	}
+}

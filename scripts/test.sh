@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of Hongyan against real services, which it starts itself on
+# loopback and stops afterwards: a throwaway PostgreSQL cluster (installed from Debian
+# packages if missing). SQLite and the embedded NATS need nothing.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh ./clientapi/... # some packages; extra args go to `go test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+work=$(mktemp -d /tmp/hongyan-test.XXXXXX)
+chmod 755 "$work" # the postgres user must reach its cluster directory inside
+cleanup() {
+  scripts/postgres.sh stop "$work/pg" || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== starting PostgreSQL"
+HONGYAN_TEST_POSTGRES=$(scripts/postgres.sh start "$work/pg")
+export HONGYAN_TEST_POSTGRES
+echo "   $HONGYAN_TEST_POSTGRES"
+
+pkgs=("$@")
+[ ${#pkgs[@]} -eq 0 ] && pkgs=(./...)
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test"
+# -race catches data races in the server's concurrent paths; packages run in
+# parallel (one per core) and each package's tests on both engines in parallel.
+go test -race -count=1 -timeout 20m "${pkgs[@]}"
