@@ -67,14 +67,23 @@ func (h *handlers) updateRegistrationToken(r *httpapi.Request) (any, error) {
 	if err := adminOnly(r); err != nil {
 		return nil, err
 	}
-	var req struct {
-		UsesAllowed *int64 `json:"uses_allowed"`
-		ExpiryTime  *int64 `json:"expiry_time"`
-	}
+	// Fields left out keep their value; null clears them (Synapse's semantics).
+	var req map[string]*int64
 	if err := r.Decode(&req); err != nil {
 		return nil, err
 	}
-	t, err := h.users.UpdateRegistrationToken(r.Context(), r.Vars["token"], req.UsesAllowed, req.ExpiryTime)
+	cur, err := h.users.GetRegistrationToken(r.Context(), r.Vars["token"])
+	if err != nil {
+		return nil, notFound(err, "registration token")
+	}
+	uses, expiry := cur.UsesAllowed, cur.ExpiryTime
+	if v, ok := req["uses_allowed"]; ok {
+		uses = v
+	}
+	if v, ok := req["expiry_time"]; ok {
+		expiry = v
+	}
+	t, err := h.users.UpdateRegistrationToken(r.Context(), r.Vars["token"], uses, expiry)
 	return t, notFound(err, "registration token")
 }
 

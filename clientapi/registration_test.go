@@ -144,3 +144,28 @@ func TestGuestsAndClosedRegistration(t *testing.T) {
 		c.Registration.Guests = true
 	})
 }
+
+func TestConcurrentFilterCreationGivesDistinctIDs(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		c := srv.Register(t, "fil", "pw")
+		const n = 8
+		ids := make(chan string, n)
+		for i := 0; i < n; i++ {
+			go func() {
+				var out map[string]string
+				if st := c.Do("POST", "/_matrix/client/v3/user/@fil:localhost/filter", map[string]any{}, &out); st != 200 {
+					t.Errorf("create filter = %d", st)
+				}
+				ids <- out["filter_id"]
+			}()
+		}
+		seen := map[string]bool{}
+		for i := 0; i < n; i++ {
+			id := <-ids
+			if seen[id] {
+				t.Errorf("filter ID %q handed out twice", id)
+			}
+			seen[id] = true
+		}
+	})
+}

@@ -114,6 +114,16 @@ func TestRunServesAndStopsGracefully(t *testing.T) {
 			if resp.StatusCode != 200 || login["user_id"] != "@root:localhost:8008" {
 				t.Fatalf("login = %d %v; want @root:localhost:8008", resp.StatusCode, login)
 			}
+			if resp, err := http.Get(base + "/metrics"); err != nil {
+				t.Errorf("GET /metrics: %v", err)
+			} else {
+				var b bytes.Buffer
+				b.ReadFrom(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || !strings.Contains(b.String(), "hongyan_http_request_duration_seconds") {
+					t.Errorf("GET /metrics = %d without request metrics", resp.StatusCode)
+				}
+			}
 			cmd.Process.Signal(syscall.SIGTERM)
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()

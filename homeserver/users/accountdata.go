@@ -54,16 +54,23 @@ func nextStreamPos(ctx context.Context, tx *storage.Tx, stream string) (int64, e
 	return pos, nil
 }
 
-// CreateFilter stores a sync filter (already validated) and returns its ID.
+// CreateFilter stores a sync filter (already validated) and returns its ID. IDs count
+// up per user; two concurrent creates may pick the same next ID, so the loser retries.
 func (s *Service) CreateFilter(ctx context.Context, localpart string, filter json.RawMessage) (string, error) {
 	var id int64
-	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE localpart = $1`, localpart).Scan(&id); err != nil {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+			if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE localpart = $1`, localpart).Scan(&id); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO filters (localpart, filter_id, content) VALUES ($1, $2, $3)`, localpart, id, string(filter))
 			return err
+		})
+		if !storage.IsUniqueViolation(err) {
+			break
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO filters (localpart, filter_id, content) VALUES ($1, $2, $3)`, localpart, id, string(filter))
-		return err
-	})
+	}
 	if err != nil {
 		return "", fmt.Errorf("create filter for %q: %w", localpart, err)
 	}
