@@ -108,6 +108,42 @@ func configFlags(fs *flag.FlagSet) func() (config.Config, error) {
 	}
 }
 
+// parseConfig parses a subcommand's flags (the shared ones plus any extra registers)
+// and returns the effective configuration with logging set up.
+func parseConfig(name string, args []string, extra func(fs *flag.FlagSet)) (config.Config, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	load := configFlags(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	cfg, err := load()
+	if err != nil {
+		return cfg, err
+	}
+	setupLogging(cfg)
+	return cfg, nil
+}
+
+// openDB opens and migrates the configured database without starting a server.
+func openDB(ctx context.Context, cfg config.Config) (*storage.DB, int, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, 0, err
+	}
+	db, err := storage.Open(ctx, cfg.Database.URL, cfg.DataDir)
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := db.Migrate(ctx)
+	if err != nil {
+		db.Close()
+		return nil, 0, err
+	}
+	return db, n, nil
+}
+
 func setupLogging(cfg config.Config) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.Log.Level)); err != nil {
@@ -122,16 +158,10 @@ func setupLogging(cfg config.Config) {
 }
 
 func runServer(args []string) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
-	load := configFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := load()
+	cfg, err := parseConfig("run", args, nil)
 	if err != nil {
 		return err
 	}
-	setupLogging(cfg)
 	start := time.Now()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -157,29 +187,15 @@ func runServer(args []string) error {
 }
 
 func migrate(args []string) error {
-	fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
-	load := configFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := load()
+	cfg, err := parseConfig("migrate", args, nil)
 	if err != nil {
 		return err
 	}
-	setupLogging(cfg)
-	ctx := context.Background()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return err
-	}
-	db, err := storage.Open(ctx, cfg.Database.URL, cfg.DataDir)
+	db, n, err := openDB(context.Background(), cfg)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	n, err := db.Migrate(ctx)
-	if err != nil {
-		return err
-	}
+	db.Close()
 	fmt.Printf("applied %d migration(s)\n", n)
 	return nil
 }
@@ -202,34 +218,25 @@ func generateKey(args []string) error {
 }
 
 func createUser(args []string) error {
-	fs := flag.NewFlagSet("admin create-user", flag.ContinueOnError)
-	load := configFlags(fs)
-	user := fs.String("user", "", "localpart of the new user")
-	password := fs.String("password", "", "password of the new user")
-	admin := fs.Bool("admin", false, "make the user a server admin")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := load()
+	var user, password *string
+	var admin *bool
+	cfg, err := parseConfig("admin create-user", args, func(fs *flag.FlagSet) {
+		user = fs.String("user", "", "localpart of the new user")
+		password = fs.String("password", "", "password of the new user")
+		admin = fs.Bool("admin", false, "make the user a server admin")
+	})
 	if err != nil {
 		return err
 	}
-	setupLogging(cfg)
 	if err := users.CheckNewPassword(*password); err != nil {
 		return err
 	}
 	ctx := context.Background()
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return err
-	}
-	db, err := storage.Open(ctx, cfg.Database.URL, cfg.DataDir)
+	db, _, err := openDB(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if _, err := db.Migrate(ctx); err != nil {
-		return err
-	}
 	svc := users.New(db, users.Config{ServerName: cfg.ServerName})
 	local := strings.ToLower(strings.TrimPrefix(*user, "@"))
 	if l, ok := svc.LocalpartOf(*user); ok {
@@ -247,12 +254,7 @@ func createUser(args []string) error {
 }
 
 func printConfig(args []string) error {
-	fs := flag.NewFlagSet("config", flag.ContinueOnError)
-	load := configFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := load()
+	cfg, err := parseConfig("config", args, nil)
 	if err != nil {
 		return err
 	}
