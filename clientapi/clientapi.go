@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
 )
@@ -26,6 +27,7 @@ type Config struct {
 // Deps are the core services the client API calls.
 type Deps struct {
 	Users *users.Service
+	Rooms *rooms.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 }
@@ -33,12 +35,13 @@ type Deps struct {
 type handlers struct {
 	cfg   Config
 	users *users.Service
+	rooms *rooms.Service
 	ss    *users.SharedSecret
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, ss: deps.SharedSecret}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, ss: deps.SharedSecret}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -83,6 +86,8 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 
 	api.Handle(v3, http.MethodPost, "/user/{userId}/filter", h.createFilter, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodGet, "/user/{userId}/filter/{filterId}", h.filter, httpapi.Authed, httpapi.GuestsAllowed)
+
+	h.registerRooms(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

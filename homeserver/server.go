@@ -22,6 +22,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
+	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/users"
@@ -35,6 +36,7 @@ type Server struct {
 	Bus    *bus.Bus
 	Key    serverkey.Key
 	Users  *users.Service
+	Rooms  *rooms.Service
 
 	handler http.Handler
 }
@@ -84,6 +86,14 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Hasher:                   users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 	})
 
+	s.Rooms = rooms.New(s.DB, rooms.Config{
+		ServerName:         cfg.ServerName,
+		Key:                s.Key,
+		DefaultRoomVersion: cfg.DefaultRoomVersion,
+		Bus:                s.Bus.Conn,
+		Profiles:           s.Users,
+	})
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api := &httpapi.API{
@@ -97,10 +107,12 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	router := httpapi.NewRouter()
 	router.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	clientapi.Register(router, api, clientapi.Config{
-		ServerName:    cfg.ServerName,
-		PublicBaseURL: cfg.PublicBaseURL,
+		ServerName:         cfg.ServerName,
+		PublicBaseURL:      cfg.PublicBaseURL,
+		DefaultRoomVersion: cfg.DefaultRoomVersion,
 	}, clientapi.Deps{
 		Users:        s.Users,
+		Rooms:        s.Rooms,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	s.handler = httpapi.CORS(router)

@@ -40,6 +40,8 @@ type Config struct {
 	// SigningKeyPath is the server's ed25519 signing key file. If empty,
 	// DataDir/signing.key, generated on first start.
 	SigningKeyPath string `yaml:"signing_key_path"`
+	// DefaultRoomVersion is the version of rooms created without one. Default "10".
+	DefaultRoomVersion string `yaml:"default_room_version"`
 
 	Database     Database     `yaml:"database"`
 	NATS         NATS         `yaml:"nats"`
@@ -117,9 +119,10 @@ type Log struct {
 // Default returns the embedded quick-start configuration.
 func Default() Config {
 	return Config{
-		ServerName: "localhost:8008",
-		DataDir:    "./data",
-		Listen:     "127.0.0.1:8008",
+		ServerName:         "localhost:8008",
+		DataDir:            "./data",
+		Listen:             "127.0.0.1:8008",
+		DefaultRoomVersion: "10",
 		Auth: Auth{
 			AccessTokenLifetime:    time.Hour,
 			LoginTokenLifetime:     2 * time.Minute,

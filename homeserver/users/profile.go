@@ -45,3 +45,23 @@ func (s *Service) setProfileField(ctx context.Context, localpart, column string,
 	}
 	return nil
 }
+
+// MemberProfile returns a local user's displayname and avatar for their member
+// events; empty strings when unset or unknown.
+func (s *Service) MemberProfile(ctx context.Context, userID string) (displayName, avatarURL string) {
+	local, ok := s.LocalpartOf(userID)
+	if !ok {
+		return "", ""
+	}
+	p, err := s.Profile(ctx, local)
+	if err != nil {
+		return "", ""
+	}
+	if p.DisplayName != nil {
+		displayName = *p.DisplayName
+	}
+	if p.AvatarURL != nil {
+		avatarURL = *p.AvatarURL
+	}
+	return displayName, avatarURL
+}

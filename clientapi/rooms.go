@@ -1,0 +1,405 @@
+package clientapi
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/filter"
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/httpapi"
+)
+
+func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
+	authed := []httpapi.Option{httpapi.Authed, httpapi.GuestsAllowed}
+	limited := append(authed, httpapi.RateLimited)
+	api.Handle(v3, http.MethodPost, "/createRoom", h.createRoom, httpapi.Authed, httpapi.RateLimited)
+	api.Handle(v3, http.MethodPost, "/join/{room}", h.join, limited...)
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/join", h.join, limited...)
+	for _, m := range []string{"invite", "leave", "kick", "ban", "unban"} {
+		api.Handle(v3, http.MethodPost, "/rooms/{roomId}/"+m, h.membership(m), limited...)
+	}
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/forget", h.forget, authed...)
+	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/send/{type}/{txnId}", h.send, limited...)
+	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}", h.sendState, limited...)
+	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}/{stateKey:.*}", h.sendState, limited...)
+	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/redact/{eventId}/{txnId}", h.redact, limited...)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/state", h.state, authed...)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/state/{type}", h.stateEvent, authed...)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/state/{type}/{stateKey:.*}", h.stateEvent, authed...)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/event/{eventId}", h.event, authed...)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/members", h.members, authed...)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/joined_members", h.joinedMembers, authed...)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/messages", h.messages, authed...)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/aliases", h.roomAliases, authed...)
+	api.Handle(v3, http.MethodGet, "/joined_rooms", h.joinedRooms, authed...)
+	api.Handle(v3, http.MethodGet, "/directory/room/{alias}", h.resolveAlias)
+	api.Handle(v3, http.MethodPut, "/directory/room/{alias}", h.setAlias, httpapi.Authed)
+	api.Handle(v3, http.MethodDelete, "/directory/room/{alias}", h.deleteAlias, httpapi.Authed)
+	api.Handle(v3, http.MethodGet, "/directory/list/room/{roomId}", h.roomVisibility)
+	api.Handle(v3, http.MethodPut, "/directory/list/room/{roomId}", h.setRoomVisibility, httpapi.Authed)
+}
+
+// roomVar validates the {roomId} path variable.
+func roomVar(r *httpapi.Request) (string, error) {
+	id := r.Vars["roomId"]
+	if _, err := spec.NewRoomID(id); err != nil {
+		return "", mxerror.New(mxerror.InvalidParam, "%q is not a valid room ID", id)
+	}
+	return id, nil
+}
+
+func (h *handlers) createRoom(r *httpapi.Request) (any, error) {
+	var req rooms.CreateRequest
+	if err := r.Decode(&req); err != nil {
+		return nil, err
+	}
+	id, err := h.rooms.CreateRoom(r.Context(), r.Caller.UserID, req)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{"room_id": id}
+	if req.RoomAliasName != "" {
+		out["room_alias"] = "#" + req.RoomAliasName + ":" + h.cfg.ServerName
+	}
+	return out, nil
+}
+
+func (h *handlers) join(r *httpapi.Request) (any, error) {
+	target := r.Vars["room"]
+	if target == "" {
+		target = r.Vars["roomId"]
+	}
+	var body struct {
+		Reason string `json:"reason"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	roomID := target
+	switch {
+	case strings.HasPrefix(target, "#"):
+		id, err := h.rooms.ResolveAlias(r.Context(), target)
+		if err != nil {
+			return nil, mxerror.New(mxerror.NotFound, "unknown room alias %s", target)
+		}
+		roomID = id
+	case strings.HasPrefix(target, "!"):
+	default:
+		return nil, mxerror.New(mxerror.InvalidParam, "%q is neither a room ID nor an alias", target)
+	}
+	if _, err := h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: r.Caller.UserID, Membership: "join", Reason: body.Reason}); err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": roomID}, nil
+}
+
+func (h *handlers) membership(kind string) httpapi.Handler {
+	membership := map[string]string{"invite": "invite", "leave": "leave", "kick": "leave", "ban": "ban", "unban": "leave"}[kind]
+	return func(r *httpapi.Request) (any, error) {
+		roomID, err := roomVar(r)
+		if err != nil {
+			return nil, err
+		}
+		var body struct {
+			UserID *string `json:"user_id"`
+			Reason string  `json:"reason"`
+		}
+		if err := r.Decode(&body); err != nil {
+			return nil, err
+		}
+		target := r.Caller.UserID
+		if kind != "leave" {
+			if body.UserID == nil {
+				return nil, mxerror.New(mxerror.MissingParam, "user_id is required")
+			}
+			target = *body.UserID
+		}
+		if kind == "unban" {
+			if m, err := h.rooms.CurrentMembership(r.Context(), roomID, target); err != nil {
+				return nil, err
+			} else if m != "ban" {
+				return nil, mxerror.New(mxerror.Forbidden, "%s is not banned", target)
+			}
+		}
+		if kind == "kick" {
+			if m, err := h.rooms.CurrentMembership(r.Context(), roomID, target); err != nil {
+				return nil, err
+			} else if m != "join" && m != "invite" && m != "knock" {
+				return nil, mxerror.New(mxerror.Forbidden, "%s is not in the room", target)
+			}
+		}
+		_, err = h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: target, Membership: membership, Reason: body.Reason})
+		return struct{}{}, err
+	}
+}
+
+func (h *handlers) forget(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, h.rooms.Forget(r.Context(), r.Caller.UserID, roomID)
+}
+
+func (h *handlers) txn(r *httpapi.Request) *rooms.Txn {
+	return &rooms.Txn{Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID, ID: r.Vars["txnId"]}
+}
+
+func (h *handlers) send(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := eventContent(r)
+	if err != nil {
+		return nil, err
+	}
+	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], Content: body, Txn: h.txn(r)})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"event_id": sent.EventID}, nil
+}
+
+// eventContent reads a request body that must be a JSON object: an event's content.
+func eventContent(r *httpapi.Request) (json.RawMessage, error) {
+	body, err := r.Body()
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > rooms.MaxEventBytes {
+		return nil, mxerror.New(mxerror.TooLarge, "event content is larger than %d bytes", rooms.MaxEventBytes)
+	}
+	var obj map[string]json.RawMessage
+	if err := httpapi.DecodeJSON(body, &obj); err != nil {
+		return nil, err
+	}
+	if len(strings.TrimSpace(string(body))) == 0 {
+		return json.RawMessage("{}"), nil
+	}
+	return body, nil
+}
+
+func (h *handlers) sendState(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	body, err := eventContent(r)
+	if err != nil {
+		return nil, err
+	}
+	stateKey := r.Vars["stateKey"]
+	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], StateKey: &stateKey, Content: body})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"event_id": sent.EventID}, nil
+}
+
+func (h *handlers) redact(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Reason string `json:"reason,omitempty"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	target := r.Vars["eventId"]
+	if _, err := h.rooms.Event(r.Context(), roomID, r.Caller.UserID, target); err != nil {
+		return nil, err
+	}
+	content := map[string]any{"redacts": target} // room v11 moved redacts into content
+	if body.Reason != "" {
+		content["reason"] = body.Reason
+	}
+	raw, _ := json.Marshal(content)
+	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: spec.MRoomRedaction, Content: raw, Redacts: target, Txn: h.txn(r)})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"event_id": sent.EventID}, nil
+}
+
+func (h *handlers) state(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	return h.rooms.State(r.Context(), roomID, r.Caller.UserID)
+}
+
+func (h *handlers) stateEvent(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	ev, err := h.rooms.StateEvent(r.Context(), roomID, r.Caller.UserID, r.Vars["type"], r.Vars["stateKey"])
+	if err != nil {
+		return nil, err
+	}
+	if r.URL.Query().Get("format") == "event" {
+		return ev, nil
+	}
+	return ev.Content, nil
+}
+
+func (h *handlers) event(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	return h.rooms.Event(r.Context(), roomID, r.Caller.UserID, r.Vars["eventId"])
+}
+
+func (h *handlers) members(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	chunk, err := h.rooms.Members(r.Context(), roomID, r.Caller.UserID, rooms.MembersQuery{
+		At: q.Get("at"), Membership: q.Get("membership"), NotMembership: q.Get("not_membership")})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"chunk": chunk}, nil
+}
+
+func (h *handlers) joinedMembers(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	joined, err := h.rooms.JoinedMembers(r.Context(), roomID, r.Caller.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"joined": joined}, nil
+}
+
+func (h *handlers) joinedRooms(r *httpapi.Request) (any, error) {
+	ids, err := h.rooms.JoinedRooms(r.Context(), r.Caller.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"joined_rooms": ids}, nil
+}
+
+func (h *handlers) messages(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	mq := rooms.MessagesQuery{From: q.Get("from"), To: q.Get("to")}
+	switch q.Get("dir") {
+	case "b":
+		mq.Backward = true
+	case "f":
+	default:
+		return nil, mxerror.New(mxerror.InvalidParam, "dir must be b or f")
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 0 {
+			return nil, mxerror.New(mxerror.InvalidParam, "limit must be a non-negative integer")
+		}
+		mq.Limit = n
+	}
+	if f := q.Get("filter"); f != "" {
+		var rf filter.RoomEventFilter
+		if err := httpapi.DecodeJSON([]byte(f), &rf); err != nil {
+			return nil, err
+		}
+		mq.Filter = &rf
+	}
+	return h.rooms.Messages(r.Context(), roomID, r.Caller.UserID, mq)
+}
+
+func (h *handlers) roomAliases(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := h.rooms.State(r.Context(), roomID, r.Caller.UserID); err != nil {
+		return nil, err
+	}
+	aliases, err := h.rooms.Aliases(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"aliases": aliases}, nil
+}
+
+func (h *handlers) resolveAlias(r *httpapi.Request) (any, error) {
+	alias := r.Vars["alias"]
+	roomID, err := h.rooms.ResolveAlias(r.Context(), alias)
+	if err != nil {
+		if errors.Is(err, rooms.ErrNotFound) {
+			return nil, mxerror.New(mxerror.NotFound, "room alias %s not found", alias)
+		}
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID, "servers": []string{h.cfg.ServerName}}, nil
+}
+
+func (h *handlers) setAlias(r *httpapi.Request) (any, error) {
+	var body struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	if body.RoomID == "" {
+		return nil, mxerror.New(mxerror.MissingParam, "room_id is required")
+	}
+	return struct{}{}, h.rooms.SetAlias(r.Context(), r.Vars["alias"], body.RoomID, r.Caller.UserID)
+}
+
+func (h *handlers) deleteAlias(r *httpapi.Request) (any, error) {
+	return struct{}{}, h.rooms.DeleteAlias(r.Context(), r.Vars["alias"], r.Caller.UserID)
+}
+
+func (h *handlers) roomVisibility(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	v, err := h.rooms.Visibility(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"visibility": v}, nil
+}
+
+func (h *handlers) setRoomVisibility(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Visibility string `json:"visibility"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	level, need, err := h.rooms.PowerFor(r.Context(), roomID, r.Caller.UserID, "m.room.canonical_alias")
+	if err != nil {
+		return nil, err
+	}
+	if level < need {
+		return nil, mxerror.New(mxerror.Forbidden, "you may not change this room's directory listing")
+	}
+	return struct{}{}, h.rooms.SetVisibility(r.Context(), roomID, body.Visibility)
+}

@@ -1,0 +1,111 @@
+package rooms
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+)
+
+// ResolveAlias returns the room an alias points to, or ErrNotFound.
+func (s *Service) ResolveAlias(ctx context.Context, alias string) (string, error) {
+	var roomID string
+	err := s.db.QueryRow(ctx, `SELECT room_id FROM room_aliases WHERE alias = $1`, alias).Scan(&roomID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", ErrNotFound
+	}
+	if err != nil {
+		return "", fmt.Errorf("resolve alias %s: %w", alias, err)
+	}
+	return roomID, nil
+}
+
+// SetAlias points a new local alias at a room.
+func (s *Service) SetAlias(ctx context.Context, alias, roomID, creator string) error {
+	if !strings.HasPrefix(alias, "#") || !strings.HasSuffix(alias, ":"+s.cfg.ServerName) || len(alias) > 255 {
+		return mxerror.New(mxerror.InvalidParam, "alias must be #name:%s", s.cfg.ServerName)
+	}
+	if ok, err := s.roomExists(ctx, roomID); err != nil {
+		return err
+	} else if !ok {
+		return mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
+	}
+	res, err := s.db.Exec(ctx, `INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3) ON CONFLICT (alias) DO NOTHING`,
+		alias, roomID, creator)
+	if err != nil {
+		return fmt.Errorf("set alias %s: %w", alias, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return mxerror.New(mxerror.RoomInUse, "room alias %s already exists", alias)
+	}
+	return nil
+}
+
+// DeleteAlias removes an alias; its creator or a room moderator may.
+func (s *Service) DeleteAlias(ctx context.Context, alias, userID string) error {
+	var roomID, creator string
+	err := s.db.QueryRow(ctx, `SELECT room_id, creator FROM room_aliases WHERE alias = $1`, alias).Scan(&roomID, &creator)
+	if errors.Is(err, sql.ErrNoRows) {
+		return mxerror.New(mxerror.NotFound, "unknown alias %s", alias)
+	}
+	if err != nil {
+		return fmt.Errorf("delete alias %s: %w", alias, err)
+	}
+	if creator != userID {
+		level, need, err := s.PowerFor(ctx, roomID, userID, "m.room.canonical_alias")
+		if err != nil {
+			return err
+		}
+		if level < need {
+			return mxerror.New(mxerror.Forbidden, "only the alias's creator or a room moderator may delete it")
+		}
+	}
+	_, err = s.db.Exec(ctx, `DELETE FROM room_aliases WHERE alias = $1`, alias)
+	return err
+}
+
+// Aliases lists a room's local aliases.
+func (s *Service) Aliases(ctx context.Context, roomID string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("list aliases: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var a string
+		if err := rows.Scan(&a); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// SetVisibility publishes a room in the directory ("public") or hides it ("private").
+func (s *Service) SetVisibility(ctx context.Context, roomID, visibility string) error {
+	if visibility != "public" && visibility != "private" {
+		return mxerror.New(mxerror.InvalidParam, "visibility must be public or private")
+	}
+	res, err := s.db.Exec(ctx, `UPDATE rooms SET visibility = $1 WHERE room_id = $2`, visibility, roomID)
+	if err != nil {
+		return fmt.Errorf("set visibility: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
+	}
+	return nil
+}
+
+// Visibility returns whether a room is published in the directory.
+func (s *Service) Visibility(ctx context.Context, roomID string) (string, error) {
+	var v string
+	err := s.db.QueryRow(ctx, `SELECT visibility FROM rooms WHERE room_id = $1`, roomID).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
+	}
+	return v, err
+}

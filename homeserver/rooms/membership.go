@@ -1,0 +1,92 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+)
+
+// Membership changes a user's membership in a room: join, invite, leave, ban, or
+// unban/kick (both "leave" by another user). sender acts on target.
+type Membership struct {
+	Sender, Target string
+	Membership     string
+	Reason         string
+	IsDirect       bool
+	Txn            *Txn
+}
+
+// SetMembership sends the membership event.
+func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership) (Sent, error) {
+	if _, err := spec.NewUserID(m.Target, true); err != nil {
+		return Sent{}, mxerror.New(mxerror.InvalidParam, "%q is not a valid user ID", m.Target)
+	}
+	if !s.isLocalRoom(roomID) {
+		// Joining rooms on other servers needs federation, which is not built yet.
+		if ok, err := s.roomExists(ctx, roomID); err != nil || !ok {
+			return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
+		}
+	}
+	content := s.memberContent(ctx, m.Target, m.Membership, m.IsDirect)
+	if m.Membership == "leave" || m.Membership == "ban" {
+		content = map[string]any{"membership": m.Membership}
+	}
+	if m.Reason != "" {
+		content["reason"] = m.Reason
+	}
+	target := m.Target
+	sent, err := s.write(ctx, roomID, nil, []Proto{{Sender: m.Sender, Type: spec.MRoomMember, StateKey: &target, Content: mustJSON(content), Txn: m.Txn}})
+	if err != nil {
+		return Sent{}, s.roomError(err, roomID)
+	}
+	if m.Membership == "join" {
+		// Rejoining un-forgets the room.
+		if _, err := s.db.Exec(ctx, `DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2`, m.Target, roomID); err != nil {
+			return Sent{}, fmt.Errorf("unforget room: %w", err)
+		}
+	}
+	return sent[0], nil
+}
+
+// Send sends a message or state event.
+func (s *Service) Send(ctx context.Context, roomID string, p Proto) (Sent, error) {
+	if p.Type == spec.MRoomCreate {
+		return Sent{}, mxerror.New(mxerror.Forbidden, "a room has exactly one create event")
+	}
+	if len(p.Content) > 0 {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(p.Content, &obj); err != nil {
+			return Sent{}, mxerror.New(mxerror.BadJSON, "event content must be a JSON object")
+		}
+	}
+	sent, err := s.write(ctx, roomID, nil, []Proto{p})
+	if err != nil {
+		return Sent{}, s.roomError(err, roomID)
+	}
+	return sent[0], nil
+}
+
+// roomError turns a missing room into the client error.
+func (s *Service) roomError(err error, roomID string) error {
+	if isNotFound(err) {
+		return mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
+	}
+	return err
+}
+
+// Forget hides a room the user has left from its room lists.
+func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
+	m, err := s.CurrentMembership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if m == "join" || m == "invite" || m == "knock" {
+		return mxerror.New(mxerror.Unknown, "you must leave the room before forgetting it")
+	}
+	_, err = s.db.Exec(ctx, `INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT (user_id, room_id) DO NOTHING`, userID, roomID)
+	return err
+}

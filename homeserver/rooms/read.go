@@ -1,0 +1,431 @@
+package rooms
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+)
+
+func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+func (s *Service) isLocalRoom(roomID string) bool {
+	return strings.HasSuffix(roomID, ":"+s.cfg.ServerName)
+}
+
+func (s *Service) roomExists(ctx context.Context, roomID string) (bool, error) {
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM rooms WHERE room_id = $1`, roomID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// ClientEvent is an event in the client–server API's format.
+type ClientEvent struct {
+	Content        json.RawMessage `json:"content"`
+	EventID        string          `json:"event_id"`
+	OriginServerTS int64           `json:"origin_server_ts"`
+	RoomID         string          `json:"room_id,omitempty"`
+	Sender         string          `json:"sender"`
+	StateKey       *string         `json:"state_key,omitempty"`
+	Type           string          `json:"type"`
+	Redacts        string          `json:"redacts,omitempty"`
+	Unsigned       map[string]any  `json:"unsigned,omitempty"`
+	// StreamPos orders the event among all events; not sent to clients.
+	StreamPos int64 `json:"-"`
+}
+
+// eventRow is an event as stored.
+type eventRow struct {
+	pos            int64
+	eventID        string
+	roomID         string
+	typ            string
+	stateKey       *string
+	sender         string
+	originTS       int64
+	snapshotBefore int64
+	membership     sql.NullString
+	redactedBy     sql.NullString
+	json           string
+}
+
+const eventColumns = `stream_pos, event_id, room_id, type, state_key, sender, origin_ts, snapshot_before, membership, redacted_by, json`
+
+func scanEvent(sc interface{ Scan(...any) error }) (eventRow, error) {
+	var r eventRow
+	err := sc.Scan(&r.pos, &r.eventID, &r.roomID, &r.typ, &r.stateKey, &r.sender, &r.originTS, &r.snapshotBefore, &r.membership, &r.redactedBy, &r.json)
+	return r, err
+}
+
+func (s *Service) queryEvents(ctx context.Context, q string, args ...any) ([]eventRow, error) {
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	var out []eventRow
+	for rows.Next() {
+		r, err := scanEvent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// clientEvent renders a stored event for clients.
+func (r eventRow) clientEvent() ClientEvent {
+	ev := ClientEvent{
+		Content:        json.RawMessage(gjson.Get(r.json, "content").Raw),
+		EventID:        r.eventID,
+		OriginServerTS: r.originTS,
+		RoomID:         r.roomID,
+		Sender:         r.sender,
+		StateKey:       r.stateKey,
+		Type:           r.typ,
+		Redacts:        gjson.Get(r.json, "redacts").String(),
+		StreamPos:      r.pos,
+		Unsigned:       map[string]any{"age": time.Now().UnixMilli() - r.originTS},
+	}
+	if len(ev.Content) == 0 {
+		ev.Content = json.RawMessage("{}")
+	}
+	if ev.Redacts == "" && r.typ == spec.MRoomRedaction {
+		ev.Redacts = gjson.Get(r.json, "content.redacts").String()
+	}
+	if r.redactedBy.Valid {
+		ev.Unsigned["redacted_because"] = map[string]string{"event_id": r.redactedBy.String}
+	}
+	return ev
+}
+
+// CurrentMembership is the user's membership in the room now; "" if none.
+func (s *Service) CurrentMembership(ctx context.Context, roomID, userID string) (string, error) {
+	var m sql.NullString
+	err := s.db.QueryRow(ctx, `SELECT membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`,
+		roomID, userID).Scan(&m)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read membership: %w", err)
+	}
+	return m.String, nil
+}
+
+// PowerFor returns the user's power level in the room and the level needed to send
+// a state event of eventType.
+func (s *Service) PowerFor(ctx context.Context, roomID, userID, eventType string) (int64, int64, error) {
+	var raw string
+	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.power_levels' AND c.state_key = ''`, roomID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("read power levels: %w", err)
+	}
+	content := gjson.Get(raw, "content")
+	user := content.Get("users_default").Int()
+	if u := content.Get("users." + gjson.Escape(userID)); u.Exists() {
+		user = u.Int()
+	}
+	need := content.Get("state_default").Int()
+	if !content.Get("state_default").Exists() {
+		need = 50
+	}
+	if e := content.Get("events." + gjson.Escape(eventType)); e.Exists() {
+		need = e.Int()
+	}
+	return user, need, nil
+}
+
+// checkJoined returns M_FORBIDDEN unless the user can read the room's current
+// state: joined, or the room is world-readable.
+func (s *Service) checkCanReadCurrent(ctx context.Context, roomID, userID string) error {
+	m, err := s.CurrentMembership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if m == "join" {
+		return nil
+	}
+	if vis, _ := s.currentHistoryVisibility(ctx, roomID); vis == "world_readable" {
+		return nil
+	}
+	if ok, err := s.roomExists(ctx, roomID); err != nil {
+		return err
+	} else if !ok {
+		return mxerror.New(mxerror.Forbidden, "you are not in room %s", roomID)
+	}
+	return mxerror.New(mxerror.Forbidden, "you are not in room %s", roomID)
+}
+
+func (s *Service) currentHistoryVisibility(ctx context.Context, roomID string) (string, error) {
+	var raw string
+	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.history_visibility' AND c.state_key = ''`, roomID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "shared", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return gjson.Get(raw, "content.history_visibility").String(), nil
+}
+
+// State returns the room's current state. A user who left sees the state at the
+// moment they left.
+func (s *Service) State(ctx context.Context, roomID, userID string) ([]ClientEvent, error) {
+	m, err := s.CurrentMembership(ctx, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	if m == "leave" || m == "ban" {
+		return s.stateAtLeave(ctx, roomID, userID)
+	}
+	if err := s.checkCanReadCurrent(ctx, roomID, userID); err != nil {
+		return nil, err
+	}
+	rows, err := s.queryEvents(ctx, `SELECT `+prefixed("e.", eventColumns)+` FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 ORDER BY e.stream_pos`, roomID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ClientEvent, len(rows))
+	for i, r := range rows {
+		out[i] = r.clientEvent()
+	}
+	return out, nil
+}
+
+// stateAtLeave is the room's state right after the user's leave (or ban).
+func (s *Service) stateAtLeave(ctx context.Context, roomID, userID string) ([]ClientEvent, error) {
+	var snap int64
+	err := s.db.QueryRow(ctx, `SELECT c.stream_pos FROM current_state c WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`,
+		roomID, userID).Scan(&snap)
+	if err != nil {
+		return nil, fmt.Errorf("find leave: %w", err)
+	}
+	ids, err := s.snapshotState(ctx, snap, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.eventsByID(ctx, ids)
+}
+
+// StateEvent returns one current state event's content.
+func (s *Service) StateEvent(ctx context.Context, roomID, userID, typ, stateKey string) (ClientEvent, error) {
+	state, err := s.State(ctx, roomID, userID)
+	if err != nil {
+		return ClientEvent{}, err
+	}
+	for _, ev := range state {
+		if ev.Type == typ && ev.StateKey != nil && *ev.StateKey == stateKey {
+			return ev, nil
+		}
+	}
+	return ClientEvent{}, mxerror.New(mxerror.NotFound, "no %s state event with key %q", typ, stateKey)
+}
+
+func prefixed(p, cols string) string {
+	parts := strings.Split(cols, ", ")
+	for i := range parts {
+		parts[i] = p + parts[i]
+	}
+	return strings.Join(parts, ", ")
+}
+
+// snapshotState resolves a state snapshot to its event IDs by (type, state_key),
+// walking at most snapshotChainLimit deltas. With keys, only those tuples are read.
+func (s *Service) snapshotState(ctx context.Context, snapshot int64, keys [][2]string) (map[[2]string]string, error) {
+	q := `WITH RECURSIVE chain(id, n) AS (
+		SELECT snapshot_id, 0 FROM state_snapshots WHERE snapshot_id = $1
+		UNION ALL
+		SELECT s.parent, c.n + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.id WHERE s.parent IS NOT NULL)
+	SELECT e.type, e.state_key, e.event_id FROM chain c JOIN state_snapshot_entries e ON e.snapshot_id = c.id`
+	args := []any{snapshot}
+	if len(keys) > 0 {
+		var conds []string
+		for _, k := range keys {
+			args = append(args, k[0], k[1])
+			conds = append(conds, fmt.Sprintf("(e.type = $%d AND e.state_key = $%d)", len(args)-1, len(args)))
+		}
+		q += " WHERE " + strings.Join(conds, " OR ")
+	}
+	q += " ORDER BY c.n"
+	rows, err := s.db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("resolve snapshot %d: %w", snapshot, err)
+	}
+	defer rows.Close()
+	out := map[[2]string]string{}
+	for rows.Next() {
+		var typ, key, id string
+		if err := rows.Scan(&typ, &key, &id); err != nil {
+			return nil, err
+		}
+		if _, seen := out[[2]string{typ, key}]; !seen { // nearer deltas win
+			out[[2]string{typ, key}] = id
+		}
+	}
+	return out, rows.Err()
+}
+
+func (s *Service) eventsByID(ctx context.Context, ids map[[2]string]string) ([]ClientEvent, error) {
+	out := make([]ClientEvent, 0, len(ids))
+	for _, id := range ids {
+		rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1`, id)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range rows {
+			out = append(out, r.clientEvent())
+		}
+	}
+	return out, nil
+}
+
+// JoinedRooms lists the rooms the user is joined to.
+func (s *Service) JoinedRooms(ctx context.Context, userID string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id FROM current_state WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join' ORDER BY room_id`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("joined rooms: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// JoinedMember is one entry of /joined_members.
+type JoinedMember struct {
+	DisplayName *string `json:"display_name,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+}
+
+// JoinedMembers lists a room's joined members with their room profile.
+func (s *Service) JoinedMembers(ctx context.Context, roomID, userID string) (map[string]JoinedMember, error) {
+	if err := s.checkCanReadCurrent(ctx, roomID, userID); err != nil {
+		return nil, err
+	}
+	rows, err := s.db.Query(ctx, `SELECT c.state_key, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.membership = 'join'`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("joined members: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]JoinedMember{}
+	for rows.Next() {
+		var user, raw string
+		if err := rows.Scan(&user, &raw); err != nil {
+			return nil, err
+		}
+		var m JoinedMember
+		if v := gjson.Get(raw, "content.displayname"); v.Type == gjson.String {
+			s := v.String()
+			m.DisplayName = &s
+		}
+		if v := gjson.Get(raw, "content.avatar_url"); v.Type == gjson.String {
+			s := v.String()
+			m.AvatarURL = &s
+		}
+		out[user] = m
+	}
+	return out, rows.Err()
+}
+
+// MembersQuery selects /members.
+type MembersQuery struct {
+	// At is a position token ("sN"); empty means now.
+	At            string
+	Membership    string
+	NotMembership string
+}
+
+// Members returns the room's member events, now or at a position.
+func (s *Service) Members(ctx context.Context, roomID, userID string, q MembersQuery) ([]ClientEvent, error) {
+	var events []ClientEvent
+	var err error
+	if q.At == "" {
+		events, err = s.State(ctx, roomID, userID)
+	} else {
+		pos, perr := ParseToken(q.At)
+		if perr != nil {
+			return nil, perr
+		}
+		if err := s.checkCanReadCurrent(ctx, roomID, userID); err != nil {
+			return nil, err
+		}
+		events, err = s.stateAtPosition(ctx, roomID, pos)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := []ClientEvent{}
+	for _, ev := range events {
+		if ev.Type != spec.MRoomMember {
+			continue
+		}
+		m := gjson.GetBytes(ev.Content, "membership").String()
+		if q.Membership != "" && m != q.Membership || q.NotMembership != "" && m == q.NotMembership {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// stateAtPosition is the room's state after the last event at or before pos.
+func (s *Service) stateAtPosition(ctx context.Context, roomID string, pos int64) ([]ClientEvent, error) {
+	var evPos, before int64
+	var stateKey sql.NullString
+	err := s.db.QueryRow(ctx, `SELECT stream_pos, state_key, snapshot_before FROM events WHERE room_id = $1 AND stream_pos <= $2
+		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&evPos, &stateKey, &before)
+	if errors.Is(err, sql.ErrNoRows) {
+		return []ClientEvent{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state at %d: %w", pos, err)
+	}
+	snap := before
+	if stateKey.Valid {
+		snap = evPos
+	}
+	ids, err := s.snapshotState(ctx, snap, nil)
+	if err != nil {
+		return nil, err
+	}
+	return s.eventsByID(ctx, ids)
+}
+
+// ParseToken reads a room position token "sN".
+func ParseToken(tok string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimPrefix(tok, "s"), 10, 64)
+	if err != nil || !strings.HasPrefix(tok, "s") || n < 0 {
+		return 0, mxerror.New(mxerror.InvalidParam, "invalid pagination token %q", tok)
+	}
+	return n, nil
+}
+
+// Token renders a position token: "after the event at pos".
+func Token(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
