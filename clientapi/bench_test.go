@@ -74,3 +74,31 @@ func BenchmarkWhoami(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSendMessage measures PUT /send into one room by several members in
+// parallel: the per-room serialised write path (build, sign, auth, persist, notify).
+func BenchmarkSendMessage(b *testing.B) {
+	for _, d := range storagetest.Engines() {
+		b.Run(string(d), func(b *testing.B) {
+			srv := testserver.Start(b, d)
+			owner := srv.Register(b, "owner", "pw")
+			var room map[string]string
+			owner.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &room)
+			var n atomic.Int64
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				c := srv.Register(b, fmt.Sprintf("s%d", n.Add(1)), "pw")
+				c.MustDo("POST", "/_matrix/client/v3/join/"+room["room_id"], map[string]any{}, nil)
+				i := 0
+				for pb.Next() {
+					i++
+					if st := c.Do("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/%d", room["room_id"], i),
+						map[string]string{"msgtype": "m.text", "body": "hello"}, nil); st != 200 {
+						b.Errorf("send = %d", st)
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/sync"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
 )
@@ -28,20 +29,22 @@ type Config struct {
 type Deps struct {
 	Users *users.Service
 	Rooms *rooms.Service
+	Sync  *sync.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 }
 
 type handlers struct {
-	cfg   Config
-	users *users.Service
-	rooms *rooms.Service
-	ss    *users.SharedSecret
+	cfg    Config
+	users  *users.Service
+	rooms  *rooms.Service
+	syncer *sync.Service
+	ss     *users.SharedSecret
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, ss: deps.SharedSecret}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, ss: deps.SharedSecret}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -88,6 +91,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodGet, "/user/{userId}/filter/{filterId}", h.filter, httpapi.Authed, httpapi.GuestsAllowed)
 
 	h.registerRooms(v3, api)
+	h.registerSync(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

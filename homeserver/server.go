@@ -25,6 +25,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
 	"github.com/hongyan/hongyan/homeserver/storage"
+	hsync "github.com/hongyan/hongyan/homeserver/sync"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
 )
@@ -37,6 +38,9 @@ type Server struct {
 	Key    serverkey.Key
 	Users  *users.Service
 	Rooms  *rooms.Service
+	Sync   *hsync.Service
+
+	notifier *hsync.Notifier
 
 	handler http.Handler
 }
@@ -83,6 +87,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		RegistrationOpen:         cfg.RegistrationOpen(),
 		RequireRegistrationToken: cfg.Registration.RequireToken,
 		GuestsAllowed:            cfg.Registration.Guests,
+		Bus:                      s.Bus.Conn,
 		Hasher:                   users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 	})
 
@@ -93,6 +98,13 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Bus:                s.Bus.Conn,
 		Profiles:           s.Users,
 	})
+
+	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, users.AccountDataSubject)
+	if err != nil {
+		return nil, err
+	}
+	s.notifier = notifier
+	s.Sync = hsync.New(s.Rooms, s.Users, notifier)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -113,6 +125,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	}, clientapi.Deps{
 		Users:        s.Users,
 		Rooms:        s.Rooms,
+		Sync:         s.Sync,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	s.handler = httpapi.CORS(router)
@@ -149,6 +162,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the bus and the database.
 func (s *Server) Close() {
+	if s.notifier != nil {
+		s.notifier.Close()
+	}
 	if s.Bus != nil {
 		s.Bus.Close()
 	}

@@ -418,9 +418,11 @@ func (s *Service) stateAtPosition(ctx context.Context, roomID string, pos int64)
 	return s.eventsByID(ctx, ids)
 }
 
-// ParseToken reads a room position token "sN".
+// ParseToken reads a room position token "sN". A sync token ("sN_M...") is accepted
+// too: its first component is the event position.
 func ParseToken(tok string) (int64, error) {
-	n, err := strconv.ParseInt(strings.TrimPrefix(tok, "s"), 10, 64)
+	first, _, _ := strings.Cut(tok, "_")
+	n, err := strconv.ParseInt(strings.TrimPrefix(first, "s"), 10, 64)
 	if err != nil || !strings.HasPrefix(tok, "s") || n < 0 {
 		return 0, mxerror.New(mxerror.InvalidParam, "invalid pagination token %q", tok)
 	}
@@ -429,3 +431,110 @@ func ParseToken(tok string) (int64, error) {
 
 // Token renders a position token: "after the event at pos".
 func Token(pos int64) string { return "s" + strconv.FormatInt(pos, 10) }
+
+// MembershipRow is one room the user has a membership in.
+type MembershipRow struct {
+	RoomID     string
+	Membership string
+	// StreamPos is the position of the membership event.
+	StreamPos int64
+}
+
+// UserMemberships lists every room the user has a membership in, except rooms the
+// user forgot.
+func (s *Service) UserMemberships(ctx context.Context, userID string) ([]MembershipRow, error) {
+	rows, err := s.db.Query(ctx, `SELECT c.room_id, c.membership, c.stream_pos FROM current_state c
+		WHERE c.type = 'm.room.member' AND c.state_key = $1
+		AND NOT EXISTS (SELECT 1 FROM forgotten_rooms f WHERE f.user_id = $1 AND f.room_id = c.room_id)`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("memberships of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []MembershipRow
+	for rows.Next() {
+		var m MembershipRow
+		var membership sql.NullString
+		if err := rows.Scan(&m.RoomID, &membership, &m.StreamPos); err != nil {
+			return nil, err
+		}
+		m.Membership = membership.String
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// HasEventsAfter reports whether the room has events after pos, up to upTo.
+func (s *Service) HasEventsAfter(ctx context.Context, roomID string, pos, upTo int64) (bool, error) {
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 LIMIT 1`, roomID, pos, upTo).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// LatestPosition is the position of the last committed event. Every event at or
+// before it is committed, because positions are taken under one row lock.
+func (s *Service) LatestPosition(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'events'`).Scan(&pos)
+	return pos, err
+}
+
+// StateAt is the room's state after the last event at or before pos.
+func (s *Service) StateAt(ctx context.Context, roomID string, pos int64) ([]ClientEvent, error) {
+	return s.stateAtPosition(ctx, roomID, pos)
+}
+
+// StrippedState is the state an invitee sees before joining.
+func (s *Service) StrippedState(ctx context.Context, roomID, userID string) ([]map[string]any, error) {
+	rows, err := s.queryEvents(ctx, `SELECT `+prefixed("e.", eventColumns)+` FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND (c.type IN ('m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar',
+		'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic') OR (c.type = 'm.room.member' AND c.state_key = $2))`, roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]map[string]any, 0, len(rows))
+	for _, r := range rows {
+		ev := r.clientEvent()
+		out = append(out, map[string]any{"type": ev.Type, "state_key": *ev.StateKey, "content": ev.Content, "sender": ev.Sender})
+	}
+	return out, nil
+}
+
+// Summary is a room's summary for sync: heroes and member counts.
+type Summary struct {
+	Heroes       []string `json:"m.heroes,omitempty"`
+	JoinedCount  int      `json:"m.joined_member_count"`
+	InvitedCount int      `json:"m.invited_member_count"`
+}
+
+// RoomSummary computes the summary for userID: up to five other members as heroes.
+func (s *Service) RoomSummary(ctx context.Context, roomID, userID string) (Summary, error) {
+	rows, err := s.db.Query(ctx, `SELECT state_key, membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member'
+		ORDER BY stream_pos`, roomID)
+	if err != nil {
+		return Summary{}, fmt.Errorf("room summary: %w", err)
+	}
+	defer rows.Close()
+	var sum Summary
+	for rows.Next() {
+		var user string
+		var m sql.NullString
+		if err := rows.Scan(&user, &m); err != nil {
+			return Summary{}, err
+		}
+		switch m.String {
+		case "join":
+			sum.JoinedCount++
+		case "invite":
+			sum.InvitedCount++
+		default:
+			continue
+		}
+		if user != userID && len(sum.Heroes) < 5 {
+			sum.Heroes = append(sum.Heroes, user)
+		}
+	}
+	return sum, rows.Err()
+}

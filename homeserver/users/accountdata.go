@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
@@ -27,7 +28,50 @@ func (s *Service) SetAccountData(ctx context.Context, localpart, roomID, typ str
 	if err != nil {
 		return 0, fmt.Errorf("set account data %s of %q: %w", typ, localpart, err)
 	}
+	if s.cfg.Bus != nil {
+		data, _ := json.Marshal(AccountDataNotice{UserID: s.UserID(localpart), StreamPos: pos})
+		if err := s.cfg.Bus.Publish(AccountDataSubject, data); err != nil {
+			// Committed already; a lost wake-up only delays a waiting sync.
+			slog.Warn("publish account data notice", "err", err)
+		}
+	}
 	return pos, nil
+}
+
+// AccountDataItem is one item of account data; RoomID is empty for global data.
+type AccountDataItem struct {
+	RoomID  string
+	Type    string
+	Content json.RawMessage
+}
+
+// AccountDataSince returns the user's account data written after position since,
+// up to upTo.
+func (s *Service) AccountDataSince(ctx context.Context, localpart string, since, upTo int64) ([]AccountDataItem, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id, type, content FROM account_data WHERE localpart = $1 AND stream_pos > $2 AND stream_pos <= $3
+		ORDER BY stream_pos`, localpart, since, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("account data of %q: %w", localpart, err)
+	}
+	defer rows.Close()
+	var out []AccountDataItem
+	for rows.Next() {
+		var it AccountDataItem
+		var content string
+		if err := rows.Scan(&it.RoomID, &it.Type, &content); err != nil {
+			return nil, err
+		}
+		it.Content = json.RawMessage(content)
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+// AccountDataPosition is the latest committed account data position.
+func (s *Service) AccountDataPosition(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'account_data'`).Scan(&pos)
+	return pos, err
 }
 
 // AccountData returns one item of account data, or ErrNotFound.

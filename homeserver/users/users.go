@@ -16,6 +16,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
@@ -41,6 +43,17 @@ type Config struct {
 	GuestsAllowed bool
 	// Hasher hashes passwords. The zero value uses argon2id with OWASP's parameters.
 	Hasher Hasher
+	// Bus, if not nil, is told about every account data write (AccountDataSubject).
+	Bus *nats.Conn
+}
+
+// AccountDataSubject is the NATS subject an AccountDataNotice is published on.
+const AccountDataSubject = "hongyan.users.account_data"
+
+// AccountDataNotice says a user's account data changed at a stream position.
+type AccountDataNotice struct {
+	UserID    string `json:"user_id"`
+	StreamPos int64  `json:"stream_pos"`
 }
 
 // Service is the accounts domain. It is safe for concurrent use.

@@ -1,0 +1,431 @@
+package sync
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/filter"
+	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/users"
+)
+
+// Service builds sync responses from the rooms and users stores.
+type Service struct {
+	rooms    *rooms.Service
+	users    *users.Service
+	notifier *Notifier
+}
+
+// New returns the sync service.
+func New(r *rooms.Service, u *users.Service, n *Notifier) *Service {
+	return &Service{rooms: r, users: u, notifier: n}
+}
+
+// Request is one /sync call.
+type Request struct {
+	UserID, Localpart, DeviceID string
+	// Since is nil for an initial sync.
+	Since     *Token
+	Filter    filter.Filter
+	FullState bool
+	Timeout   time.Duration
+}
+
+// Response is the /sync body.
+type Response struct {
+	NextBatch   string       `json:"next_batch"`
+	AccountData EventList    `json:"account_data"`
+	Presence    EventList    `json:"presence"`
+	ToDevice    EventList    `json:"to_device"`
+	Rooms       RoomsSection `json:"rooms"`
+	DeviceLists DeviceLists  `json:"device_lists"`
+	// DeviceOneTimeKeysCount is filled by the end-to-end encryption service once
+	// it exists; clients expect the field.
+	DeviceOneTimeKeysCount map[string]int `json:"device_one_time_keys_count"`
+}
+
+// EventList is {"events": [...]}.
+type EventList struct {
+	Events []any `json:"events"`
+}
+
+// DeviceLists is the device list changes section.
+type DeviceLists struct {
+	Changed []string `json:"changed,omitempty"`
+	Left    []string `json:"left,omitempty"`
+}
+
+// RoomsSection groups rooms by the user's membership.
+type RoomsSection struct {
+	Join   map[string]*JoinedRoom  `json:"join"`
+	Invite map[string]*InvitedRoom `json:"invite"`
+	Leave  map[string]*LeftRoom    `json:"leave"`
+	Knock  map[string]any          `json:"knock"`
+}
+
+// JoinedRoom is a room the user is in.
+type JoinedRoom struct {
+	Summary             rooms.Summary  `json:"summary"`
+	State               ClientEvents   `json:"state"`
+	Timeline            Timeline       `json:"timeline"`
+	Ephemeral           EventList      `json:"ephemeral"`
+	AccountData         EventList      `json:"account_data"`
+	UnreadNotifications map[string]int `json:"unread_notifications"`
+}
+
+// InvitedRoom is a room the user is invited to.
+type InvitedRoom struct {
+	InviteState struct {
+		Events []map[string]any `json:"events"`
+	} `json:"invite_state"`
+}
+
+// LeftRoom is a room the user left or was removed from since the last sync.
+type LeftRoom struct {
+	State       ClientEvents `json:"state"`
+	Timeline    Timeline     `json:"timeline"`
+	AccountData EventList    `json:"account_data"`
+}
+
+// ClientEvents is {"events": [...]} of room events.
+type ClientEvents struct {
+	Events []rooms.ClientEvent `json:"events"`
+}
+
+// Timeline is a room's new events.
+type Timeline struct {
+	Events    []rooms.ClientEvent `json:"events"`
+	Limited   bool                `json:"limited"`
+	PrevBatch string              `json:"prev_batch,omitempty"`
+}
+
+const defaultTimelineLimit = 10
+
+// Sync answers a /sync: at once if anything changed since the token (or for an
+// initial sync), otherwise when something does or the timeout passes.
+func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
+	deadline := time.Now().Add(req.Timeout)
+	for {
+		// Taken before reading, so a commit during the read still wakes us.
+		wake := s.notifier.Wait()
+		cur, err := s.current(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp, changed, err := s.build(ctx, req, cur)
+		if err != nil {
+			return nil, err
+		}
+		remaining := time.Until(deadline)
+		if changed || req.Since == nil || req.FullState || remaining <= 0 {
+			return resp, nil
+		}
+		timer := time.NewTimer(remaining)
+		select {
+		case <-wake:
+			timer.Stop()
+		case <-timer.C:
+			return resp, nil
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *Service) current(ctx context.Context) (Token, error) {
+	var t Token
+	var err error
+	if t.Events, err = s.rooms.LatestPosition(ctx); err != nil {
+		return t, fmt.Errorf("events position: %w", err)
+	}
+	if t.AccountData, err = s.users.AccountDataPosition(ctx); err != nil {
+		return t, fmt.Errorf("account data position: %w", err)
+	}
+	return t, nil
+}
+
+func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response, bool, error) {
+	since := Token{}
+	if req.Since != nil {
+		since = *req.Since
+		// A token from the future (another server's, or forged) is clamped rather
+		// than trusted: the client gets everything up to now.
+		since.Events = min(since.Events, cur.Events)
+		since.AccountData = min(since.AccountData, cur.AccountData)
+	}
+	resp := &Response{
+		NextBatch:              cur.String(),
+		AccountData:            EventList{Events: []any{}},
+		Presence:               EventList{Events: []any{}},
+		ToDevice:               EventList{Events: []any{}},
+		DeviceOneTimeKeysCount: map[string]int{},
+		Rooms: RoomsSection{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
+			Leave: map[string]*LeftRoom{}, Knock: map[string]any{}},
+	}
+	changed := false
+
+	items, err := s.users.AccountDataSince(ctx, req.Localpart, since.AccountData, cur.AccountData)
+	if err != nil {
+		return nil, false, err
+	}
+	roomData := map[string][]any{}
+	for _, it := range items {
+		ev := map[string]any{"type": it.Type, "content": it.Content}
+		if it.RoomID == "" {
+			if eventAllowed(req.Filter.AccountData, it.Type) {
+				resp.AccountData.Events = append(resp.AccountData.Events, ev)
+				changed = true
+			}
+		} else {
+			roomData[it.RoomID] = append(roomData[it.RoomID], ev)
+		}
+	}
+
+	memberships, err := s.rooms.UserMemberships(ctx, req.UserID)
+	if err != nil {
+		return nil, false, err
+	}
+	roomFilter := req.Filter.Room
+	if roomFilter == nil {
+		roomFilter = &filter.RoomFilter{}
+	}
+	for _, m := range memberships {
+		if !roomAllowed(roomFilter, m.RoomID) {
+			continue
+		}
+		newMembership := req.Since == nil || (m.StreamPos > since.Events && m.StreamPos <= cur.Events)
+		switch m.Membership {
+		case "join":
+			fresh := req.Since == nil || req.FullState || newMembership
+			has, err := s.rooms.HasEventsAfter(ctx, m.RoomID, since.Events, cur.Events)
+			if err != nil {
+				return nil, false, err
+			}
+			if !fresh && !has && len(roomData[m.RoomID]) == 0 {
+				continue
+			}
+			jr, err := s.joinedRoom(ctx, req, m.RoomID, since, cur, fresh, roomFilter)
+			if err != nil {
+				return nil, false, err
+			}
+			jr.AccountData.Events = append(jr.AccountData.Events, roomData[m.RoomID]...)
+			resp.Rooms.Join[m.RoomID] = jr
+			changed = true
+		case "invite":
+			if !newMembership {
+				continue
+			}
+			ir := &InvitedRoom{}
+			if ir.InviteState.Events, err = s.rooms.StrippedState(ctx, m.RoomID, req.UserID); err != nil {
+				return nil, false, err
+			}
+			resp.Rooms.Invite[m.RoomID] = ir
+			changed = true
+		case "leave", "ban":
+			if !newMembership || (req.Since == nil && !roomFilter.IncludeLeave) {
+				continue
+			}
+			lr, err := s.leftRoom(ctx, req, m, since, roomFilter)
+			if err != nil {
+				return nil, false, err
+			}
+			resp.Rooms.Leave[m.RoomID] = lr
+			changed = true
+		}
+	}
+	return resp, changed, nil
+}
+
+func timelineLimit(f *filter.RoomFilter) int {
+	if f.Timeline != nil && f.Timeline.Limit != nil {
+		return *f.Timeline.Limit
+	}
+	return defaultTimelineLimit
+}
+
+// timeline returns the room's events after since up to `upTo`, newest last, at most
+// the filter's limit, with limited and prev_batch.
+func (s *Service) timeline(ctx context.Context, req Request, roomID string, since *Token, upTo int64, f *filter.RoomFilter) (Timeline, error) {
+	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: timelineLimit(f), Filter: f.Timeline}
+	if since != nil {
+		q.To = rooms.Token(since.Events)
+	}
+	tl := Timeline{Events: []rooms.ClientEvent{}}
+	if q.Limit == 0 {
+		tl.Limited = true
+		tl.PrevBatch = rooms.Token(upTo)
+		return tl, nil
+	}
+	page, err := s.rooms.Messages(ctx, roomID, req.UserID, q)
+	if err != nil {
+		return tl, err
+	}
+	slices.Reverse(page.Chunk)
+	tl.Events = page.Chunk
+	tl.Limited = page.End != ""
+	if len(tl.Events) > 0 {
+		tl.PrevBatch = rooms.Token(tl.Events[0].StreamPos - 1)
+	} else {
+		tl.PrevBatch = rooms.Token(upTo)
+	}
+	return tl, nil
+}
+
+func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, since, cur Token, fresh bool, f *filter.RoomFilter) (*JoinedRoom, error) {
+	jr := &JoinedRoom{
+		State:               ClientEvents{Events: []rooms.ClientEvent{}},
+		Ephemeral:           EventList{Events: []any{}},
+		AccountData:         EventList{Events: []any{}},
+		UnreadNotifications: map[string]int{},
+	}
+	var sinceTok *Token
+	if !fresh {
+		sinceTok = &since
+	}
+	var err error
+	if jr.Timeline, err = s.timeline(ctx, req, roomID, sinceTok, cur.Events, f); err != nil {
+		return nil, err
+	}
+	if jr.Summary, err = s.rooms.RoomSummary(ctx, roomID, req.UserID); err != nil {
+		return nil, err
+	}
+	start := cur.Events
+	if len(jr.Timeline.Events) > 0 {
+		start = jr.Timeline.Events[0].StreamPos - 1
+	}
+	switch {
+	case fresh:
+		state, err := s.rooms.StateAt(ctx, roomID, start)
+		if err != nil {
+			return nil, err
+		}
+		jr.State.Events = state
+	case jr.Timeline.Limited:
+		// The gap between since and the timeline may hold state changes the
+		// client has not seen: send those that differ.
+		before, err := s.rooms.StateAt(ctx, roomID, since.Events)
+		if err != nil {
+			return nil, err
+		}
+		after, err := s.rooms.StateAt(ctx, roomID, start)
+		if err != nil {
+			return nil, err
+		}
+		seen := map[string]bool{}
+		for _, ev := range before {
+			seen[ev.EventID] = true
+		}
+		for _, ev := range after {
+			if !seen[ev.EventID] {
+				jr.State.Events = append(jr.State.Events, ev)
+			}
+		}
+	}
+	jr.State.Events = filterState(req, f, jr.State.Events, jr.Timeline.Events)
+	return jr, nil
+}
+
+func (s *Service) leftRoom(ctx context.Context, req Request, m rooms.MembershipRow, since Token, f *filter.RoomFilter) (*LeftRoom, error) {
+	lr := &LeftRoom{State: ClientEvents{Events: []rooms.ClientEvent{}}, AccountData: EventList{Events: []any{}}}
+	var sinceTok *Token
+	if req.Since != nil {
+		sinceTok = &since
+	}
+	var err error
+	if lr.Timeline, err = s.timeline(ctx, req, m.RoomID, sinceTok, m.StreamPos, f); err != nil {
+		return nil, err
+	}
+	if lr.Timeline.Limited || req.Since == nil {
+		start := m.StreamPos
+		if len(lr.Timeline.Events) > 0 {
+			start = lr.Timeline.Events[0].StreamPos - 1
+		}
+		state, err := s.rooms.StateAt(ctx, m.RoomID, start)
+		if err != nil {
+			return nil, err
+		}
+		lr.State.Events = filterState(req, f, state, lr.Timeline.Events)
+	}
+	return lr, nil
+}
+
+// filterState applies the state filter and lazy loading of members: with
+// lazy_load_members only the members who sent timeline events (and the user) stay.
+func filterState(req Request, f *filter.RoomFilter, state, timeline []rooms.ClientEvent) []rooms.ClientEvent {
+	sf := f.State
+	if sf == nil {
+		return state
+	}
+	senders := map[string]bool{req.UserID: true}
+	for _, ev := range timeline {
+		senders[ev.Sender] = true
+	}
+	out := state[:0]
+	for _, ev := range state {
+		if !eventAllowed(&sf.EventFilter, ev.Type) || sf.Senders != nil && !slices.Contains(*sf.Senders, ev.Sender) ||
+			slices.Contains(sf.NotSenders, ev.Sender) {
+			continue
+		}
+		if sf.LazyLoadMembers && ev.Type == spec.MRoomMember && ev.StateKey != nil && !senders[*ev.StateKey] {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+func eventAllowed(f *filter.EventFilter, typ string) bool {
+	if f == nil {
+		return true
+	}
+	if f.Types != nil && !matchAny(*f.Types, typ) {
+		return false
+	}
+	return !matchAny(f.NotTypes, typ)
+}
+
+func matchAny(patterns []string, typ string) bool {
+	for _, p := range patterns {
+		if p == "*" || p == typ || len(p) > 0 && p[len(p)-1] == '*' && len(typ) >= len(p)-1 && typ[:len(p)-1] == p[:len(p)-1] {
+			return true
+		}
+	}
+	return false
+}
+
+func roomAllowed(f *filter.RoomFilter, roomID string) bool {
+	if f.Rooms != nil && !slices.Contains(*f.Rooms, roomID) {
+		return false
+	}
+	return !slices.Contains(f.NotRooms, roomID)
+}
+
+// ParseFilter reads the filter query parameter: inline JSON or a stored filter ID.
+func (s *Service) ParseFilter(ctx context.Context, localpart, param string) (filter.Filter, error) {
+	if param == "" {
+		return filter.Filter{}, nil
+	}
+	raw := json.RawMessage(param)
+	if param[0] != '{' {
+		var id int64
+		if _, err := fmt.Sscan(param, &id); err != nil {
+			return filter.Filter{}, errInvalidFilter(param)
+		}
+		stored, err := s.users.Filter(ctx, localpart, id)
+		if err != nil {
+			return filter.Filter{}, errInvalidFilter(param)
+		}
+		raw = stored
+	}
+	f, err := filter.Parse(raw)
+	if err != nil {
+		return filter.Filter{}, errInvalidFilter(param)
+	}
+	return f, nil
+}

@@ -1,0 +1,50 @@
+// Package sync assembles /sync responses: what changed for a user between two stream
+// positions, and long-polling woken by the notifier.
+package sync
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+)
+
+// Token is a position in every stream a client follows; a since token is one of
+// these. Its text form is "s<events>_<account data>", and later streams append
+// components, so that tokens issued before an upgrade still parse.
+type Token struct {
+	Events      int64
+	AccountData int64
+}
+
+func (t Token) String() string {
+	return fmt.Sprintf("s%d_%d", t.Events, t.AccountData)
+}
+
+// ParseToken reads a since token; malformed tokens are M_INVALID_PARAM.
+func ParseToken(s string) (Token, error) {
+	bad := mxerror.New(mxerror.InvalidParam, "invalid since token %q", s)
+	rest, ok := strings.CutPrefix(s, "s")
+	if !ok {
+		return Token{}, bad
+	}
+	parts := strings.Split(rest, "_")
+	var nums []int64
+	for _, p := range parts {
+		n, err := strconv.ParseInt(p, 10, 64)
+		if err != nil || n < 0 {
+			return Token{}, bad
+		}
+		nums = append(nums, n)
+	}
+	t := Token{Events: nums[0]}
+	if len(nums) > 1 {
+		t.AccountData = nums[1]
+	}
+	return t, nil
+}
+
+func errInvalidFilter(param string) error {
+	return mxerror.New(mxerror.InvalidParam, "invalid filter %q", param)
+}
