@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/testserver"
@@ -168,4 +169,31 @@ func TestConcurrentFilterCreationGivesDistinctIDs(t *testing.T) {
 			seen[id] = true
 		}
 	})
+}
+
+func TestExpiredAccessTokenIsSoftLogout(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		srv.Register(t, "dora", "pw")
+		anon := srv.Client(t)
+		var login map[string]any
+		anon.MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password", "user": "dora", "password": "pw", "refresh_token": true}, &login)
+		if login["expires_in_ms"] != float64(1) {
+			t.Fatalf("expires_in_ms = %v; want the configured 1", login["expires_in_ms"])
+		}
+		time.Sleep(5 * time.Millisecond) // let the 1 ms token lapse
+		var e errBody
+		if st := anon.WithToken(login["access_token"].(string)).Do("GET", "/_matrix/client/v3/account/whoami", nil, &e); st != 401 || e.ErrCode != "M_UNKNOWN_TOKEN" || e.SoftLogout == nil || !*e.SoftLogout {
+			t.Fatalf("expired token = %d %s soft_logout %v; want 401 M_UNKNOWN_TOKEN soft_logout true", st, e.ErrCode, e.SoftLogout)
+		}
+		// The refresh token still works and the new access token too (for a moment).
+		var refreshed map[string]any
+		anon.MustDo("POST", "/_matrix/client/v3/refresh", map[string]any{"refresh_token": login["refresh_token"]}, &refreshed)
+		if refreshed["access_token"] == login["access_token"] {
+			t.Error("refresh returned the same access token")
+		}
+		// An unknown token is a hard logout.
+		if st := anon.WithToken("hya_unknown").Do("GET", "/_matrix/client/v3/account/whoami", nil, &e); st != 401 || e.SoftLogout == nil || *e.SoftLogout {
+			t.Errorf("unknown token = %d soft_logout %v; want 401 soft_logout false", st, e.SoftLogout)
+		}
+	}, func(c *config.Config) { c.Auth.AccessTokenLifetime = time.Millisecond })
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -37,5 +39,46 @@ func TestEmbeddedJetStreamPublishesDurably(t *testing.T) {
 	msg, err := s.GetMsg(ctx, 1)
 	if err != nil || string(msg.Data) != "hello" {
 		t.Fatalf("GetMsg(1) after restart = %v, %v; want hello", msg, err)
+	}
+}
+
+// TestExternalServer connects to a NATS server over TCP by URL, the scale-out path,
+// against a real nats-server listening on a loopback port.
+func TestExternalServer(t *testing.T) {
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	defer ns.Shutdown()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	b, err := Open(ctx, Config{URL: ns.ClientURL()})
+	if err != nil {
+		t.Fatalf("Open(%s): %v", ns.ClientURL(), err)
+	}
+	defer b.Close()
+	if b.embedded != nil {
+		t.Fatal("Open with a URL started an embedded server")
+	}
+	got := make(chan string, 1)
+	sub, err := b.Conn.Subscribe("hello", func(m *nats.Msg) { got <- string(m.Data) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := b.Conn.Publish("hello", []byte("world")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case s := <-got:
+		if s != "world" {
+			t.Fatalf("received %q; want world", s)
+		}
+	case <-ctx.Done():
+		t.Fatal("no message through the external server")
 	}
 }
