@@ -9,8 +9,10 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/sync"
+	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
 )
@@ -27,24 +29,28 @@ type Config struct {
 
 // Deps are the core services the client API calls.
 type Deps struct {
-	Users *users.Service
-	Rooms *rooms.Service
-	Sync  *sync.Service
+	Users    *users.Service
+	Rooms    *rooms.Service
+	Sync     *sync.Service
+	Receipts *receipts.Service
+	Typing   *typing.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 }
 
 type handlers struct {
-	cfg    Config
-	users  *users.Service
-	rooms  *rooms.Service
-	syncer *sync.Service
-	ss     *users.SharedSecret
+	cfg      Config
+	users    *users.Service
+	rooms    *rooms.Service
+	syncer   *sync.Service
+	receipts *receipts.Service
+	typing   *typing.Service
+	ss       *users.SharedSecret
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, ss: deps.SharedSecret}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, ss: deps.SharedSecret}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -92,6 +98,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 
 	h.registerRooms(v3, api)
 	h.registerSync(v3, api)
+	h.registerEphemeral(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

@@ -22,23 +22,27 @@ import (
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
+	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	hsync "github.com/hongyan/hongyan/homeserver/sync"
+	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
 )
 
 // Server is a running homeserver's parts.
 type Server struct {
-	Config config.Config
-	DB     *storage.DB
-	Bus    *bus.Bus
-	Key    serverkey.Key
-	Users  *users.Service
-	Rooms  *rooms.Service
-	Sync   *hsync.Service
+	Config   config.Config
+	DB       *storage.DB
+	Bus      *bus.Bus
+	Key      serverkey.Key
+	Users    *users.Service
+	Rooms    *rooms.Service
+	Sync     *hsync.Service
+	Receipts *receipts.Service
+	Typing   *typing.Service
 
 	notifier *hsync.Notifier
 
@@ -99,12 +103,16 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Profiles:           s.Users,
 	})
 
-	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, users.AccountDataSubject)
+	s.Receipts = receipts.New(s.DB, s.Bus.Conn)
+	if s.Typing, err = typing.New(s.Bus.Conn); err != nil {
+		return nil, err
+	}
+	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, users.AccountDataSubject, receipts.Subject, typing.Subject)
 	if err != nil {
 		return nil, err
 	}
 	s.notifier = notifier
-	s.Sync = hsync.New(s.Rooms, s.Users, notifier)
+	s.Sync = hsync.New(hsync.Deps{Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Notifier: notifier})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -126,6 +134,8 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Users:        s.Users,
 		Rooms:        s.Rooms,
 		Sync:         s.Sync,
+		Receipts:     s.Receipts,
+		Typing:       s.Typing,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	s.handler = httpapi.CORS(router)
@@ -164,6 +174,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) Close() {
 	if s.notifier != nil {
 		s.notifier.Close()
+	}
+	if s.Typing != nil {
+		s.Typing.Close()
 	}
 	if s.Bus != nil {
 		s.Bus.Close()

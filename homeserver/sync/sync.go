@@ -10,20 +10,33 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/filter"
+	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 )
 
-// Service builds sync responses from the rooms and users stores.
+// Service builds sync responses from the rooms, users, receipts and typing services.
 type Service struct {
 	rooms    *rooms.Service
 	users    *users.Service
+	receipts *receipts.Service
+	typing   *typing.Service
 	notifier *Notifier
 }
 
+// Deps are the services sync reads.
+type Deps struct {
+	Rooms    *rooms.Service
+	Users    *users.Service
+	Receipts *receipts.Service
+	Typing   *typing.Service
+	Notifier *Notifier
+}
+
 // New returns the sync service.
-func New(r *rooms.Service, u *users.Service, n *Notifier) *Service {
-	return &Service{rooms: r, users: u, notifier: n}
+func New(d Deps) *Service {
+	return &Service{rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, notifier: d.Notifier}
 }
 
 // Request is one /sync call.
@@ -147,6 +160,10 @@ func (s *Service) current(ctx context.Context) (Token, error) {
 	if t.AccountData, err = s.users.AccountDataPosition(ctx); err != nil {
 		return t, fmt.Errorf("account data position: %w", err)
 	}
+	if t.Receipts, err = s.receipts.Position(ctx); err != nil {
+		return t, fmt.Errorf("receipts position: %w", err)
+	}
+	t.Typing = s.typing.Position()
 	return t, nil
 }
 
@@ -158,6 +175,10 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 		// than trusted: the client gets everything up to now.
 		since.Events = min(since.Events, cur.Events)
 		since.AccountData = min(since.AccountData, cur.AccountData)
+		since.Receipts = min(since.Receipts, cur.Receipts)
+		if since.Typing > cur.Typing {
+			since.Typing = 0 // typing positions are per node; a foreign one resets
+		}
 	}
 	resp := &Response{
 		NextBatch:              cur.String(),
@@ -195,9 +216,13 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 	if roomFilter == nil {
 		roomFilter = &filter.RoomFilter{}
 	}
+	var joinedIDs []string
 	for _, m := range memberships {
 		if !roomAllowed(roomFilter, m.RoomID) {
 			continue
+		}
+		if m.Membership == "join" {
+			joinedIDs = append(joinedIDs, m.RoomID)
 		}
 		newMembership := req.Since == nil || (m.StreamPos > since.Events && m.StreamPos <= cur.Events)
 		switch m.Membership {
@@ -239,7 +264,65 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 			changed = true
 		}
 	}
+	eph, err := s.ephemeral(ctx, req, joinedIDs, since, cur, roomFilter)
+	if err != nil {
+		return nil, false, err
+	}
+	for roomID, events := range eph {
+		jr := resp.Rooms.Join[roomID]
+		if jr == nil {
+			jr = newJoinedRoom()
+			jr.Timeline = Timeline{Events: []rooms.ClientEvent{}, PrevBatch: rooms.Token(cur.Events)}
+			if jr.Summary, err = s.rooms.RoomSummary(ctx, roomID, req.UserID); err != nil {
+				return nil, false, err
+			}
+			resp.Rooms.Join[roomID] = jr
+		}
+		jr.Ephemeral.Events = append(jr.Ephemeral.Events, events...)
+		changed = true
+	}
 	return resp, changed, nil
+}
+
+// ephemeral collects typing and receipt events per joined room since the token.
+// An initial sync gets the current typing users and every receipt.
+func (s *Service) ephemeral(ctx context.Context, req Request, joined []string, since, cur Token, f *filter.RoomFilter) (map[string][]any, error) {
+	out := map[string][]any{}
+	var ef *filter.EventFilter
+	if f.Ephemeral != nil {
+		ef = &f.Ephemeral.EventFilter
+	}
+	if eventAllowed(ef, "m.typing") {
+		typingSince := since.Typing
+		if req.Since == nil {
+			typingSince = -1
+		}
+		for roomID, users := range s.typing.Changed(joined, typingSince) {
+			if req.Since == nil && len(users) == 0 {
+				continue
+			}
+			out[roomID] = append(out[roomID], map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
+		}
+	}
+	if eventAllowed(ef, "m.receipt") {
+		byRoom, err := s.receipts.Since(ctx, joined, req.UserID, since.Receipts, cur.Receipts)
+		if err != nil {
+			return nil, err
+		}
+		for roomID, rs := range byRoom {
+			out[roomID] = append(out[roomID], receipts.Event(rs))
+		}
+	}
+	return out, nil
+}
+
+func newJoinedRoom() *JoinedRoom {
+	return &JoinedRoom{
+		State:               ClientEvents{Events: []rooms.ClientEvent{}},
+		Ephemeral:           EventList{Events: []any{}},
+		AccountData:         EventList{Events: []any{}},
+		UnreadNotifications: map[string]int{},
+	}
 }
 
 func timelineLimit(f *filter.RoomFilter) int {
@@ -278,12 +361,7 @@ func (s *Service) timeline(ctx context.Context, req Request, roomID string, sinc
 }
 
 func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, since, cur Token, fresh bool, f *filter.RoomFilter) (*JoinedRoom, error) {
-	jr := &JoinedRoom{
-		State:               ClientEvents{Events: []rooms.ClientEvent{}},
-		Ephemeral:           EventList{Events: []any{}},
-		AccountData:         EventList{Events: []any{}},
-		UnreadNotifications: map[string]int{},
-	}
+	jr := newJoinedRoom()
 	var sinceTok *Token
 	if !fresh {
 		sinceTok = &since

@@ -11,15 +11,18 @@ import (
 )
 
 // Token is a position in every stream a client follows; a since token is one of
-// these. Its text form is "s<events>_<account data>", and later streams append
-// components, so that tokens issued before an upgrade still parse.
+// these. Its text form is "s<events>_<account data>_<receipts>_<typing>", and later
+// streams append components, so tokens issued before an upgrade still parse (missing
+// components are zero).
 type Token struct {
 	Events      int64
 	AccountData int64
+	Receipts    int64
+	Typing      int64
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d", t.Events, t.AccountData)
+	return fmt.Sprintf("s%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing)
 }
 
 // ParseToken reads a since token; malformed tokens are M_INVALID_PARAM.
@@ -38,11 +41,10 @@ func ParseToken(s string) (Token, error) {
 		}
 		nums = append(nums, n)
 	}
-	t := Token{Events: nums[0]}
-	if len(nums) > 1 {
-		t.AccountData = nums[1]
+	for len(nums) < 4 {
+		nums = append(nums, 0)
 	}
-	return t, nil
+	return Token{Events: nums[0], AccountData: nums[1], Receipts: nums[2], Typing: nums[3]}, nil
 }
 
 func errInvalidFilter(param string) error {

@@ -1,0 +1,130 @@
+package clientapi_test
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hongyan/hongyan/homeserver/testserver"
+)
+
+type ephemeralSync struct {
+	NextBatch string `json:"next_batch"`
+	Rooms     struct {
+		Join map[string]struct {
+			Ephemeral struct {
+				Events []struct {
+					Type    string          `json:"type"`
+					Content json.RawMessage `json:"content"`
+				} `json:"events"`
+			} `json:"ephemeral"`
+			AccountData struct {
+				Events []event `json:"events"`
+			} `json:"account_data"`
+		} `json:"join"`
+	} `json:"rooms"`
+}
+
+// waitEphemeral syncs until an ephemeral event of typ shows up in the room, for at
+// most a few long-polls.
+func waitEphemeral(t *testing.T, c *testserver.Client, roomID, since, typ string) (json.RawMessage, string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		var s ephemeralSync
+		c.MustDo("GET", "/_matrix/client/v3/sync?timeout=5000&since="+since, nil, &s)
+		since = s.NextBatch
+		for _, e := range s.Rooms.Join[roomID].Ephemeral.Events {
+			if e.Type == typ {
+				return e.Content, since
+			}
+		}
+	}
+	t.Fatalf("no %s in %s within 15s", typ, roomID)
+	return nil, ""
+}
+
+func TestTypingReceiptsAndReadMarkers(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		msg := sendText(t, alice, roomID, "1", "read me")
+		var s ephemeralSync
+		bob.MustDo("GET", "/_matrix/client/v3/sync", nil, &s)
+		since := s.NextBatch
+
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+roomID+"/typing/@alice:localhost", map[string]any{"typing": true, "timeout": 30000}, nil)
+		content, since := waitEphemeral(t, bob, roomID, since, "m.typing")
+		var typing struct {
+			UserIDs []string `json:"user_ids"`
+		}
+		json.Unmarshal(content, &typing)
+		if len(typing.UserIDs) != 1 || typing.UserIDs[0] != "@alice:localhost" {
+			t.Errorf("typing = %s; want alice", content)
+		}
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+roomID+"/typing/@alice:localhost", map[string]any{"typing": false}, nil)
+		content, since = waitEphemeral(t, bob, roomID, since, "m.typing")
+		json.Unmarshal(content, &typing)
+		if len(typing.UserIDs) != 0 {
+			t.Errorf("typing after stop = %s; want nobody", content)
+		}
+
+		bob.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/receipt/m.read/"+msg, map[string]any{}, nil)
+		content, _ = waitEphemeral(t, alice, roomID, "", "m.receipt")
+		var rc map[string]map[string]map[string]struct {
+			TS int64 `json:"ts"`
+		}
+		json.Unmarshal(content, &rc)
+		if rc[msg]["m.read"]["@bob:localhost"].TS == 0 {
+			t.Errorf("receipt = %s; want bob's m.read on %s", content, msg)
+		}
+
+		// A private receipt and the read marker reach only bob.
+		bob.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/read_markers", map[string]string{"m.fully_read": msg, "m.read.private": msg}, nil)
+		var as ephemeralSync
+		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &as)
+		for _, e := range as.Rooms.Join[roomID].Ephemeral.Events {
+			if e.Type == "m.receipt" && strings.Contains(string(e.Content), "m.read.private") {
+				t.Errorf("alice sees bob's private receipt: %s", e.Content)
+			}
+		}
+		var bs ephemeralSync
+		bob.MustDo("GET", "/_matrix/client/v3/sync", nil, &bs)
+		var fullyRead bool
+		for _, e := range bs.Rooms.Join[roomID].AccountData.Events {
+			if e.Type == "m.fully_read" && e.Content["event_id"] == msg {
+				fullyRead = true
+			}
+		}
+		if !fullyRead {
+			t.Errorf("bob's room account data lacks m.fully_read %s: %+v", msg, bs.Rooms.Join[roomID].AccountData.Events)
+		}
+
+		stranger := srv.Register(t, "stranger", "pw")
+		cases := []struct {
+			name     string
+			c        *testserver.Client
+			method   string
+			path     string
+			body     any
+			status   int
+			wantCode string
+		}{
+			{"typing for someone else", alice, "PUT", "/rooms/" + roomID + "/typing/@bob:localhost", `{"typing":true}`, 403, "M_FORBIDDEN"},
+			{"typing without field", alice, "PUT", "/rooms/" + roomID + "/typing/@alice:localhost", `{}`, 400, "M_MISSING_PARAM"},
+			{"typing outside the room", stranger, "PUT", "/rooms/" + roomID + "/typing/@stranger:localhost", `{"typing":true}`, 403, "M_FORBIDDEN"},
+			{"unknown receipt type", bob, "POST", "/rooms/" + roomID + "/receipt/m.seen/" + msg, `{}`, 400, "M_INVALID_PARAM"},
+			{"receipt for unknown event", bob, "POST", "/rooms/" + roomID + "/receipt/m.read/$nope", `{}`, 404, "M_NOT_FOUND"},
+			{"receipt outside the room", stranger, "POST", "/rooms/" + roomID + "/receipt/m.read/" + msg, `{}`, 403, "M_FORBIDDEN"},
+		}
+		for _, tc := range cases {
+			var e errBody
+			if st := tc.c.Do(tc.method, "/_matrix/client/v3"+tc.path, tc.body, &e); st != tc.status || e.ErrCode != tc.wantCode {
+				t.Errorf("%s = %d %s; want %d %s", tc.name, st, e.ErrCode, tc.status, tc.wantCode)
+			}
+		}
+	})
+}

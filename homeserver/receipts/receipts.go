@@ -1,0 +1,132 @@
+// Package receipts stores read receipts (m.read, m.read.private, threaded) and hands
+// sync the ones written after a stream position.
+package receipts
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/storage"
+)
+
+// Subject is the NATS subject a Notice is published on after every receipt.
+const Subject = "hongyan.receipts"
+
+// Notice says a receipt was stored at a stream position.
+type Notice struct {
+	RoomID    string `json:"room_id"`
+	StreamPos int64  `json:"stream_pos"`
+}
+
+// Types are the receipt types clients may send.
+var Types = map[string]bool{"m.read": true, "m.read.private": true}
+
+// Receipt is one stored receipt.
+type Receipt struct {
+	RoomID, UserID, Type, ThreadID, EventID string
+	TS                                      int64
+	StreamPos                               int64
+}
+
+// Service stores receipts.
+type Service struct {
+	db  *storage.DB
+	bus *nats.Conn
+}
+
+// New returns the service; bus may be nil.
+func New(db *storage.DB, bus *nats.Conn) *Service { return &Service{db: db, bus: bus} }
+
+// Put records that user read up to eventID in the room (in thread, if not empty).
+func (s *Service) Put(ctx context.Context, roomID, userID, typ, threadID, eventID string) error {
+	if !Types[typ] {
+		return mxerror.New(mxerror.InvalidParam, "unknown receipt type %q", typ)
+	}
+	var pos int64
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'receipts' RETURNING pos`).Scan(&pos); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (room_id, user_id, receipt_type, thread_id) DO UPDATE SET
+			event_id = excluded.event_id, ts = excluded.ts, stream_pos = excluded.stream_pos`,
+			roomID, userID, typ, threadID, eventID, time.Now().UnixMilli(), pos)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store receipt: %w", err)
+	}
+	if s.bus != nil {
+		data, _ := json.Marshal(Notice{RoomID: roomID, StreamPos: pos})
+		if err := s.bus.Publish(Subject, data); err != nil {
+			slog.Warn("publish receipt notice", "err", err)
+		}
+	}
+	return nil
+}
+
+// Position is the latest committed receipt position.
+func (s *Service) Position(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'receipts'`).Scan(&pos)
+	return pos, err
+}
+
+// Since returns the receipts in rooms written after since, up to upTo. Private
+// receipts are returned only when they are forUser's own.
+func (s *Service) Since(ctx context.Context, roomIDs []string, forUser string, since, upTo int64) (map[string][]Receipt, error) {
+	out := map[string][]Receipt{}
+	if len(roomIDs) == 0 {
+		return out, nil
+	}
+	for _, roomID := range roomIDs {
+		rows, err := s.db.Query(ctx, `SELECT user_id, receipt_type, thread_id, event_id, ts, stream_pos FROM receipts
+			WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3 AND (receipt_type <> 'm.read.private' OR user_id = $4)`,
+			roomID, since, upTo, forUser)
+		if err != nil {
+			return nil, fmt.Errorf("receipts since %d: %w", since, err)
+		}
+		for rows.Next() {
+			r := Receipt{RoomID: roomID}
+			if err := rows.Scan(&r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.TS, &r.StreamPos); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[roomID] = append(out[roomID], r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// Event renders a room's receipts as the m.receipt ephemeral event.
+func Event(rs []Receipt) map[string]any {
+	content := map[string]map[string]map[string]map[string]any{}
+	for _, r := range rs {
+		byType := content[r.EventID]
+		if byType == nil {
+			byType = map[string]map[string]map[string]any{}
+			content[r.EventID] = byType
+		}
+		byUser := byType[r.Type]
+		if byUser == nil {
+			byUser = map[string]map[string]any{}
+			byType[r.Type] = byUser
+		}
+		entry := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			entry["thread_id"] = r.ThreadID
+		}
+		byUser[r.UserID] = entry
+	}
+	return map[string]any{"type": "m.receipt", "content": content}
+}
