@@ -97,6 +97,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodGet, "/user/{userId}/filter/{filterId}", h.filter, httpapi.Authed, httpapi.GuestsAllowed)
 
 	h.registerRooms(v3, api)
+	h.registerRoomReads(v3, v1, api)
 	h.registerSync(v3, api)
 	h.registerEphemeral(v3, api)
 

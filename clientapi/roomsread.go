@@ -1,0 +1,148 @@
+package clientapi
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/gorilla/mux"
+
+	"github.com/hongyan/hongyan/homeserver/filter"
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/httpapi"
+)
+
+func (h *handlers) registerRoomReads(v3, v1 *mux.Router, api *httpapi.API) {
+	authed := []httpapi.Option{httpapi.Authed, httpapi.GuestsAllowed}
+	api.Handle(v3, http.MethodGet, "/publicRooms", h.publicRooms, httpapi.OptionalAuth)
+	api.Handle(v3, http.MethodPost, "/publicRooms", h.publicRooms, httpapi.Authed)
+	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/context/{eventId}", h.eventContext, authed...)
+	for _, p := range []string{"/rooms/{roomId}/relations/{eventId}", "/rooms/{roomId}/relations/{eventId}/{relType}",
+		"/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}"} {
+		api.Handle(v1, http.MethodGet, p, h.relations, authed...)
+	}
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/report/{eventId}", h.report, httpapi.Authed, httpapi.RateLimited)
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/report", h.report, httpapi.Authed, httpapi.RateLimited)
+	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/timestamp_to_event", h.timestampToEvent, authed...)
+}
+
+// intParam reads an optional non-negative integer query parameter.
+func intParam(r *httpapi.Request, name string) (int, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, mxerror.New(mxerror.InvalidParam, "%s must be a non-negative integer", name)
+	}
+	return n, nil
+}
+
+func (h *handlers) publicRooms(r *httpapi.Request) (any, error) {
+	var body struct {
+		Limit  int    `json:"limit"`
+		Since  string `json:"since"`
+		Server string `json:"server"`
+		Filter struct {
+			GenericSearchTerm string `json:"generic_search_term"`
+		} `json:"filter"`
+	}
+	if r.Method == http.MethodPost {
+		if err := r.Decode(&body); err != nil {
+			return nil, err
+		}
+	} else {
+		n, err := intParam(r, "limit")
+		if err != nil {
+			return nil, err
+		}
+		body.Limit, body.Since, body.Server = n, r.URL.Query().Get("since"), r.URL.Query().Get("server")
+	}
+	if server := r.URL.Query().Get("server"); server != "" && server != h.cfg.ServerName || body.Server != "" && body.Server != h.cfg.ServerName {
+		// Other servers' directories need federation, which is not built yet.
+		return nil, mxerror.New(mxerror.NotFound, "cannot list another server's rooms yet")
+	}
+	return h.rooms.PublicRoomList(r.Context(), body.Filter.GenericSearchTerm, body.Limit, body.Since)
+}
+
+func (h *handlers) eventContext(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := intParam(r, "limit")
+	if err != nil {
+		return nil, err
+	}
+	var q rooms.MessagesQuery
+	if f := r.URL.Query().Get("filter"); f != "" {
+		var rf filter.RoomEventFilter
+		if err := httpapi.DecodeJSON([]byte(f), &rf); err != nil {
+			return nil, err
+		}
+		q.Filter = &rf
+	}
+	return h.rooms.EventContext(r.Context(), roomID, r.Caller.UserID, r.Vars["eventId"], limit, q)
+}
+
+func (h *handlers) relations(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := intParam(r, "limit")
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	rq := rooms.RelationsQuery{RelType: r.Vars["relType"], EventType: r.Vars["eventType"], From: q.Get("from"), To: q.Get("to"), Limit: limit, Backward: true}
+	switch q.Get("dir") {
+	case "", "b":
+	case "f":
+		rq.Backward = false
+	default:
+		return nil, mxerror.New(mxerror.InvalidParam, "dir must be b or f")
+	}
+	return h.rooms.RelationsOf(r.Context(), roomID, r.Caller.UserID, r.Vars["eventId"], rq)
+}
+
+func (h *handlers) report(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		Reason string `json:"reason"`
+		Score  *int64 `json:"score"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	return struct{}{}, h.rooms.Report(r.Context(), roomID, r.Caller.UserID, r.Vars["eventId"], body.Reason, body.Score)
+}
+
+func (h *handlers) timestampToEvent(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil {
+		return nil, mxerror.New(mxerror.InvalidParam, "ts must be a timestamp in milliseconds")
+	}
+	var forward bool
+	switch q.Get("dir") {
+	case "f":
+		forward = true
+	case "b":
+	default:
+		return nil, mxerror.New(mxerror.InvalidParam, "dir must be b or f")
+	}
+	id, at, err := h.rooms.EventAtTime(r.Context(), roomID, r.Caller.UserID, ts, forward)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": id, "origin_server_ts": at}, nil
+}

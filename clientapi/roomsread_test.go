@@ -1,0 +1,126 @@
+package clientapi_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hongyan/hongyan/homeserver/testserver"
+)
+
+func TestDirectoryContextRelationsReports(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		big := createRoom(t, alice, map[string]any{"preset": "public_chat", "visibility": "public", "name": "Big Lobby", "topic": "everyone", "room_alias_name": "big"})
+		small := createRoom(t, alice, map[string]any{"preset": "public_chat", "visibility": "public", "name": "Small talk"})
+		createRoom(t, alice, map[string]any{"name": "Hidden"})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+big, map[string]any{}, nil)
+
+		var dir struct {
+			Chunk []struct {
+				RoomID         string `json:"room_id"`
+				Name           string `json:"name"`
+				Members        int    `json:"num_joined_members"`
+				CanonicalAlias string `json:"canonical_alias"`
+			} `json:"chunk"`
+			NextBatch string `json:"next_batch"`
+			Total     int    `json:"total_room_count_estimate"`
+		}
+		srv.Client(t).MustDo("GET", "/_matrix/client/v3/publicRooms?limit=1", nil, &dir)
+		if dir.Total != 2 || len(dir.Chunk) != 1 || dir.Chunk[0].RoomID != big || dir.Chunk[0].Members != 2 || dir.Chunk[0].CanonicalAlias != "#big:localhost" {
+			t.Fatalf("first directory page = %+v; want the big room first of 2", dir)
+		}
+		srv.Client(t).MustDo("GET", "/_matrix/client/v3/publicRooms?limit=1&since="+dir.NextBatch, nil, &dir)
+		if len(dir.Chunk) != 1 || dir.Chunk[0].RoomID != small {
+			t.Errorf("second directory page = %+v; want the small room", dir)
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/publicRooms", map[string]any{"filter": map[string]string{"generic_search_term": "small"}}, &dir)
+		if len(dir.Chunk) != 1 || dir.Chunk[0].Name != "Small talk" {
+			t.Errorf("search 'small' = %+v", dir.Chunk)
+		}
+
+		var ids []string
+		for i := 0; i < 7; i++ {
+			ids = append(ids, sendText(t, alice, big, fmt.Sprint("c", i), fmt.Sprint("msg ", i)))
+		}
+		var cx struct {
+			Before []event `json:"events_before"`
+			Event  event   `json:"event"`
+			After  []event `json:"events_after"`
+			State  []event `json:"state"`
+			Start  string  `json:"start"`
+			End    string  `json:"end"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/rooms/"+big+"/context/"+ids[3]+"?limit=4", nil, &cx)
+		if cx.Event.EventID != ids[3] || strings.Join(bodies(cx.Before), ",") != "msg 2,msg 1" || strings.Join(bodies(cx.After), ",") != "msg 4,msg 5" {
+			t.Errorf("context = before %v, event %s, after %v", bodies(cx.Before), cx.Event.EventID, bodies(cx.After))
+		}
+		if len(cx.State) == 0 || cx.Start == "" || cx.End == "" {
+			t.Errorf("context lacks state or tokens: %d state, start %q, end %q", len(cx.State), cx.Start, cx.End)
+		}
+
+		// An edit and two reactions relate to msg 0.
+		target := ids[0]
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+big+"/send/m.room.message/edit", map[string]any{
+			"msgtype": "m.text", "body": "* msg 0 edited", "m.new_content": map[string]string{"msgtype": "m.text", "body": "msg 0 edited"},
+			"m.relates_to": map[string]string{"rel_type": "m.replace", "event_id": target}}, nil)
+		for i, key := range []string{"👍", "🎉"} {
+			bob.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.reaction/r%d", big, i), map[string]any{
+				"m.relates_to": map[string]string{"rel_type": "m.annotation", "event_id": target, "key": key}}, nil)
+		}
+		var rel struct {
+			Chunk     []event `json:"chunk"`
+			NextBatch string  `json:"next_batch"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+big+"/relations/"+target, nil, &rel)
+		if len(rel.Chunk) != 3 {
+			t.Errorf("relations = %d events; want 3", len(rel.Chunk))
+		}
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+big+"/relations/"+target+"/m.annotation/m.reaction?limit=1", nil, &rel)
+		if len(rel.Chunk) != 1 || rel.Chunk[0].Type != "m.reaction" || rel.NextBatch == "" {
+			t.Fatalf("annotations page 1 = %+v; want one reaction and a next_batch", rel)
+		}
+		from := rel.NextBatch
+		rel.NextBatch = "" // decoding leaves absent fields alone
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+big+"/relations/"+target+"/m.annotation/m.reaction?limit=5&from="+from, nil, &rel)
+		if len(rel.Chunk) != 1 || rel.NextBatch != "" {
+			t.Errorf("annotations page 2 = %+v; want the other reaction and no more", rel)
+		}
+
+		bob.MustDo("POST", "/_matrix/client/v3/rooms/"+big+"/report/"+ids[1], map[string]any{"reason": "spam", "score": -100}, nil)
+		var reports int
+		srv.DB.QueryRow(t.Context(), `SELECT COUNT(*) FROM event_reports WHERE event_id = $1`, ids[1]).Scan(&reports)
+		if reports != 1 {
+			t.Errorf("stored reports = %d; want 1", reports)
+		}
+
+		var ts map[string]any
+		now := time.Now().UnixMilli()
+		bob.MustDo("GET", fmt.Sprintf("/_matrix/client/v1/rooms/%s/timestamp_to_event?dir=b&ts=%d", big, now+1000), nil, &ts)
+		if ts["event_id"] == nil {
+			t.Errorf("timestamp_to_event = %v", ts)
+		}
+
+		for _, tc := range []struct{ path, code string }{
+			{"/_matrix/client/v3/publicRooms?since=bogus", "M_INVALID_PARAM"},
+			{"/_matrix/client/v3/rooms/" + big + "/context/$nope", "M_NOT_FOUND"},
+			{"/_matrix/client/v1/rooms/" + big + "/relations/" + target + "?dir=up", "M_INVALID_PARAM"},
+			{"/_matrix/client/v1/rooms/" + big + "/timestamp_to_event?dir=b&ts=soon", "M_INVALID_PARAM"},
+			{fmt.Sprintf("/_matrix/client/v1/rooms/%s/timestamp_to_event?dir=b&ts=%d", big, 1), "M_NOT_FOUND"},
+		} {
+			var e errBody
+			st, data := bob.Raw("GET", tc.path, nil)
+			json.Unmarshal(data, &e)
+			if st < 400 || st >= 500 || e.ErrCode != tc.code {
+				t.Errorf("GET %s = %d %s; want %s", tc.path, st, e.ErrCode, tc.code)
+			}
+		}
+		var e errBody
+		if st := bob.Do("POST", "/_matrix/client/v3/rooms/"+big+"/report/"+ids[1], map[string]any{"score": 7}, &e); st != 400 || e.ErrCode != "M_INVALID_PARAM" {
+			t.Errorf("report with score 7 = %d %s; want 400 M_INVALID_PARAM", st, e.ErrCode)
+		}
+	})
+}
