@@ -24,6 +24,27 @@ func (h *handlers) registerRoomReads(v3, v1 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/report/{eventId}", h.report, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/report", h.report, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/timestamp_to_event", h.timestampToEvent, authed...)
+	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/threads", h.threads, authed...)
+}
+
+func (h *handlers) threads(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	limit, err := intParam(r, "limit")
+	if err != nil {
+		return nil, err
+	}
+	var participated bool
+	switch r.URL.Query().Get("include") {
+	case "", "all":
+	case "participated":
+		participated = true
+	default:
+		return nil, mxerror.New(mxerror.InvalidParam, "include must be all or participated")
+	}
+	return h.rooms.ThreadRoots(r.Context(), roomID, r.Caller.UserID, participated, r.URL.Query().Get("from"), limit)
 }
 
 // intParam reads an optional non-negative integer query parameter.

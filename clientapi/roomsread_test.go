@@ -90,6 +90,38 @@ func TestDirectoryContextRelationsReports(t *testing.T) {
 			t.Errorf("annotations page 2 = %+v; want the other reaction and no more", rel)
 		}
 
+		// The edit is bundled into the original; bob's reactions are not edits.
+		var orig event
+		bob.MustDo("GET", "/_matrix/client/v3/rooms/"+big+"/event/"+target, nil, &orig)
+		replace, _ := orig.Unsigned["m.relations"].(map[string]any)["m.replace"].(map[string]any)
+		if replace == nil || replace["content"].(map[string]any)["m.new_content"].(map[string]any)["body"] != "msg 0 edited" {
+			t.Errorf("bundled edit = %v; want the edit of msg 0", orig.Unsigned)
+		}
+
+		// Threads: replies to msg 1 and msg 2, bob participating only in msg 2's.
+		for i, tc := range []struct {
+			c    *testserver.Client
+			root string
+		}{{alice, ids[1]}, {alice, ids[1]}, {bob, ids[2]}} {
+			tc.c.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/th%d", big, i), map[string]any{
+				"msgtype": "m.text", "body": fmt.Sprint("reply ", i), "m.relates_to": map[string]string{"rel_type": "m.thread", "event_id": tc.root}}, nil)
+		}
+		var threads struct {
+			Chunk []event `json:"chunk"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+big+"/threads", nil, &threads)
+		if len(threads.Chunk) != 2 || threads.Chunk[0].EventID != ids[2] || threads.Chunk[1].EventID != ids[1] {
+			t.Fatalf("threads = %+v; want msg 2's then msg 1's", threads.Chunk)
+		}
+		summary := threads.Chunk[1].Unsigned["m.relations"].(map[string]any)["m.thread"].(map[string]any)
+		if summary["count"] != float64(2) || summary["current_user_participated"] != false {
+			t.Errorf("thread summary of msg 1 = %v; want count 2, bob not participating", summary)
+		}
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+big+"/threads?include=participated", nil, &threads)
+		if len(threads.Chunk) != 1 || threads.Chunk[0].EventID != ids[2] {
+			t.Errorf("participated threads = %d; want only msg 2's", len(threads.Chunk))
+		}
+
 		bob.MustDo("POST", "/_matrix/client/v3/rooms/"+big+"/report/"+ids[1], map[string]any{"reason": "spam", "score": -100}, nil)
 		var reports int
 		srv.DB.QueryRow(t.Context(), `SELECT COUNT(*) FROM event_reports WHERE event_id = $1`, ids[1]).Scan(&reports)

@@ -95,7 +95,11 @@ func (s *Service) Event(ctx context.Context, roomID, userID, eventID string) (Cl
 		// Indistinguishable from a missing event, so the answer leaks nothing.
 		return ClientEvent{}, mxerror.New(mxerror.NotFound, "event not found")
 	}
-	return rows[0].clientEvent(), nil
+	ev := []ClientEvent{rows[0].clientEvent()}
+	if err := s.bundle(ctx, userID, ev); err != nil {
+		return ClientEvent{}, err
+	}
+	return ev[0], nil
 }
 
 // MessagesQuery is /messages.
@@ -214,7 +218,7 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			return Messages{}, err
 		}
 	}
-	return res, nil
+	return res, s.bundle(ctx, userID, res.Chunk)
 }
 
 // memberEventsFor returns the current member events of the senders of events, for

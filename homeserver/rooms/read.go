@@ -538,3 +538,13 @@ func (s *Service) RoomSummary(ctx context.Context, roomID, userID string) (Summa
 	}
 	return sum, rows.Err()
 }
+
+// relTarget is the event a stored event relates to ("" if none).
+func relTarget(r eventRow) string {
+	return gjson.Get(r.json, "content.m\\.relates_to.event_id").String()
+}
+
+// relType is the relation type of a stored event ("" if none).
+func relType(r eventRow) string {
+	return gjson.Get(r.json, "content.m\\.relates_to.rel_type").String()
+}
