@@ -378,3 +378,18 @@ func TestConcurrentSendersKeepOneLinearHistory(t *testing.T) {
 		}
 	})
 }
+
+func TestProfileChangesReachMemberEvents(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/profile/@alice:localhost/displayname", map[string]string{"displayname": "Queen Alice"}, nil)
+		var member map[string]any
+		bob.MustDo("GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.member/@alice:localhost", nil, &member)
+		if member["displayname"] != "Queen Alice" || member["membership"] != "join" {
+			t.Errorf("alice's member event = %v; want join with the new displayname", member)
+		}
+	})
+}

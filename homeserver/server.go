@@ -92,7 +92,10 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		RequireRegistrationToken: cfg.Registration.RequireToken,
 		GuestsAllowed:            cfg.Registration.Guests,
 		Bus:                      s.Bus.Conn,
-		Hasher:                   users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
+		// Member events follow profile changes; rooms is built below, before any
+		// request can arrive.
+		ProfileChanged: func(ctx context.Context, userID string) error { return s.Rooms.RefreshMemberProfile(ctx, userID) },
+		Hasher:         users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 	})
 
 	s.Rooms = rooms.New(s.DB, rooms.Config{

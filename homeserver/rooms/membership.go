@@ -90,3 +90,52 @@ func (s *Service) Forget(ctx context.Context, userID, roomID string) error {
 	_, err = s.db.Exec(ctx, `INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT (user_id, room_id) DO NOTHING`, userID, roomID)
 	return err
 }
+
+// RefreshMemberProfile sends a new join event carrying the user's current profile
+// into every room they are joined to, as Synapse does, so that other members see the
+// new displayname and avatar. Rooms where the user may no longer send (or where the
+// profile is already current) are skipped.
+func (s *Service) RefreshMemberProfile(ctx context.Context, userID string) error {
+	ids, err := s.JoinedRooms(ctx, userID)
+	if err != nil {
+		return err
+	}
+	for _, roomID := range ids {
+		want := s.memberContent(ctx, userID, "join", false)
+		cur, err := s.currentMemberContent(ctx, roomID, userID)
+		if err != nil {
+			return err
+		}
+		if cur["displayname"] == want["displayname"] && cur["avatar_url"] == want["avatar_url"] {
+			continue
+		}
+		if v, ok := cur["is_direct"]; ok {
+			want["is_direct"] = v
+		}
+		target := userID
+		_, err = s.write(ctx, roomID, nil, []Proto{{Sender: userID, Type: spec.MRoomMember, StateKey: &target, Content: mustJSON(want)}})
+		if mxerror.Is(err, mxerror.Forbidden) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Service) currentMemberContent(ctx context.Context, roomID, userID string) (map[string]any, error) {
+	var raw string
+	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, userID).Scan(&raw)
+	if err != nil {
+		return nil, fmt.Errorf("read member event: %w", err)
+	}
+	var ev struct {
+		Content map[string]any `json:"content"`
+	}
+	if err := json.Unmarshal([]byte(raw), &ev); err != nil {
+		return nil, fmt.Errorf("parse member event: %w", err)
+	}
+	return ev.Content, nil
+}

@@ -43,6 +43,11 @@ func (s *Service) setProfileField(ctx context.Context, localpart, column string,
 	if err != nil {
 		return fmt.Errorf("set %s of %q: %w", column, localpart, err)
 	}
+	if s.cfg.ProfileChanged != nil {
+		if err := s.cfg.ProfileChanged(ctx, s.UserID(localpart)); err != nil {
+			return fmt.Errorf("propagate %s of %q: %w", column, localpart, err)
+		}
+	}
 	return nil
 }
 

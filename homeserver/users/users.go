@@ -5,6 +5,7 @@
 package users
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
@@ -45,6 +46,9 @@ type Config struct {
 	Hasher Hasher
 	// Bus, if not nil, is told about every account data write (AccountDataSubject).
 	Bus *nats.Conn
+	// ProfileChanged, if not nil, is called after a user's displayname or avatar
+	// changed, so their member events can follow (the room engine does that).
+	ProfileChanged func(ctx context.Context, userID string) error
 }
 
 // AccountDataSubject is the NATS subject an AccountDataNotice is published on.
