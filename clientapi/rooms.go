@@ -39,6 +39,7 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/messages", h.messages, authed...)
 	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/aliases", h.roomAliases, authed...)
 	api.Handle(v3, http.MethodGet, "/joined_rooms", h.joinedRooms, authed...)
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/upgrade", h.upgrade, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodGet, "/directory/room/{alias}", h.resolveAlias)
 	api.Handle(v3, http.MethodPut, "/directory/room/{alias}", h.setAlias, httpapi.Authed)
 	api.Handle(v3, http.MethodDelete, "/directory/room/{alias}", h.deleteAlias, httpapi.Authed)
@@ -402,4 +403,25 @@ func (h *handlers) setRoomVisibility(r *httpapi.Request) (any, error) {
 		return nil, mxerror.New(mxerror.Forbidden, "you may not change this room's directory listing")
 	}
 	return struct{}{}, h.rooms.SetVisibility(r.Context(), roomID, body.Visibility)
+}
+
+func (h *handlers) upgrade(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	var body struct {
+		NewVersion string `json:"new_version"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	if body.NewVersion == "" {
+		return nil, mxerror.New(mxerror.MissingParam, "new_version is required")
+	}
+	newID, err := h.rooms.Upgrade(r.Context(), roomID, r.Caller.UserID, body.NewVersion)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"replacement_room": newID}, nil
 }

@@ -393,3 +393,47 @@ func TestProfileChangesReachMemberEvents(t *testing.T) {
 		}
 	})
 }
+
+func TestRoomUpgrade(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		old := createRoom(t, alice, map[string]any{"preset": "public_chat", "name": "Old", "topic": "t", "room_alias_name": "up", "room_version": "9"})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+old, map[string]any{}, nil)
+		var e errBody
+		if st := bob.Do("POST", "/_matrix/client/v3/rooms/"+old+"/upgrade", map[string]string{"new_version": "10"}, &e); st != 403 {
+			t.Errorf("upgrade by a non-moderator = %d; want 403", st)
+		}
+		if st := alice.Do("POST", "/_matrix/client/v3/rooms/"+old+"/upgrade", map[string]string{"new_version": "99"}, &e); st != 400 || e.ErrCode != "M_UNSUPPORTED_ROOM_VERSION" {
+			t.Errorf("upgrade to 99 = %d %s", st, e.ErrCode)
+		}
+		var out map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+old+"/upgrade", map[string]string{"new_version": "11"}, &out)
+		newID := out["replacement_room"]
+		var tomb map[string]string
+		bob.MustDo("GET", "/_matrix/client/v3/rooms/"+old+"/state/m.room.tombstone", nil, &tomb)
+		if tomb["replacement_room"] != newID {
+			t.Errorf("tombstone = %v; want replacement %s", tomb, newID)
+		}
+		var create map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+newID+"/state/m.room.create", nil, &create)
+		if create["room_version"] != "11" || create["predecessor"].(map[string]any)["room_id"] != old {
+			t.Errorf("new create = %v", create)
+		}
+		var name map[string]string
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+newID+"/state/m.room.name", nil, &name)
+		if name["name"] != "Old" {
+			t.Errorf("copied name = %v", name)
+		}
+		var alias map[string]any
+		bob.MustDo("GET", "/_matrix/client/v3/directory/room/%23up:localhost", nil, &alias)
+		if alias["room_id"] != newID {
+			t.Errorf("alias points to %v; want the new room", alias["room_id"])
+		}
+		// Bob follows into the public new room; in the old one he may no longer speak.
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+newID, map[string]any{}, nil)
+		if st := bob.Do("PUT", "/_matrix/client/v3/rooms/"+old+"/send/m.room.message/x", map[string]string{"body": "x"}, &e); st != 403 {
+			t.Errorf("bob speaking in the old room = %d; want 403", st)
+		}
+	})
+}

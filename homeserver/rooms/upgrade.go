@@ -1,0 +1,149 @@
+package rooms
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+)
+
+// copiedOnUpgrade are the state events a room upgrade carries into the new room.
+var copiedOnUpgrade = []string{
+	spec.MRoomJoinRules, spec.MRoomHistoryVisibility, "m.room.guest_access", spec.MRoomName, spec.MRoomTopic,
+	"m.room.avatar", "m.room.encryption", "m.room.server_acl", "m.room.related_groups", spec.MRoomCanonicalAlias,
+}
+
+// Upgrade replaces a room with a new one of another version, as the spec's /upgrade
+// describes: a new room whose create event points back at the old one, the old
+// room's important state copied over, its local aliases moved, a tombstone in the old
+// room, and the old room restricted so conversation moves on.
+func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string) (string, error) {
+	impl, err := versionImpl(newVersion)
+	if err != nil || impl.DomainlessRoomIDs() {
+		return "", &mxerror.Error{Code: mxerror.UnsupportedRoomVersion, Message: "room version " + newVersion + " is not supported"}
+	}
+	level, need, err := s.PowerFor(ctx, roomID, userID, "m.room.tombstone")
+	if err != nil {
+		return "", err
+	}
+	if m, err := s.CurrentMembership(ctx, roomID, userID); err != nil {
+		return "", err
+	} else if m != "join" {
+		return "", mxerror.New(mxerror.Forbidden, "you are not in room %s", roomID)
+	}
+	if level < need {
+		return "", mxerror.New(mxerror.Forbidden, "you need power level %d to upgrade this room", need)
+	}
+	state, err := s.State(ctx, roomID, userID)
+	if err != nil {
+		return "", err
+	}
+	byType := map[string]ClientEvent{}
+	for _, ev := range state {
+		if ev.StateKey != nil && *ev.StateKey == "" {
+			byType[ev.Type] = ev
+		}
+	}
+	lastEventID, err := s.LatestEventID(ctx, roomID)
+	if err != nil {
+		return "", fmt.Errorf("latest event of %s: %w", roomID, err)
+	}
+
+	createContent := map[string]any{"room_version": newVersion, "predecessor": map[string]string{"room_id": roomID, "event_id": lastEventID}}
+	if old, ok := byType[spec.MRoomCreate]; ok {
+		var c map[string]any
+		json.Unmarshal(old.Content, &c)
+		if t, ok := c["type"]; ok {
+			createContent["type"] = t
+		}
+		if f, ok := c["m.federate"]; ok {
+			createContent["m.federate"] = f
+		}
+	}
+	if n, err := strconv.Atoi(newVersion); err == nil && n <= 10 {
+		createContent["creator"] = userID // versions 11+ take the creator from sender
+	}
+
+	// Power levels: the old ones, with the upgrader lifted so the copy can be sent,
+	// then restored once the state is in.
+	var oldPL map[string]any
+	if pl, ok := byType[spec.MRoomPowerLevels]; ok {
+		json.Unmarshal(pl.Content, &oldPL)
+	}
+	if oldPL == nil {
+		oldPL = map[string]any{"users": map[string]any{userID: 100}}
+	}
+	boosted := copyMap(oldPL)
+	users, _ := boosted["users"].(map[string]any)
+	users = copyMap(users)
+	users[userID] = 100
+	boosted["users"] = users
+
+	newRoomID := "!" + randomID() + ":" + s.cfg.ServerName
+	str := func(typ string, content any) Proto {
+		empty := ""
+		return Proto{Sender: userID, Type: typ, StateKey: &empty, Content: mustJSON(content)}
+	}
+	self := userID
+	protos := []Proto{
+		str(spec.MRoomCreate, createContent),
+		{Sender: userID, Type: spec.MRoomMember, StateKey: &self, Content: mustJSON(s.memberContent(ctx, userID, "join", false))},
+		str(spec.MRoomPowerLevels, boosted),
+	}
+	for _, typ := range copiedOnUpgrade {
+		if ev, ok := byType[typ]; ok {
+			empty := ""
+			protos = append(protos, Proto{Sender: userID, Type: typ, StateKey: &empty, Content: ev.Content})
+		}
+	}
+	protos = append(protos, str(spec.MRoomPowerLevels, oldPL))
+	if _, err := s.write(ctx, newRoomID, &roomRow{version: newVersion, creator: userID}, protos); err != nil {
+		return "", err
+	}
+
+	if _, err := s.db.Exec(ctx, `UPDATE room_aliases SET room_id = $1 WHERE room_id = $2`, newRoomID, roomID); err != nil {
+		return "", fmt.Errorf("move aliases: %w", err)
+	}
+	if vis, err := s.Visibility(ctx, roomID); err == nil && vis == "public" {
+		if err := s.SetVisibility(ctx, newRoomID, "public"); err != nil {
+			return "", err
+		}
+		if err := s.SetVisibility(ctx, roomID, "private"); err != nil {
+			return "", err
+		}
+	}
+
+	// Tombstone, then restrict the old room: nobody below moderator may speak or invite.
+	restricted := copyMap(oldPL)
+	usersDefault, _ := restricted["users_default"].(float64)
+	lvl := max(50, usersDefault+1)
+	restricted["events_default"], restricted["invite"] = lvl, lvl
+	oldProtos := []Proto{str("m.room.tombstone", map[string]string{"body": "This room has been replaced", "replacement_room": newRoomID})}
+	if _, ok := byType[spec.MRoomCanonicalAlias]; ok {
+		oldProtos = append(oldProtos, str(spec.MRoomCanonicalAlias, map[string]any{}))
+	}
+	oldProtos = append(oldProtos, str(spec.MRoomPowerLevels, restricted))
+	if _, err := s.write(ctx, roomID, nil, oldProtos); err != nil {
+		return "", err
+	}
+	return newRoomID, nil
+}
+
+// LatestEventID is the room's most recent event.
+func (s *Service) LatestEventID(ctx context.Context, roomID string) (string, error) {
+	var id string
+	err := s.db.QueryRow(ctx, `SELECT event_id FROM events WHERE room_id = $1 ORDER BY stream_pos DESC LIMIT 1`, roomID).Scan(&id)
+	return id, err
+}
+
+func copyMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
