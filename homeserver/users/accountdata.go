@@ -99,11 +99,12 @@ func nextStreamPos(ctx context.Context, tx *storage.Tx, stream string) (int64, e
 }
 
 // CreateFilter stores a sync filter (already validated) and returns its ID. IDs count
-// up per user; two concurrent creates may pick the same next ID, so the loser retries.
+// up per user; concurrent creates may pick the same next ID, so losers retry, each
+// round letting at least one through.
 func (s *Service) CreateFilter(ctx context.Context, localpart string, filter json.RawMessage) (string, error) {
 	var id int64
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < 100; attempt++ {
 		err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
 			if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(filter_id), -1) + 1 FROM filters WHERE localpart = $1`, localpart).Scan(&id); err != nil {
 				return err
