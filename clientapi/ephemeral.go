@@ -16,6 +16,33 @@ func (h *handlers) registerEphemeral(v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/typing/{userId}", h.setTyping, httpapi.Authed, httpapi.GuestsAllowed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/receipt/{receiptType}/{eventId}", h.receipt, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/read_markers", h.readMarkers, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/presence/{userId}/status", h.presenceStatus, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodPut, "/presence/{userId}/status", h.setPresenceStatus, httpapi.Authed, httpapi.GuestsAllowed, httpapi.RateLimited)
+}
+
+func (h *handlers) presenceStatus(r *httpapi.Request) (any, error) {
+	userID := r.Vars["userId"]
+	if _, ok := h.users.LocalpartOf(userID); !ok {
+		return nil, mxerror.New(mxerror.NotFound, "presence of remote users needs federation, which is not built yet")
+	}
+	return h.presence.Get(r.Context(), userID)
+}
+
+func (h *handlers) setPresenceStatus(r *httpapi.Request) (any, error) {
+	if r.Vars["userId"] != r.Caller.UserID {
+		return nil, mxerror.New(mxerror.Forbidden, "cannot set another user's presence")
+	}
+	var body struct {
+		Presence  string  `json:"presence"`
+		StatusMsg *string `json:"status_msg"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	if body.Presence == "" {
+		return nil, mxerror.New(mxerror.MissingParam, "presence is required")
+	}
+	return struct{}{}, h.presence.Set(r.Context(), r.Caller.UserID, body.Presence, body.StatusMsg)
 }
 
 // joinedRoom returns the room ID if the caller is joined to it.

@@ -128,3 +128,63 @@ func TestTypingReceiptsAndReadMarkers(t *testing.T) {
 		}
 	})
 }
+
+func TestPresence(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		carol := srv.Register(t, "carol", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		var first struct {
+			NextBatch string `json:"next_batch"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &first)
+		bob.MustDo("PUT", "/_matrix/client/v3/presence/@bob:localhost/status", map[string]string{"presence": "unavailable", "status_msg": "lunch"}, nil)
+		carol.MustDo("PUT", "/_matrix/client/v3/presence/@carol:localhost/status", map[string]string{"presence": "online"}, nil)
+		var s struct {
+			Presence struct {
+				Events []struct {
+					Sender  string         `json:"sender"`
+					Content map[string]any `json:"content"`
+				} `json:"events"`
+			} `json:"presence"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+first.NextBatch, nil, &s)
+		var sawBob bool
+		for _, e := range s.Presence.Events {
+			if e.Sender == "@carol:localhost" {
+				t.Error("alice sees presence of carol, with whom she shares no room")
+			}
+			if e.Sender == "@bob:localhost" && e.Content["presence"] == "unavailable" && e.Content["status_msg"] == "lunch" {
+				sawBob = true
+			}
+		}
+		if !sawBob {
+			t.Errorf("alice's presence events = %+v; want bob unavailable at lunch", s.Presence.Events)
+		}
+		var st map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/presence/@bob:localhost/status", nil, &st)
+		if st["presence"] != "unavailable" || st["status_msg"] != "lunch" || st["last_active_ago"] == nil {
+			t.Errorf("bob's status = %v", st)
+		}
+		for _, tc := range []struct {
+			c      *testserver.Client
+			method string
+			path   string
+			body   string
+			status int
+			code   string
+		}{
+			{alice, "PUT", "/presence/@bob:localhost/status", `{"presence":"online"}`, 403, "M_FORBIDDEN"},
+			{alice, "PUT", "/presence/@alice:localhost/status", `{"presence":"asleep"}`, 400, "M_INVALID_PARAM"},
+			{alice, "PUT", "/presence/@alice:localhost/status", `{}`, 400, "M_MISSING_PARAM"},
+			{alice, "GET", "/presence/@x:elsewhere/status", ``, 404, "M_NOT_FOUND"},
+		} {
+			var e errBody
+			if st := tc.c.Do(tc.method, "/_matrix/client/v3"+tc.path, tc.body, &e); st != tc.status || e.ErrCode != tc.code {
+				t.Errorf("%s %s %s = %d %s; want %d %s", tc.method, tc.path, tc.body, st, e.ErrCode, tc.status, tc.code)
+			}
+		}
+	})
+}

@@ -43,7 +43,7 @@ func (h *handlers) syncHandler(r *httpapi.Request) (any, error) {
 	default:
 		return nil, mxerror.New(mxerror.InvalidParam, "full_state must be true or false")
 	}
-	switch q.Get("set_presence") {
+	switch req.SetPresence = q.Get("set_presence"); req.SetPresence {
 	case "", "online", "offline", "unavailable":
 	default:
 		return nil, mxerror.New(mxerror.InvalidParam, "set_presence must be online, offline or unavailable")

@@ -21,6 +21,7 @@ import (
 	"github.com/hongyan/hongyan/clientapi"
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
@@ -43,6 +44,7 @@ type Server struct {
 	Sync     *hsync.Service
 	Receipts *receipts.Service
 	Typing   *typing.Service
+	Presence *presence.Service
 
 	notifier *hsync.Notifier
 
@@ -110,12 +112,13 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	if s.Typing, err = typing.New(s.Bus.Conn); err != nil {
 		return nil, err
 	}
-	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, users.AccountDataSubject, receipts.Subject, typing.Subject)
+	s.Presence = presence.New(s.DB, s.Bus.Conn)
+	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject)
 	if err != nil {
 		return nil, err
 	}
 	s.notifier = notifier
-	s.Sync = hsync.New(hsync.Deps{Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Notifier: notifier})
+	s.Sync = hsync.New(hsync.Deps{Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, Notifier: notifier})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -139,6 +142,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Sync:         s.Sync,
 		Receipts:     s.Receipts,
 		Typing:       s.Typing,
+		Presence:     s.Presence,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	s.handler = httpapi.CORS(router)

@@ -10,6 +10,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/filter"
+	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/typing"
@@ -22,6 +23,7 @@ type Service struct {
 	users    *users.Service
 	receipts *receipts.Service
 	typing   *typing.Service
+	presence *presence.Service
 	notifier *Notifier
 }
 
@@ -31,12 +33,13 @@ type Deps struct {
 	Users    *users.Service
 	Receipts *receipts.Service
 	Typing   *typing.Service
+	Presence *presence.Service
 	Notifier *Notifier
 }
 
 // New returns the sync service.
 func New(d Deps) *Service {
-	return &Service{rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, notifier: d.Notifier}
+	return &Service{rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, notifier: d.Notifier}
 }
 
 // Request is one /sync call.
@@ -47,6 +50,9 @@ type Request struct {
 	Filter    filter.Filter
 	FullState bool
 	Timeout   time.Duration
+	// SetPresence is the set_presence parameter: "" and "online" mark the user
+	// online, "unavailable" sets that, "offline" leaves presence alone.
+	SetPresence string
 }
 
 // Response is the /sync body.
@@ -122,6 +128,16 @@ const defaultTimelineLimit = 10
 // Sync answers a /sync: at once if anything changed since the token (or for an
 // initial sync), otherwise when something does or the timeout passes.
 func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
+	switch req.SetPresence {
+	case "", presence.Online:
+		if err := s.presence.Touch(ctx, req.UserID, presence.Online); err != nil {
+			return nil, err
+		}
+	case presence.Unavailable:
+		if err := s.presence.Touch(ctx, req.UserID, presence.Unavailable); err != nil {
+			return nil, err
+		}
+	}
 	deadline := time.Now().Add(req.Timeout)
 	for {
 		// Taken before reading, so a commit during the read still wakes us.
@@ -164,6 +180,9 @@ func (s *Service) current(ctx context.Context) (Token, error) {
 		return t, fmt.Errorf("receipts position: %w", err)
 	}
 	t.Typing = s.typing.Position()
+	if t.Presence, err = s.presence.Position(ctx); err != nil {
+		return t, fmt.Errorf("presence position: %w", err)
+	}
 	return t, nil
 }
 
@@ -176,6 +195,7 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 		since.Events = min(since.Events, cur.Events)
 		since.AccountData = min(since.AccountData, cur.AccountData)
 		since.Receipts = min(since.Receipts, cur.Receipts)
+		since.Presence = min(since.Presence, cur.Presence)
 		if since.Typing > cur.Typing {
 			since.Typing = 0 // typing positions are per node; a foreign one resets
 		}
@@ -205,6 +225,20 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 			}
 		} else {
 			roomData[it.RoomID] = append(roomData[it.RoomID], ev)
+		}
+	}
+
+	if eventAllowed(req.Filter.Presence, "m.presence") {
+		changes, err := s.presence.ChangedForUser(ctx, req.UserID, since.Presence, cur.Presence)
+		if err != nil {
+			return nil, false, err
+		}
+		for _, st := range changes {
+			if f := req.Filter.Presence; f != nil && (f.Senders != nil && !slices.Contains(*f.Senders, st.UserID) || slices.Contains(f.NotSenders, st.UserID)) {
+				continue
+			}
+			resp.Presence.Events = append(resp.Presence.Events, map[string]any{"type": "m.presence", "sender": st.UserID, "content": st})
+			changed = true
 		}
 	}
 

@@ -1,0 +1,199 @@
+// Package presence stores whether users are online, unavailable or offline, and hands
+// sync the changes of the users who share a room with someone.
+package presence
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	gosync "sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/storage"
+)
+
+// Subject is the NATS subject a presence change is announced on.
+const Subject = "hongyan.presence"
+
+// The presence states.
+const (
+	Online      = "online"
+	Unavailable = "unavailable"
+	Offline     = "offline"
+)
+
+// idleAfter is how long an online user may be inactive before they show as
+// unavailable; activeWindow is how recent activity must be for currently_active.
+const (
+	idleAfter    = 5 * time.Minute
+	activeWindow = time.Minute
+)
+
+// Status is a user's presence as clients see it.
+type Status struct {
+	UserID          string  `json:"-"`
+	Presence        string  `json:"presence"`
+	StatusMsg       *string `json:"status_msg,omitempty"`
+	LastActiveAgo   int64   `json:"last_active_ago,omitempty"`
+	CurrentlyActive bool    `json:"currently_active"`
+	StreamPos       int64   `json:"-"`
+}
+
+// Service stores presence.
+type Service struct {
+	db  *storage.DB
+	bus *nats.Conn
+
+	mu     gosync.Mutex
+	recent map[string]recentSet // user → last activity-only write; guarded by mu
+}
+
+type recentSet struct {
+	state string
+	at    time.Time
+}
+
+// New returns the service; bus may be nil.
+func New(db *storage.DB, bus *nats.Conn) *Service {
+	return &Service{db: db, bus: bus, recent: map[string]recentSet{}}
+}
+
+// Touch records activity in a state without a status message change, the call every
+// /sync makes. It skips the database while the same state was written less than a
+// minute ago, so polling clients do not turn reads into writes.
+func (s *Service) Touch(ctx context.Context, userID, state string) error {
+	now := time.Now()
+	s.mu.Lock()
+	r, ok := s.recent[userID]
+	fresh := ok && r.state == state && now.Sub(r.at) < activeWindow
+	if !fresh {
+		s.recent[userID] = recentSet{state: state, at: now}
+	}
+	s.mu.Unlock()
+	if fresh {
+		return nil
+	}
+	return s.Set(ctx, userID, state, nil)
+}
+
+// Valid reports whether state is a presence state.
+func Valid(state string) bool { return state == Online || state == Unavailable || state == Offline }
+
+// Set records a user's presence. statusMsg nil keeps the current message. Activity
+// alone (same state and message) moves the stream at most once a minute.
+func (s *Service) Set(ctx context.Context, userID, state string, statusMsg *string) error {
+	if !Valid(state) {
+		return mxerror.New(mxerror.InvalidParam, "presence must be online, unavailable or offline")
+	}
+	if statusMsg != nil && len(*statusMsg) > 1024 {
+		return mxerror.New(mxerror.InvalidParam, "status_msg may not be longer than 1024 bytes")
+	}
+	now := time.Now().UnixMilli()
+	var moved bool
+	var pos int64
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		var curState string
+		var curMsg sql.NullString
+		var lastActive int64
+		err := tx.QueryRow(ctx, `SELECT state, status_msg, last_active_ts FROM presence WHERE user_id = $1`, userID).Scan(&curState, &curMsg, &lastActive)
+		found := err == nil
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		msg := curMsg
+		if statusMsg != nil {
+			msg = sql.NullString{String: *statusMsg, Valid: *statusMsg != ""}
+		}
+		if found && curState == state && msg == curMsg && now-lastActive < activeWindow.Milliseconds() {
+			return nil // nothing a client would notice
+		}
+		if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'presence' RETURNING pos`).Scan(&pos); err != nil {
+			return err
+		}
+		moved = true
+		_, err = tx.Exec(ctx, `INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, status_msg = excluded.status_msg,
+			last_active_ts = excluded.last_active_ts, stream_pos = excluded.stream_pos`, userID, state, msg, now, pos)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("set presence of %s: %w", userID, err)
+	}
+	if moved && s.bus != nil {
+		data, _ := json.Marshal(map[string]any{"user_id": userID, "stream_pos": pos})
+		if err := s.bus.Publish(Subject, data); err != nil {
+			slog.Warn("publish presence", "err", err)
+		}
+	}
+	return nil
+}
+
+// Get returns a user's presence; users never seen are offline.
+func (s *Service) Get(ctx context.Context, userID string) (Status, error) {
+	st := Status{UserID: userID, Presence: Offline}
+	var msg sql.NullString
+	var lastActive int64
+	err := s.db.QueryRow(ctx, `SELECT state, status_msg, last_active_ts, stream_pos FROM presence WHERE user_id = $1`, userID).
+		Scan(&st.Presence, &msg, &lastActive, &st.StreamPos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("presence of %s: %w", userID, err)
+	}
+	return derive(st, msg, lastActive), nil
+}
+
+// derive fills the fields computed at read time: idle online users show as
+// unavailable, and currently_active reflects the last minute.
+func derive(st Status, msg sql.NullString, lastActive int64) Status {
+	if msg.Valid {
+		st.StatusMsg = &msg.String
+	}
+	ago := time.Now().UnixMilli() - lastActive
+	st.LastActiveAgo = max(ago, 1)
+	st.CurrentlyActive = st.Presence == Online && ago < activeWindow.Milliseconds()
+	if st.Presence == Online && ago > idleAfter.Milliseconds() {
+		st.Presence = Unavailable
+	}
+	return st
+}
+
+// Position is the latest committed presence position.
+func (s *Service) Position(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'presence'`).Scan(&pos)
+	return pos, err
+}
+
+// ChangedForUser returns presence changes after since (up to upTo) of the users who
+// share a joined room with userID, the user included.
+func (s *Service) ChangedForUser(ctx context.Context, userID string, since, upTo int64) ([]Status, error) {
+	rows, err := s.db.Query(ctx, `SELECT p.user_id, p.state, p.status_msg, p.last_active_ts, p.stream_pos FROM presence p
+		WHERE p.stream_pos > $2 AND p.stream_pos <= $3 AND (p.user_id = $1 OR p.user_id IN (
+			SELECT o.state_key FROM current_state me JOIN current_state o ON o.room_id = me.room_id
+			WHERE me.type = 'm.room.member' AND me.state_key = $1 AND me.membership = 'join'
+			AND o.type = 'm.room.member' AND o.membership = 'join'))
+		ORDER BY p.stream_pos`, userID, since, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("presence changes for %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []Status
+	for rows.Next() {
+		var st Status
+		var msg sql.NullString
+		var lastActive int64
+		if err := rows.Scan(&st.UserID, &st.Presence, &msg, &lastActive, &st.StreamPos); err != nil {
+			return nil, err
+		}
+		out = append(out, derive(st, msg, lastActive))
+	}
+	return out, rows.Err()
+}
