@@ -22,6 +22,7 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodPost, "/createRoom", h.createRoom, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/join/{room}", h.join, limited...)
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/join", h.join, limited...)
+	api.Handle(v3, http.MethodPost, "/knock/{room}", h.knock, limited...)
 	for _, m := range []string{"invite", "leave", "kick", "ban", "unban"} {
 		api.Handle(v3, http.MethodPost, "/rooms/{roomId}/"+m, h.membership(m), limited...)
 	}
@@ -73,6 +74,15 @@ func (h *handlers) createRoom(r *httpapi.Request) (any, error) {
 }
 
 func (h *handlers) join(r *httpapi.Request) (any, error) {
+	return h.selfMembership(r, "join")
+}
+
+func (h *handlers) knock(r *httpapi.Request) (any, error) {
+	return h.selfMembership(r, "knock")
+}
+
+// selfMembership joins or knocks on a room named by ID or alias.
+func (h *handlers) selfMembership(r *httpapi.Request, membership string) (any, error) {
 	target := r.Vars["room"]
 	if target == "" {
 		target = r.Vars["roomId"]
@@ -95,7 +105,7 @@ func (h *handlers) join(r *httpapi.Request) (any, error) {
 	default:
 		return nil, mxerror.New(mxerror.InvalidParam, "%q is neither a room ID nor an alias", target)
 	}
-	if _, err := h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: r.Caller.UserID, Membership: "join", Reason: body.Reason}); err != nil {
+	if _, err := h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: r.Caller.UserID, Membership: membership, Reason: body.Reason}); err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": roomID}, nil

@@ -437,3 +437,53 @@ func TestRoomUpgrade(t *testing.T) {
 		}
 	})
 }
+
+func TestKnockingAndRestrictedJoins(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		carol := srv.Register(t, "carol", "pw")
+
+		knockRoom := createRoom(t, alice, map[string]any{"room_version": "10",
+			"initial_state": []map[string]any{{"type": "m.room.join_rules", "state_key": "", "content": map[string]string{"join_rule": "knock"}}}})
+		var e errBody
+		if st := bob.Do("POST", "/_matrix/client/v3/join/"+knockRoom, map[string]any{}, &e); st != 403 {
+			t.Errorf("joining a knock room uninvited = %d; want 403", st)
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/knock/"+knockRoom, map[string]string{"reason": "let me in"}, nil)
+		var s struct {
+			Rooms struct {
+				Knock map[string]any `json:"knock"`
+			} `json:"rooms"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/sync", nil, &s)
+		if _, ok := s.Rooms.Knock[knockRoom]; !ok {
+			t.Errorf("bob's sync lacks the knock: %+v", s.Rooms.Knock)
+		}
+		var members struct{ Chunk []event }
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+knockRoom+"/members?membership=knock", nil, &members)
+		if len(members.Chunk) != 1 || members.Chunk[0].Content["reason"] != "let me in" {
+			t.Fatalf("knocking members = %+v", members.Chunk)
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+knockRoom+"/invite", map[string]string{"user_id": "@bob:localhost"}, nil)
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+knockRoom, map[string]any{}, nil)
+		if st := carol.Do("POST", "/_matrix/client/v3/knock/"+createRoom(t, alice, map[string]any{}), map[string]any{}, &e); st != 403 {
+			t.Errorf("knocking on an invite-only room = %d; want 403", st)
+		}
+
+		parent := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+parent, map[string]any{}, nil)
+		restricted := createRoom(t, alice, map[string]any{"room_version": "10",
+			"initial_state": []map[string]any{{"type": "m.room.join_rules", "state_key": "", "content": map[string]any{
+				"join_rule": "restricted", "allow": []map[string]string{{"type": "m.room_membership", "room_id": parent}}}}}})
+		if st := carol.Do("POST", "/_matrix/client/v3/join/"+restricted, map[string]any{}, &e); st != 403 || e.ErrCode != "M_FORBIDDEN" {
+			t.Errorf("carol (not in the parent) joining the restricted room = %d %s; want 403", st, e.ErrCode)
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+restricted, map[string]any{}, nil)
+		var m map[string]any
+		bob.MustDo("GET", "/_matrix/client/v3/rooms/"+restricted+"/state/m.room.member/@bob:localhost", nil, &m)
+		if m["membership"] != "join" || m["join_authorised_via_users_server"] != "@alice:localhost" {
+			t.Errorf("bob's restricted join = %v; want join vouched for by alice", m)
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -37,6 +38,15 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 	}
 	if m.Reason != "" {
 		content["reason"] = m.Reason
+	}
+	if m.Membership == "join" && m.Sender == m.Target {
+		via, err := s.restrictedJoinAuthoriser(ctx, roomID, m.Target)
+		if err != nil {
+			return Sent{}, err
+		}
+		if via != "" {
+			content["join_authorised_via_users_server"] = via
+		}
 	}
 	target := m.Target
 	sent, err := s.write(ctx, roomID, nil, []Proto{{Sender: m.Sender, Type: spec.MRoomMember, StateKey: &target, Content: mustJSON(content), Txn: m.Txn}})
@@ -138,4 +148,100 @@ func (s *Service) currentMemberContent(ctx context.Context, roomID, userID strin
 		return nil, fmt.Errorf("parse member event: %w", err)
 	}
 	return ev.Content, nil
+}
+
+// restrictedJoinAuthoriser decides a self-join into a restricted room: if the join
+// rule is restricted (or knock_restricted) and the user is neither invited nor
+// joined, they must be joined to one of the rooms the rule allows, and a local member
+// able to invite vouches for the join (join_authorised_via_users_server). It returns
+// "" when the join needs no voucher.
+func (s *Service) restrictedJoinAuthoriser(ctx context.Context, roomID, userID string) (string, error) {
+	var raw string
+	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.join_rules' AND c.state_key = ''`, roomID).Scan(&raw)
+	if err != nil {
+		return "", nil // no join rules (or no room): the auth rules decide
+	}
+	var jr struct {
+		Content struct {
+			JoinRule string `json:"join_rule"`
+			Allow    []struct {
+				Type   string `json:"type"`
+				RoomID string `json:"room_id"`
+			} `json:"allow"`
+		} `json:"content"`
+	}
+	if err := json.Unmarshal([]byte(raw), &jr); err != nil {
+		return "", nil
+	}
+	if jr.Content.JoinRule != "restricted" && jr.Content.JoinRule != "knock_restricted" {
+		return "", nil
+	}
+	if m, err := s.CurrentMembership(ctx, roomID, userID); err != nil {
+		return "", err
+	} else if m == "join" || m == "invite" {
+		return "", nil
+	}
+	allowed := false
+	for _, a := range jr.Content.Allow {
+		if a.Type != "m.room_membership" {
+			continue
+		}
+		if m, err := s.CurrentMembership(ctx, a.RoomID, userID); err != nil {
+			return "", err
+		} else if m == "join" {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		return "", mxerror.New(mxerror.Forbidden, "you must be a member of one of the rooms this room allows")
+	}
+	// Any joined local member who may invite can vouch.
+	rows, err := s.db.Query(ctx, `SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'
+		ORDER BY stream_pos`, roomID)
+	if err != nil {
+		return "", fmt.Errorf("members of %s: %w", roomID, err)
+	}
+	var members []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			rows.Close()
+			return "", err
+		}
+		members = append(members, u)
+	}
+	rows.Close()
+	for _, u := range members {
+		if !strings.HasSuffix(u, ":"+s.cfg.ServerName) {
+			continue
+		}
+		level, _, err := s.PowerFor(ctx, roomID, u, "")
+		if err != nil {
+			return "", err
+		}
+		if level >= s.inviteLevel(ctx, roomID) {
+			return u, nil
+		}
+	}
+	return "", mxerror.New(mxerror.Forbidden, "no member of this server can authorise the join")
+}
+
+// inviteLevel is the power needed to invite in the room (0 when unset).
+func (s *Service) inviteLevel(ctx context.Context, roomID string) int64 {
+	var raw string
+	if err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.power_levels' AND c.state_key = ''`, roomID).Scan(&raw); err != nil {
+		return 0
+	}
+	var pl struct {
+		Content struct {
+			Invite *int64 `json:"invite"`
+		} `json:"content"`
+	}
+	if json.Unmarshal([]byte(raw), &pl) != nil || pl.Content.Invite == nil {
+		return 0
+	}
+	return *pl.Content.Invite
 }

@@ -286,6 +286,16 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 			}
 			resp.Rooms.Invite[m.RoomID] = ir
 			changed = true
+		case "knock":
+			if !newMembership {
+				continue
+			}
+			kr := &InvitedRoom{}
+			if kr.InviteState.Events, err = s.rooms.StrippedState(ctx, m.RoomID, req.UserID); err != nil {
+				return nil, false, err
+			}
+			resp.Rooms.Knock[m.RoomID] = map[string]any{"knock_state": map[string]any{"events": kr.InviteState.Events}}
+			changed = true
 		case "leave", "ban":
 			if !newMembership || (req.Since == nil && !roomFilter.IncludeLeave) {
 				continue
