@@ -25,6 +25,29 @@ func (h *handlers) registerRoomReads(v3, v1 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/report", h.report, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/timestamp_to_event", h.timestampToEvent, authed...)
 	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/threads", h.threads, authed...)
+	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/hierarchy", h.hierarchy, authed...)
+}
+
+func (h *handlers) hierarchy(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	q := rooms.HierarchyQuery{From: r.URL.Query().Get("from")}
+	if q.Limit, err = intParam(r, "limit"); err != nil {
+		return nil, err
+	}
+	if q.MaxDepth, err = intParam(r, "max_depth"); err != nil {
+		return nil, err
+	}
+	switch r.URL.Query().Get("suggested_only") {
+	case "", "false":
+	case "true":
+		q.SuggestedOnly = true
+	default:
+		return nil, mxerror.New(mxerror.InvalidParam, "suggested_only must be true or false")
+	}
+	return h.rooms.SpaceHierarchy(r.Context(), roomID, r.Caller.UserID, q)
 }
 
 func (h *handlers) threads(r *httpapi.Request) (any, error) {

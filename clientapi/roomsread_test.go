@@ -156,3 +156,60 @@ func TestDirectoryContextRelationsReports(t *testing.T) {
 		}
 	})
 }
+
+func TestSpaceHierarchyAndCanonicalAlias(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		space := createRoom(t, alice, map[string]any{"preset": "public_chat", "name": "Space", "creation_content": map[string]string{"type": "m.space"}})
+		pub := createRoom(t, alice, map[string]any{"preset": "public_chat", "name": "Public child"})
+		secret := createRoom(t, alice, map[string]any{"name": "Secret child"})
+		sub := createRoom(t, alice, map[string]any{"preset": "public_chat", "name": "Grandchild"})
+		for _, c := range []struct {
+			parent, child string
+			suggested     bool
+		}{{space, pub, true}, {space, secret, false}, {pub, sub, false}} {
+			alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+c.parent+"/state/m.space.child/"+c.child,
+				map[string]any{"via": []string{"localhost"}, "suggested": c.suggested}, nil)
+		}
+		var h struct {
+			Rooms []struct {
+				RoomID   string `json:"room_id"`
+				Name     string `json:"name"`
+				RoomType string `json:"room_type"`
+				Children []any  `json:"children_state"`
+			} `json:"rooms"`
+			NextBatch string `json:"next_batch"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+space+"/hierarchy", nil, &h)
+		var names []string
+		for _, r := range h.Rooms {
+			names = append(names, r.Name)
+		}
+		if strings.Join(names, ",") != "Space,Public child,Grandchild" || h.Rooms[0].RoomType != "m.space" || len(h.Rooms[0].Children) != 2 {
+			t.Errorf("hierarchy for bob = %v (type %q); want Space, Public child, Grandchild without the secret room", names, h.Rooms[0].RoomType)
+		}
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+space+"/hierarchy?max_depth=1&limit=1", nil, &h)
+		if len(h.Rooms) != 1 || h.NextBatch == "" {
+			t.Fatalf("limit 1 = %d rooms, next %q", len(h.Rooms), h.NextBatch)
+		}
+		next := h.NextBatch
+		h.NextBatch = ""
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+space+"/hierarchy?max_depth=1&from="+next, nil, &h)
+		if len(h.Rooms) != 1 || h.Rooms[0].RoomID != pub || h.NextBatch != "" {
+			t.Errorf("max_depth 1, page 2 = %+v; want only the public child", h.Rooms)
+		}
+		alice.MustDo("GET", "/_matrix/client/v1/rooms/"+space+"/hierarchy?suggested_only=true", nil, &h)
+		if len(h.Rooms) != 2 || h.Rooms[1].RoomID != pub {
+			t.Errorf("suggested only = %d rooms; want the space and its suggested child (the grandchild is not suggested)", len(h.Rooms))
+		}
+
+		// Canonical aliases must point at the room.
+		alice.MustDo("PUT", "/_matrix/client/v3/directory/room/%23mine:localhost", map[string]string{"room_id": pub}, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+pub+"/state/m.room.canonical_alias", map[string]string{"alias": "#mine:localhost"}, nil)
+		var e errBody
+		if st := alice.Do("PUT", "/_matrix/client/v3/rooms/"+secret+"/state/m.room.canonical_alias", map[string]string{"alias": "#mine:localhost"}, &e); st != 400 || e.ErrCode != "M_BAD_ALIAS" {
+			t.Errorf("canonical alias of another room = %d %s; want 400 M_BAD_ALIAS", st, e.ErrCode)
+		}
+	})
+}

@@ -58,6 +58,7 @@ const (
 	NotYetUploaded          Code = "M_NOT_YET_UPLOADED"
 	CannotOverwriteMedia    Code = "M_CANNOT_OVERWRITE_MEDIA"
 	DuplicateAnnotation     Code = "M_DUPLICATE_ANNOTATION"
+	BadAlias                Code = "M_BAD_ALIAS"
 )
 
 // statusOf ties each errcode to its HTTP status, per the spec's endpoint definitions.
@@ -104,6 +105,7 @@ var statusOf = map[Code]int{
 	NotYetUploaded:          http.StatusGatewayTimeout,
 	CannotOverwriteMedia:    http.StatusConflict,
 	DuplicateAnnotation:     http.StatusBadRequest,
+	BadAlias:                http.StatusBadRequest,
 }
 
 // Error is a Matrix error as a client sees it.

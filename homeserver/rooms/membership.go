@@ -73,11 +73,44 @@ func (s *Service) Send(ctx context.Context, roomID string, p Proto) (Sent, error
 			return Sent{}, mxerror.New(mxerror.BadJSON, "event content must be a JSON object")
 		}
 	}
+	if p.Type == spec.MRoomCanonicalAlias && p.StateKey != nil && *p.StateKey == "" {
+		if err := s.checkCanonicalAlias(ctx, roomID, p.Content); err != nil {
+			return Sent{}, err
+		}
+	}
 	sent, err := s.write(ctx, roomID, nil, []Proto{p})
 	if err != nil {
 		return Sent{}, s.roomError(err, roomID)
 	}
 	return sent[0], nil
+}
+
+// checkCanonicalAlias enforces that the aliases an m.room.canonical_alias names are
+// valid and, when local, point at this room (M_BAD_ALIAS otherwise).
+func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, content json.RawMessage) error {
+	var c struct {
+		Alias      *string  `json:"alias"`
+		AltAliases []string `json:"alt_aliases"`
+	}
+	if err := json.Unmarshal(content, &c); err != nil {
+		return mxerror.New(mxerror.BadJSON, "alias must be a string and alt_aliases a list of strings")
+	}
+	aliases := c.AltAliases
+	if c.Alias != nil {
+		aliases = append(aliases, *c.Alias)
+	}
+	for _, a := range aliases {
+		if !strings.HasPrefix(a, "#") || !strings.Contains(a, ":") {
+			return mxerror.New(mxerror.InvalidParam, "%q is not a room alias", a)
+		}
+		if !strings.HasSuffix(a, ":"+s.cfg.ServerName) {
+			continue // remote aliases are checked over federation, which is not built yet
+		}
+		if target, err := s.ResolveAlias(ctx, a); err != nil || target != roomID {
+			return mxerror.New(mxerror.BadAlias, "alias %s does not point to this room", a)
+		}
+	}
+	return nil
 }
 
 // roomError turns a missing room into the client error.
