@@ -1,10 +1,16 @@
 package clientapi_test
 
 import (
+	"context"
 	"fmt"
+	"net/url"
+	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage/storagetest"
 	"github.com/hongyan/hongyan/homeserver/testserver"
 )
@@ -99,6 +105,103 @@ func BenchmarkSendMessage(b *testing.B) {
 				}
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkSyncWake measures how long after a message is sent a receiver's parked
+// long-poll /sync returns with it: send → visible, through the commit, the bus
+// notice and the notifier. Reports p50 and p99.
+func BenchmarkSyncWake(b *testing.B) {
+	for _, d := range storagetest.Engines() {
+		b.Run(string(d), func(b *testing.B) {
+			srv := testserver.Start(b, d)
+			sender := srv.Register(b, "sender", "pw")
+			receiver := srv.Register(b, "receiver", "pw")
+			var room map[string]string
+			sender.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &room)
+			receiver.MustDo("POST", "/_matrix/client/v3/join/"+room["room_id"], map[string]any{}, nil)
+			var s struct {
+				NextBatch string `json:"next_batch"`
+			}
+			receiver.MustDo("GET", "/_matrix/client/v3/sync", nil, &s)
+			since := s.NextBatch
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				got := make(chan string, 1)
+				go func() {
+					var r struct {
+						NextBatch string `json:"next_batch"`
+					}
+					receiver.MustDo("GET", "/_matrix/client/v3/sync?timeout=30000&since="+since, nil, &r)
+					got <- r.NextBatch
+				}()
+				time.Sleep(2 * time.Millisecond) // let the poll park before sending
+				start := time.Now()
+				sender.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/w%d", room["room_id"], i),
+					map[string]string{"msgtype": "m.text", "body": "ping"}, nil)
+				since = <-got
+				lat = append(lat, time.Since(start))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+// BenchmarkLargeRoom measures the reads and writes of a room with many members
+// (HONGYAN_BENCH_MEMBERS, default 10 000): sending, a current-state lookup, the member
+// list, and a member's lazy-loading initial sync.
+func BenchmarkLargeRoom(b *testing.B) {
+	members := 10000
+	if v := os.Getenv("HONGYAN_BENCH_MEMBERS"); v != "" {
+		fmt.Sscan(v, &members)
+	}
+	for _, d := range storagetest.Engines() {
+		b.Run(string(d), func(b *testing.B) {
+			srv := testserver.Start(b, d)
+			owner := srv.Register(b, "owner", "pw")
+			var room map[string]string
+			owner.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Big"}, &room)
+			roomID := room["room_id"]
+			ctx := context.Background()
+			start := time.Now()
+			for i := 0; i < members; i++ {
+				u := fmt.Sprintf("@m%d:localhost", i)
+				if _, err := srv.Rooms.SetMembership(ctx, roomID, rooms.Membership{Sender: u, Target: u, Membership: "join"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Logf("%d joins in %v", members, time.Since(start).Round(time.Millisecond))
+			member := srv.Register(b, "reader", "pw")
+			member.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+			for i := 0; i < 50; i++ {
+				owner.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/h%d", roomID, i), map[string]string{"msgtype": "m.text", "body": "history"}, nil)
+			}
+			lazy := url.QueryEscape(`{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":20}}}`)
+			n := 0
+			for _, bc := range []struct {
+				name string
+				do   func()
+			}{
+				{"send", func() {
+					n++
+					owner.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/s%d", roomID, n), map[string]string{"msgtype": "m.text", "body": "hi"}, nil)
+				}},
+				{"state_event", func() { member.MustDo("GET", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.name", nil, nil) }},
+				{"joined_members", func() { member.MustDo("GET", "/_matrix/client/v3/rooms/"+roomID+"/joined_members", nil, nil) }},
+				{"initial_sync_lazy", func() { member.MustDo("GET", "/_matrix/client/v3/sync?filter="+lazy, nil, nil) }},
+				{"messages", func() { member.MustDo("GET", "/_matrix/client/v3/rooms/"+roomID+"/messages?dir=b&limit=20", nil, nil) }},
+			} {
+				b.Run(bc.name, func(b *testing.B) {
+					for i := 0; i < b.N; i++ {
+						bc.do()
+					}
+				})
+			}
 		})
 	}
 }

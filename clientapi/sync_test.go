@@ -97,6 +97,14 @@ func TestSyncInitialAndIncremental(t *testing.T) {
 		if got := bodies(woke.Rooms.Join[roomID].Timeline.Events); len(got) != 1 || got[0] != "two" {
 			t.Errorf("long poll timeline = %v; want [two]", got)
 		}
+		if txn := woke.Rooms.Join[roomID].Timeline.Events[0].Unsigned["transaction_id"]; txn != nil {
+			t.Errorf("bob sees transaction_id %v on alice's event; only the sending device may", txn)
+		}
+		var own syncResp
+		alice.MustDo("GET", "/_matrix/client/v3/sync?since="+first.NextBatch, nil, &own)
+		if txn := own.Rooms.Join[roomID].Timeline.Events[0].Unsigned["transaction_id"]; txn != "2" {
+			t.Errorf("alice's own event has transaction_id %v; want 2", txn)
+		}
 		if len(woke.Rooms.Join[roomID].State.Events) != 0 {
 			t.Errorf("incremental unlimited sync sent state: %v", woke.Rooms.Join[roomID].State.Events)
 		}

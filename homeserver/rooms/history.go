@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -109,6 +110,9 @@ type MessagesQuery struct {
 	Backward bool
 	Limit    int
 	Filter   *filter.RoomEventFilter
+	// DeviceID is the caller's device: events it sent carry their transaction_id
+	// in unsigned, so the client can match them to its local echo.
+	DeviceID string
 }
 
 // Messages is a page of a room's timeline.
@@ -218,6 +222,9 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			return Messages{}, err
 		}
 	}
+	if err := s.addTransactionIDs(ctx, userID, q.DeviceID, res.Chunk); err != nil {
+		return Messages{}, err
+	}
 	return res, s.bundle(ctx, userID, res.Chunk)
 }
 
@@ -286,4 +293,28 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// addTransactionIDs sets unsigned.transaction_id on the events the device sent.
+func (s *Service) addTransactionIDs(ctx context.Context, userID, deviceID string, events []ClientEvent) error {
+	if deviceID == "" {
+		return nil
+	}
+	local := strings.TrimPrefix(strings.TrimSuffix(userID, ":"+s.cfg.ServerName), "@")
+	for i := range events {
+		if events[i].Sender != userID {
+			continue
+		}
+		var txn string
+		err := s.db.QueryRow(ctx, `SELECT txn_id FROM transaction_ids WHERE localpart = $1 AND device_id = $2 AND event_id = $3`,
+			local, deviceID, events[i].EventID).Scan(&txn)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read transaction ID: %w", err)
+		}
+		events[i].Unsigned["transaction_id"] = txn
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -227,18 +228,46 @@ func (s *Service) stateAtLeave(ctx context.Context, roomID, userID string) ([]Cl
 	return s.eventsByID(ctx, ids)
 }
 
-// StateEvent returns one current state event's content.
+// StateEvent returns one current state event (for a user who left, as it was when
+// they left).
 func (s *Service) StateEvent(ctx context.Context, roomID, userID, typ, stateKey string) (ClientEvent, error) {
-	state, err := s.State(ctx, roomID, userID)
+	m, err := s.CurrentMembership(ctx, roomID, userID)
 	if err != nil {
 		return ClientEvent{}, err
 	}
-	for _, ev := range state {
-		if ev.Type == typ && ev.StateKey != nil && *ev.StateKey == stateKey {
-			return ev, nil
+	var rows []eventRow
+	if m == "leave" || m == "ban" {
+		var snap int64
+		if err := s.db.QueryRow(ctx, `SELECT stream_pos FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2`,
+			roomID, userID).Scan(&snap); err != nil {
+			return ClientEvent{}, fmt.Errorf("find leave: %w", err)
 		}
+		ids, err := s.snapshotState(ctx, snap, [][2]string{{typ, stateKey}})
+		if err != nil {
+			return ClientEvent{}, err
+		}
+		evs, err := s.eventsByID(ctx, ids)
+		if err != nil || len(evs) == 0 {
+			return ClientEvent{}, notFoundState(typ, stateKey, err)
+		}
+		return evs[0], nil
 	}
-	return ClientEvent{}, mxerror.New(mxerror.NotFound, "no %s state event with key %q", typ, stateKey)
+	if err := s.checkCanReadCurrent(ctx, roomID, userID); err != nil {
+		return ClientEvent{}, err
+	}
+	rows, err = s.queryEvents(ctx, `SELECT `+prefixed("e.", eventColumns)+` FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = $2 AND c.state_key = $3`, roomID, typ, stateKey)
+	if err != nil || len(rows) == 0 {
+		return ClientEvent{}, notFoundState(typ, stateKey, err)
+	}
+	return rows[0].clientEvent(), nil
+}
+
+func notFoundState(typ, stateKey string, err error) error {
+	if err != nil {
+		return err
+	}
+	return mxerror.New(mxerror.NotFound, "no %s state event with key %q", typ, stateKey)
 }
 
 func prefixed(p, cols string) string {
@@ -252,43 +281,89 @@ func prefixed(p, cols string) string {
 // snapshotState resolves a state snapshot to its event IDs by (type, state_key),
 // walking at most snapshotChainLimit deltas. With keys, only those tuples are read.
 func (s *Service) snapshotState(ctx context.Context, snapshot int64, keys [][2]string) (map[[2]string]string, error) {
-	q := `WITH RECURSIVE chain(id, n) AS (
+	// First the chain (at most snapshotChainLimit ids), then its entries by primary
+	// key, so that a key-restricted lookup reads a handful of index entries even
+	// when the chain ends in a full copy of a 10 000-member room.
+	rows, err := s.db.Query(ctx, `WITH RECURSIVE chain(id, n) AS (
 		SELECT snapshot_id, 0 FROM state_snapshots WHERE snapshot_id = $1
 		UNION ALL
 		SELECT s.parent, c.n + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.id WHERE s.parent IS NOT NULL)
-	SELECT e.type, e.state_key, e.event_id FROM chain c JOIN state_snapshot_entries e ON e.snapshot_id = c.id`
-	args := []any{snapshot}
+	SELECT id FROM chain ORDER BY n`, snapshot)
+	if err != nil {
+		return nil, fmt.Errorf("resolve snapshot %d: %w", snapshot, err)
+	}
+	var chain []int64
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		chain = append(chain, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rank := make(map[int64]int, len(chain))
+	args := make([]any, 0, len(chain)+2*len(keys))
+	marks := make([]string, 0, len(chain))
+	for i, id := range chain {
+		rank[id] = i
+		args = append(args, id)
+		marks = append(marks, fmt.Sprintf("$%d", len(args)))
+	}
+	if len(chain) == 0 {
+		return map[[2]string]string{}, nil
+	}
+	q := `SELECT snapshot_id, type, state_key, event_id FROM state_snapshot_entries WHERE snapshot_id IN (` + strings.Join(marks, ", ") + `)`
 	if len(keys) > 0 {
 		var conds []string
 		for _, k := range keys {
 			args = append(args, k[0], k[1])
-			conds = append(conds, fmt.Sprintf("(e.type = $%d AND e.state_key = $%d)", len(args)-1, len(args)))
+			conds = append(conds, fmt.Sprintf("(type = $%d AND state_key = $%d)", len(args)-1, len(args)))
 		}
-		q += " WHERE " + strings.Join(conds, " OR ")
+		q += " AND (" + strings.Join(conds, " OR ") + ")"
 	}
-	q += " ORDER BY c.n"
-	rows, err := s.db.Query(ctx, q, args...)
+	rows, err = s.db.Query(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("resolve snapshot %d: %w", snapshot, err)
 	}
 	defer rows.Close()
 	out := map[[2]string]string{}
+	best := map[[2]string]int{}
 	for rows.Next() {
+		var snap int64
 		var typ, key, id string
-		if err := rows.Scan(&typ, &key, &id); err != nil {
+		if err := rows.Scan(&snap, &typ, &key, &id); err != nil {
 			return nil, err
 		}
-		if _, seen := out[[2]string{typ, key}]; !seen { // nearer deltas win
-			out[[2]string{typ, key}] = id
+		k := [2]string{typ, key}
+		if r, seen := best[k]; !seen || rank[snap] < r { // nearer deltas win
+			best[k], out[k] = rank[snap], id
 		}
 	}
 	return out, rows.Err()
 }
 
+// eventsByID loads events in batches, in stream order.
 func (s *Service) eventsByID(ctx context.Context, ids map[[2]string]string) ([]ClientEvent, error) {
-	out := make([]ClientEvent, 0, len(ids))
+	all := make([]string, 0, len(ids))
 	for _, id := range ids {
-		rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1`, id)
+		all = append(all, id)
+	}
+	out := make([]ClientEvent, 0, len(ids))
+	const batch = 500
+	for len(all) > 0 {
+		n := min(batch, len(all))
+		args := make([]any, n)
+		marks := make([]string, n)
+		for i := 0; i < n; i++ {
+			args[i] = all[i]
+			marks[i] = fmt.Sprintf("$%d", i+1)
+		}
+		all = all[n:]
+		rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -296,6 +371,7 @@ func (s *Service) eventsByID(ctx context.Context, ids map[[2]string]string) ([]C
 			out = append(out, r.clientEvent())
 		}
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].StreamPos < out[j].StreamPos })
 	return out, nil
 }
 
@@ -397,6 +473,12 @@ func (s *Service) Members(ctx context.Context, roomID, userID string, q MembersQ
 
 // stateAtPosition is the room's state after the last event at or before pos.
 func (s *Service) stateAtPosition(ctx context.Context, roomID string, pos int64) ([]ClientEvent, error) {
+	return s.stateAtPositionFor(ctx, roomID, pos, nil)
+}
+
+// stateAtPositionFor is stateAtPosition that, when members is not nil, keeps only the
+// member events of those users (lazy loading) and loads nothing else of the roster.
+func (s *Service) stateAtPositionFor(ctx context.Context, roomID string, pos int64, members map[string]bool) ([]ClientEvent, error) {
 	var evPos, before int64
 	var stateKey sql.NullString
 	err := s.db.QueryRow(ctx, `SELECT stream_pos, state_key, snapshot_before FROM events WHERE room_id = $1 AND stream_pos <= $2
@@ -415,7 +497,20 @@ func (s *Service) stateAtPosition(ctx context.Context, roomID string, pos int64)
 	if err != nil {
 		return nil, err
 	}
+	if members != nil {
+		for k := range ids {
+			if k[0] == spec.MRoomMember && !members[k[1]] {
+				delete(ids, k)
+			}
+		}
+	}
 	return s.eventsByID(ctx, ids)
+}
+
+// StateAtFor is the room's state after position pos with only the given users'
+// member events: what a lazy-loading client needs.
+func (s *Service) StateAtFor(ctx context.Context, roomID string, pos int64, members map[string]bool) ([]ClientEvent, error) {
+	return s.stateAtPositionFor(ctx, roomID, pos, members)
 }
 
 // ParseToken reads a room position token "sN". A sync token ("sN_M...") is accepted

@@ -379,7 +379,7 @@ func timelineLimit(f *filter.RoomFilter) int {
 // timeline returns the room's events after since up to `upTo`, newest last, at most
 // the filter's limit, with limited and prev_batch.
 func (s *Service) timeline(ctx context.Context, req Request, roomID string, since *Token, upTo int64, f *filter.RoomFilter) (Timeline, error) {
-	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: timelineLimit(f), Filter: f.Timeline}
+	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: timelineLimit(f), Filter: f.Timeline, DeviceID: req.DeviceID}
 	if since != nil {
 		q.To = rooms.Token(since.Events)
 	}
@@ -423,7 +423,16 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 	}
 	switch {
 	case fresh:
-		state, err := s.rooms.StateAt(ctx, roomID, start)
+		// A lazy-loading client gets only the members it needs; loading the rest
+		// of a large room's roster just to drop it would dominate the sync.
+		var members map[string]bool
+		if f.State != nil && f.State.LazyLoadMembers {
+			members = map[string]bool{req.UserID: true}
+			for _, ev := range jr.Timeline.Events {
+				members[ev.Sender] = true
+			}
+		}
+		state, err := s.rooms.StateAtFor(ctx, roomID, start, members)
 		if err != nil {
 			return nil, err
 		}
