@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/receipts"
@@ -36,6 +37,7 @@ type Deps struct {
 	Receipts *receipts.Service
 	Typing   *typing.Service
 	Presence *presence.Service
+	E2EE     *e2ee.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 }
@@ -48,12 +50,13 @@ type handlers struct {
 	receipts *receipts.Service
 	typing   *typing.Service
 	presence *presence.Service
+	e2ee     *e2ee.Service
 	ss       *users.SharedSecret
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, ss: deps.SharedSecret}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, ss: deps.SharedSecret}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -103,6 +106,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerRoomReads(v3, v1, api)
 	h.registerSync(v3, api)
 	h.registerEphemeral(v3, api)
+	h.registerKeys(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

@@ -21,6 +21,7 @@ import (
 	"github.com/hongyan/hongyan/clientapi"
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
@@ -45,6 +46,7 @@ type Server struct {
 	Receipts *receipts.Service
 	Typing   *typing.Service
 	Presence *presence.Service
+	E2EE     *e2ee.Service
 
 	notifier *hsync.Notifier
 
@@ -97,7 +99,16 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		// Member events follow profile changes; rooms is built below, before any
 		// request can arrive.
 		ProfileChanged: func(ctx context.Context, userID string) error { return s.Rooms.RefreshMemberProfile(ctx, userID) },
-		Hasher:         users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
+		// A deleted device's keys and queued messages go with it.
+		DevicesDeleted: func(ctx context.Context, userID string, deviceIDs []string) error {
+			for _, d := range deviceIDs {
+				if err := s.E2EE.DeviceDeleted(ctx, userID, d); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		Hasher: users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 	})
 
 	s.Rooms = rooms.New(s.DB, rooms.Config{
@@ -113,12 +124,13 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.Presence = presence.New(s.DB, s.Bus.Conn)
-	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject)
+	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
+	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
 		return nil, err
 	}
 	s.notifier = notifier
-	s.Sync = hsync.New(hsync.Deps{Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, Notifier: notifier})
+	s.Sync = hsync.New(hsync.Deps{Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -143,6 +155,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Receipts:     s.Receipts,
 		Typing:       s.Typing,
 		Presence:     s.Presence,
+		E2EE:         s.E2EE,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	s.handler = httpapi.CORS(router)

@@ -643,3 +643,24 @@ func relTarget(r eventRow) string {
 func relType(r eventRow) string {
 	return gjson.Get(r.json, "content.m\\.relates_to.rel_type").String()
 }
+
+// SharedUsers lists the users joined to at least one room the user is joined to,
+// the user included.
+func (s *Service) SharedUsers(ctx context.Context, userID string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT o.state_key FROM current_state me JOIN current_state o ON o.room_id = me.room_id
+		WHERE me.type = 'm.room.member' AND me.state_key = $1 AND me.membership = 'join'
+		AND o.type = 'm.room.member' AND o.membership = 'join'`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("users sharing rooms with %s: %w", userID, err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}

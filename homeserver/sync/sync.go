@@ -9,6 +9,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/receipts"
@@ -24,6 +25,7 @@ type Service struct {
 	receipts *receipts.Service
 	typing   *typing.Service
 	presence *presence.Service
+	e2ee     *e2ee.Service
 	notifier *Notifier
 }
 
@@ -34,12 +36,13 @@ type Deps struct {
 	Receipts *receipts.Service
 	Typing   *typing.Service
 	Presence *presence.Service
+	E2EE     *e2ee.Service
 	Notifier *Notifier
 }
 
 // New returns the sync service.
 func New(d Deps) *Service {
-	return &Service{rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, notifier: d.Notifier}
+	return &Service{rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier}
 }
 
 // Request is one /sync call.
@@ -63,9 +66,10 @@ type Response struct {
 	ToDevice    EventList    `json:"to_device"`
 	Rooms       RoomsSection `json:"rooms"`
 	DeviceLists DeviceLists  `json:"device_lists"`
-	// DeviceOneTimeKeysCount is filled by the end-to-end encryption service once
-	// it exists; clients expect the field.
+	// DeviceOneTimeKeysCount is the syncing device's unclaimed one-time keys.
 	DeviceOneTimeKeysCount map[string]int `json:"device_one_time_keys_count"`
+	// DeviceUnusedFallbackKeyTypes lists the algorithms with an unused fallback key.
+	DeviceUnusedFallbackKeyTypes []string `json:"device_unused_fallback_key_types"`
 }
 
 // EventList is {"events": [...]}.
@@ -183,6 +187,12 @@ func (s *Service) current(ctx context.Context) (Token, error) {
 	if t.Presence, err = s.presence.Position(ctx); err != nil {
 		return t, fmt.Errorf("presence position: %w", err)
 	}
+	if t.ToDevice, err = s.e2ee.ToDevicePosition(ctx); err != nil {
+		return t, fmt.Errorf("to-device position: %w", err)
+	}
+	if t.DeviceLists, err = s.e2ee.DeviceListPosition(ctx); err != nil {
+		return t, fmt.Errorf("device list position: %w", err)
+	}
 	return t, nil
 }
 
@@ -196,6 +206,8 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 		since.AccountData = min(since.AccountData, cur.AccountData)
 		since.Receipts = min(since.Receipts, cur.Receipts)
 		since.Presence = min(since.Presence, cur.Presence)
+		since.ToDevice = min(since.ToDevice, cur.ToDevice)
+		since.DeviceLists = min(since.DeviceLists, cur.DeviceLists)
 		if since.Typing > cur.Typing {
 			since.Typing = 0 // typing positions are per node; a foreign one resets
 		}
@@ -226,6 +238,10 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 		} else {
 			roomData[it.RoomID] = append(roomData[it.RoomID], ev)
 		}
+	}
+
+	if err := s.addE2EE(ctx, req, since, &cur, resp, &changed); err != nil {
+		return nil, false, err
 	}
 
 	if eventAllowed(req.Filter.Presence, "m.presence") {
@@ -358,6 +374,47 @@ func (s *Service) ephemeral(ctx context.Context, req Request, joined []string, s
 		}
 	}
 	return out, nil
+}
+
+// maxToDevice bounds the to-device messages one sync delivers; the rest follow.
+const maxToDevice = 100
+
+// addE2EE fills the encryption fields: to-device messages for the device (those up
+// to the since token are deleted first: the client has them), its key counts, and
+// the users sharing a room whose devices changed.
+func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *Token, resp *Response, changed *bool) error {
+	msgs, last, err := s.e2ee.TakeToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice, cur.ToDevice, maxToDevice)
+	if err != nil {
+		return err
+	}
+	for _, m := range msgs {
+		resp.ToDevice.Events = append(resp.ToDevice.Events, m)
+	}
+	if len(msgs) > 0 {
+		*changed = true
+		cur.ToDevice = last
+		resp.NextBatch = cur.String()
+	}
+	if resp.DeviceOneTimeKeysCount, err = s.e2ee.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID); err != nil {
+		return err
+	}
+	if resp.DeviceUnusedFallbackKeyTypes, err = s.e2ee.UnusedFallbackKeyTypes(ctx, req.UserID, req.DeviceID); err != nil {
+		return err
+	}
+	if req.Since == nil {
+		return nil // an initial sync reports no device list changes
+	}
+	shared, err := s.rooms.SharedUsers(ctx, req.UserID)
+	if err != nil {
+		return err
+	}
+	if resp.DeviceLists.Changed, err = s.e2ee.ChangedUsers(ctx, shared, since.DeviceLists, cur.DeviceLists); err != nil {
+		return err
+	}
+	if len(resp.DeviceLists.Changed) > 0 {
+		*changed = true
+	}
+	return nil
 }
 
 func newJoinedRoom() *JoinedRoom {

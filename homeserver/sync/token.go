@@ -11,7 +11,7 @@ import (
 )
 
 // Token is a position in every stream a client follows; a since token is one of
-// these. Its text form is "s<events>_<account data>_<receipts>_<typing>_<presence>", and later
+// these. Its text form is "s<events>_<account data>_<receipts>_<typing>_<presence>_<to-device>_<device lists>", and later
 // streams append components, so tokens issued before an upgrade still parse (missing
 // components are zero).
 type Token struct {
@@ -20,10 +20,12 @@ type Token struct {
 	Receipts    int64
 	Typing      int64
 	Presence    int64
+	ToDevice    int64
+	DeviceLists int64
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence, t.ToDevice, t.DeviceLists)
 }
 
 // ParseToken reads a since token; malformed tokens are M_INVALID_PARAM.
@@ -42,10 +44,11 @@ func ParseToken(s string) (Token, error) {
 		}
 		nums = append(nums, n)
 	}
-	for len(nums) < 5 {
+	for len(nums) < 7 {
 		nums = append(nums, 0)
 	}
-	return Token{Events: nums[0], AccountData: nums[1], Receipts: nums[2], Typing: nums[3], Presence: nums[4]}, nil
+	return Token{Events: nums[0], AccountData: nums[1], Receipts: nums[2], Typing: nums[3], Presence: nums[4],
+		ToDevice: nums[5], DeviceLists: nums[6]}, nil
 }
 
 func errInvalidFilter(param string) error {

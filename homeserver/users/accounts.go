@@ -342,7 +342,11 @@ func (s *Service) Logout(ctx context.Context, c Caller) error {
 
 // LogoutAll ends every session of the user.
 func (s *Service) LogoutAll(ctx context.Context, localpart string) error {
-	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+	ids, err := s.deviceIDs(ctx, localpart, "")
+	if err != nil {
+		return err
+	}
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM access_tokens WHERE localpart = $1`, localpart); err != nil {
 			return fmt.Errorf("logout all of %q: %w", localpart, err)
 		}
@@ -351,6 +355,10 @@ func (s *Service) LogoutAll(ctx context.Context, localpart string) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.devicesDeleted(ctx, localpart, ids)
 }
 
 // ChangePassword sets a new password. With logoutDevices, every other device of the
@@ -360,7 +368,13 @@ func (s *Service) ChangePassword(ctx context.Context, localpart, newPassword str
 	if err != nil {
 		return fmt.Errorf("hash password: %w", err)
 	}
-	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+	var gone []string
+	if logoutDevices {
+		if gone, err = s.deviceIDs(ctx, localpart, keepDevice); err != nil {
+			return err
+		}
+	}
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `UPDATE accounts SET password_hash = $1 WHERE localpart = $2`, hash, localpart); err != nil {
 			return fmt.Errorf("set password of %q: %w", localpart, err)
 		}
@@ -375,12 +389,20 @@ func (s *Service) ChangePassword(ctx context.Context, localpart, newPassword str
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.devicesDeleted(ctx, localpart, gone)
 }
 
 // Deactivate closes an account for good: it can no longer log in, every session ends,
 // and its user ID is never registered again. With erase, the profile is cleared too.
 func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) error {
-	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+	ids, err := s.deviceIDs(ctx, localpart, "")
+	if err != nil {
+		return err
+	}
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		stmts := []string{
 			`UPDATE accounts SET deactivated = TRUE, password_hash = '' WHERE localpart = $1`,
 			`DELETE FROM access_tokens WHERE localpart = $1`,
@@ -397,6 +419,10 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.devicesDeleted(ctx, localpart, ids)
 }
 
 // Account returns the stored account.

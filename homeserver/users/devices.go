@@ -68,7 +68,7 @@ func (s *Service) RenameDevice(ctx context.Context, localpart, deviceID, name st
 // DeleteDevices deletes devices and their tokens. Devices that do not exist are
 // ignored, as the spec's /delete_devices asks.
 func (s *Service) DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) error {
-	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		for _, id := range deviceIDs {
 			if _, err := tx.Exec(ctx, `DELETE FROM access_tokens WHERE localpart = $1 AND device_id = $2`, localpart, id); err != nil {
 				return fmt.Errorf("delete tokens of device %s: %w", id, err)
@@ -79,4 +79,31 @@ func (s *Service) DeleteDevices(ctx context.Context, localpart string, deviceIDs
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return s.devicesDeleted(ctx, localpart, deviceIDs)
+}
+
+// devicesDeleted runs the DevicesDeleted hook.
+func (s *Service) devicesDeleted(ctx context.Context, localpart string, deviceIDs []string) error {
+	if s.cfg.DevicesDeleted == nil || len(deviceIDs) == 0 {
+		return nil
+	}
+	return s.cfg.DevicesDeleted(ctx, s.UserID(localpart), deviceIDs)
+}
+
+// deviceIDs lists the user's device IDs, optionally without one.
+func (s *Service) deviceIDs(ctx context.Context, localpart, except string) ([]string, error) {
+	list, err := s.Devices(ctx, localpart)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, d := range list {
+		if d.DeviceID != except {
+			out = append(out, d.DeviceID)
+		}
+	}
+	return out, nil
 }

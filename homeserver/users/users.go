@@ -49,6 +49,9 @@ type Config struct {
 	// ProfileChanged, if not nil, is called after a user's displayname or avatar
 	// changed, so their member events can follow (the room engine does that).
 	ProfileChanged func(ctx context.Context, userID string) error
+	// DevicesDeleted, if not nil, is called after devices were deleted (logout,
+	// device deletion, password change, deactivation), so their keys go too.
+	DevicesDeleted func(ctx context.Context, userID string, deviceIDs []string) error
 }
 
 // AccountDataSubject is the NATS subject an AccountDataNotice is published on.

@@ -1,0 +1,211 @@
+package clientapi_test
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/hongyan/hongyan/homeserver/testserver"
+)
+
+// signedDeviceKeys returns device keys for the client's device, self-signed with a
+// fresh ed25519 key as a real client would upload them.
+func signedDeviceKeys(t *testing.T, c *testserver.Client) json.RawMessage {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	dk := map[string]any{
+		"user_id": c.UserID, "device_id": c.Device,
+		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+		"keys": map[string]string{
+			"curve25519:" + c.Device: base64.RawStdEncoding.EncodeToString(make([]byte, 32)),
+			"ed25519:" + c.Device:    base64.RawStdEncoding.EncodeToString(pub),
+		},
+	}
+	raw, _ := json.Marshal(dk)
+	signed, err := gomatrixserverlib.SignJSON(c.UserID, gomatrixserverlib.KeyID("ed25519:"+c.Device), priv, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed
+}
+
+func TestDeviceKeysClaimsAndToDevice(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		var aliceSync struct {
+			NextBatch   string `json:"next_batch"`
+			DeviceLists struct {
+				Changed []string `json:"changed"`
+			} `json:"device_lists"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &aliceSync)
+
+		bobKeys := signedDeviceKeys(t, bob)
+		otks := map[string]any{}
+		for i := 0; i < 3; i++ {
+			otks[fmt.Sprintf("signed_curve25519:k%d", i)] = map[string]string{"key": fmt.Sprint("otk", i)}
+		}
+		var up struct {
+			Counts map[string]int `json:"one_time_key_counts"`
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": bobKeys, "one_time_keys": otks,
+			"fallback_keys": map[string]any{"signed_curve25519:fb": map[string]any{"key": "fallback", "fallback": true}}}, &up)
+		if up.Counts["signed_curve25519"] != 3 {
+			t.Fatalf("one-time key counts = %v; want 3", up.Counts)
+		}
+
+		// Alice learns that bob's devices changed, and can fetch his keys.
+		alice.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+aliceSync.NextBatch, nil, &aliceSync)
+		if len(aliceSync.DeviceLists.Changed) != 1 || aliceSync.DeviceLists.Changed[0] != "@bob:localhost" {
+			t.Errorf("device_lists.changed = %v; want bob", aliceSync.DeviceLists.Changed)
+		}
+		var q struct {
+			DeviceKeys map[string]map[string]map[string]any `json:"device_keys"`
+			Failures   map[string]any                       `json:"failures"`
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string][]string{"@bob:localhost": {}, "@x:elsewhere.example": {}}}, &q)
+		if q.DeviceKeys["@bob:localhost"][bob.Device]["device_id"] != bob.Device || q.Failures["elsewhere.example"] == nil {
+			t.Errorf("keys/query = %+v", q)
+		}
+
+		// Claims: three distinct one-time keys, then the fallback key, repeatedly.
+		seen := map[string]bool{}
+		for i := 0; i < 5; i++ {
+			var claim struct {
+				Keys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+			}
+			alice.MustDo("POST", "/_matrix/client/v3/keys/claim", map[string]any{"one_time_keys": map[string]any{"@bob:localhost": map[string]string{bob.Device: "signed_curve25519"}}}, &claim)
+			got := claim.Keys["@bob:localhost"][bob.Device]
+			if len(got) != 1 {
+				t.Fatalf("claim %d = %v; want one key", i, got)
+			}
+			for id := range got {
+				switch {
+				case i < 3 && (id == "signed_curve25519:fb" || seen[id]):
+					t.Errorf("claim %d gave %s; want an unused one-time key", i, id)
+				case i >= 3 && id != "signed_curve25519:fb":
+					t.Errorf("claim %d gave %s; want the fallback key", i, id)
+				}
+				seen[id] = true
+			}
+		}
+		var bobSync struct {
+			NextBatch     string         `json:"next_batch"`
+			Counts        map[string]int `json:"device_one_time_keys_count"`
+			FallbackTypes []string       `json:"device_unused_fallback_key_types"`
+			ToDevice      struct {
+				Events []struct {
+					Sender  string         `json:"sender"`
+					Type    string         `json:"type"`
+					Content map[string]any `json:"content"`
+				} `json:"events"`
+			} `json:"to_device"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/sync", nil, &bobSync)
+		if bobSync.Counts["signed_curve25519"] != 0 || len(bobSync.FallbackTypes) != 0 {
+			t.Errorf("bob's counts = %v, unused fallback = %v; want 0 and none (it was used)", bobSync.Counts, bobSync.FallbackTypes)
+		}
+
+		// To-device: idempotent per transaction, delivered until acknowledged, once.
+		msg := map[string]any{"messages": map[string]any{"@bob:localhost": map[string]any{"*": map[string]string{"hello": "bob"}}}}
+		alice.MustDo("PUT", "/_matrix/client/v3/sendToDevice/m.test/t1", msg, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/sendToDevice/m.test/t1", msg, nil)
+		since := bobSync.NextBatch
+		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+since, nil, &bobSync)
+		if len(bobSync.ToDevice.Events) != 1 || bobSync.ToDevice.Events[0].Content["hello"] != "bob" || bobSync.ToDevice.Events[0].Sender != "@alice:localhost" {
+			t.Fatalf("to-device = %+v; want alice's one message", bobSync.ToDevice.Events)
+		}
+		next := bobSync.NextBatch
+		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+since, nil, &bobSync)
+		if len(bobSync.ToDevice.Events) != 1 {
+			t.Errorf("re-sync from the old token = %d messages; want the unacknowledged one again", len(bobSync.ToDevice.Events))
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+next, nil, &bobSync)
+		if len(bobSync.ToDevice.Events) != 0 {
+			t.Errorf("after acknowledging = %d messages; want none", len(bobSync.ToDevice.Events))
+		}
+
+		var e errBody
+		bad := signedDeviceKeys(t, bob)
+		var tampered map[string]any
+		json.Unmarshal(bad, &tampered)
+		tampered["algorithms"] = []string{"evil"}
+		for _, tc := range []struct {
+			name string
+			c    *testserver.Client
+			body any
+			code string
+		}{
+			{"bad signature", bob, map[string]any{"device_keys": tampered}, "M_INVALID_PARAM"},
+			{"someone else's device", alice, map[string]any{"device_keys": bobKeys}, "M_INVALID_PARAM"},
+			{"changed keys", bob, map[string]any{"device_keys": bad}, "M_INVALID_PARAM"},
+			{"bad key id", bob, map[string]any{"one_time_keys": map[string]any{"nocolon": map[string]string{}}}, "M_INVALID_PARAM"},
+		} {
+			if st := tc.c.Do("POST", "/_matrix/client/v3/keys/upload", tc.body, &e); st != 400 || e.ErrCode != tc.code {
+				t.Errorf("%s = %d %s; want 400 %s", tc.name, st, e.ErrCode, tc.code)
+			}
+		}
+		if st := alice.Do("PUT", "/_matrix/client/v3/sendToDevice/m.test/t2", `{"messages":{"@bob:localhost":{"*":"not an object"}}}`, &e); st != 400 || e.ErrCode != "M_BAD_JSON" {
+			t.Errorf("to-device with a non-object = %d %s", st, e.ErrCode)
+		}
+		if st := alice.Do("GET", "/_matrix/client/v3/keys/changes?from=bogus&to=s1", nil, &e); st != 400 {
+			t.Errorf("keys/changes with a bad token = %d", st)
+		}
+
+		// Deleting bob's device deletes its keys.
+		bob.MustDo("POST", "/_matrix/client/v3/logout", nil, nil)
+		alice.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string][]string{"@bob:localhost": {}}}, &q)
+		if len(q.DeviceKeys["@bob:localhost"]) != 0 {
+			t.Errorf("keys of a logged-out device still served: %v", q.DeviceKeys["@bob:localhost"])
+		}
+	})
+}
+
+func TestConcurrentClaimsNeverShareAKey(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		bob := srv.Register(t, "bob", "pw")
+		const keys, claimers = 12, 16
+		otks := map[string]any{}
+		for i := 0; i < keys; i++ {
+			otks[fmt.Sprintf("signed_curve25519:k%02d", i)] = map[string]string{"key": fmt.Sprint(i)}
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"one_time_keys": otks}, nil)
+		var mu sync.Mutex
+		got := map[string]int{}
+		var wg sync.WaitGroup
+		for i := 0; i < claimers; i++ {
+			c := srv.Register(t, fmt.Sprintf("c%d", i), "pw")
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var claim struct {
+					Keys map[string]map[string]map[string]json.RawMessage `json:"one_time_keys"`
+				}
+				c.MustDo("POST", "/_matrix/client/v3/keys/claim", map[string]any{"one_time_keys": map[string]any{"@bob:localhost": map[string]string{bob.Device: "signed_curve25519"}}}, &claim)
+				mu.Lock()
+				defer mu.Unlock()
+				for id := range claim.Keys["@bob:localhost"][bob.Device] {
+					got[id]++
+				}
+			}()
+		}
+		wg.Wait()
+		if len(got) != keys {
+			t.Errorf("%d distinct keys handed out; want all %d", len(got), keys)
+		}
+		for id, n := range got {
+			if n != 1 {
+				t.Errorf("key %s handed out %d times", id, n)
+			}
+		}
+	})
+}

@@ -1,0 +1,487 @@
+// Package e2ee stores what end-to-end encryption needs from a server: device keys,
+// one-time and fallback keys, device list changes, and to-device messages. The server
+// checks signatures and shapes; it never sees plaintext.
+package e2ee
+
+import (
+	"context"
+	"crypto/ed25519"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/storage"
+)
+
+// Subject is the NATS subject a Notice is published on after a change a sync may
+// need to deliver (new to-device message, device list change).
+const Subject = "hongyan.e2ee"
+
+// Notice names the user whose sync has something new.
+type Notice struct {
+	UserID string `json:"user_id"`
+}
+
+// Service is the key store. It is safe for concurrent use.
+type Service struct {
+	db  *storage.DB
+	bus *nats.Conn
+}
+
+// New returns the service; bus may be nil.
+func New(db *storage.DB, bus *nats.Conn) *Service { return &Service{db: db, bus: bus} }
+
+func (s *Service) notify(userIDs ...string) {
+	if s.bus == nil {
+		return
+	}
+	for _, u := range userIDs {
+		data, _ := json.Marshal(Notice{UserID: u})
+		if err := s.bus.Publish(Subject, data); err != nil {
+			slog.Warn("publish e2ee notice", "err", err)
+		}
+	}
+}
+
+// Upload is the body of /keys/upload.
+type Upload struct {
+	DeviceKeys   json.RawMessage            `json:"device_keys"`
+	OneTimeKeys  map[string]json.RawMessage `json:"one_time_keys"`
+	FallbackKeys map[string]json.RawMessage `json:"fallback_keys"`
+}
+
+type deviceKeys struct {
+	UserID     string            `json:"user_id"`
+	DeviceID   string            `json:"device_id"`
+	Algorithms []string          `json:"algorithms"`
+	Keys       map[string]string `json:"keys"`
+}
+
+// UploadKeys stores a device's keys and returns its one-time key counts. Device keys
+// must be the caller's, name the caller's device, and be self-signed with the
+// device's own ed25519 key; identical re-uploads are accepted, changed ones refused.
+func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Upload) (map[string]int, error) {
+	changedDevice := false
+	if len(up.DeviceKeys) > 0 && string(up.DeviceKeys) != "null" {
+		var dk deviceKeys
+		if err := json.Unmarshal(up.DeviceKeys, &dk); err != nil {
+			return nil, mxerror.New(mxerror.BadJSON, "device_keys: %v", err)
+		}
+		if dk.UserID != userID || dk.DeviceID != deviceID {
+			return nil, mxerror.New(mxerror.InvalidParam, "device_keys must be for %s device %s", userID, deviceID)
+		}
+		if err := verifySelfSigned(up.DeviceKeys, userID, deviceID, dk.Keys); err != nil {
+			return nil, err
+		}
+		var existing string
+		err := s.db.QueryRow(ctx, `SELECT key_json FROM device_keys WHERE user_id = $1 AND device_id = $2`, userID, deviceID).Scan(&existing)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			changedDevice = true
+		case err != nil:
+			return nil, fmt.Errorf("read device keys: %w", err)
+		case !sameKeys(existing, up.DeviceKeys):
+			return nil, mxerror.New(mxerror.InvalidParam, "device keys of %s are already uploaded and differ", deviceID)
+		}
+	}
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		if changedDevice {
+			if _, err := tx.Exec(ctx, `INSERT INTO device_keys (user_id, device_id, key_json) VALUES ($1, $2, $3)
+				ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json`, userID, deviceID, string(up.DeviceKeys)); err != nil {
+				return fmt.Errorf("store device keys: %w", err)
+			}
+			if err := markDeviceListChange(ctx, tx, userID); err != nil {
+				return err
+			}
+		}
+		for id, key := range up.OneTimeKeys {
+			alg, _, ok := strings.Cut(id, ":")
+			if !ok || alg == "" {
+				return mxerror.New(mxerror.InvalidParam, "one-time key ID %q must be algorithm:id", id)
+			}
+			if !json.Valid(key) {
+				return mxerror.New(mxerror.BadJSON, "one-time key %q is not JSON", id)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO one_time_keys (user_id, device_id, key_id, algorithm, key_json) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (user_id, device_id, key_id) DO NOTHING`, userID, deviceID, id, alg, string(key)); err != nil {
+				return fmt.Errorf("store one-time key: %w", err)
+			}
+		}
+		for id, key := range up.FallbackKeys {
+			alg, _, ok := strings.Cut(id, ":")
+			if !ok || alg == "" {
+				return mxerror.New(mxerror.InvalidParam, "fallback key ID %q must be algorithm:id", id)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO fallback_keys (user_id, device_id, algorithm, key_id, key_json, used) VALUES ($1, $2, $3, $4, $5, FALSE)
+				ON CONFLICT (user_id, device_id, algorithm) DO UPDATE SET key_id = excluded.key_id, key_json = excluded.key_json, used = FALSE`,
+				userID, deviceID, alg, id, string(key)); err != nil {
+				return fmt.Errorf("store fallback key: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if changedDevice {
+		s.notify(userID)
+	}
+	return s.OneTimeKeyCounts(ctx, userID, deviceID)
+}
+
+// verifySelfSigned checks the device's signature over its own keys.
+func verifySelfSigned(raw json.RawMessage, userID, deviceID string, keys map[string]string) error {
+	pub, ok := keys["ed25519:"+deviceID]
+	if !ok {
+		return mxerror.New(mxerror.InvalidParam, "device_keys lack ed25519:%s", deviceID)
+	}
+	key, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(pub, "="))
+	if err != nil || len(key) != ed25519.PublicKeySize {
+		return mxerror.New(mxerror.InvalidParam, "ed25519:%s is not an ed25519 public key", deviceID)
+	}
+	if err := gomatrixserverlib.VerifyJSON(userID, gomatrixserverlib.KeyID("ed25519:"+deviceID), key, raw); err != nil {
+		return mxerror.New(mxerror.InvalidParam, "device_keys signature does not verify: %v", err)
+	}
+	return nil
+}
+
+// sameKeys compares two device key objects ignoring formatting and unsigned.
+func sameKeys(a string, b json.RawMessage) bool {
+	strip := func(raw []byte) string {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(raw, &m) != nil {
+			return string(raw)
+		}
+		delete(m, "unsigned")
+		out, _ := json.Marshal(m)
+		canon, err := gomatrixserverlib.CanonicalJSON(out)
+		if err != nil {
+			return string(out)
+		}
+		return string(canon)
+	}
+	return strip([]byte(a)) == strip(b)
+}
+
+// markDeviceListChange moves the user's device list position inside tx.
+func markDeviceListChange(ctx context.Context, tx *storage.Tx, userID string) error {
+	var pos int64
+	if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'device_lists' RETURNING pos`).Scan(&pos); err != nil {
+		return fmt.Errorf("device list position: %w", err)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos`, userID, pos)
+	return err
+}
+
+// DeviceDeleted removes a deleted device's keys and pending messages and announces
+// the change.
+func (s *Service) DeviceDeleted(ctx context.Context, userID, deviceID string) error {
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		for _, q := range []string{
+			`DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2`,
+			`DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2`,
+			`DELETE FROM fallback_keys WHERE user_id = $1 AND device_id = $2`,
+			`DELETE FROM to_device WHERE user_id = $1 AND device_id = $2`,
+		} {
+			if _, err := tx.Exec(ctx, q, userID, deviceID); err != nil {
+				return fmt.Errorf("forget device %s: %w", deviceID, err)
+			}
+		}
+		return markDeviceListChange(ctx, tx, userID)
+	})
+	if err == nil {
+		s.notify(userID)
+	}
+	return err
+}
+
+// OneTimeKeyCounts counts a device's unclaimed one-time keys per algorithm.
+func (s *Service) OneTimeKeyCounts(ctx context.Context, userID, deviceID string) (map[string]int, error) {
+	rows, err := s.db.Query(ctx, `SELECT algorithm, COUNT(*) FROM one_time_keys WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm`, userID, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("count one-time keys: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{"signed_curve25519": 0}
+	for rows.Next() {
+		var alg string
+		var n int
+		if err := rows.Scan(&alg, &n); err != nil {
+			return nil, err
+		}
+		out[alg] = n
+	}
+	return out, rows.Err()
+}
+
+// UnusedFallbackKeyTypes lists the algorithms with an unused fallback key.
+func (s *Service) UnusedFallbackKeyTypes(ctx context.Context, userID, deviceID string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT algorithm FROM fallback_keys WHERE user_id = $1 AND device_id = $2 AND used = FALSE ORDER BY algorithm`, userID, deviceID)
+	if err != nil {
+		return nil, fmt.Errorf("fallback key types: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var alg string
+		if err := rows.Scan(&alg); err != nil {
+			return nil, err
+		}
+		out = append(out, alg)
+	}
+	return out, rows.Err()
+}
+
+// QueryKeys returns the device keys of the users asked for (all devices when the
+// list is empty). Users of other servers are reported in failures until federation
+// exists.
+func (s *Service) QueryKeys(ctx context.Context, serverName string, want map[string][]string) (map[string]map[string]json.RawMessage, map[string]any, error) {
+	out := map[string]map[string]json.RawMessage{}
+	failures := map[string]any{}
+	for userID, devices := range want {
+		if !strings.HasSuffix(userID, ":"+serverName) {
+			_, domain, _ := strings.Cut(userID, ":")
+			failures[domain] = map[string]string{"status": "503", "message": "federation is not available yet"}
+			continue
+		}
+		rows, err := s.db.Query(ctx, `SELECT device_id, key_json FROM device_keys WHERE user_id = $1`, userID)
+		if err != nil {
+			return nil, nil, fmt.Errorf("query keys of %s: %w", userID, err)
+		}
+		byDevice := map[string]json.RawMessage{}
+		for rows.Next() {
+			var dev, raw string
+			if err := rows.Scan(&dev, &raw); err != nil {
+				rows.Close()
+				return nil, nil, err
+			}
+			if len(devices) == 0 || contains(devices, dev) {
+				byDevice[dev] = json.RawMessage(raw)
+			}
+		}
+		rows.Close()
+		out[userID] = byDevice
+	}
+	return out, failures, nil
+}
+
+// ClaimKeys hands out one key per requested (user, device, algorithm): a one-time key
+// if any is left (and deletes it), else the fallback key (kept, marked used), else
+// nothing. Two concurrent claimers never receive the same one-time key.
+func (s *Service) ClaimKeys(ctx context.Context, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+	out := map[string]map[string]map[string]json.RawMessage{}
+	for userID, devices := range want {
+		for deviceID, alg := range devices {
+			keyID, key, err := s.claimOne(ctx, userID, deviceID, alg)
+			if err != nil {
+				return nil, err
+			}
+			if keyID == "" {
+				continue
+			}
+			if out[userID] == nil {
+				out[userID] = map[string]map[string]json.RawMessage{}
+			}
+			out[userID][deviceID] = map[string]json.RawMessage{keyID: key}
+		}
+	}
+	return out, nil
+}
+
+func (s *Service) claimOne(ctx context.Context, userID, deviceID, alg string) (string, json.RawMessage, error) {
+	// Pick a candidate and delete exactly it: if another claimer deleted it first,
+	// the DELETE returns no row and we try again. Every miss means someone else took
+	// a key, so the loop ends once the keys run out. Claimers start at different
+	// offsets so that they rarely race for the same row.
+	for attempt := 0; ; attempt++ {
+		var keyID string
+		offset := attempt % 4
+		err := s.db.QueryRow(ctx, `SELECT key_id FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1 OFFSET $4`,
+			userID, deviceID, alg, offset).Scan(&keyID)
+		if errors.Is(err, sql.ErrNoRows) {
+			if offset != 0 {
+				continue // fewer keys than the offset: look from the first
+			}
+			break // none left
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("claim one-time key: %w", err)
+		}
+		var raw string
+		err = s.db.WriteQueryRow(ctx, `DELETE FROM one_time_keys WHERE user_id = $1 AND device_id = $2 AND key_id = $3 RETURNING key_json`,
+			userID, deviceID, keyID).Scan(&raw)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue // someone else got it
+		}
+		if err != nil {
+			return "", nil, fmt.Errorf("claim one-time key: %w", err)
+		}
+		return keyID, json.RawMessage(raw), nil
+	}
+	var keyID, raw string
+	err := s.db.WriteQueryRow(ctx, `UPDATE fallback_keys SET used = TRUE WHERE user_id = $1 AND device_id = $2 AND algorithm = $3 RETURNING key_id, key_json`,
+		userID, deviceID, alg).Scan(&keyID, &raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil, nil
+	}
+	if err != nil {
+		return "", nil, fmt.Errorf("claim fallback key: %w", err)
+	}
+	return keyID, json.RawMessage(raw), nil
+}
+
+// DeviceListPosition is the latest committed device list position.
+func (s *Service) DeviceListPosition(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'device_lists'`).Scan(&pos)
+	return pos, err
+}
+
+// ChangedUsers returns which of users changed their device list after since.
+func (s *Service) ChangedUsers(ctx context.Context, users []string, since, upTo int64) ([]string, error) {
+	var out []string
+	for _, u := range users {
+		var pos int64
+		err := s.db.QueryRow(ctx, `SELECT stream_pos FROM device_list_changes WHERE user_id = $1`, u).Scan(&pos)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("device list changes: %w", err)
+		}
+		if pos > since && pos <= upTo {
+			out = append(out, u)
+		}
+	}
+	return out, nil
+}
+
+// SendToDevice queues messages: messages[user][device] = content, device "*" meaning
+// all of the user's devices. A repeated (sender device, txnID) is a no-op.
+func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, txnID, evType string, messages map[string]map[string]json.RawMessage, serverName string) error {
+	var targets []string
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		res, err := tx.Exec(ctx, `INSERT INTO to_device_txns (sender, sender_device, txn_id, created_ts) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (sender, sender_device, txn_id) DO NOTHING`, sender, senderDevice, txnID, time.Now().UnixMilli())
+		if err != nil {
+			return fmt.Errorf("record to-device transaction: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return nil // already delivered
+		}
+		for userID, byDevice := range messages {
+			if !strings.HasSuffix(userID, ":"+serverName) {
+				continue // remote devices need federation, which is not built yet
+			}
+			for deviceID, content := range byDevice {
+				devices := []string{deviceID}
+				if deviceID == "*" {
+					if devices, err = userDevices(ctx, tx, userID); err != nil {
+						return err
+					}
+				}
+				for _, d := range devices {
+					var id int64
+					if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'to_device' RETURNING pos`).Scan(&id); err != nil {
+						return fmt.Errorf("to-device position: %w", err)
+					}
+					if _, err := tx.Exec(ctx, `INSERT INTO to_device (id, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
+						id, userID, d, sender, evType, string(content)); err != nil {
+						return fmt.Errorf("queue to-device message: %w", err)
+					}
+				}
+				targets = append(targets, userID)
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.notify(targets...)
+	}
+	return err
+}
+
+func userDevices(ctx context.Context, tx *storage.Tx, userID string) ([]string, error) {
+	local := strings.TrimPrefix(userID[:strings.IndexByte(userID, ':')], "@")
+	rows, err := tx.Query(ctx, `SELECT device_id FROM devices WHERE localpart = $1`, local)
+	if err != nil {
+		return nil, fmt.Errorf("devices of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var d string
+		if err := rows.Scan(&d); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// ToDevicePosition is the latest committed to-device position.
+func (s *Service) ToDevicePosition(ctx context.Context) (int64, error) {
+	var pos int64
+	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'to_device'`).Scan(&pos)
+	return pos, err
+}
+
+// ToDeviceMessage is one delivered message.
+type ToDeviceMessage struct {
+	Sender  string          `json:"sender"`
+	Type    string          `json:"type"`
+	Content json.RawMessage `json:"content"`
+}
+
+// TakeToDevice first deletes the device's messages up to acked (the client's since
+// token proves it has them), then returns those after acked up to upTo (at most
+// limit), and the position of the last one returned.
+func (s *Service) TakeToDevice(ctx context.Context, userID, deviceID string, acked, upTo int64, limit int) ([]ToDeviceMessage, int64, error) {
+	if acked > 0 {
+		if _, err := s.db.Exec(ctx, `DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND id <= $3`, userID, deviceID, acked); err != nil {
+			return nil, 0, fmt.Errorf("delete delivered to-device messages: %w", err)
+		}
+	}
+	rows, err := s.db.Query(ctx, `SELECT id, sender, type, content FROM to_device WHERE user_id = $1 AND device_id = $2 AND id > $3 AND id <= $4
+		ORDER BY id LIMIT $5`, userID, deviceID, acked, upTo, limit)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read to-device messages: %w", err)
+	}
+	defer rows.Close()
+	out := []ToDeviceMessage{}
+	last := upTo
+	for rows.Next() {
+		var m ToDeviceMessage
+		var content string
+		var id int64
+		if err := rows.Scan(&id, &m.Sender, &m.Type, &content); err != nil {
+			return nil, 0, err
+		}
+		m.Content = json.RawMessage(content)
+		out = append(out, m)
+		last = id
+	}
+	if len(out) < limit {
+		last = upTo
+	}
+	return out, last, rows.Err()
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
