@@ -107,6 +107,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerSync(v3, api)
 	h.registerEphemeral(v3, api)
 	h.registerKeys(v3, api)
+	h.registerBackup(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

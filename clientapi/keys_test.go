@@ -209,3 +209,84 @@ func TestConcurrentClaimsNeverShareAKey(t *testing.T) {
 		}
 	})
 }
+
+func TestKeyBackup(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		var e errBody
+		if st := alice.Do("GET", "/_matrix/client/v3/room_keys/version", nil, &e); st != 404 || e.ErrCode != "M_NOT_FOUND" {
+			t.Errorf("no backup yet = %d %s; want 404 M_NOT_FOUND", st, e.ErrCode)
+		}
+		alg := "m.megolm_backup.v1.curve25519-aes-sha2"
+		var v1, v2 map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/room_keys/version", map[string]any{"algorithm": alg, "auth_data": map[string]string{"public_key": "a"}}, &v1)
+		room := "!r:localhost"
+		put := func(version string, d map[string]any) map[string]any {
+			var out map[string]any
+			alice.MustDo("PUT", "/_matrix/client/v3/room_keys/keys/"+room+"/s1?version="+version, d, &out)
+			return out
+		}
+		session := func(fmi, fwd int, verified bool, data string) map[string]any {
+			return map[string]any{"first_message_index": fmi, "forwarded_count": fwd, "is_verified": verified, "session_data": map[string]string{"d": data}}
+		}
+		r1 := put(v1["version"], session(5, 1, false, "first"))
+		if r1["count"] != float64(1) {
+			t.Fatalf("after first put = %v", r1)
+		}
+		// Replacement rules: a worse copy is ignored (etag unchanged), a better one wins.
+		r2 := put(v1["version"], session(9, 0, false, "worse index"))
+		if r2["etag"] != r1["etag"] {
+			t.Errorf("a worse session changed the etag: %v → %v", r1["etag"], r2["etag"])
+		}
+		put(v1["version"], session(5, 0, false, "fewer forwards"))
+		put(v1["version"], session(50, 3, true, "verified"))
+		put(v1["version"], session(0, 0, false, "unverified best index"))
+		var got map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/room_keys/keys/"+room+"/s1?version="+v1["version"], nil, &got)
+		if got["session_data"].(map[string]any)["d"] != "verified" {
+			t.Errorf("kept session = %v; want the verified one", got)
+		}
+
+		// A new version becomes current; writing to the old one is refused.
+		alice.MustDo("POST", "/_matrix/client/v3/room_keys/version", map[string]any{"algorithm": alg, "auth_data": map[string]string{"public_key": "b"}}, &v2)
+		if st := alice.Do("PUT", "/_matrix/client/v3/room_keys/keys/"+room+"/s1?version="+v1["version"], session(0, 0, true, "x"), &e); st != 403 || e.ErrCode != "M_WRONG_ROOM_KEYS_VERSION" {
+			t.Errorf("put to an old version = %d %s; want 403 M_WRONG_ROOM_KEYS_VERSION", st, e.ErrCode)
+		}
+		var cur map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/room_keys/version", nil, &cur)
+		if cur["version"] != v2["version"] || cur["count"] != float64(0) {
+			t.Errorf("current version = %v; want %s with 0 keys", cur, v2["version"])
+		}
+		alice.MustDo("PUT", "/_matrix/client/v3/room_keys/keys?version="+v2["version"], map[string]any{"rooms": map[string]any{
+			room: map[string]any{"sessions": map[string]any{"s1": session(0, 0, true, "a"), "s2": session(0, 0, true, "b")}}}}, nil)
+		var all struct {
+			Rooms map[string]struct {
+				Sessions map[string]any `json:"sessions"`
+			} `json:"rooms"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/room_keys/keys?version="+v2["version"], nil, &all)
+		if len(all.Rooms[room].Sessions) != 2 {
+			t.Errorf("all keys = %+v; want 2 sessions", all)
+		}
+		if st := alice.Do("PUT", "/_matrix/client/v3/room_keys/version/"+v2["version"], map[string]any{"algorithm": "other", "auth_data": map[string]string{}}, &e); st != 400 {
+			t.Errorf("changing the algorithm = %d; want 400", st)
+		}
+		alice.MustDo("PUT", "/_matrix/client/v3/room_keys/version/"+v2["version"], map[string]any{"algorithm": alg, "auth_data": map[string]string{"public_key": "c"}}, nil)
+		var del map[string]any
+		alice.MustDo("DELETE", "/_matrix/client/v3/room_keys/keys/"+room+"/s1?version="+v2["version"], nil, &del)
+		if del["count"] != float64(1) {
+			t.Errorf("after deleting one session = %v", del)
+		}
+		alice.MustDo("DELETE", "/_matrix/client/v3/room_keys/version/"+v2["version"], nil, nil)
+		alice.MustDo("GET", "/_matrix/client/v3/room_keys/version", nil, &cur)
+		if cur["version"] != v1["version"] {
+			t.Errorf("after deleting v2 the current version = %v; want %s", cur["version"], v1["version"])
+		}
+		if st := alice.Do("GET", "/_matrix/client/v3/room_keys/version/99", nil, &e); st != 404 {
+			t.Errorf("unknown version = %d", st)
+		}
+		if st := alice.Do("GET", "/_matrix/client/v3/room_keys/keys", nil, &e); st != 400 || e.ErrCode != "M_MISSING_PARAM" {
+			t.Errorf("keys without version = %d %s", st, e.ErrCode)
+		}
+	})
+}
