@@ -19,6 +19,44 @@ func (h *handlers) registerKeys(v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodPost, "/keys/claim", h.claimKeys, authed...)
 	api.Handle(v3, http.MethodGet, "/keys/changes", h.keyChanges, authed...)
 	api.Handle(v3, http.MethodPut, "/sendToDevice/{type}/{txnId}", h.sendToDevice, append(authed, httpapi.RateLimited)...)
+	api.Handle(v3, http.MethodPost, "/keys/device_signing/upload", h.uploadCrossSigning, httpapi.Authed)
+	api.Handle(v3, http.MethodPost, "/keys/signatures/upload", h.uploadSignatures, httpapi.Authed)
+}
+
+func (h *handlers) uploadCrossSigning(r *httpapi.Request) (any, error) {
+	var body struct {
+		Auth           json.RawMessage `json:"auth"`
+		MasterKey      json.RawMessage `json:"master_key"`
+		SelfSigningKey json.RawMessage `json:"self_signing_key"`
+		UserSigningKey json.RawMessage `json:"user_signing_key"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	// Replacing existing cross-signing keys needs the password; setting them up
+	// for the first time does not (as in Synapse, MSC3967).
+	has, err := h.e2ee.HasMasterKey(r.Context(), r.Caller.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if has {
+		if _, err := h.users.Interactive(r.Context(), passwordUIA("device_signing_upload", r), body.Auth); err != nil {
+			return nil, err
+		}
+	}
+	return struct{}{}, h.e2ee.UploadCrossSigningKeys(r.Context(), r.Caller.UserID, body.MasterKey, body.SelfSigningKey, body.UserSigningKey)
+}
+
+func (h *handlers) uploadSignatures(r *httpapi.Request) (any, error) {
+	var body map[string]map[string]json.RawMessage
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	failures, err := h.e2ee.UploadSignatures(r.Context(), r.Caller.UserID, body)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"failures": failures}, nil
 }
 
 func (h *handlers) uploadKeys(r *httpapi.Request) (any, error) {
@@ -47,9 +85,18 @@ func (h *handlers) queryKeys(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Cross-signing keys are not stored yet; the maps are present and empty.
+	var users []string
+	for u := range body.DeviceKeys {
+		if _, ok := h.users.LocalpartOf(u); ok {
+			users = append(users, u)
+		}
+	}
+	master, self, userSigning, err := h.e2ee.CrossSigningKeys(r.Context(), r.Caller.UserID, users)
+	if err != nil {
+		return nil, err
+	}
 	return map[string]any{"device_keys": keys, "failures": failures,
-		"master_keys": map[string]any{}, "self_signing_keys": map[string]any{}, "user_signing_keys": map[string]any{}}, nil
+		"master_keys": master, "self_signing_keys": self, "user_signing_keys": userSigning}, nil
 }
 
 func (h *handlers) claimKeys(r *httpapi.Request) (any, error) {

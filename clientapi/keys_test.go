@@ -290,3 +290,103 @@ func TestKeyBackup(t *testing.T) {
 		}
 	})
 }
+
+type csKey struct {
+	pub  string
+	priv ed25519.PrivateKey
+}
+
+func newCSKey() csKey {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	return csKey{pub: base64.RawStdEncoding.EncodeToString(pub), priv: priv}
+}
+
+func (k csKey) id() string { return "ed25519:" + k.pub }
+
+// crossSigningKey builds a cross-signing key object for user, signed by signer if
+// given.
+func crossSigningKey(t *testing.T, user, usage string, k csKey, signer *csKey) json.RawMessage {
+	t.Helper()
+	raw, _ := json.Marshal(map[string]any{"user_id": user, "usage": []string{usage}, "keys": map[string]string{k.id(): k.pub}})
+	if signer == nil {
+		return raw
+	}
+	signed, err := gomatrixserverlib.SignJSON(user, gomatrixserverlib.KeyID(signer.id()), signer.priv, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed
+}
+
+func TestCrossSigning(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		deviceKeys := signedDeviceKeys(t, alice)
+		alice.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": deviceKeys}, nil)
+
+		master, self, user := newCSKey(), newCSKey(), newCSKey()
+		alice.MustDo("POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{
+			"master_key":       crossSigningKey(t, alice.UserID, "master", master, nil),
+			"self_signing_key": crossSigningKey(t, alice.UserID, "self_signing", self, &master),
+			"user_signing_key": crossSigningKey(t, alice.UserID, "user_signing", user, &master),
+		}, nil)
+
+		// Sign alice's device with her self-signing key.
+		var dev map[string]any
+		json.Unmarshal(deviceKeys, &dev)
+		delete(dev, "signatures")
+		raw, _ := json.Marshal(dev)
+		signedDev, _ := gomatrixserverlib.SignJSON(alice.UserID, gomatrixserverlib.KeyID(self.id()), self.priv, raw)
+		var res struct {
+			Failures map[string]map[string]any `json:"failures"`
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{alice.UserID: map[string]json.RawMessage{alice.Device: signedDev}}, &res)
+		if len(res.Failures) != 0 {
+			t.Fatalf("valid device signature failed: %v", res.Failures)
+		}
+		// A forged signature is reported per key.
+		forged, _ := gomatrixserverlib.SignJSON(alice.UserID, gomatrixserverlib.KeyID(self.id()), newCSKey().priv, raw)
+		alice.MustDo("POST", "/_matrix/client/v3/keys/signatures/upload", map[string]any{alice.UserID: map[string]json.RawMessage{alice.Device: forged}}, &res)
+		if res.Failures[alice.UserID][alice.Device] == nil {
+			t.Errorf("forged signature accepted: %v", res.Failures)
+		}
+
+		var q struct {
+			DeviceKeys map[string]map[string]struct {
+				Signatures map[string]map[string]string `json:"signatures"`
+			} `json:"device_keys"`
+			Master      map[string]any `json:"master_keys"`
+			SelfSigning map[string]any `json:"self_signing_keys"`
+			UserSigning map[string]any `json:"user_signing_keys"`
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string][]string{alice.UserID: {}}}, &q)
+		if q.Master[alice.UserID] == nil || q.SelfSigning[alice.UserID] == nil || q.UserSigning[alice.UserID] != nil {
+			t.Errorf("bob's view: master %v, self %v, user %v; want master and self-signing only", q.Master != nil, q.SelfSigning[alice.UserID] != nil, q.UserSigning[alice.UserID] != nil)
+		}
+		if q.DeviceKeys[alice.UserID][alice.Device].Signatures[alice.UserID][self.id()] == "" {
+			t.Errorf("device keys lack the self-signing signature: %v", q.DeviceKeys[alice.UserID][alice.Device].Signatures)
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string][]string{alice.UserID: {}}}, &q)
+		if q.UserSigning[alice.UserID] == nil {
+			t.Error("alice does not see her own user-signing key")
+		}
+
+		// Replacing keys needs the password; a self-signing key not signed by the
+		// master key is refused.
+		var e errBody
+		if st := alice.Do("POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{
+			"master_key": crossSigningKey(t, alice.UserID, "master", newCSKey(), nil)}, &e); st != 401 {
+			t.Errorf("replacing the master key without auth = %d; want 401", st)
+		}
+		if st := bob.Do("POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{
+			"master_key":       crossSigningKey(t, bob.UserID, "master", newCSKey(), nil),
+			"self_signing_key": crossSigningKey(t, bob.UserID, "self_signing", newCSKey(), &self)}, &e); st != 400 || e.ErrCode != "M_INVALID_PARAM" {
+			t.Errorf("self-signing key not signed by the master = %d %s; want 400 M_INVALID_PARAM", st, e.ErrCode)
+		}
+		if st := bob.Do("POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{
+			"master_key": crossSigningKey(t, alice.UserID, "master", newCSKey(), nil)}, &e); st != 400 {
+			t.Errorf("uploading a master key for someone else = %d; want 400", st)
+		}
+	})
+}

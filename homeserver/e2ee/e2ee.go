@@ -270,6 +270,12 @@ func (s *Service) QueryKeys(ctx context.Context, serverName string, want map[str
 			}
 		}
 		rows.Close()
+		for dev, raw := range byDevice {
+			// Cross-signing signatures of the device are served with its keys.
+			if byDevice[dev], err = s.withSignatures(ctx, userID, dev, raw); err != nil {
+				return nil, nil, err
+			}
+		}
 		out[userID] = byDevice
 	}
 	return out, failures, nil
