@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Hongyan against real services, which it starts itself on
 # loopback and stops afterwards: a throwaway PostgreSQL cluster (installed from Debian
-# packages if missing). SQLite and the embedded NATS need nothing.
+# packages if missing). SQLite and the embedded NATS need nothing. Then the spec
+# coverage probe (npm fetches the spec's API definitions).
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh ./clientapi/... # some packages; extra args go to `go test`
@@ -35,3 +36,8 @@ echo "== go test"
 # -race catches data races in the server's concurrent paths; packages run in
 # parallel (one per core) and each package's tests on both engines in parallel.
 go test -tags "$tags" -race -count=1 -timeout 20m "${pkgs[@]}"
+
+echo "== spec coverage"
+# Probes a fresh server for every endpoint of the spec and fails if one that
+# docs/spec-coverage.md lists as covered stopped answering.
+scripts/spec-coverage.sh
