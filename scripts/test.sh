@@ -32,12 +32,12 @@ tags=goolm
 echo "== go vet"
 go vet -tags "$tags" ./...
 
-echo "== go test"
-# -race catches data races in the server's concurrent paths; packages run in
-# parallel (one per core) and each package's tests on both engines in parallel.
-go test -tags "$tags" -race -count=1 -timeout 20m "${pkgs[@]}"
-
 echo "== spec coverage"
 # Probes a fresh server for every endpoint of the spec and fails if one that
 # docs/spec-coverage.md lists as covered stopped answering.
 scripts/spec-coverage.sh
+
+echo "== go test"
+# -race catches data races in the server's concurrent paths; packages run in
+# parallel (one per core) and each package's tests on both engines in parallel.
+go test -tags "$tags" -race -count=1 -timeout 20m "${pkgs[@]}"
