@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/presence"
@@ -38,25 +39,28 @@ type Deps struct {
 	Typing   *typing.Service
 	Presence *presence.Service
 	E2EE     *e2ee.Service
+	// Directory searches users.
+	Directory *directory.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 }
 
 type handlers struct {
-	cfg      Config
-	users    *users.Service
-	rooms    *rooms.Service
-	syncer   *sync.Service
-	receipts *receipts.Service
-	typing   *typing.Service
-	presence *presence.Service
-	e2ee     *e2ee.Service
-	ss       *users.SharedSecret
+	cfg       Config
+	users     *users.Service
+	rooms     *rooms.Service
+	syncer    *sync.Service
+	receipts  *receipts.Service
+	typing    *typing.Service
+	presence  *presence.Service
+	e2ee      *e2ee.Service
+	directory *directory.Service
+	ss        *users.SharedSecret
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, ss: deps.SharedSecret}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, ss: deps.SharedSecret}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -108,6 +112,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerEphemeral(v3, api)
 	h.registerKeys(v3, api)
 	h.registerBackup(v3, api)
+	h.registerTags(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

@@ -213,3 +213,48 @@ func TestSpaceHierarchyAndCanonicalAlias(t *testing.T) {
 		}
 	})
 }
+
+func TestTagsAndUserDirectory(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		srv.Register(t, "hermit", "pw") // shares no room with anyone
+		bob.MustDo("PUT", "/_matrix/client/v3/profile/@bob:localhost/displayname", map[string]string{"displayname": "Bobby Tables"}, nil)
+		roomID := createRoom(t, alice, map[string]any{"invite": []string{"@bob:localhost"}})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+
+		tagPath := "/_matrix/client/v3/user/@alice:localhost/rooms/" + roomID + "/tags"
+		alice.MustDo("PUT", tagPath+"/m.favourite", map[string]any{"order": 0.25}, nil)
+		alice.MustDo("PUT", tagPath+"/u.work", map[string]any{}, nil)
+		alice.MustDo("DELETE", tagPath+"/u.work", nil, nil)
+		var tags struct {
+			Tags map[string]map[string]any `json:"tags"`
+		}
+		alice.MustDo("GET", tagPath, nil, &tags)
+		if len(tags.Tags) != 1 || tags.Tags["m.favourite"]["order"] != 0.25 {
+			t.Errorf("tags = %v; want m.favourite with order 0.25", tags.Tags)
+		}
+		var e errBody
+		if st := alice.Do("PUT", tagPath+"/x", map[string]any{"order": 7}, &e); st != 400 || e.ErrCode != "M_INVALID_PARAM" {
+			t.Errorf("order 7 = %d %s; want 400 M_INVALID_PARAM", st, e.ErrCode)
+		}
+
+		var res struct {
+			Results []struct {
+				UserID      string `json:"user_id"`
+				DisplayName string `json:"display_name"`
+			} `json:"results"`
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/user_directory/search", map[string]string{"search_term": "tables"}, &res)
+		if len(res.Results) != 1 || res.Results[0].UserID != "@bob:localhost" || res.Results[0].DisplayName != "Bobby Tables" {
+			t.Errorf("search 'tables' = %+v; want bob", res.Results)
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/user_directory/search", map[string]string{"search_term": "hermit"}, &res)
+		if len(res.Results) != 0 {
+			t.Errorf("search 'hermit' = %+v; want nobody (no shared or public room)", res.Results)
+		}
+		if st := alice.Do("POST", "/_matrix/client/v3/user_directory/search", map[string]string{}, &e); st != 400 || e.ErrCode != "M_MISSING_PARAM" {
+			t.Errorf("search without a term = %d %s", st, e.ErrCode)
+		}
+	})
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/hongyan/hongyan/clientapi"
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
@@ -156,6 +157,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Typing:       s.Typing,
 		Presence:     s.Presence,
 		E2EE:         s.E2EE,
+		Directory:    directory.New(s.DB, cfg.ServerName),
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	s.handler = httpapi.CORS(router)
