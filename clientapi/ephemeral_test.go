@@ -188,3 +188,81 @@ func TestPresence(t *testing.T) {
 		}
 	})
 }
+
+func TestPushRules(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		var all struct {
+			Global struct {
+				Override  []map[string]any `json:"override"`
+				Room      []map[string]any `json:"room"`
+				Underride []map[string]any `json:"underride"`
+			} `json:"global"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/pushrules/", nil, &all)
+		if len(all.Global.Override) == 0 || all.Global.Override[0]["rule_id"] != ".m.rule.master" {
+			t.Fatalf("default rules = %+v", all.Global.Override)
+		}
+		base := "/_matrix/client/v3/pushrules/global/"
+		alice.MustDo("PUT", base+"room/!r:localhost", map[string]any{"actions": []any{"notify"}}, nil)
+		alice.MustDo("PUT", base+"override/mine", map[string]any{"actions": []any{}, "conditions": []any{map[string]string{"kind": "event_match", "key": "type", "pattern": "x.y"}}}, nil)
+		alice.MustDo("PUT", base+"override/first?before=mine", map[string]any{"actions": []any{}}, nil)
+		alice.MustDo("PUT", base+"override/.m.rule.master/enabled", map[string]bool{"enabled": true}, nil)
+		alice.MustDo("PUT", base+"underride/.m.rule.message/actions", map[string]any{"actions": []any{"dont_notify"}}, nil)
+		alice.MustDo("GET", "/_matrix/client/v3/pushrules/", nil, &all)
+		if ids := []any{all.Global.Override[0]["rule_id"], all.Global.Override[1]["rule_id"]}; ids[0] != "first" || ids[1] != "mine" {
+			t.Errorf("override order = %v; want first, mine ahead of the defaults", ids)
+		}
+		if len(all.Global.Room) != 1 {
+			t.Errorf("room rules = %v", all.Global.Room)
+		}
+		var enabled map[string]bool
+		alice.MustDo("GET", base+"override/.m.rule.master/enabled", nil, &enabled)
+		if !enabled["enabled"] {
+			t.Error("master rule not enabled")
+		}
+		var actions map[string][]any
+		alice.MustDo("GET", base+"underride/.m.rule.message/actions", nil, &actions)
+		if len(actions["actions"]) != 1 || actions["actions"][0] != "dont_notify" {
+			t.Errorf("message actions = %v", actions)
+		}
+		alice.MustDo("DELETE", base+"override/mine", nil, nil)
+
+		// The rules reach clients through sync as m.push_rules account data.
+		var s struct {
+			AccountData struct {
+				Events []event `json:"events"`
+			} `json:"account_data"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &s)
+		found := false
+		for _, e := range s.AccountData.Events {
+			found = found || e.Type == "m.push_rules"
+		}
+		if !found {
+			t.Error("sync lacks m.push_rules account data")
+		}
+
+		for _, tc := range []struct {
+			method, path string
+			body         any
+			status       int
+			code         string
+		}{
+			{"PUT", base + "override/.m.rule.custom", map[string]any{"actions": []any{}}, 400, "M_INVALID_PARAM"},
+			{"PUT", base + "sideways/x", map[string]any{"actions": []any{}}, 400, "M_INVALID_PARAM"},
+			{"PUT", "/_matrix/client/v3/pushrules/device/override/x", map[string]any{"actions": []any{}}, 400, "M_INVALID_PARAM"},
+			{"PUT", base + "override/x", map[string]any{}, 400, "M_MISSING_PARAM"},
+			{"PUT", base + "content/x", map[string]any{"actions": []any{}}, 400, "M_MISSING_PARAM"},
+			{"PUT", base + "override/y?before=nope", map[string]any{"actions": []any{}}, 404, "M_NOT_FOUND"},
+			{"GET", base + "override/nope", nil, 404, "M_NOT_FOUND"},
+			{"DELETE", base + "override/.m.rule.master", nil, 400, "M_INVALID_PARAM"},
+			{"PUT", base + "override/.m.rule.master/enabled", map[string]any{}, 400, "M_MISSING_PARAM"},
+		} {
+			var e errBody
+			if st := alice.Do(tc.method, tc.path, tc.body, &e); st != tc.status || e.ErrCode != tc.code {
+				t.Errorf("%s %s = %d %s; want %d %s", tc.method, tc.path, st, e.ErrCode, tc.status, tc.code)
+			}
+		}
+	})
+}

@@ -99,6 +99,11 @@ func TestRealClientLibrary(t *testing.T) {
 			t.Errorf("CreateFilter = %v, %v", filter, err)
 		}
 
+		rules, err := cli.GetPushRules(ctx)
+		if err != nil || len(rules.Override) == 0 || len(rules.Underride) == 0 {
+			t.Errorf("GetPushRules = %+v, %v; want the default rules", rules, err)
+		}
+
 		if _, err := cli.Logout(ctx); err != nil {
 			t.Fatal(err)
 		}

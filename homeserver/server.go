@@ -24,6 +24,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/presence"
+	"github.com/hongyan/hongyan/homeserver/push"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
@@ -158,6 +159,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Presence:     s.Presence,
 		E2EE:         s.E2EE,
 		Directory:    directory.New(s.DB, cfg.ServerName),
+		Push:         push.New(s.Users),
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	s.handler = httpapi.CORS(router)
