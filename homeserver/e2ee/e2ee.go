@@ -175,8 +175,8 @@ func sameKeys(a string, b json.RawMessage) bool {
 // markDeviceListChange moves the user's device list position inside tx.
 func markDeviceListChange(ctx context.Context, tx *storage.Tx, userID string) error {
 	var pos int64
-	if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'device_lists' RETURNING pos`).Scan(&pos); err != nil {
-		return fmt.Errorf("device list position: %w", err)
+	if err := tx.NextStreamPos(ctx, "device_lists", &pos); err != nil {
+		return err
 	}
 	_, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)
 		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos`, userID, pos)
@@ -349,7 +349,7 @@ func (s *Service) claimOne(ctx context.Context, userID, deviceID, alg string) (s
 // DeviceListPosition is the latest committed device list position.
 func (s *Service) DeviceListPosition(ctx context.Context) (int64, error) {
 	var pos int64
-	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'device_lists'`).Scan(&pos)
+	err := s.db.StreamPos(ctx, "device_lists", &pos)
 	return pos, err
 }
 
@@ -398,8 +398,8 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, txnID,
 				}
 				for _, d := range devices {
 					var id int64
-					if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'to_device' RETURNING pos`).Scan(&id); err != nil {
-						return fmt.Errorf("to-device position: %w", err)
+					if err := tx.NextStreamPos(ctx, "to_device", &id); err != nil {
+						return err
 					}
 					if _, err := tx.Exec(ctx, `INSERT INTO to_device (id, user_id, device_id, sender, type, content) VALUES ($1, $2, $3, $4, $5, $6)`,
 						id, userID, d, sender, evType, string(content)); err != nil {
@@ -438,7 +438,7 @@ func userDevices(ctx context.Context, tx *storage.Tx, userID string) ([]string, 
 // ToDevicePosition is the latest committed to-device position.
 func (s *Service) ToDevicePosition(ctx context.Context) (int64, error) {
 	var pos int64
-	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'to_device'`).Scan(&pos)
+	err := s.db.StreamPos(ctx, "to_device", &pos)
 	return pos, err
 }
 

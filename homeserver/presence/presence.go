@@ -113,7 +113,7 @@ func (s *Service) Set(ctx context.Context, userID, state string, statusMsg *stri
 		if found && curState == state && msg == curMsg && now-lastActive < activeWindow.Milliseconds() {
 			return nil // nothing a client would notice
 		}
-		if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'presence' RETURNING pos`).Scan(&pos); err != nil {
+		if err := tx.NextStreamPos(ctx, "presence", &pos); err != nil {
 			return err
 		}
 		moved = true
@@ -168,7 +168,7 @@ func derive(st Status, msg sql.NullString, lastActive int64) Status {
 // Position is the latest committed presence position.
 func (s *Service) Position(ctx context.Context) (int64, error) {
 	var pos int64
-	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'presence'`).Scan(&pos)
+	err := s.db.StreamPos(ctx, "presence", &pos)
 	return pos, err
 }
 

@@ -50,7 +50,7 @@ func (s *Service) Put(ctx context.Context, roomID, userID, typ, threadID, eventI
 	}
 	var pos int64
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'receipts' RETURNING pos`).Scan(&pos); err != nil {
+		if err := tx.NextStreamPos(ctx, "receipts", &pos); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO receipts (room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos)
@@ -74,7 +74,7 @@ func (s *Service) Put(ctx context.Context, roomID, userID, typ, threadID, eventI
 // Position is the latest committed receipt position.
 func (s *Service) Position(ctx context.Context) (int64, error) {
 	var pos int64
-	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'receipts'`).Scan(&pos)
+	err := s.db.StreamPos(ctx, "receipts", &pos)
 	return pos, err
 }
 

@@ -294,7 +294,7 @@ func (s *Service) Report(ctx context.Context, roomID, userID, eventID, reason st
 		return mxerror.New(mxerror.InvalidParam, "score must be between -100 and 0")
 	}
 	var id int64
-	if err := s.db.WriteQueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'event_reports' RETURNING pos`).Scan(&id); err != nil {
+	if err := s.db.NextStreamPos(ctx, "event_reports", &id); err != nil {
 		return fmt.Errorf("report id: %w", err)
 	}
 	_, err := s.db.Exec(ctx, `INSERT INTO event_reports (id, room_id, event_id, user_id, reason, score, received_ts) VALUES ($1, $2, $3, $4, $5, $6, $7)`,

@@ -572,7 +572,7 @@ func (s *Service) HasEventsAfter(ctx context.Context, roomID string, pos, upTo i
 // before it is committed, because positions are taken under one row lock.
 func (s *Service) LatestPosition(ctx context.Context) (int64, error) {
 	var pos int64
-	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'events'`).Scan(&pos)
+	err := s.db.StreamPos(ctx, "events", &pos)
 	return pos, err
 }
 

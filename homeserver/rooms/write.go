@@ -230,8 +230,8 @@ func currentStateEvents(ctx context.Context, tx *storage.Tx, h *head, tuples []g
 // persist stores ev with the state it produces and moves the room's head past it.
 func (s *Service) persist(ctx context.Context, tx *storage.Tx, h *head, ev gomatrixserverlib.PDU, txn *Txn) (int64, error) {
 	var pos int64
-	if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = 'events' RETURNING pos`).Scan(&pos); err != nil {
-		return 0, fmt.Errorf("next event position: %w", err)
+	if err := tx.NextStreamPos(ctx, "events", &pos); err != nil {
+		return 0, err
 	}
 	var membership, relatesTo, relType any
 	if ev.Type() == spec.MRoomMember {

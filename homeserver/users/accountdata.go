@@ -17,7 +17,7 @@ func (s *Service) SetAccountData(ctx context.Context, localpart, roomID, typ str
 	var pos int64
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		var err error
-		if pos, err = nextStreamPos(ctx, tx, "account_data"); err != nil {
+		if err := tx.NextStreamPos(ctx, "account_data", &pos); err != nil {
 			return err
 		}
 		_, err = tx.Exec(ctx, `INSERT INTO account_data (localpart, room_id, type, content, stream_pos) VALUES ($1, $2, $3, $4, $5)
@@ -70,7 +70,7 @@ func (s *Service) AccountDataSince(ctx context.Context, localpart string, since,
 // AccountDataPosition is the latest committed account data position.
 func (s *Service) AccountDataPosition(ctx context.Context) (int64, error) {
 	var pos int64
-	err := s.db.QueryRow(ctx, `SELECT pos FROM streams WHERE name = 'account_data'`).Scan(&pos)
+	err := s.db.StreamPos(ctx, "account_data", &pos)
 	return pos, err
 }
 
@@ -86,16 +86,6 @@ func (s *Service) AccountData(ctx context.Context, localpart, roomID, typ string
 		return nil, fmt.Errorf("read account data %s of %q: %w", typ, localpart, err)
 	}
 	return json.RawMessage(content), nil
-}
-
-// nextStreamPos takes the next position of a named stream inside tx. The row lock it
-// takes orders writers of the stream by commit, so positions become visible in order.
-func nextStreamPos(ctx context.Context, tx *storage.Tx, stream string) (int64, error) {
-	var pos int64
-	if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + 1 WHERE name = $1 RETURNING pos`, stream).Scan(&pos); err != nil {
-		return 0, fmt.Errorf("next %s stream position: %w", stream, err)
-	}
-	return pos, nil
 }
 
 // CreateFilter stores a sync filter (already validated) and returns its ID. IDs count
