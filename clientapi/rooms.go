@@ -328,12 +328,8 @@ func (h *handlers) messages(r *httpapi.Request) (any, error) {
 		}
 		mq.Limit = n
 	}
-	if f := q.Get("filter"); f != "" {
-		var rf filter.RoomEventFilter
-		if err := httpapi.DecodeJSON([]byte(f), &rf); err != nil {
-			return nil, err
-		}
-		mq.Filter = &rf
+	if mq.Filter, err = filter.ParseRoomEventFilter(q.Get("filter")); err != nil {
+		return nil, err
 	}
 	return h.rooms.Messages(r.Context(), roomID, r.Caller.UserID, mq)
 }

@@ -120,12 +120,8 @@ func (h *handlers) eventContext(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	var q rooms.MessagesQuery
-	if f := r.URL.Query().Get("filter"); f != "" {
-		var rf filter.RoomEventFilter
-		if err := httpapi.DecodeJSON([]byte(f), &rf); err != nil {
-			return nil, err
-		}
-		q.Filter = &rf
+	if q.Filter, err = filter.ParseRoomEventFilter(r.URL.Query().Get("filter")); err != nil {
+		return nil, err
 	}
 	return h.rooms.EventContext(r.Context(), roomID, r.Caller.UserID, r.Vars["eventId"], limit, q)
 }

@@ -125,3 +125,16 @@ func checkIDs(in *[]string, notIn []string, sigil byte, what string) error {
 	}
 	return nil
 }
+
+// ParseRoomEventFilter decodes and validates the filter parameter of /messages and
+// /context; an empty string is no filter.
+func ParseRoomEventFilter(data string) (*RoomEventFilter, error) {
+	if data == "" {
+		return nil, nil
+	}
+	f, err := Parse([]byte(`{"room":{"timeline":` + data + `}}`))
+	if err != nil {
+		return nil, err
+	}
+	return f.Room.Timeline, nil
+}
