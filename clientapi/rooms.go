@@ -112,7 +112,6 @@ func (h *handlers) selfMembership(r *httpapi.Request, membership string) (any, e
 }
 
 func (h *handlers) membership(kind string) httpapi.Handler {
-	membership := map[string]string{"invite": "invite", "leave": "leave", "kick": "leave", "ban": "ban", "unban": "leave"}[kind]
 	return func(r *httpapi.Request) (any, error) {
 		roomID, err := roomVar(r)
 		if err != nil {
@@ -132,21 +131,7 @@ func (h *handlers) membership(kind string) httpapi.Handler {
 			}
 			target = *body.UserID
 		}
-		if kind == "unban" {
-			if m, err := h.rooms.CurrentMembership(r.Context(), roomID, target); err != nil {
-				return nil, err
-			} else if m != "ban" {
-				return nil, mxerror.New(mxerror.Forbidden, "%s is not banned", target)
-			}
-		}
-		if kind == "kick" {
-			if m, err := h.rooms.CurrentMembership(r.Context(), roomID, target); err != nil {
-				return nil, err
-			} else if m != "join" && m != "invite" && m != "knock" {
-				return nil, mxerror.New(mxerror.Forbidden, "%s is not in the room", target)
-			}
-		}
-		_, err = h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: target, Membership: membership, Reason: body.Reason})
+		_, err = h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: target, Membership: kind, Reason: body.Reason})
 		return struct{}{}, err
 	}
 }
@@ -226,16 +211,7 @@ func (h *handlers) redact(r *httpapi.Request) (any, error) {
 	if err := r.Decode(&body); err != nil {
 		return nil, err
 	}
-	target := r.Vars["eventId"]
-	if _, err := h.rooms.Event(r.Context(), roomID, r.Caller.UserID, target); err != nil {
-		return nil, err
-	}
-	content := map[string]any{"redacts": target} // room v11 moved redacts into content
-	if body.Reason != "" {
-		content["reason"] = body.Reason
-	}
-	raw, _ := json.Marshal(content)
-	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: spec.MRoomRedaction, Content: raw, Redacts: target, Txn: h.txn(r)})
+	sent, err := h.rooms.Redact(r.Context(), roomID, r.Caller.UserID, r.Vars["eventId"], body.Reason, h.txn(r))
 	if err != nil {
 		return nil, err
 	}
@@ -401,14 +377,7 @@ func (h *handlers) setRoomVisibility(r *httpapi.Request) (any, error) {
 	if err := r.Decode(&body); err != nil {
 		return nil, err
 	}
-	level, need, err := h.rooms.PowerFor(r.Context(), roomID, r.Caller.UserID, "m.room.canonical_alias")
-	if err != nil {
-		return nil, err
-	}
-	if level < need {
-		return nil, mxerror.New(mxerror.Forbidden, "you may not change this room's directory listing")
-	}
-	return struct{}{}, h.rooms.SetVisibility(r.Context(), roomID, body.Visibility)
+	return struct{}{}, h.rooms.Publish(r.Context(), roomID, r.Caller.UserID, body.Visibility)
 }
 
 func (h *handlers) upgrade(r *httpapi.Request) (any, error) {

@@ -2,13 +2,11 @@ package clientapi
 
 import (
 	"encoding/json"
-	"errors"
 	"net/http"
 
 	"github.com/gorilla/mux"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
-	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
 )
 
@@ -20,30 +18,12 @@ func (h *handlers) registerTags(v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodPost, "/user_directory/search", h.searchUsers, httpapi.Authed, httpapi.RateLimited)
 }
 
-// roomTags reads the m.tag room account data, where tags live so sync delivers them.
-func (h *handlers) roomTags(r *httpapi.Request) (local, roomID string, tags map[string]json.RawMessage, err error) {
-	if local, roomID, err = h.accountDataTarget(r); err != nil {
-		return "", "", nil, err
-	}
-	raw, err := h.users.AccountData(r.Context(), local, roomID, "m.tag")
-	tags = map[string]json.RawMessage{}
-	if errors.Is(err, users.ErrNotFound) {
-		return local, roomID, tags, nil
-	}
-	if err != nil {
-		return "", "", nil, err
-	}
-	var content struct {
-		Tags map[string]json.RawMessage `json:"tags"`
-	}
-	if json.Unmarshal(raw, &content) == nil && content.Tags != nil {
-		tags = content.Tags
-	}
-	return local, roomID, tags, nil
-}
-
 func (h *handlers) tags(r *httpapi.Request) (any, error) {
-	_, _, tags, err := h.roomTags(r)
+	local, roomID, err := h.accountDataTarget(r)
+	if err != nil {
+		return nil, err
+	}
+	tags, err := h.users.RoomTags(r.Context(), local, roomID)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +31,7 @@ func (h *handlers) tags(r *httpapi.Request) (any, error) {
 }
 
 func (h *handlers) setTag(r *httpapi.Request) (any, error) {
-	local, roomID, tags, err := h.roomTags(r)
+	local, roomID, err := h.accountDataTarget(r)
 	if err != nil {
 		return nil, err
 	}
@@ -59,31 +39,15 @@ func (h *handlers) setTag(r *httpapi.Request) (any, error) {
 	if err := r.Decode(&body); err != nil {
 		return nil, err
 	}
-	if order, ok := body["order"]; ok {
-		var n float64
-		if json.Unmarshal(order, &n) != nil || n < 0 || n > 1 {
-			return nil, mxerror.New(mxerror.InvalidParam, "order must be a number between 0 and 1")
-		}
-	}
-	tag := r.Vars["tag"]
-	if len(tag) > 255 {
-		return nil, mxerror.New(mxerror.InvalidParam, "tag may not be longer than 255 bytes")
-	}
-	tags[tag], _ = json.Marshal(body)
-	content, _ := json.Marshal(map[string]any{"tags": tags})
-	_, err = h.users.SetAccountData(r.Context(), local, roomID, "m.tag", content)
-	return struct{}{}, err
+	return struct{}{}, h.users.SetRoomTag(r.Context(), local, roomID, r.Vars["tag"], body)
 }
 
 func (h *handlers) deleteTag(r *httpapi.Request) (any, error) {
-	local, roomID, tags, err := h.roomTags(r)
+	local, roomID, err := h.accountDataTarget(r)
 	if err != nil {
 		return nil, err
 	}
-	delete(tags, r.Vars["tag"])
-	content, _ := json.Marshal(map[string]any{"tags": tags})
-	_, err = h.users.SetAccountData(r.Context(), local, roomID, "m.tag", content)
-	return struct{}{}, err
+	return struct{}{}, h.users.DeleteRoomTag(r.Context(), local, roomID, r.Vars["tag"])
 }
 
 func (h *handlers) searchUsers(r *httpapi.Request) (any, error) {

@@ -100,6 +100,21 @@ func (s *Service) SetVisibility(ctx context.Context, roomID, visibility string) 
 	return nil
 }
 
+// Publish sets a room's directory visibility for a user who may: one with the power
+// to change the room's canonical alias.
+func (s *Service) Publish(ctx context.Context, roomID, userID, visibility string) error {
+	level, need, err := s.PowerFor(ctx, roomID, userID, "m.room.canonical_alias")
+	if err != nil {
+		return err
+	}
+	if m, err := s.CurrentMembership(ctx, roomID, userID); err != nil {
+		return err
+	} else if m != "join" || level < need {
+		return mxerror.New(mxerror.Forbidden, "you may not change this room's directory listing")
+	}
+	return s.SetVisibility(ctx, roomID, visibility)
+}
+
 // Visibility returns whether a room is published in the directory.
 func (s *Service) Visibility(ctx context.Context, roomID string) (string, error) {
 	var v string

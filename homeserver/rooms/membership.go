@@ -11,20 +11,38 @@ import (
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 )
 
-// Membership changes a user's membership in a room: join, invite, leave, ban, or
-// unban/kick (both "leave" by another user). sender acts on target.
+// Membership changes a user's membership in a room: join, knock, invite, leave, ban,
+// or the two actions that are a "leave" by another user, kick and unban. sender acts
+// on target.
 type Membership struct {
 	Sender, Target string
-	Membership     string
-	Reason         string
-	IsDirect       bool
-	Txn            *Txn
+	// Membership is join, knock, invite, leave, ban, kick or unban.
+	Membership string
+	Reason     string
+	IsDirect   bool
+	Txn        *Txn
 }
 
 // SetMembership sends the membership event.
 func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership) (Sent, error) {
 	if _, err := spec.NewUserID(m.Target, true); err != nil {
 		return Sent{}, mxerror.New(mxerror.InvalidParam, "%q is not a valid user ID", m.Target)
+	}
+	// Kick and unban are leaves sent by someone else, and only make sense for a
+	// member, or for a banned user.
+	switch m.Membership {
+	case "kick", "unban":
+		cur, err := s.CurrentMembership(ctx, roomID, m.Target)
+		if err != nil {
+			return Sent{}, err
+		}
+		if m.Membership == "unban" && cur != "ban" {
+			return Sent{}, mxerror.New(mxerror.Forbidden, "%s is not banned", m.Target)
+		}
+		if m.Membership == "kick" && cur != "join" && cur != "invite" && cur != "knock" {
+			return Sent{}, mxerror.New(mxerror.Forbidden, "%s is not in the room", m.Target)
+		}
+		m.Membership = "leave"
 	}
 	if !s.isLocalRoom(roomID) {
 		// Joining rooms on other servers needs federation, which is not built yet.
@@ -111,6 +129,18 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 		}
 	}
 	return nil
+}
+
+// Redact redacts an event the sender can see, with an optional reason.
+func (s *Service) Redact(ctx context.Context, roomID, sender, eventID, reason string, txn *Txn) (Sent, error) {
+	if _, err := s.Event(ctx, roomID, sender, eventID); err != nil {
+		return Sent{}, err
+	}
+	content := map[string]any{"redacts": eventID} // room version 11 moved redacts into content
+	if reason != "" {
+		content["reason"] = reason
+	}
+	return s.Send(ctx, roomID, Proto{Sender: sender, Type: spec.MRoomRedaction, Content: mustJSON(content), Redacts: eventID, Txn: txn})
 }
 
 // roomError turns a missing room into the client error.
