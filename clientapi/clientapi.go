@@ -111,7 +111,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 
 	h.registerRooms(v3, api)
 	h.registerRoomReads(v3, v1, api)
-	h.registerSync(v3, api)
+	h.registerSync(router, v3, api)
 	h.registerEphemeral(v3, api)
 	h.registerKeys(v3, api)
 	h.registerBackup(v3, api)

@@ -16,8 +16,11 @@ var roomVersions = []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "
 
 func (h *handlers) versions(*httpapi.Request) (any, error) {
 	return map[string]any{
-		"versions":          supportedVersions,
-		"unstable_features": map[string]bool{},
+		"versions": supportedVersions,
+		"unstable_features": map[string]bool{
+			// Element X looks for this before it uses sliding sync.
+			"org.matrix.simplified_msc3575": true,
+		},
 	}, nil
 }
 

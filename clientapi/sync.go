@@ -15,8 +15,46 @@ import (
 // maxSyncTimeout bounds how long one /sync may hold a connection.
 const maxSyncTimeout = 5 * time.Minute
 
-func (h *handlers) registerSync(v3 *mux.Router, api *httpapi.API) {
+func (h *handlers) registerSync(router, v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodGet, "/sync", h.syncHandler, httpapi.Authed, httpapi.GuestsAllowed)
+	// Simplified sliding sync (MSC4186), under the prefix Element X and Synapse use.
+	api.Handle(router, http.MethodPost, "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", h.slidingSync, httpapi.Authed)
+}
+
+// parseTimeout reads the timeout parameter in milliseconds.
+func parseTimeout(t string) (time.Duration, error) {
+	if t == "" {
+		return 0, nil
+	}
+	ms, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || ms < 0 {
+		return 0, mxerror.New(mxerror.InvalidParam, "timeout must be a non-negative integer of milliseconds")
+	}
+	return min(time.Duration(ms)*time.Millisecond, maxSyncTimeout), nil
+}
+
+func parseSetPresence(p string) (string, error) {
+	switch p {
+	case "", "online", "offline", "unavailable":
+		return p, nil
+	}
+	return "", mxerror.New(mxerror.InvalidParam, "set_presence must be online, offline or unavailable")
+}
+
+func (h *handlers) slidingSync(r *httpapi.Request) (any, error) {
+	q := r.URL.Query()
+	req := sync.SlidingRequest{UserID: r.Caller.UserID, Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID, Pos: q.Get("pos")}
+	var err error
+	if req.Timeout, err = parseTimeout(q.Get("timeout")); err != nil {
+		return nil, err
+	}
+	if req.SetPresence, err = parseSetPresence(q.Get("set_presence")); err != nil {
+		return nil, err
+	}
+	if err := r.Decode(&req.Body); err != nil {
+		return nil, err
+	}
+	return h.syncer.SlidingSync(r.Context(), req)
 }
 
 func (h *handlers) syncHandler(r *httpapi.Request) (any, error) {
@@ -29,12 +67,9 @@ func (h *handlers) syncHandler(r *httpapi.Request) (any, error) {
 		}
 		req.Since = &tok
 	}
-	if t := q.Get("timeout"); t != "" {
-		ms, err := strconv.ParseInt(t, 10, 64)
-		if err != nil || ms < 0 {
-			return nil, mxerror.New(mxerror.InvalidParam, "timeout must be a non-negative integer of milliseconds")
-		}
-		req.Timeout = min(time.Duration(ms)*time.Millisecond, maxSyncTimeout)
+	var err error
+	if req.Timeout, err = parseTimeout(q.Get("timeout")); err != nil {
+		return nil, err
 	}
 	switch q.Get("full_state") {
 	case "", "false":
@@ -43,10 +78,8 @@ func (h *handlers) syncHandler(r *httpapi.Request) (any, error) {
 	default:
 		return nil, mxerror.New(mxerror.InvalidParam, "full_state must be true or false")
 	}
-	switch req.SetPresence = q.Get("set_presence"); req.SetPresence {
-	case "", "online", "offline", "unavailable":
-	default:
-		return nil, mxerror.New(mxerror.InvalidParam, "set_presence must be online, offline or unavailable")
+	if req.SetPresence, err = parseSetPresence(q.Get("set_presence")); err != nil {
+		return nil, err
 	}
 	f, err := h.syncer.ParseFilter(r.Context(), r.Caller.Localpart, q.Get("filter"))
 	if err != nil {

@@ -27,6 +27,7 @@ type Service struct {
 	presence *presence.Service
 	e2ee     *e2ee.Service
 	notifier *Notifier
+	sliding  *slidingConns
 }
 
 // Deps are the services sync reads.
@@ -42,7 +43,7 @@ type Deps struct {
 
 // New returns the sync service.
 func New(d Deps) *Service {
-	return &Service{rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier}
+	return &Service{rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns()}
 }
 
 // Request is one /sync call.

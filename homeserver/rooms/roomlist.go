@@ -1,0 +1,82 @@
+package rooms
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/tidwall/gjson"
+)
+
+// bumpTypes are the events that move a room up a recency-sorted room list: what a
+// person would call activity. Reactions, edits' relations, receipts and most state
+// changes do not, so a busy room of bots does not crowd out conversations.
+var bumpTypes = []any{"m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite", "m.poll.start", "m.beacon_info"}
+
+// BumpStamps returns, for each room, the stream position of its latest event of a
+// bump type at or before upTo: the sort key of sliding sync's recency lists. A room
+// without such an event (none can be: every room has a create event) is absent.
+func (s *Service) BumpStamps(ctx context.Context, roomIDs []string, upTo int64) (map[string]int64, error) {
+	out := make(map[string]int64, len(roomIDs))
+	query := `SELECT stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2 AND type IN ($3, $4, $5, $6, $7, $8, $9)
+		ORDER BY stream_pos DESC LIMIT 1`
+	for _, roomID := range roomIDs {
+		var pos int64
+		err := s.db.QueryRow(ctx, query, append([]any{roomID, upTo}, bumpTypes...)...).Scan(&pos)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bump stamp of %s: %w", roomID, err)
+		}
+		out[roomID] = pos
+	}
+	return out, nil
+}
+
+// Facts are what room lists filter and label rooms by, from the current state.
+type Facts struct {
+	// Type is the create event's type ("m.space"), empty for ordinary rooms.
+	Type      string
+	Encrypted bool
+	Name      string
+	AvatarURL string
+}
+
+// RoomFacts reads the facts of each room from its current state.
+func (s *Service) RoomFacts(ctx context.Context, roomIDs []string) (map[string]Facts, error) {
+	out := make(map[string]Facts, len(roomIDs))
+	for _, roomID := range roomIDs {
+		rows, err := s.db.Query(ctx, `SELECT e.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+			WHERE c.room_id = $1 AND c.state_key = '' AND c.type IN ('m.room.create', 'm.room.encryption', 'm.room.name', 'm.room.avatar')`, roomID)
+		if err != nil {
+			return nil, fmt.Errorf("facts of %s: %w", roomID, err)
+		}
+		var f Facts
+		for rows.Next() {
+			var typ, js string
+			if err := rows.Scan(&typ, &js); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			content := gjson.Get(js, "content")
+			switch typ {
+			case "m.room.create":
+				f.Type = content.Get("type").String()
+			case "m.room.encryption":
+				f.Encrypted = content.Get("algorithm").String() != ""
+			case "m.room.name":
+				f.Name = content.Get("name").String()
+			case "m.room.avatar":
+				f.AvatarURL = content.Get("url").String()
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+		out[roomID] = f
+	}
+	return out, nil
+}
