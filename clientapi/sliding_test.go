@@ -50,7 +50,7 @@ type slidingResp struct {
 			} `json:"device_lists"`
 		} `json:"e2ee"`
 		AccountData *struct {
-			Global []event             `json:"global"`
+			Global []event            `json:"global"`
 			Rooms  map[string][]event `json:"rooms"`
 		} `json:"account_data"`
 		Receipts *struct {
