@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hongyan/hongyan/bench/loadgen"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage/storagetest"
 	"github.com/hongyan/hongyan/homeserver/testserver"
@@ -201,6 +202,29 @@ func BenchmarkLargeRoom(b *testing.B) {
 						bc.do()
 					}
 				})
+			}
+		})
+	}
+}
+
+// BenchmarkFanout runs the load harness's fan-out scenario in process: 100 members
+// long-poll /sync while one sends 20 messages/s; reports delivery latency. In process
+// so that it can be profiled (-cpuprofile); bench/cmd/loadgen runs the same scenario
+// against a separate server process.
+func BenchmarkFanout(b *testing.B) {
+	for _, d := range storagetest.Engines() {
+		b.Run(string(d), func(b *testing.B) {
+			srv := testserver.Start(b, d)
+			cfg := loadgen.Config{Base: srv.URL, Prefix: "f", HTTP: loadgen.NewHTTP(200)}
+			for i := 0; i < b.N; i++ {
+				cfg.Prefix = fmt.Sprintf("f%d", i)
+				r, err := loadgen.RunFanout(context.Background(), cfg, 100, 20, 5*time.Second)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, k := range []string{"p50_ms", "p99_ms", "delivered_share"} {
+					b.ReportMetric(r[k].(float64), k)
+				}
 			}
 		})
 	}

@@ -132,7 +132,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		return nil, err
 	}
 	s.notifier = notifier
-	s.Sync = hsync.New(hsync.Deps{Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
+	s.Sync = hsync.New(hsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

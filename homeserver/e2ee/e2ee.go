@@ -353,19 +353,32 @@ func (s *Service) DeviceListPosition(ctx context.Context) (int64, error) {
 	return pos, err
 }
 
-// ChangedUsers returns which of users changed their device list after since.
+// ChangedUsers returns which of users changed their device list after since, up to
+// upTo. It reads the changes in the range once rather than each user's row: a sync
+// asks about everyone it shares a room with, and few of them changed.
 func (s *Service) ChangedUsers(ctx context.Context, users []string, since, upTo int64) ([]string, error) {
+	if since >= upTo || len(users) == 0 {
+		return nil, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT user_id FROM device_list_changes WHERE stream_pos > $1 AND stream_pos <= $2`, since, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("device list changes: %w", err)
+	}
+	defer rows.Close()
+	changed := map[string]bool{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		changed[u] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("device list changes: %w", err)
+	}
 	var out []string
 	for _, u := range users {
-		var pos int64
-		err := s.db.QueryRow(ctx, `SELECT stream_pos FROM device_list_changes WHERE user_id = $1`, u).Scan(&pos)
-		if errors.Is(err, sql.ErrNoRows) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("device list changes: %w", err)
-		}
-		if pos > since && pos <= upTo {
+		if changed[u] {
 			out = append(out, u)
 		}
 	}

@@ -82,8 +82,11 @@ func (s *Service) Position(ctx context.Context) (int64, error) {
 // receipts are returned only when they are forUser's own.
 func (s *Service) Since(ctx context.Context, roomIDs []string, forUser string, since, upTo int64) (map[string][]Receipt, error) {
 	out := map[string][]Receipt{}
-	if len(roomIDs) == 0 {
+	if len(roomIDs) == 0 || since >= upTo {
 		return out, nil
+	}
+	if since > 0 {
+		return s.sinceByRange(ctx, roomIDs, forUser, since, upTo)
 	}
 	for _, roomID := range roomIDs {
 		rows, err := s.db.Query(ctx, `SELECT user_id, receipt_type, thread_id, event_id, ts, stream_pos FROM receipts
@@ -106,6 +109,32 @@ func (s *Service) Since(ctx context.Context, roomIDs []string, forUser string, s
 		}
 	}
 	return out, nil
+}
+
+// sinceByRange serves an incremental read: the receipts in the range are few, so
+// they are read once and kept for the wanted rooms, instead of a query per room.
+func (s *Service) sinceByRange(ctx context.Context, roomIDs []string, forUser string, since, upTo int64) (map[string][]Receipt, error) {
+	wanted := make(map[string]bool, len(roomIDs))
+	for _, id := range roomIDs {
+		wanted[id] = true
+	}
+	rows, err := s.db.Query(ctx, `SELECT room_id, user_id, receipt_type, thread_id, event_id, ts, stream_pos FROM receipts
+		WHERE stream_pos > $1 AND stream_pos <= $2 AND (receipt_type <> 'm.read.private' OR user_id = $3)`, since, upTo, forUser)
+	if err != nil {
+		return nil, fmt.Errorf("receipts since %d: %w", since, err)
+	}
+	defer rows.Close()
+	out := map[string][]Receipt{}
+	for rows.Next() {
+		var r Receipt
+		if err := rows.Scan(&r.RoomID, &r.UserID, &r.Type, &r.ThreadID, &r.EventID, &r.TS, &r.StreamPos); err != nil {
+			return nil, err
+		}
+		if wanted[r.RoomID] {
+			out[r.RoomID] = append(out[r.RoomID], r)
+		}
+	}
+	return out, rows.Err()
 }
 
 // Event renders a room's receipts as the m.receipt ephemeral event.

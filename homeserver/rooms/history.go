@@ -35,6 +35,12 @@ func (s *Service) newVisibility(ctx context.Context, roomID, userID string) (*vi
 
 func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
 	at, ok := v.bySnapshot[r.snapshotBefore]
+	key := seenKey{r.snapshotBefore, v.userID}
+	if !ok {
+		v.s.seenMu.Lock()
+		at, ok = v.s.seen[key]
+		v.s.seenMu.Unlock()
+	}
 	if !ok {
 		ids, err := v.s.snapshotState(ctx, r.snapshotBefore, [][2]string{{"m.room.history_visibility", ""}, {spec.MRoomMember, v.userID}})
 		if err != nil {
@@ -57,8 +63,14 @@ func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
 			}
 			at[1] = m.String
 		}
-		v.bySnapshot[r.snapshotBefore] = at
+		v.s.seenMu.Lock()
+		if len(v.s.seen) >= maxSeen {
+			clear(v.s.seen)
+		}
+		v.s.seen[key] = at
+		v.s.seenMu.Unlock()
 	}
+	v.bySnapshot[r.snapshotBefore] = at
 	hv, membership := at[0], at[1]
 	// A user always sees their own membership changes.
 	if r.typ == spec.MRoomMember && r.stateKey != nil && *r.stateKey == v.userID {

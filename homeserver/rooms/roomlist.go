@@ -80,3 +80,25 @@ func (s *Service) RoomFacts(ctx context.Context, roomIDs []string) (map[string]F
 	}
 	return out, nil
 }
+
+// RoomsWithEventsBetween returns the rooms with an event after since, up to upTo.
+// An incremental sync asks this once instead of asking each of the user's rooms.
+func (s *Service) RoomsWithEventsBetween(ctx context.Context, since, upTo int64) (map[string]bool, error) {
+	out := map[string]bool{}
+	if since >= upTo {
+		return out, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, since, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("rooms with events after %d: %w", since, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}

@@ -72,14 +72,29 @@ type Service struct {
 	cfg Config
 
 	locks [64]sync.Mutex // per-room write locks, by hash of the room ID
+
+	// seen caches, per state snapshot and user, the history visibility and the
+	// user's membership there. Snapshots never change, so entries never go stale;
+	// every message of a conversation shares the snapshot before it, so each
+	// reader resolves it once instead of once per event and request.
+	seenMu sync.Mutex
+	seen   map[seenKey][2]string
 }
+
+type seenKey struct {
+	snapshot int64
+	userID   string
+}
+
+// maxSeen bounds the visibility cache; when full it starts over.
+const maxSeen = 100_000
 
 // New returns the engine over db.
 func New(db *storage.DB, cfg Config) *Service {
 	if cfg.DefaultRoomVersion == "" {
 		cfg.DefaultRoomVersion = "10"
 	}
-	return &Service{db: db, cfg: cfg}
+	return &Service{db: db, cfg: cfg, seen: map[seenKey][2]string{}}
 }
 
 // lockRoom serialises this node's writers of one room. Rooms sharing a slot wait on

@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -44,6 +45,10 @@ type DB struct {
 	Dialect Dialect
 	write   *sql.DB
 	read    *sql.DB
+	// Prepared statements by query text, on SQLite only: modernc's SQLite parses
+	// every statement anew, which cost a quarter of a busy server's CPU. pgx caches
+	// prepared statements per connection itself.
+	writeStmts, readStmts *stmtCache
 }
 
 // Open opens the database named by dsn. An empty dsn, or one starting with "sqlite:" or
@@ -108,11 +113,13 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	n := 2 * runtime.GOMAXPROCS(0)
 	read.SetMaxOpenConns(n)
 	read.SetMaxIdleConns(n)
-	return &DB{Dialect: SQLite, write: write, read: read}, nil
+	return &DB{Dialect: SQLite, write: write, read: read, writeStmts: newStmtCache(write), readStmts: newStmtCache(read)}, nil
 }
 
 // Close closes both pools.
 func (db *DB) Close() error {
+	db.writeStmts.close()
+	db.readStmts.close()
 	err := db.write.Close()
 	if db.read != db.write {
 		err = errors.Join(err, db.read.Close())
@@ -122,22 +129,97 @@ func (db *DB) Close() error {
 
 // Exec runs a statement that writes.
 func (db *DB) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := db.writeStmts.get(ctx, db.rewrite(query)); st != nil {
+		return st.ExecContext(ctx, args...)
+	}
 	return db.write.ExecContext(ctx, db.rewrite(query), args...)
 }
 
 // Query runs a read-only query on the read pool.
 func (db *DB) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := db.readStmts.get(ctx, db.rewrite(query)); st != nil {
+		return st.QueryContext(ctx, args...)
+	}
 	return db.read.QueryContext(ctx, db.rewrite(query), args...)
 }
 
 // QueryRow runs a read-only query that returns at most one row, on the read pool.
 func (db *DB) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := db.readStmts.get(ctx, db.rewrite(query)); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return db.read.QueryRowContext(ctx, db.rewrite(query), args...)
 }
 
 // WriteQueryRow runs a writing statement that returns one row (INSERT ... RETURNING).
 func (db *DB) WriteQueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := db.writeStmts.get(ctx, db.rewrite(query)); st != nil {
+		return st.QueryRowContext(ctx, args...)
+	}
 	return db.write.QueryRowContext(ctx, db.rewrite(query), args...)
+}
+
+// maxCachedStmts bounds the statement cache: queries built with a variable number of
+// placeholders would otherwise grow it without end.
+const maxCachedStmts = 2000
+
+// stmtCache prepares each query text once per pool; database/sql then prepares it
+// lazily on each connection and keeps it there.
+type stmtCache struct {
+	pool  *sql.DB
+	mu    sync.RWMutex
+	stmts map[string]*sql.Stmt
+}
+
+func newStmtCache(pool *sql.DB) *stmtCache {
+	return &stmtCache{pool: pool, stmts: map[string]*sql.Stmt{}}
+}
+
+// get returns the prepared statement for query, or nil when the cache is off, full,
+// or the query fails to prepare (the caller then runs it unprepared and gets the
+// error from there).
+func (c *stmtCache) get(ctx context.Context, query string) *sql.Stmt {
+	if c == nil {
+		return nil
+	}
+	c.mu.RLock()
+	st := c.stmts[query]
+	full := len(c.stmts) >= maxCachedStmts
+	c.mu.RUnlock()
+	if st != nil || full {
+		return st
+	}
+	st, err := c.pool.PrepareContext(context.WithoutCancel(ctx), query)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev := c.stmts[query]; prev != nil {
+		st.Close()
+		return prev
+	}
+	c.stmts[query] = st
+	return st
+}
+
+// peek returns the statement for query if it is prepared already.
+func (c *stmtCache) peek(query string) *sql.Stmt {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.stmts[query]
+}
+
+func (c *stmtCache) close() {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, st := range c.stmts {
+		st.Close()
+	}
+	c.stmts = map[string]*sql.Stmt{}
 }
 
 // Tx is one transaction on the write connection. Its methods take the same
@@ -145,20 +227,47 @@ func (db *DB) WriteQueryRow(ctx context.Context, query string, args ...any) *sql
 type Tx struct {
 	tx *sql.Tx
 	db *DB
+	// unprepared are queries the statement cache lacked. They cannot be prepared
+	// during the transaction (on SQLite it holds the only write connection), so
+	// they are prepared after it ends.
+	unprepared []string
+}
+
+// stmt returns the cached statement for query, noting it for preparation after the
+// transaction if there is none yet.
+func (tx *Tx) stmt(query string) *sql.Stmt {
+	if tx.db.writeStmts == nil {
+		return nil
+	}
+	q := tx.db.rewrite(query)
+	st := tx.db.writeStmts.peek(q)
+	if st == nil {
+		tx.unprepared = append(tx.unprepared, q)
+	}
+	return st
 }
 
 // Exec runs a statement inside the transaction.
 func (tx *Tx) Exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if st := tx.stmt(query); st != nil {
+		return tx.tx.StmtContext(ctx, st).ExecContext(ctx, args...)
+	}
 	return tx.tx.ExecContext(ctx, tx.db.rewrite(query), args...)
 }
 
 // Query runs a query inside the transaction.
 func (tx *Tx) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := tx.stmt(query); st != nil {
+		return tx.tx.StmtContext(ctx, st).QueryContext(ctx, args...)
+	}
 	return tx.tx.QueryContext(ctx, tx.db.rewrite(query), args...)
 }
 
 // QueryRow runs a query returning at most one row inside the transaction.
 func (tx *Tx) QueryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st := tx.stmt(query); st != nil {
+		return tx.tx.StmtContext(ctx, st).QueryRowContext(ctx, args...)
+	}
 	return tx.tx.QueryRowContext(ctx, tx.db.rewrite(query), args...)
 }
 
@@ -173,7 +282,13 @@ func (db *DB) WithTx(ctx context.Context, fn func(tx *Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	if err := fn(&Tx{tx: sqlTx, db: db}); err != nil {
+	tx := &Tx{tx: sqlTx, db: db}
+	defer func() {
+		for _, q := range tx.unprepared {
+			db.writeStmts.get(ctx, q)
+		}
+	}()
+	if err := fn(tx); err != nil {
 		_ = sqlTx.Rollback()
 		return err
 	}

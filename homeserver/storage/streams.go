@@ -34,3 +34,23 @@ func (db *DB) StreamPos(ctx context.Context, name string, pos *int64) error {
 	}
 	return nil
 }
+
+// StreamPositions reads the latest committed position of every stream in one query:
+// sync needs them all on every wake-up.
+func (db *DB) StreamPositions(ctx context.Context) (map[string]int64, error) {
+	rows, err := db.Query(ctx, `SELECT name, pos FROM streams`)
+	if err != nil {
+		return nil, fmt.Errorf("stream positions: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var name string
+		var pos int64
+		if err := rows.Scan(&name, &pos); err != nil {
+			return nil, err
+		}
+		out[name] = pos
+	}
+	return out, rows.Err()
+}

@@ -14,12 +14,14 @@ import (
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 )
 
 // Service builds sync responses from the rooms, users, receipts and typing services.
 type Service struct {
+	db       *storage.DB
 	rooms    *rooms.Service
 	users    *users.Service
 	receipts *receipts.Service
@@ -32,6 +34,8 @@ type Service struct {
 
 // Deps are the services sync reads.
 type Deps struct {
+	// DB is read for the stream positions only; each service owns its tables.
+	DB       *storage.DB
 	Rooms    *rooms.Service
 	Users    *users.Service
 	Receipts *receipts.Service
@@ -43,7 +47,7 @@ type Deps struct {
 
 // New returns the sync service.
 func New(d Deps) *Service {
-	return &Service{rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns()}
+	return &Service{db: d.DB, rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns()}
 }
 
 // Request is one /sync call.
@@ -94,7 +98,8 @@ type RoomsSection struct {
 
 // JoinedRoom is a room the user is in.
 type JoinedRoom struct {
-	Summary             rooms.Summary  `json:"summary"`
+	// Summary is sent when it may have changed; clients keep the last one.
+	Summary             *rooms.Summary `json:"summary,omitempty"`
 	State               ClientEvents   `json:"state"`
 	Timeline            Timeline       `json:"timeline"`
 	Ephemeral           EventList      `json:"ephemeral"`
@@ -144,6 +149,7 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		}
 	}
 	deadline := time.Now().Add(req.Timeout)
+	first := true
 	for {
 		// Taken before reading, so a commit during the read still wakes us.
 		wake := s.notifier.Wait()
@@ -151,13 +157,14 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
-		resp, changed, err := s.build(ctx, req, cur)
+		resp, changed, err := s.build(ctx, req, cur, first)
 		if err != nil {
 			return nil, err
 		}
+		first = false
 		remaining := time.Until(deadline)
 		if changed || req.Since == nil || req.FullState || remaining <= 0 {
-			return resp, nil
+			return resp, s.addKeyCounts(ctx, req, resp)
 		}
 		timer := time.NewTimer(remaining)
 		select {
@@ -172,32 +179,29 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 	}
 }
 
+// current is every stream's latest committed position. The positions are the
+// streams rows each service advances in its write transactions (rooms "events",
+// users "account_data", and so on), read here in one query because a long-poll
+// rereads them on every wake-up.
 func (s *Service) current(ctx context.Context) (Token, error) {
-	var t Token
-	var err error
-	if t.Events, err = s.rooms.LatestPosition(ctx); err != nil {
-		return t, fmt.Errorf("events position: %w", err)
+	pos, err := s.db.StreamPositions(ctx)
+	if err != nil {
+		return Token{}, err
 	}
-	if t.AccountData, err = s.users.AccountDataPosition(ctx); err != nil {
-		return t, fmt.Errorf("account data position: %w", err)
-	}
-	if t.Receipts, err = s.receipts.Position(ctx); err != nil {
-		return t, fmt.Errorf("receipts position: %w", err)
-	}
-	t.Typing = s.typing.Position()
-	if t.Presence, err = s.presence.Position(ctx); err != nil {
-		return t, fmt.Errorf("presence position: %w", err)
-	}
-	if t.ToDevice, err = s.e2ee.ToDevicePosition(ctx); err != nil {
-		return t, fmt.Errorf("to-device position: %w", err)
-	}
-	if t.DeviceLists, err = s.e2ee.DeviceListPosition(ctx); err != nil {
-		return t, fmt.Errorf("device list position: %w", err)
-	}
-	return t, nil
+	return Token{
+		Events:      pos["events"],
+		AccountData: pos["account_data"],
+		Receipts:    pos["receipts"],
+		Typing:      s.typing.Position(),
+		Presence:    pos["presence"],
+		ToDevice:    pos["to_device"],
+		DeviceLists: pos["device_lists"],
+	}, nil
 }
 
-func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response, bool, error) {
+// build assembles the response from since to cur and reports whether it holds
+// anything. first is false when a long-poll rebuilds after a wake-up.
+func (s *Service) build(ctx context.Context, req Request, cur Token, first bool) (*Response, bool, error) {
 	since := Token{}
 	if req.Since != nil {
 		since = *req.Since
@@ -224,9 +228,12 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 	}
 	changed := false
 
-	items, err := s.users.AccountDataSince(ctx, req.Localpart, since.AccountData, cur.AccountData)
-	if err != nil {
-		return nil, false, err
+	var items []users.AccountDataItem
+	if since.AccountData < cur.AccountData {
+		var err error
+		if items, err = s.users.AccountDataSince(ctx, req.Localpart, since.AccountData, cur.AccountData); err != nil {
+			return nil, false, err
+		}
 	}
 	roomData := map[string][]any{}
 	for _, it := range items {
@@ -241,11 +248,11 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 		}
 	}
 
-	if err := s.addE2EE(ctx, req, since, &cur, resp, &changed); err != nil {
+	if err := s.addE2EE(ctx, req, since, &cur, first, resp, &changed); err != nil {
 		return nil, false, err
 	}
 
-	if eventAllowed(req.Filter.Presence, "m.presence") {
+	if since.Presence < cur.Presence && eventAllowed(req.Filter.Presence, "m.presence") {
 		changes, err := s.presence.ChangedForUser(ctx, req.UserID, since.Presence, cur.Presence)
 		if err != nil {
 			return nil, false, err
@@ -267,6 +274,14 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 	if roomFilter == nil {
 		roomFilter = &filter.RoomFilter{}
 	}
+	// An incremental sync reads which rooms had events once, not room by room: most
+	// wake-ups concern one room of many.
+	var active map[string]bool
+	if req.Since != nil {
+		if active, err = s.rooms.RoomsWithEventsBetween(ctx, since.Events, cur.Events); err != nil {
+			return nil, false, err
+		}
+	}
 	var joinedIDs []string
 	for _, m := range memberships {
 		if !roomAllowed(roomFilter, m.RoomID) {
@@ -279,11 +294,7 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 		switch m.Membership {
 		case "join":
 			fresh := req.Since == nil || req.FullState || newMembership
-			has, err := s.rooms.HasEventsAfter(ctx, m.RoomID, since.Events, cur.Events)
-			if err != nil {
-				return nil, false, err
-			}
-			if !fresh && !has && len(roomData[m.RoomID]) == 0 {
+			if !fresh && !active[m.RoomID] && len(roomData[m.RoomID]) == 0 {
 				continue
 			}
 			jr, err := s.joinedRoom(ctx, req, m.RoomID, since, cur, fresh, roomFilter)
@@ -334,9 +345,6 @@ func (s *Service) build(ctx context.Context, req Request, cur Token) (*Response,
 		if jr == nil {
 			jr = newJoinedRoom()
 			jr.Timeline = Timeline{Events: []rooms.ClientEvent{}, PrevBatch: rooms.Token(cur.Events)}
-			if jr.Summary, err = s.rooms.RoomSummary(ctx, roomID, req.UserID); err != nil {
-				return nil, false, err
-			}
 			resp.Rooms.Join[roomID] = jr
 		}
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, events...)
@@ -365,7 +373,7 @@ func (s *Service) ephemeral(ctx context.Context, req Request, joined []string, s
 			out[roomID] = append(out[roomID], map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
 		}
 	}
-	if eventAllowed(ef, "m.receipt") {
+	if since.Receipts < cur.Receipts && eventAllowed(ef, "m.receipt") {
 		byRoom, err := s.receipts.Since(ctx, joined, req.UserID, since.Receipts, cur.Receipts)
 		if err != nil {
 			return nil, err
@@ -381,28 +389,24 @@ func (s *Service) ephemeral(ctx context.Context, req Request, joined []string, s
 const maxToDevice = 100
 
 // addE2EE fills the encryption fields: to-device messages for the device (those up
-// to the since token are deleted first: the client has them), its key counts, and
-// the users sharing a room whose devices changed.
-func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *Token, resp *Response, changed *bool) error {
-	msgs, last, err := s.e2ee.TakeToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice, cur.ToDevice, maxToDevice)
-	if err != nil {
-		return err
+// to the since token are deleted first: the client has them) and the users sharing a
+// room whose devices changed. A rebuild after a wake-up reads only streams that moved.
+func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *Token, first bool, resp *Response, changed *bool) error {
+	if first || since.ToDevice < cur.ToDevice {
+		msgs, last, err := s.e2ee.TakeToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice, cur.ToDevice, maxToDevice)
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			resp.ToDevice.Events = append(resp.ToDevice.Events, m)
+		}
+		if len(msgs) > 0 {
+			*changed = true
+			cur.ToDevice = last
+			resp.NextBatch = cur.String()
+		}
 	}
-	for _, m := range msgs {
-		resp.ToDevice.Events = append(resp.ToDevice.Events, m)
-	}
-	if len(msgs) > 0 {
-		*changed = true
-		cur.ToDevice = last
-		resp.NextBatch = cur.String()
-	}
-	if resp.DeviceOneTimeKeysCount, err = s.e2ee.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID); err != nil {
-		return err
-	}
-	if resp.DeviceUnusedFallbackKeyTypes, err = s.e2ee.UnusedFallbackKeyTypes(ctx, req.UserID, req.DeviceID); err != nil {
-		return err
-	}
-	if req.Since == nil {
+	if req.Since == nil || since.DeviceLists >= cur.DeviceLists {
 		return nil // an initial sync reports no device list changes
 	}
 	shared, err := s.rooms.SharedUsers(ctx, req.UserID)
@@ -416,6 +420,17 @@ func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *To
 		*changed = true
 	}
 	return nil
+}
+
+// addKeyCounts adds the device's one-time key counts and unused fallback key types,
+// which every response carries.
+func (s *Service) addKeyCounts(ctx context.Context, req Request, resp *Response) error {
+	var err error
+	if resp.DeviceOneTimeKeysCount, err = s.e2ee.OneTimeKeyCounts(ctx, req.UserID, req.DeviceID); err != nil {
+		return err
+	}
+	resp.DeviceUnusedFallbackKeyTypes, err = s.e2ee.UnusedFallbackKeyTypes(ctx, req.UserID, req.DeviceID)
+	return err
 }
 
 func newJoinedRoom() *JoinedRoom {
@@ -472,8 +487,14 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 	if jr.Timeline, err = s.timeline(ctx, req, roomID, sinceTok, cur.Events, f); err != nil {
 		return nil, err
 	}
-	if jr.Summary, err = s.rooms.RoomSummary(ctx, roomID, req.UserID); err != nil {
-		return nil, err
+	// The summary is sent when it may have changed: with the room's state, or
+	// after membership events.
+	if fresh || jr.Timeline.Limited || slices.ContainsFunc(jr.Timeline.Events, func(ev rooms.ClientEvent) bool { return ev.Type == spec.MRoomMember }) {
+		sum, err := s.rooms.RoomSummary(ctx, roomID, req.UserID)
+		if err != nil {
+			return nil, err
+		}
+		jr.Summary = &sum
 	}
 	start := cur.Events
 	if len(jr.Timeline.Events) > 0 {
