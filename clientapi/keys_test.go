@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -387,6 +388,49 @@ func TestCrossSigning(t *testing.T) {
 		if st := bob.Do("POST", "/_matrix/client/v3/keys/device_signing/upload", map[string]any{
 			"master_key": crossSigningKey(t, alice.UserID, "master", newCSKey(), nil)}, &e); st != 400 {
 			t.Errorf("uploading a master key for someone else = %d; want 400", st)
+		}
+	})
+}
+
+// TestDeviceListsJoinAndLeave: a user who comes to share a room appears in
+// device_lists.changed (the client must fetch their devices), and one who shares no
+// room any more in device_lists.left (the client stops tracking them), in /sync and
+// in sliding sync's e2ee extension.
+func TestDeviceListsJoinAndLeave(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		carol := srv.Register(t, "carol", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		type lists struct {
+			Changed []string `json:"changed"`
+			Left    []string `json:"left"`
+		}
+		var s struct {
+			NextBatch   string `json:"next_batch"`
+			DeviceLists lists  `json:"device_lists"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &s)
+		ss := sliding(t, alice, "", map[string]any{"conn_id": "e2ee", "extensions": map[string]any{"e2ee": map[string]any{"enabled": true}}})
+
+		carol.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		alice.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+s.NextBatch, nil, &s)
+		if !slices.Contains(s.DeviceLists.Changed, carol.UserID) || len(s.DeviceLists.Left) != 0 {
+			t.Errorf("after carol joined: device_lists = %+v; want carol changed", s.DeviceLists)
+		}
+		ss = sliding(t, alice, "?pos="+ss.Pos, map[string]any{"conn_id": "e2ee"})
+		if ss.Extensions.E2EE == nil || !slices.Contains(ss.Extensions.E2EE.DeviceLists.Changed, carol.UserID) {
+			t.Errorf("sliding e2ee after carol joined = %+v; want carol changed", ss.Extensions.E2EE)
+		}
+
+		carol.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/leave", map[string]any{}, nil)
+		s.DeviceLists = lists{}
+		alice.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+s.NextBatch, nil, &s)
+		if !slices.Equal(s.DeviceLists.Left, []string{carol.UserID}) || slices.Contains(s.DeviceLists.Changed, carol.UserID) {
+			t.Errorf("after carol left: device_lists = %+v; want carol left", s.DeviceLists)
+		}
+		ss = sliding(t, alice, "?pos="+ss.Pos, map[string]any{"conn_id": "e2ee"})
+		if ss.Extensions.E2EE == nil || !slices.Equal(ss.Extensions.E2EE.DeviceLists.Left, []string{carol.UserID}) {
+			t.Errorf("sliding e2ee after carol left = %+v; want carol left", ss.Extensions.E2EE)
 		}
 	})
 }

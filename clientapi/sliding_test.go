@@ -47,6 +47,7 @@ type slidingResp struct {
 			DeviceOneTimeKeysCount map[string]int `json:"device_one_time_keys_count"`
 			DeviceLists            struct {
 				Changed []string `json:"changed"`
+				Left    []string `json:"left"`
 			} `json:"device_lists"`
 		} `json:"e2ee"`
 		AccountData *struct {

@@ -22,6 +22,12 @@ HONGYAN_TEST_POSTGRES=$(scripts/postgres.sh start "$work/pg")
 export HONGYAN_TEST_POSTGRES
 echo "   $HONGYAN_TEST_POSTGRES"
 
+echo "== matrix-js-sdk for the real-client tests"
+if ! command -v npm >/dev/null; then
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >&2
+fi
+(cd clientapi/testdata/jssdk && npm ci --silent --no-audit --no-fund)
+
 pkgs=("$@")
 [ ${#pkgs[@]} -eq 0 ] && pkgs=(./...)
 

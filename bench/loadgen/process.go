@@ -78,3 +78,28 @@ func (p Process) SettledCPU(max time.Duration) (float64, error) {
 	}
 	return last, nil
 }
+
+// StableRSSMiB waits until the resident set size stops moving (three readings a
+// second apart within 1%) and returns it; after max it returns the last reading.
+func (p Process) StableRSSMiB(max time.Duration) (float64, error) {
+	deadline := time.Now().Add(max)
+	last, err := p.RSSMiB()
+	if err != nil {
+		return 0, err
+	}
+	steady := 0
+	for steady < 3 && time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		now, err := p.RSSMiB()
+		if err != nil {
+			return 0, err
+		}
+		if d := now - last; d < last/100 && -d < last/100 {
+			steady++
+		} else {
+			steady = 0
+		}
+		last = now
+	}
+	return last, nil
+}

@@ -397,7 +397,9 @@ func RunIdle(ctx context.Context, c Config, clients int) (Result, error) {
 	if _, err := c.Proc.SettledCPU(30 * time.Second); err != nil {
 		return nil, err
 	}
-	before, err := c.Proc.RSSMiB()
+	// The runtime returns freed memory to the OS gradually after the setup's
+	// registrations; measuring before it is done would make parked polls look free.
+	before, err := c.Proc.StableRSSMiB(30 * time.Second)
 	if err != nil {
 		return nil, err
 	}
@@ -412,7 +414,7 @@ func RunIdle(ctx context.Context, c Config, clients int) (Result, error) {
 		}()
 	}
 	time.Sleep(3 * time.Second) // every poll parked
-	after, err := c.Proc.RSSMiB()
+	after, err := c.Proc.StableRSSMiB(30 * time.Second)
 	if err != nil {
 		return nil, err
 	}

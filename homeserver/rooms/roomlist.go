@@ -102,3 +102,55 @@ func (s *Service) RoomsWithEventsBetween(ctx context.Context, since, upTo int64)
 	}
 	return out, rows.Err()
 }
+
+// MemberChange is a membership event: who, where, and what they became.
+type MemberChange struct {
+	RoomID, UserID, Membership string
+}
+
+// MemberChangesBetween returns the membership events after since, up to upTo, in
+// rooms userID is or was a member of. Sync derives from them whose devices a client
+// must start or stop tracking.
+func (s *Service) MemberChangesBetween(ctx context.Context, userID string, since, upTo int64) ([]MemberChange, error) {
+	if since >= upTo {
+		return nil, nil
+	}
+	rows, err := s.db.Query(ctx, `SELECT e.room_id, e.state_key, e.membership FROM events e
+		WHERE e.type = 'm.room.member' AND e.stream_pos > $1 AND e.stream_pos <= $2
+		AND EXISTS (SELECT 1 FROM current_state c WHERE c.room_id = e.room_id AND c.type = 'm.room.member' AND c.state_key = $3)`,
+		since, upTo, userID)
+	if err != nil {
+		return nil, fmt.Errorf("membership changes after %d: %w", since, err)
+	}
+	defer rows.Close()
+	var out []MemberChange
+	for rows.Next() {
+		var c MemberChange
+		var m sql.NullString
+		if err := rows.Scan(&c.RoomID, &c.UserID, &m); err != nil {
+			return nil, err
+		}
+		c.Membership = m.String
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
+
+// JoinedUserIDs lists the room's joined members, without any permission check: for
+// the core's own bookkeeping, never for answering a client directly.
+func (s *Service) JoinedUserIDs(ctx context.Context, roomID string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("members of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}

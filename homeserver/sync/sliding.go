@@ -899,16 +899,12 @@ func (s *Service) slidingExtensions(ctx context.Context, req SlidingRequest, ext
 		e["device_one_time_keys_count"] = counts
 		e["device_unused_fallback_key_types"] = fallback
 		if prev != nil {
-			shared, err := s.rooms.SharedUsers(ctx, req.UserID)
+			changedUsers, left, err := s.deviceListChanges(ctx, req.UserID, since, cur)
 			if err != nil {
 				return false, err
 			}
-			changedUsers, err := s.e2ee.ChangedUsers(ctx, shared, since.DeviceLists, cur.DeviceLists)
-			if err != nil {
-				return false, err
-			}
-			if len(changedUsers) > 0 {
-				e["device_lists"] = map[string]any{"changed": changedUsers}
+			if len(changedUsers) > 0 || len(left) > 0 {
+				e["device_lists"] = DeviceLists{Changed: changedUsers, Left: left}
 				changed = true
 			}
 		}

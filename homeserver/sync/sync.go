@@ -406,20 +406,75 @@ func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *To
 			resp.NextBatch = cur.String()
 		}
 	}
-	if req.Since == nil || since.DeviceLists >= cur.DeviceLists {
+	if req.Since == nil {
 		return nil // an initial sync reports no device list changes
 	}
-	shared, err := s.rooms.SharedUsers(ctx, req.UserID)
-	if err != nil {
+	var err error
+	if resp.DeviceLists.Changed, resp.DeviceLists.Left, err = s.deviceListChanges(ctx, req.UserID, since, *cur); err != nil {
 		return err
 	}
-	if resp.DeviceLists.Changed, err = s.e2ee.ChangedUsers(ctx, shared, since.DeviceLists, cur.DeviceLists); err != nil {
-		return err
-	}
-	if len(resp.DeviceLists.Changed) > 0 {
+	if len(resp.DeviceLists.Changed) > 0 || len(resp.DeviceLists.Left) > 0 {
 		*changed = true
 	}
 	return nil
+}
+
+// deviceListChanges says whose devices the user's clients must refetch (changed:
+// their keys changed, or they now share a room with the user for the first time)
+// and stop tracking (left: they share no room any more), between since and cur.
+func (s *Service) deviceListChanges(ctx context.Context, userID string, since, cur Token) (changed, left []string, err error) {
+	if since.DeviceLists >= cur.DeviceLists && since.Events >= cur.Events {
+		return nil, nil, nil
+	}
+	shared, err := s.rooms.SharedUsers(ctx, userID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if changed, err = s.e2ee.ChangedUsers(ctx, shared, since.DeviceLists, cur.DeviceLists); err != nil {
+		return nil, nil, err
+	}
+	memberChanges, err := s.rooms.MemberChangesBetween(ctx, userID, since.Events, cur.Events)
+	if err != nil || len(memberChanges) == 0 {
+		return changed, nil, err
+	}
+	sharing := map[string]bool{}
+	for _, u := range shared {
+		sharing[u] = true
+	}
+	newly, gone := map[string]bool{}, map[string]bool{}
+	for _, c := range memberChanges {
+		switch {
+		case c.UserID == userID:
+			// The user's own join or leave affects everyone in the room.
+			members, err := s.rooms.JoinedUserIDs(ctx, c.RoomID)
+			if err != nil {
+				return nil, nil, err
+			}
+			for _, m := range members {
+				if c.Membership == "join" {
+					newly[m] = true
+				} else {
+					gone[m] = true
+				}
+			}
+		case c.Membership == "join":
+			newly[c.UserID] = true
+		default:
+			gone[c.UserID] = true
+		}
+	}
+	for u := range newly {
+		if sharing[u] && u != userID && !slices.Contains(changed, u) {
+			changed = append(changed, u)
+		}
+	}
+	for u := range gone {
+		if !sharing[u] && u != userID {
+			left = append(left, u)
+		}
+	}
+	slices.Sort(left)
+	return changed, left, nil
 }
 
 // addKeyCounts adds the device's one-time key counts and unused fallback key types,
