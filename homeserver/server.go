@@ -10,8 +10,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,6 +36,8 @@ import (
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
+	"github.com/hongyan/hongyan/media"
+	"github.com/hongyan/hongyan/media/store"
 )
 
 // Server is a running homeserver's parts.
@@ -49,6 +53,7 @@ type Server struct {
 	Typing   *typing.Service
 	Presence *presence.Service
 	E2EE     *e2ee.Service
+	Media    *media.Service
 
 	notifier *hsync.Notifier
 
@@ -162,8 +167,50 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Push:         push.New(s.Users),
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
+	if s.Media, err = newMedia(ctx, cfg, s.DB); err != nil {
+		return nil, err
+	}
+	var allow []netip.Prefix
+	for _, p := range strings.Split(cfg.Media.PreviewAllow, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("media.preview_allow: %w", err)
+		}
+		allow = append(allow, prefix)
+	}
+	media.Register(router, api, s.Media, media.NewPreviewer(allow))
 	s.handler = httpapi.CORS(router)
 	return s, nil
+}
+
+// newMedia opens the configured media backend and builds the repository.
+func newMedia(ctx context.Context, cfg config.Config, db *storage.DB) (*media.Service, error) {
+	var backend store.Backend
+	var err error
+	switch cfg.Media.Backend {
+	case "s3":
+		c := cfg.Media.S3
+		backend, err = store.NewS3(ctx, store.S3Config{Endpoint: c.Endpoint, Bucket: c.Bucket, Prefix: c.Prefix,
+			AccessKey: c.AccessKey, SecretKey: c.SecretKey, Secure: c.Secure})
+	default:
+		backend, err = store.NewFS(cfg.Media.Dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(cfg.DataDir, "tmp")
+	if err := os.MkdirAll(tmp, 0o700); err != nil {
+		return nil, fmt.Errorf("media temp dir: %w", err)
+	}
+	var cutoff time.Time
+	if cfg.Media.LegacyCutoff != "" {
+		cutoff, _ = time.Parse(time.RFC3339, cfg.Media.LegacyCutoff) // validated
+	}
+	return media.New(db, backend, media.Config{ServerName: cfg.ServerName, MaxUploadBytes: cfg.Media.MaxUploadBytes,
+		TempDir: tmp, LegacyCutoff: cutoff}), nil
 }
 
 // Handler is the client API's HTTP handler.

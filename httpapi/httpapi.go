@@ -77,6 +77,7 @@ type route struct {
 	auth        authMode
 	guests      bool
 	rateLimited bool
+	bodyLimit   int64
 }
 
 type authMode int
@@ -96,6 +97,10 @@ func OptionalAuth(r *route) { r.auth = authOptional }
 
 // GuestsAllowed lets guest accounts use an authenticated route.
 func GuestsAllowed(r *route) { r.guests = true }
+
+// BodyLimit replaces the JSON body limit for a route that streams a larger body
+// (media uploads) and enforces its own limit while reading.
+func BodyLimit(n int64) Option { return func(r *route) { r.bodyLimit = n } }
 
 // RateLimited applies the per-user / per-IP limiter.
 func RateLimited(r *route) { r.rateLimited = true }
@@ -177,8 +182,12 @@ func (a *API) wrap(name string, rt route, h Handler) http.Handler {
 				return
 			}
 		}
-		if hr.Body != nil && a.MaxBodyBytes > 0 {
-			hr.Body = http.MaxBytesReader(sw, hr.Body, a.MaxBodyBytes)
+		limit := a.MaxBodyBytes
+		if rt.bodyLimit > 0 {
+			limit = rt.bodyLimit
+		}
+		if hr.Body != nil && limit > 0 {
+			hr.Body = http.MaxBytesReader(sw, hr.Body, limit)
 		}
 		res, err := h(req)
 		if err != nil {

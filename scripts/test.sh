@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test of Hongyan against real services, which it starts itself on
 # loopback and stops afterwards: a throwaway PostgreSQL cluster (installed from Debian
-# packages if missing). SQLite and the embedded NATS need nothing. Then the spec
-# coverage probe (npm fetches the spec's API definitions).
+# packages if missing) and a MinIO server for the S3 media backend (built with
+# go install if missing, about 5 minutes once per machine). SQLite and the embedded
+# NATS need nothing. Then the spec coverage probe (npm fetches the spec's API
+# definitions).
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh ./clientapi/... # some packages; extra args go to `go test`
@@ -13,6 +15,7 @@ work=$(mktemp -d /tmp/hongyan-test.XXXXXX)
 chmod 755 "$work" # the postgres user must reach its cluster directory inside
 cleanup() {
   scripts/postgres.sh stop "$work/pg" || true
+  scripts/minio.sh stop "$work/minio" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -21,6 +24,11 @@ echo "== starting PostgreSQL"
 HONGYAN_TEST_POSTGRES=$(scripts/postgres.sh start "$work/pg")
 export HONGYAN_TEST_POSTGRES
 echo "   $HONGYAN_TEST_POSTGRES"
+
+echo "== starting MinIO"
+HONGYAN_TEST_MINIO=$(scripts/minio.sh start "$work/minio")
+export HONGYAN_TEST_MINIO
+echo "   ${HONGYAN_TEST_MINIO/:*@/://…@}"
 
 echo "== matrix-js-sdk for the real-client tests"
 if ! command -v npm >/dev/null; then

@@ -49,7 +49,38 @@ type Config struct {
 	Auth         Auth         `yaml:"auth"`
 	RateLimit    RateLimit    `yaml:"rate_limit"`
 	Limits       Limits       `yaml:"limits"`
+	Media        Media        `yaml:"media"`
 	Log          Log          `yaml:"log"`
+}
+
+// Media configures the media repository.
+type Media struct {
+	// Backend is "fs" (a local directory, the default) or "s3" (MinIO, AWS S3, ...).
+	Backend string `yaml:"backend"`
+	// Dir is the fs backend's directory. If empty, DataDir/media.
+	Dir string `yaml:"dir"`
+	// MaxUploadBytes bounds one upload. Default 100 MiB.
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// LegacyCutoff (RFC 3339): media uploaded before it stays reachable through the
+	// unauthenticated /_matrix/media/v3 download and thumbnail endpoints. Empty:
+	// none is, as the spec intends since v1.11.
+	LegacyCutoff string `yaml:"legacy_cutoff"`
+	// PreviewAllow is a comma-separated list of CIDR prefixes URL previews may reach
+	// although they are private, loopback or link-local.
+	PreviewAllow string `yaml:"preview_allow"`
+	S3           S3     `yaml:"s3"`
+}
+
+// S3 is the s3 media backend's bucket.
+type S3 struct {
+	// Endpoint is HOST:PORT of the S3 API.
+	Endpoint  string `yaml:"endpoint"`
+	Bucket    string `yaml:"bucket"`
+	Prefix    string `yaml:"prefix"`
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+	// Secure selects HTTPS.
+	Secure bool `yaml:"secure"`
 }
 
 // Database selects the SQL engine.
@@ -131,6 +162,7 @@ func Default() Config {
 		},
 		RateLimit: RateLimit{Enabled: true, PerSecond: 10, Burst: 50},
 		Limits:    Limits{MaxRequestBytes: 1 << 20},
+		Media:     Media{Backend: "fs", MaxUploadBytes: 100 << 20},
 		Log:       Log{Level: "info", Format: "text"},
 	}
 }
@@ -301,6 +333,22 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxRequestBytes <= 0 {
 		return errors.New("limits.max_request_bytes must be positive")
+	}
+	if c.Media.Dir == "" {
+		c.Media.Dir = filepath.Join(c.DataDir, "media")
+	}
+	switch {
+	case c.Media.MaxUploadBytes <= 0:
+		return errors.New("media.max_upload_bytes must be positive")
+	case c.Media.Backend != "fs" && c.Media.Backend != "s3":
+		return fmt.Errorf("media.backend %q: want fs or s3", c.Media.Backend)
+	case c.Media.Backend == "s3" && (c.Media.S3.Endpoint == "" || c.Media.S3.Bucket == ""):
+		return errors.New("media.s3.endpoint and media.s3.bucket must be set for the s3 backend")
+	}
+	if c.Media.LegacyCutoff != "" {
+		if _, err := time.Parse(time.RFC3339, c.Media.LegacyCutoff); err != nil {
+			return fmt.Errorf("media.legacy_cutoff: %w", err)
+		}
 	}
 	if c.RateLimit.Enabled && (c.RateLimit.PerSecond <= 0 || c.RateLimit.Burst <= 0) {
 		return errors.New("rate_limit.per_second and rate_limit.burst must be positive when rate limiting is on")

@@ -92,7 +92,9 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 		params.Add("_pragma", p)
 	}
 	params.Set("_txlock", "immediate")
-	base := "file:" + path + "?"
+	// The path is a URI's path: characters that would end it ('?', '#') or start
+	// an escape ('%') are percent-encoded so any directory name works.
+	base := "file:" + strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path) + "?"
 	write, err := sql.Open("sqlite", base+params.Encode())
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite %s: %w", path, err)

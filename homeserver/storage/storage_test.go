@@ -3,6 +3,8 @@ package storage_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -92,4 +94,24 @@ func TestQueriesAndTransactions(t *testing.T) {
 			t.Fatalf("after upsert v = %d, %v; want 9", v, err)
 		}
 	})
+}
+
+// A data directory may hold characters that end or escape a URI's path; the SQLite
+// file must still land at that path (Go names parallel subtests "name#01").
+func TestSQLitePathWithURICharacters(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a#01?b%20c")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, err := storage.Open(context.Background(), "sqlite:"+dir+"/hongyan.db", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := os.Stat(filepath.Join(dir, "hongyan.db")); err != nil {
+		t.Errorf("database not at its path: %v", err)
+	}
 }
