@@ -5,6 +5,7 @@ package homeserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,11 +34,13 @@ import (
 	"github.com/hongyan/hongyan/homeserver/serverkey"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	hsync "github.com/hongyan/hongyan/homeserver/sync"
+	"github.com/hongyan/hongyan/homeserver/tlscert"
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
 	"github.com/hongyan/hongyan/media"
 	"github.com/hongyan/hongyan/media/store"
+	"github.com/hongyan/hongyan/native"
 )
 
 // Server is a running homeserver's parts.
@@ -54,6 +57,7 @@ type Server struct {
 	Presence *presence.Service
 	E2EE     *e2ee.Service
 	Media    *media.Service
+	Native   *native.Server
 
 	notifier *hsync.Notifier
 
@@ -182,6 +186,14 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		allow = append(allow, prefix)
 	}
 	media.Register(router, api, s.Media, media.NewPreviewer(allow))
+	s.Native, err = native.New(native.Config{ServerName: cfg.ServerName, MaxFrame: cfg.Native.MaxFrameBytes,
+		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter,
+		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.RateLimit.PerSecond), RateBurst: cfg.RateLimit.Burst},
+		native.Deps{Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
+	if err != nil {
+		return nil, fmt.Errorf("native protocol: %w", err)
+	}
+	router.Handle("/_hongyan/native", s.Native.WebSocket())
 	s.handler = httpapi.CORS(router)
 	return s, nil
 }
@@ -211,6 +223,45 @@ func newMedia(ctx context.Context, cfg config.Config, db *storage.DB) (*media.Se
 	}
 	return media.New(db, backend, media.Config{ServerName: cfg.ServerName, MaxUploadBytes: cfg.Media.MaxUploadBytes,
 		TempDir: tmp, LegacyCutoff: cutoff}), nil
+}
+
+func rateIf(on bool, perSecond float64) float64 {
+	if !on {
+		return 0
+	}
+	return perSecond
+}
+
+// ListenNative opens the configured native-protocol listeners (TCP and TLS) and
+// serves them until ctx ends. It returns their addresses.
+func (s *Server) ListenNative(ctx context.Context) ([]string, error) {
+	var addrs []string
+	if l := s.Config.Native.Listen; l != "" && l != "off" {
+		ln, err := net.Listen("tcp", l)
+		if err != nil {
+			return nil, fmt.Errorf("native listen: %w", err)
+		}
+		addrs = append(addrs, "tcp://"+ln.Addr().String())
+		go s.Native.Serve(ctx, ln)
+	}
+	if l := s.Config.Native.TLSListen; l != "" {
+		certFile, keyFile := s.Config.Native.TLSCert, s.Config.Native.TLSKey
+		if certFile == "" {
+			certFile, keyFile = filepath.Join(s.Config.DataDir, "native-tls.crt"), filepath.Join(s.Config.DataDir, "native-tls.key")
+		}
+		host, _, _ := net.SplitHostPort(l)
+		cert, err := tlscert.LoadOrGenerate(certFile, keyFile, []string{host, "localhost", "127.0.0.1", s.Config.ServerName})
+		if err != nil {
+			return nil, fmt.Errorf("native TLS certificate: %w", err)
+		}
+		ln, err := tls.Listen("tcp", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return nil, fmt.Errorf("native TLS listen: %w", err)
+		}
+		addrs = append(addrs, "tls://"+ln.Addr().String())
+		go s.Native.Serve(ctx, ln)
+	}
+	return addrs, nil
 }
 
 // Handler is the client API's HTTP handler.
@@ -243,6 +294,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the bus and the database.
 func (s *Server) Close() {
+	if s.Native != nil {
+		s.Native.Close()
+	}
 	if s.notifier != nil {
 		s.notifier.Close()
 	}

@@ -82,6 +82,9 @@ func configFlags(fs *flag.FlagSet) func() (config.Config, error) {
 		"nats-url":     "nats.url",
 		"rate-limit":   "rate_limit.enabled",
 		"log-level":    "log.level",
+		// The native protocol's TCP listener ("off" to disable) and TLS listener.
+		"native-listen":     "native.listen",
+		"native-tls-listen": "native.tls_listen",
 	} {
 		overrides[setting] = new(string)
 		set := func(v string) error { *overrides[setting] = v; return nil }
@@ -179,8 +182,12 @@ func runServer(args []string) error {
 	if cfg.Database.URL != "" {
 		dbKind = string(s.DB.Dialect)
 	}
+	native, err := s.ListenNative(ctx)
+	if err != nil {
+		return err
+	}
 	slog.Info("hongyan is serving", "server_name", cfg.ServerName, "client_api", "http://"+ln.Addr().String(),
-		"database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
+		"native", native, "database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
 	err = s.Serve(ctx, ln)
 	slog.Info("hongyan stopped")
 	return err

@@ -50,7 +50,27 @@ type Config struct {
 	RateLimit    RateLimit    `yaml:"rate_limit"`
 	Limits       Limits       `yaml:"limits"`
 	Media        Media        `yaml:"media"`
+	Native       Native       `yaml:"native"`
 	Log          Log          `yaml:"log"`
+}
+
+// Native configures the native protocol's listeners. Its WebSocket transport is
+// always served on the client API's listener at /_hongyan/native.
+type Native struct {
+	// Listen is the plain TCP listener's HOST:PORT; "off" turns it off.
+	Listen string `yaml:"listen"`
+	// TLSListen, if set, is a TLS listener's HOST:PORT.
+	TLSListen string `yaml:"tls_listen"`
+	// TLSCert and TLSKey are PEM files for TLSListen. If empty, a self-signed
+	// certificate is generated into DataDir (for development and tests).
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// MaxFrameBytes bounds an incoming frame. Default 8 MiB.
+	MaxFrameBytes int `yaml:"max_frame_bytes"`
+	// IdleTimeout closes sessions that send nothing for this long. Default 90s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// RetransmitAfter resends unacknowledged pushes after this long. Default 10s.
+	RetransmitAfter time.Duration `yaml:"retransmit_after"`
 }
 
 // Media configures the media repository.
@@ -163,6 +183,7 @@ func Default() Config {
 		RateLimit: RateLimit{Enabled: true, PerSecond: 10, Burst: 50},
 		Limits:    Limits{MaxRequestBytes: 1 << 20},
 		Media:     Media{Backend: "fs", MaxUploadBytes: 100 << 20},
+		Native:    Native{Listen: "127.0.0.1:8009"},
 		Log:       Log{Level: "info", Format: "text"},
 	}
 }
@@ -333,6 +354,17 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.MaxRequestBytes <= 0 {
 		return errors.New("limits.max_request_bytes must be positive")
+	}
+	for _, l := range []string{c.Native.Listen, c.Native.TLSListen} {
+		if l == "" || l == "off" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return fmt.Errorf("native listener %q: %w", l, err)
+		}
+	}
+	if (c.Native.TLSCert == "") != (c.Native.TLSKey == "") {
+		return errors.New("native.tls_cert and native.tls_key go together")
 	}
 	if c.Media.Dir == "" {
 		c.Media.Dir = filepath.Join(c.DataDir, "media")

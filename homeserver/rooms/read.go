@@ -45,6 +45,8 @@ type ClientEvent struct {
 	Unsigned       map[string]any  `json:"unsigned,omitempty"`
 	// StreamPos orders the event among all events; not sent to clients.
 	StreamPos int64 `json:"-"`
+	// Seq numbers the room's events 1, 2, 3, … (the native protocol's seq).
+	Seq int64 `json:"-"`
 }
 
 // eventRow is an event as stored.
@@ -60,13 +62,14 @@ type eventRow struct {
 	membership     sql.NullString
 	redactedBy     sql.NullString
 	json           string
+	seq            int64
 }
 
-const eventColumns = `stream_pos, event_id, room_id, type, state_key, sender, origin_ts, snapshot_before, membership, redacted_by, json`
+const eventColumns = `stream_pos, event_id, room_id, type, state_key, sender, origin_ts, snapshot_before, membership, redacted_by, json, room_seq`
 
 func scanEvent(sc interface{ Scan(...any) error }) (eventRow, error) {
 	var r eventRow
-	err := sc.Scan(&r.pos, &r.eventID, &r.roomID, &r.typ, &r.stateKey, &r.sender, &r.originTS, &r.snapshotBefore, &r.membership, &r.redactedBy, &r.json)
+	err := sc.Scan(&r.pos, &r.eventID, &r.roomID, &r.typ, &r.stateKey, &r.sender, &r.originTS, &r.snapshotBefore, &r.membership, &r.redactedBy, &r.json, &r.seq)
 	return r, err
 }
 
@@ -99,6 +102,7 @@ func (r eventRow) clientEvent() ClientEvent {
 		Type:           r.typ,
 		Redacts:        gjson.Get(r.json, "redacts").String(),
 		StreamPos:      r.pos,
+		Seq:            r.seq,
 		Unsigned:       map[string]any{"age": time.Now().UnixMilli() - r.originTS},
 	}
 	if len(ev.Content) == 0 {

@@ -45,6 +45,8 @@ type Notice struct {
 	Type      string  `json:"type"`
 	StateKey  *string `json:"state_key,omitempty"`
 	StreamPos int64   `json:"stream_pos"`
+	// Seq is the event's room_seq: 1 + the room's previous event's.
+	Seq int64 `json:"seq"`
 }
 
 // Profiles gives the displayname and avatar of local users for their member events.

@@ -43,6 +43,7 @@ type Txn struct {
 type Sent struct {
 	EventID   string
 	StreamPos int64
+	Seq       int64
 }
 
 // head is a room's state at the moment a writer holds its lock.
@@ -51,6 +52,7 @@ type head struct {
 	version  gomatrixserverlib.IRoomVersion
 	snapshot int64
 	depth    int64
+	seq      int64 // the room's latest room_seq
 	prev     []string
 }
 
@@ -80,11 +82,11 @@ func (s *Service) write(ctx context.Context, roomID string, create *roomRow, pro
 				err := tx.QueryRow(ctx, `SELECT t.event_id FROM transaction_ids t WHERE t.localpart = $1 AND t.device_id = $2 AND t.txn_id = $3`,
 					p.Txn.Localpart, p.Txn.DeviceID, p.Txn.ID).Scan(&eventID)
 				if err == nil {
-					var pos int64
-					if err := tx.QueryRow(ctx, `SELECT stream_pos FROM events WHERE event_id = $1`, eventID).Scan(&pos); err != nil {
+					var pos, seq int64
+					if err := tx.QueryRow(ctx, `SELECT stream_pos, room_seq FROM events WHERE event_id = $1`, eventID).Scan(&pos, &seq); err != nil {
 						return fmt.Errorf("read earlier transaction's event: %w", err)
 					}
-					sent = append(sent, Sent{EventID: eventID, StreamPos: pos})
+					sent = append(sent, Sent{EventID: eventID, StreamPos: pos, Seq: seq})
 					continue
 				}
 				if !errors.Is(err, sql.ErrNoRows) {
@@ -99,10 +101,10 @@ func (s *Service) write(ctx context.Context, roomID string, create *roomRow, pro
 			if err != nil {
 				return err
 			}
-			sent = append(sent, Sent{EventID: ev.EventID(), StreamPos: pos})
-			notices = append(notices, Notice{RoomID: roomID, EventID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), StreamPos: pos})
+			sent = append(sent, Sent{EventID: ev.EventID(), StreamPos: pos, Seq: h.seq})
+			notices = append(notices, Notice{RoomID: roomID, EventID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), StreamPos: pos, Seq: h.seq})
 		}
-		_, err = tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2 WHERE room_id = $3`, h.snapshot, h.depth, roomID)
+		_, err = tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3 WHERE room_id = $4`, h.snapshot, h.depth, h.seq, roomID)
 		return err
 	})
 	if err != nil {
@@ -125,8 +127,8 @@ func loadHead(ctx context.Context, tx *storage.Tx, roomID string) (*head, error)
 	var version string
 	// The no-op update takes the row lock on PostgreSQL; SQLite's single writer
 	// already excludes other writers.
-	err := tx.QueryRow(ctx, `UPDATE rooms SET depth = depth WHERE room_id = $1 RETURNING room_version, current_snapshot, depth`, roomID).
-		Scan(&version, &h.snapshot, &h.depth)
+	err := tx.QueryRow(ctx, `UPDATE rooms SET depth = depth WHERE room_id = $1 RETURNING room_version, current_snapshot, depth, seq`, roomID).
+		Scan(&version, &h.snapshot, &h.depth, &h.seq)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -244,10 +246,11 @@ func (s *Service) persist(ctx context.Context, tx *storage.Tx, h *head, ev gomat
 			relatesTo, relType = id, rel.Get("rel_type").String()
 		}
 	}
+	h.seq++
 	if _, err := tx.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts,
-		snapshot_before, membership, relates_to, rel_type, json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		snapshot_before, membership, relates_to, rel_type, json, room_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		pos, ev.EventID(), h.roomID, ev.Type(), ev.StateKey(), string(ev.SenderID()), ev.Depth(), int64(ev.OriginServerTS()),
-		h.snapshot, membership, relatesTo, relType, string(ev.JSON())); err != nil {
+		h.snapshot, membership, relatesTo, relType, string(ev.JSON()), h.seq); err != nil {
 		return 0, fmt.Errorf("insert event %s: %w", ev.EventID(), err)
 	}
 	if sk := ev.StateKey(); sk != nil {

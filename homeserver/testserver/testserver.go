@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/hongyan/hongyan/homeserver"
@@ -24,6 +25,10 @@ type Server struct {
 	*homeserver.Server
 	// URL is the client API's base URL, http://127.0.0.1:PORT.
 	URL string
+	// NativeAddr is the native protocol's TCP listener, tcp://127.0.0.1:PORT;
+	// NativeTLSAddr its TLS listener (tls://…) when configured; NativeWS its
+	// WebSocket URL.
+	NativeAddr, NativeTLSAddr, NativeWS string
 }
 
 // Option adjusts the configuration before the server starts.
@@ -44,6 +49,7 @@ func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 	cfg.RateLimit.Enabled = false
 	cfg.Database.URL = storagetest.DSN(t, d)
 	cfg.Auth.PasswordHashMemoryKiB, cfg.Auth.PasswordHashIterations = 64, 1
+	cfg.Native.Listen = "127.0.0.1:0"
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -52,6 +58,12 @@ func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 	if err != nil {
 		cancel()
 		t.Fatalf("start homeserver: %v", err)
+	}
+	native, err := hs.ListenNative(ctx)
+	if err != nil {
+		cancel()
+		hs.Close()
+		t.Fatalf("native listeners: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ctx, ln) }()
@@ -62,7 +74,16 @@ func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 		}
 		hs.Close()
 	})
-	return &Server{Server: hs, URL: "http://" + ln.Addr().String()}
+	srv := &Server{Server: hs, URL: "http://" + ln.Addr().String()}
+	for _, a := range native {
+		if strings.HasPrefix(a, "tls://") {
+			srv.NativeTLSAddr = a
+		} else {
+			srv.NativeAddr = a
+		}
+	}
+	srv.NativeWS = "ws://" + ln.Addr().String() + "/_hongyan/native"
+	return srv
 }
 
 // ProductionHashing restores the production argon2id cost, which Start lowers so

@@ -1,0 +1,106 @@
+package rooms
+
+import (
+	"context"
+	"fmt"
+	"strings"
+)
+
+// Events by room sequence number (room_seq): the native protocol's view of a room.
+// Seqs are 1, 2, 3, … per room in commit order, so "after seq N" is a primary-key
+// range and a client that knows its last seq resumes exactly where it stopped.
+
+// maxSeqBatch bounds one read by seq.
+const maxSeqBatch = 500
+
+// RoomEventsAfter returns the room's events with seq > afterSeq, oldest first, up to
+// limit, without any visibility check: for fan-out code that applies membership
+// itself (the native hub delivers only to joined members and stops at their leave).
+func (s *Service) RoomEventsAfter(ctx context.Context, roomID string, afterSeq int64, limit int) ([]ClientEvent, error) {
+	limit = min(max(limit, 1), maxSeqBatch)
+	rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND room_seq > $2
+		ORDER BY room_seq LIMIT $3`, roomID, afterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ClientEvent, len(rows))
+	for i, r := range rows {
+		out[i] = r.clientEvent()
+	}
+	return out, nil
+}
+
+// EventsAfterSeq returns the events with seq > afterSeq that userID may see, oldest
+// first, up to limit, and the seq reached (to continue from, even when the events
+// read were all hidden).
+func (s *Service) EventsAfterSeq(ctx context.Context, roomID, userID string, afterSeq int64, limit int) ([]ClientEvent, int64, error) {
+	return s.eventsBySeq(ctx, roomID, userID, afterSeq, limit, false)
+}
+
+// EventsBeforeSeq returns up to limit events with seq < beforeSeq (0: the latest)
+// that userID may see, newest first, and the lowest seq read.
+func (s *Service) EventsBeforeSeq(ctx context.Context, roomID, userID string, beforeSeq int64, limit int) ([]ClientEvent, int64, error) {
+	return s.eventsBySeq(ctx, roomID, userID, beforeSeq, limit, true)
+}
+
+func (s *Service) eventsBySeq(ctx context.Context, roomID, userID string, from int64, limit int, backward bool) ([]ClientEvent, int64, error) {
+	limit = min(max(limit, 1), maxSeqBatch)
+	v, err := s.newVisibility(ctx, roomID, userID)
+	if err != nil {
+		return nil, 0, err
+	}
+	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND room_seq > $2 ORDER BY room_seq LIMIT $3`
+	if backward {
+		if from <= 0 {
+			from = 1 << 62
+		}
+		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND room_seq < $2 ORDER BY room_seq DESC LIMIT $3`
+	}
+	rows, err := s.queryEvents(ctx, q, roomID, from, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	reached := from
+	var out []ClientEvent
+	for _, r := range rows {
+		reached = r.seq
+		ok, err := v.canSee(ctx, r)
+		if err != nil {
+			return nil, 0, err
+		}
+		if ok {
+			out = append(out, r.clientEvent())
+		}
+	}
+	if len(rows) == 0 && backward {
+		reached = 0
+	}
+	return out, reached, nil
+}
+
+// LatestSeqs returns each room's latest seq.
+func (s *Service) LatestSeqs(ctx context.Context, roomIDs []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(roomIDs))
+	if len(roomIDs) == 0 {
+		return out, nil
+	}
+	marks := make([]string, len(roomIDs))
+	args := make([]any, len(roomIDs))
+	for i, id := range roomIDs {
+		marks[i], args[i] = fmt.Sprintf("$%d", i+1), id
+	}
+	rows, err := s.db.Query(ctx, `SELECT room_id, seq FROM rooms WHERE room_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("latest seqs: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			return nil, err
+		}
+		out[id] = seq
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,521 @@
+package native
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+)
+
+// session is one connection: a reader that runs ops in order, a writer that owns
+// the connection's writes, and (after resume) a pusher that delivers room events.
+type session struct {
+	srv  *Server
+	conn net.Conn
+	id   string
+	ctx  context.Context
+	stop context.CancelFunc
+
+	// Set by hello and auth, in the reader, before the pusher starts.
+	codec     Codec
+	hello     bool
+	userID    string
+	localpart string
+	deviceID  string
+	token     string
+
+	out       chan []byte // encoded frames for the writer
+	closeOnce sync.Once
+	closing   chan struct{}
+	closeMsg  []byte // the close frame, written last
+
+	mu       sync.Mutex
+	started  bool
+	joined   map[string]int64       // room → last seq pushed; guarded by mu
+	dirty    map[string]bool        // rooms with events to push; guarded by mu
+	members  map[string]int64       // rooms not joined → seq of a membership event of ours; guarded by mu
+	unacked  map[string][]unackedAt // room → pushes in seq order; guarded by mu
+	nUnacked int                    // guarded by mu
+	wake     chan struct{}
+}
+
+type unackedAt struct {
+	seq   int64
+	frame []byte
+	sent  time.Time
+}
+
+func newSession(s *Server, conn net.Conn) *session {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &session{
+		srv: s, conn: conn, id: newID(), ctx: ctx, stop: cancel,
+		out: make(chan []byte, s.cfg.QueueFrames), closing: make(chan struct{}),
+		joined: map[string]int64{}, dirty: map[string]bool{}, members: map[string]int64{},
+		unacked: map[string][]unackedAt{}, wake: make(chan struct{}, 1),
+	}
+}
+
+func (s *session) run() {
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		s.writer()
+	}()
+	s.reader()
+	s.closeWith(CloseNormal, "")
+	<-writerDone
+	s.stop()
+	s.conn.Close()
+	s.mu.Lock()
+	rooms := make([]string, 0, len(s.joined))
+	for r := range s.joined {
+		rooms = append(rooms, r)
+	}
+	s.mu.Unlock()
+	if s.userID != "" {
+		s.srv.hub.remove(s, rooms)
+	}
+}
+
+// closeWith ends the session: the writer sends a close push with code and reason
+// after what is already queued (at most a short wait), then closes the connection.
+func (s *session) closeWith(code, reason string) {
+	s.closeOnce.Do(func() {
+		if s.hello {
+			body, _ := Marshal(s.codec, Message[ClosePush]{Op: "close", Data: ClosePush{Code: code, Reason: reason}})
+			s.closeMsg, _ = AppendFrame(nil, s.codec, body)
+		} else {
+			body, _ := Marshal(JSON, Message[ClosePush]{Op: "close", Data: ClosePush{Code: code, Reason: reason}})
+			s.closeMsg, _ = AppendFrame(nil, JSON, body)
+		}
+		if code != CloseNormal {
+			slog.Debug("native session closed", "session", s.id, "user", s.userID, "code", code, "reason", reason)
+		}
+		close(s.closing)
+		// Unblocks the reader; the writer still gets its last frame out.
+		s.conn.SetReadDeadline(time.Now())
+	})
+}
+
+// writer writes queued frames until the session closes, then the close frame.
+func (s *session) writer() {
+	w := bufio.NewWriterSize(s.conn, 16<<10)
+	write := func(f []byte) error {
+		s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if _, err := w.Write(f); err != nil {
+			return err
+		}
+		if len(s.out) == 0 { // flush when the queue runs dry: batches bursts
+			return w.Flush()
+		}
+		return nil
+	}
+	for {
+		select {
+		case f := <-s.out:
+			if err := write(f); err != nil {
+				s.closeWith(CloseNormal, "")
+				s.conn.Close()
+				return
+			}
+		case <-s.closing:
+			// A slow consumer's queue is dropped; anything else is flushed first.
+			s.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+		drain:
+			for {
+				select {
+				case f := <-s.out:
+					if _, err := w.Write(f); err != nil {
+						break drain
+					}
+				default:
+					break drain
+				}
+			}
+			w.Write(s.closeMsg)
+			w.Flush()
+			if tc, ok := s.conn.(interface{ CloseWrite() error }); ok {
+				tc.CloseWrite()
+			}
+			s.conn.Close()
+			return
+		}
+	}
+}
+
+// enqueue queues a frame for the writer; a full queue means the client does not
+// keep up, and it is disconnected rather than slowing anyone else.
+func (s *session) enqueue(frame []byte) bool {
+	select {
+	case <-s.closing:
+		return false
+	default:
+	}
+	select {
+	case s.out <- frame:
+		return true
+	default:
+		s.closeWith(CloseSlowConsumer, fmt.Sprintf("more than %d frames queued", cap(s.out)))
+		return false
+	}
+}
+
+func (s *session) send(v any) bool {
+	body, err := Marshal(s.codec, v)
+	if err != nil {
+		slog.Error("native: encode", "err", err)
+		return false
+	}
+	frame, err := AppendFrame(nil, s.codec, body)
+	if err != nil {
+		body, _ = Marshal(s.codec, Message[Error]{Op: "error", Data: Error{Code: string(mxerror.TooLarge), Message: "reply larger than a frame"}})
+		frame, _ = AppendFrame(nil, s.codec, body)
+	}
+	return s.enqueue(frame)
+}
+
+// sendPush queues an ephemeral push (typing, receipt) once the session started.
+func (s *session) sendPush(v any) {
+	s.mu.Lock()
+	started := s.started
+	s.mu.Unlock()
+	if started {
+		s.send(v)
+	}
+}
+
+func (s *session) reader() {
+	r := bufio.NewReaderSize(s.conn, 16<<10)
+	for {
+		s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
+		c, body, err := ReadFrame(r, s.srv.cfg.MaxFrame)
+		if err != nil {
+			select {
+			case <-s.closing:
+				return
+			default:
+			}
+			switch {
+			case errors.Is(err, ErrFrameTooLarge):
+				s.closeWith(CloseTooLarge, err.Error())
+			case errors.Is(err, ErrBadCodec):
+				s.closeWith(CloseBadFrame, err.Error())
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				s.closeWith(CloseIdle, fmt.Sprintf("nothing received for %s", s.srv.cfg.IdleTimeout))
+			case errors.Is(err, io.ErrUnexpectedEOF):
+				s.closeWith(CloseBadFrame, "truncated frame")
+			}
+			return
+		}
+		if !s.hello {
+			s.codec = c
+		} else if c != s.codec {
+			s.closeWith(CloseProtocol, fmt.Sprintf("frame in %s on a %s session", c, s.codec))
+			return
+		}
+		if !s.handle(body) {
+			return
+		}
+	}
+}
+
+// handle runs one request; false ends the session.
+func (s *session) handle(body []byte) bool {
+	var env Envelope
+	if err := Unmarshal(s.codec, body, &env); err != nil {
+		if !s.hello {
+			s.closeWith(CloseProtocol, "the first frame must be a hello")
+			return false
+		}
+		s.send(Message[Error]{Op: "error", Data: Error{Code: string(mxerror.NotJSON), Message: "undecodable envelope: " + err.Error()}})
+		return true
+	}
+	if !s.hello && env.Op != "hello" {
+		s.closeWith(CloseProtocol, "the first frame must be a hello")
+		return false
+	}
+	op, ok := ops[env.Op]
+	if !ok {
+		s.replyErr(env.ID, mxerror.New(mxerror.Unrecognized, "unknown op %q", env.Op))
+		return true
+	}
+	if op.authed && s.userID == "" {
+		s.replyErr(env.ID, mxerror.New(mxerror.MissingToken, "authenticate first"))
+		return true
+	}
+	if op.authed && s.srv.limiter != nil {
+		if ok, retry := s.srv.limiter.Allow(s.userID); !ok {
+			e := &mxerror.Error{Code: mxerror.LimitExceeded, Message: "too many requests", RetryAfterMs: retry.Milliseconds()}
+			s.replyErr(env.ID, e)
+			return true
+		}
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
+	res, err := op.fn(ctx, s, body)
+	cancel()
+	if errors.Is(err, errEnd) {
+		return false
+	}
+	if err != nil {
+		s.replyErr(env.ID, err)
+		return true
+	}
+	if env.ID != "" || res != nil {
+		s.send(Message[any]{ID: env.ID, Op: "reply", Data: res})
+	}
+	return true
+}
+
+// errEnd is returned by an op that ends the session (close, a repeated hello).
+var errEnd = errors.New("session ends")
+
+func (s *session) replyErr(id string, err error) {
+	var me *mxerror.Error
+	if !errors.As(err, &me) {
+		var de decodeError
+		if errors.As(err, &de) {
+			me = mxerror.New(mxerror.BadJSON, "%s", de.Error())
+		} else {
+			slog.Error("native op failed", "session", s.id, "user", s.userID, "err", err)
+			me = mxerror.New(mxerror.Unknown, "internal error")
+		}
+	}
+	s.send(Message[Error]{ID: id, Op: "error", Data: Error{Code: string(me.Code), Message: me.Message, RetryAfterMs: me.RetryAfterMs}})
+}
+
+// start begins pushes: rooms in from resume from their given seq, other joined
+// rooms from their latest.
+func (s *session) start(ctx context.Context, from map[string]int64) error {
+	ms, err := s.srv.d.Rooms.UserMemberships(ctx, s.userID)
+	if err != nil {
+		return err
+	}
+	var joined []string
+	for _, m := range ms {
+		if m.Membership == "join" {
+			joined = append(joined, m.RoomID)
+		}
+	}
+	latest, err := s.srv.d.Rooms.LatestSeqs(ctx, joined)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		return mxerror.New(mxerror.BadState, "already resumed")
+	}
+	s.started = true
+	for _, r := range joined {
+		seq := latest[r]
+		if given, ok := from[r]; ok && given >= 0 && given < seq {
+			seq = given
+		}
+		s.joined[r] = seq
+		s.dirty[r] = true
+	}
+	s.mu.Unlock()
+	// Subscribing after reading the positions can only repeat a wake-up, never
+	// lose an event: the pusher reads everything after the cursor.
+	s.srv.hub.addUser(s)
+	for _, r := range joined {
+		s.srv.hub.subscribe(s, r)
+	}
+	go s.pusher()
+	s.poke()
+	return nil
+}
+
+func (s *session) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *session) markDirty(roomID string) {
+	s.mu.Lock()
+	s.dirty[roomID] = true
+	s.mu.Unlock()
+	s.poke()
+}
+
+// noteMembership records a membership event about this session's user in a room
+// it does not push yet (an invite, or a join from another device).
+func (s *session) noteMembership(roomID string, seq int64) {
+	s.mu.Lock()
+	if _, ok := s.joined[roomID]; !ok && seq > s.members[roomID] {
+		s.members[roomID] = seq
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+// pusher delivers room events and retransmits unacknowledged ones until the
+// session closes.
+func (s *session) pusher() {
+	tick := time.NewTicker(s.srv.cfg.RetransmitAfter / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-s.wake:
+			if err := s.pushPending(); err != nil && s.ctx.Err() == nil {
+				slog.Warn("native push", "session", s.id, "err", err)
+				time.Sleep(100 * time.Millisecond)
+				s.poke()
+			}
+		case <-tick.C:
+			s.retransmit()
+		}
+	}
+}
+
+const pushBatch = 200
+
+func (s *session) pushPending() error {
+	s.mu.Lock()
+	members := s.members
+	s.members = map[string]int64{}
+	dirty := make([]string, 0, len(s.dirty))
+	for r := range s.dirty {
+		dirty = append(dirty, r)
+	}
+	clear(s.dirty)
+	s.mu.Unlock()
+
+	// Membership events in rooms not pushed yet: the event itself, and on a join
+	// the room's events from there on.
+	for roomID, seq := range members {
+		evs, err := s.srv.d.Rooms.RoomEventsAfter(s.ctx, roomID, seq-1, 1)
+		if err != nil || len(evs) == 0 {
+			return err
+		}
+		fe := newFeedEvent(evs[0])
+		if fe.stateKey != s.userID {
+			continue
+		}
+		s.mu.Lock()
+		_, already := s.joined[roomID]
+		s.mu.Unlock()
+		if already {
+			continue
+		}
+		if !s.pushEvent(roomID, fe) {
+			return nil
+		}
+		if fe.membership == "join" {
+			s.mu.Lock()
+			s.joined[roomID] = fe.seq
+			s.mu.Unlock()
+			s.srv.hub.subscribe(s, roomID)
+			dirty = append(dirty, roomID)
+		}
+	}
+
+	for _, roomID := range dirty {
+		s.mu.Lock()
+		after, ok := s.joined[roomID]
+		s.mu.Unlock()
+		if !ok {
+			continue
+		}
+		evs, err := s.srv.hub.feedOf(roomID).after(s.ctx, s.srv.d.Rooms, after, pushBatch)
+		if err != nil {
+			return err
+		}
+		left := false
+		for _, fe := range evs {
+			if !s.pushEvent(roomID, fe) {
+				return nil
+			}
+			after = fe.seq
+			// Our own leave, kick or ban is the last event the room pushes.
+			if fe.typ == "m.room.member" && fe.stateKey == s.userID && fe.membership != "join" {
+				left = true
+				break
+			}
+		}
+		s.mu.Lock()
+		if left {
+			delete(s.joined, roomID)
+		} else {
+			s.joined[roomID] = after
+		}
+		s.mu.Unlock()
+		if left {
+			s.srv.hub.unsubscribe(s, roomID)
+		} else if len(evs) == pushBatch {
+			s.markDirty(roomID) // more to come; other rooms get their turn first
+		}
+	}
+	return nil
+}
+
+// pushEvent queues an event push and holds it until acknowledged.
+func (s *session) pushEvent(roomID string, fe *feedEvent) bool {
+	frame, err := fe.frame(s.codec)
+	if err != nil {
+		slog.Error("native: encode event", "err", err)
+		return true
+	}
+	s.mu.Lock()
+	s.unacked[roomID] = append(s.unacked[roomID], unackedAt{seq: fe.seq, frame: frame, sent: time.Now()})
+	s.nUnacked++
+	over := s.nUnacked > s.srv.cfg.MaxUnacked
+	s.mu.Unlock()
+	if over {
+		s.closeWith(CloseSlowConsumer, fmt.Sprintf("more than %d pushes unacknowledged", s.srv.cfg.MaxUnacked))
+		return false
+	}
+	return s.enqueue(frame)
+}
+
+func (s *session) ack(rooms map[string]int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for roomID, seq := range rooms {
+		q := s.unacked[roomID]
+		i, _ := slices.BinarySearchFunc(q, seq+1, func(u unackedAt, t int64) int { return int(u.seq - t) })
+		s.nUnacked -= i
+		if i == len(q) {
+			delete(s.unacked, roomID)
+		} else {
+			s.unacked[roomID] = q[i:]
+		}
+	}
+}
+
+// retransmit resends pushes unacknowledged for longer than RetransmitAfter, in
+// order per room.
+func (s *session) retransmit() {
+	cutoff := time.Now().Add(-s.srv.cfg.RetransmitAfter)
+	var frames [][]byte
+	s.mu.Lock()
+	for roomID, q := range s.unacked {
+		if len(q) == 0 || q[0].sent.After(cutoff) {
+			continue
+		}
+		for i := range q {
+			q[i].sent = time.Now()
+			frames = append(frames, q[i].frame)
+		}
+		s.unacked[roomID] = q
+	}
+	s.mu.Unlock()
+	for _, f := range frames {
+		if !s.enqueue(f) {
+			return
+		}
+	}
+}
