@@ -71,6 +71,9 @@ type Native struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// RetransmitAfter resends unacknowledged pushes after this long. Default 10s.
 	RetransmitAfter time.Duration `yaml:"retransmit_after"`
+	// MaxUnacked bounds a session's unacknowledged pushes; past it the session is
+	// closed as a slow consumer (the client resumes later). Default 2000.
+	MaxUnacked int `yaml:"max_unacked"`
 }
 
 // Media configures the media repository.

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/hongyan/hongyan/homeserver"
@@ -29,6 +30,8 @@ type Server struct {
 	// NativeTLSAddr its TLS listener (tls://…) when configured; NativeWS its
 	// WebSocket URL.
 	NativeAddr, NativeTLSAddr, NativeWS string
+
+	stop func()
 }
 
 // Option adjusts the configuration before the server starts.
@@ -38,13 +41,9 @@ type Option func(*config.Config)
 // limiting is off and password hashing cheap unless options say otherwise.
 func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
-	cfg.Listen = ln.Addr().String()
+	cfg.Listen = "127.0.0.1:0"
 	cfg.ServerName = "localhost"
 	cfg.RateLimit.Enabled = false
 	cfg.Database.URL = storagetest.DSN(t, d)
@@ -53,28 +52,46 @@ func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 	for _, o := range opts {
 		o(&cfg)
 	}
+	srv := &Server{}
+	srv.start(t, cfg)
+	t.Cleanup(func() { srv.stop() }) // the server running at the end, after any Restart
+	return srv
+}
+
+func (srv *Server) start(t testing.TB, cfg config.Config) {
+	t.Helper()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listen = ln.Addr().String()
 	ctx, cancel := context.WithCancel(context.Background())
 	hs, err := homeserver.New(ctx, cfg)
 	if err != nil {
 		cancel()
+		ln.Close()
 		t.Fatalf("start homeserver: %v", err)
 	}
 	native, err := hs.ListenNative(ctx)
 	if err != nil {
 		cancel()
+		ln.Close()
 		hs.Close()
 		t.Fatalf("native listeners: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-		hs.Close()
-	})
-	srv := &Server{Server: hs, URL: "http://" + ln.Addr().String()}
+	srv.Server, srv.URL = hs, "http://"+ln.Addr().String()
+	var once sync.Once
+	srv.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+			hs.Close()
+		})
+	}
 	for _, a := range native {
 		if strings.HasPrefix(a, "tls://") {
 			srv.NativeTLSAddr = a
@@ -83,7 +100,20 @@ func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 		}
 	}
 	srv.NativeWS = "ws://" + ln.Addr().String() + "/_hongyan/native"
-	return srv
+}
+
+// Restart stops the server and starts it again on the same data, database and
+// addresses, as a process restart would.
+func (srv *Server) Restart(t testing.TB) {
+	t.Helper()
+	cfg := srv.Config
+	srv.stop()
+	cfg.Listen = strings.TrimPrefix(srv.URL, "http://")
+	cfg.Native.Listen = strings.TrimPrefix(srv.NativeAddr, "tcp://")
+	if srv.NativeTLSAddr != "" {
+		cfg.Native.TLSListen = strings.TrimPrefix(srv.NativeTLSAddr, "tls://")
+	}
+	srv.start(t, cfg)
 }
 
 // ProductionHashing restores the production argon2id cost, which Start lowers so

@@ -47,6 +47,9 @@ type Options struct {
 	Resume map[string]int64
 	// ClientName is sent in the hello.
 	ClientName string
+	// EventBuffer is how many pushes Events holds before the client stops reading
+	// from the connection. Default 1024.
+	EventBuffer int
 }
 
 // Push is one pushed item; exactly one of its pointers is set.
@@ -92,7 +95,10 @@ type rawReply struct {
 
 // Dial connects, authenticates and starts receiving pushes.
 func Dial(ctx context.Context, opts Options) (*Client, error) {
-	c := &Client{opts: opts, events: make(chan Push, 1024), closed: make(chan struct{}), token: opts.Token,
+	if opts.EventBuffer <= 0 {
+		opts.EventBuffer = 1024
+	}
+	c := &Client{opts: opts, events: make(chan Push, opts.EventBuffer), closed: make(chan struct{}), token: opts.Token,
 		pending: map[string]chan rawReply{}, last: map[string]int64{}, toAck: map[string]int64{}}
 	for r, s := range opts.Resume {
 		c.last[r] = s
