@@ -30,6 +30,11 @@ HONGYAN_TEST_MINIO=$(scripts/minio.sh start "$work/minio")
 export HONGYAN_TEST_MINIO
 echo "   ${HONGYAN_TEST_MINIO/:*@/://…@}"
 
+if ! command -v tmux >/dev/null; then
+  echo "== installing tmux (the terminal client's test drives it)"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux) >&2
+fi
+
 echo "== matrix-js-sdk for the real-client tests"
 if ! command -v npm >/dev/null; then
   (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm) >&2
@@ -55,3 +60,9 @@ echo "== go test"
 # -race catches data races in the server's concurrent paths; packages run in
 # parallel (one per core) and each package's tests on both engines in parallel.
 go test -tags "$tags" -race -count=1 -timeout 20m "${pkgs[@]}"
+
+echo "== fuzzing the native protocol's decoders briefly"
+# Each target runs on its seed corpus (native/testdata/fuzz) plus 10 s of new inputs.
+for target in FuzzReadFrame FuzzJSON FuzzMsgPack FuzzCBOR; do
+  go test -run XXX -fuzz "^${target}\$" -fuzztime 10s ./native/
+done
