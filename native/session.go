@@ -33,7 +33,11 @@ type session struct {
 	deviceID  string
 	token     string
 
-	out       chan []byte // encoded frames for the writer
+	// queue holds encoded frames for the writer. A slice under a mutex rather than
+	// a buffered channel: an idle session then holds no queue memory at all.
+	qmu       sync.Mutex
+	queue     [][]byte // guarded by qmu
+	notify    chan struct{}
 	closeOnce sync.Once
 	closing   chan struct{}
 	closeMsg  []byte // the close frame, written last
@@ -46,6 +50,7 @@ type session struct {
 	unacked  map[string][]unackedAt // room → pushes in seq order; guarded by mu
 	nUnacked int                    // guarded by mu
 	wake     chan struct{}
+	retx     *time.Timer // armed while pushes are unacknowledged
 }
 
 type unackedAt struct {
@@ -58,7 +63,7 @@ func newSession(s *Server, conn net.Conn) *session {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &session{
 		srv: s, conn: conn, id: newID(), ctx: ctx, stop: cancel,
-		out: make(chan []byte, s.cfg.QueueFrames), closing: make(chan struct{}),
+		notify: make(chan struct{}, 1), closing: make(chan struct{}),
 		joined: map[string]int64{}, dirty: map[string]bool{}, members: map[string]int64{},
 		unacked: map[string][]unackedAt{}, wake: make(chan struct{}, 1),
 	}
@@ -106,43 +111,35 @@ func (s *session) closeWith(code, reason string) {
 	})
 }
 
-// writer writes queued frames until the session closes, then the close frame.
+// writer owns the connection's writes: it writes queued frames, delivers room
+// events when woken, and retransmits unacknowledged pushes, until the session
+// closes; then it writes the close frame. One goroutine for all three keeps an idle
+// session down to two goroutines (this and the reader).
 func (s *session) writer() {
-	w := bufio.NewWriterSize(s.conn, 16<<10)
-	write := func(f []byte) error {
-		s.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if _, err := w.Write(f); err != nil {
-			return err
-		}
-		if len(s.out) == 0 { // flush when the queue runs dry: batches bursts
-			return w.Flush()
-		}
-		return nil
-	}
+	s.retx = time.NewTimer(time.Hour)
+	s.retx.Stop()
+	defer s.retx.Stop()
 	for {
 		select {
-		case f := <-s.out:
-			if err := write(f); err != nil {
+		case <-s.notify:
+			if err := s.flush(10 * time.Second); err != nil {
 				s.closeWith(CloseNormal, "")
 				s.conn.Close()
 				return
 			}
-		case <-s.closing:
-			// A slow consumer's queue is dropped; anything else is flushed first.
-			s.conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		drain:
-			for {
-				select {
-				case f := <-s.out:
-					if _, err := w.Write(f); err != nil {
-						break drain
-					}
-				default:
-					break drain
-				}
+		case <-s.wake:
+			if err := s.pushPending(); err != nil && s.ctx.Err() == nil {
+				slog.Warn("native push", "session", s.id, "err", err)
+				time.AfterFunc(100*time.Millisecond, s.poke)
 			}
-			w.Write(s.closeMsg)
-			w.Flush()
+		case <-s.retx.C:
+			s.retransmit()
+		case <-s.closing:
+			// What is queued goes out first, within a short bound (a slow consumer's
+			// socket may not take it), then the close frame.
+			s.flush(2 * time.Second)
+			s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			s.conn.Write(s.closeMsg)
 			if tc, ok := s.conn.(interface{ CloseWrite() error }); ok {
 				tc.CloseWrite()
 			}
@@ -150,6 +147,21 @@ func (s *session) writer() {
 			return
 		}
 	}
+}
+
+// flush writes every queued frame in one vectored write.
+func (s *session) flush(timeout time.Duration) error {
+	s.qmu.Lock()
+	frames := s.queue
+	s.queue = nil
+	s.qmu.Unlock()
+	if len(frames) == 0 {
+		return nil
+	}
+	s.conn.SetWriteDeadline(time.Now().Add(timeout))
+	bufs := net.Buffers(frames)
+	_, err := bufs.WriteTo(s.conn)
+	return err
 }
 
 // enqueue queues a frame for the writer; a full queue means the client does not
@@ -160,13 +172,21 @@ func (s *session) enqueue(frame []byte) bool {
 		return false
 	default:
 	}
-	select {
-	case s.out <- frame:
-		return true
-	default:
-		s.closeWith(CloseSlowConsumer, fmt.Sprintf("more than %d frames queued", cap(s.out)))
+	s.qmu.Lock()
+	full := len(s.queue) >= s.srv.cfg.QueueFrames
+	if !full {
+		s.queue = append(s.queue, frame)
+	}
+	s.qmu.Unlock()
+	if full {
+		s.closeWith(CloseSlowConsumer, fmt.Sprintf("more than %d frames queued", s.srv.cfg.QueueFrames))
 		return false
 	}
+	select {
+	case s.notify <- struct{}{}:
+	default:
+	}
+	return true
 }
 
 func (s *session) send(v any) bool {
@@ -194,7 +214,9 @@ func (s *session) sendPush(v any) {
 }
 
 func (s *session) reader() {
-	r := bufio.NewReaderSize(s.conn, 16<<10)
+	// A small buffer: frame headers and small requests come through it, large
+	// bodies are read straight into their own buffer.
+	r := bufio.NewReaderSize(s.conn, 512)
 	for {
 		s.conn.SetReadDeadline(time.Now().Add(s.srv.cfg.IdleTimeout))
 		c, body, err := ReadFrame(r, s.srv.cfg.MaxFrame)
@@ -330,7 +352,6 @@ func (s *session) start(ctx context.Context, from map[string]int64) error {
 	for _, r := range joined {
 		s.srv.hub.subscribe(s, r)
 	}
-	go s.pusher()
 	s.poke()
 	return nil
 }
@@ -358,27 +379,6 @@ func (s *session) noteMembership(roomID string, seq int64) {
 	}
 	s.mu.Unlock()
 	s.poke()
-}
-
-// pusher delivers room events and retransmits unacknowledged ones until the
-// session closes.
-func (s *session) pusher() {
-	tick := time.NewTicker(s.srv.cfg.RetransmitAfter / 2)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.closing:
-			return
-		case <-s.wake:
-			if err := s.pushPending(); err != nil && s.ctx.Err() == nil {
-				slog.Warn("native push", "session", s.id, "err", err)
-				time.Sleep(100 * time.Millisecond)
-				s.poke()
-			}
-		case <-tick.C:
-			s.retransmit()
-		}
-	}
 }
 
 const pushBatch = 200
@@ -472,6 +472,9 @@ func (s *session) pushEvent(roomID string, fe *feedEvent) bool {
 	s.mu.Lock()
 	s.unacked[roomID] = append(s.unacked[roomID], unackedAt{seq: fe.seq, frame: frame, sent: time.Now()})
 	s.nUnacked++
+	if s.nUnacked == 1 {
+		s.retx.Reset(s.srv.cfg.RetransmitAfter)
+	}
 	over := s.nUnacked > s.srv.cfg.MaxUnacked
 	s.mu.Unlock()
 	if over {
@@ -502,6 +505,9 @@ func (s *session) retransmit() {
 	cutoff := time.Now().Add(-s.srv.cfg.RetransmitAfter)
 	var frames [][]byte
 	s.mu.Lock()
+	if s.nUnacked > 0 {
+		s.retx.Reset(s.srv.cfg.RetransmitAfter / 2)
+	}
 	for roomID, q := range s.unacked {
 		if len(q) == 0 || q[0].sent.After(cutoff) {
 			continue
