@@ -30,6 +30,10 @@ func TestScenarios(t *testing.T) {
 		{"rooms", func() (loadgen.Result, error) { return loadgen.RunRooms(ctx, cfg, 5, 2) }, "joins_per_s"},
 		{"initial_sync", func() (loadgen.Result, error) { return loadgen.RunInitialSync(ctx, cfg, 5, 3) }, "median_ms"},
 		{"idle_sync", func() (loadgen.Result, error) { return loadgen.RunIdle(ctx, cfg, 10) }, "rss_after_mib"},
+		{"native_idle", func() (loadgen.Result, error) { return loadgen.RunNativeIdle(ctx, cfg, srv.NativeAddr, 20, 4) }, "connect_auth_per_s"},
+		{"native_fanout", func() (loadgen.Result, error) {
+			return loadgen.RunNativeFanout(ctx, cfg, srv.NativeAddr, 5, 20, time.Second)
+		}, "delivered_share"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := tc.run()

@@ -1,4 +1,5 @@
 // Command loadgen drives a homeserver with load scenarios over the client–server API
+// (and, for Hongyan, its native protocol: scenarios native_idle and native_fanout)
 // and prints one JSON line per scenario. It works against any homeserver with open
 // registration (m.login.dummy) and rate limits off; given the server's pid it also
 // reports the server's CPU time and memory.
@@ -38,6 +39,12 @@ func main() {
 	syncRooms := flag.Int("sync-rooms", 500, "initial_sync: rooms the user is in")
 	history := flag.Int("sync-history", 10, "initial_sync: messages per room")
 	idleClients := flag.Int("idle-clients", 500, "idle_sync: parked long-polls")
+	nativeAddr := flag.String("native", "tcp://127.0.0.1:8009", "native_*: Hongyan's native protocol address")
+	nativeConns := flag.Int("native-conns", 10000, "native_idle: idle connections")
+	nativeUsers := flag.Int("native-users", 100, "native_idle: users the connections log in as")
+	nativeMembers := flag.Int("native-members", 1000, "native_fanout: connected room members")
+	nativeRate := flag.Float64("native-rate", 50, "native_fanout: messages per second")
+	nativeDur := flag.Duration("native-duration", 15*time.Second, "native_fanout: how long to send")
 	flag.Parse()
 
 	cfg := loadgen.Config{
@@ -70,6 +77,10 @@ func main() {
 			r, err = loadgen.RunInitialSync(ctx, cfg, *syncRooms, *history)
 		case "idle_sync":
 			r, err = loadgen.RunIdle(ctx, cfg, *idleClients)
+		case "native_idle":
+			r, err = loadgen.RunNativeIdle(ctx, cfg, *nativeAddr, *nativeConns, *nativeUsers)
+		case "native_fanout":
+			r, err = loadgen.RunNativeFanout(ctx, cfg, *nativeAddr, *nativeMembers, *nativeRate, *nativeDur)
 		default:
 			err = fmt.Errorf("unknown scenario %q", sc)
 		}
