@@ -201,7 +201,8 @@ func (h *handlers) serveThumbnail(r *httpapi.Request, info Info) (any, error) {
 	if method != "" && method != "crop" && method != "scale" {
 		return nil, mxerror.New(mxerror.InvalidParam, "method must be crop or scale")
 	}
-	t, err := h.s.Thumbnail(r.Context(), info, width, height, method)
+	animated := q.Get("animated") == "true"
+	t, err := h.s.Thumbnail(r.Context(), info, width, height, method, animated)
 	if err != nil {
 		return nil, err
 	}

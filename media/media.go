@@ -229,12 +229,20 @@ type Thumbnail struct {
 
 // Thumbnail returns a thumbnail of the media for the requested size, generating and
 // caching it on first request.
-func (s *Service) Thumbnail(ctx context.Context, info Info, width, height int, method string) (Thumbnail, error) {
+// With animated, an animated GIF gets an animated thumbnail (other images a still
+// one, which the spec allows).
+func (s *Service) Thumbnail(ctx context.Context, info Info, width, height int, method string, animated bool) (Thumbnail, error) {
 	size := thumbnail.Pick(width, height, method)
+	cacheMethod := size.Method
+	if animated && info.ContentType == "image/gif" {
+		cacheMethod += "+animated"
+	} else {
+		animated = false
+	}
 	var t Thumbnail
 	err := s.db.QueryRow(ctx, `SELECT content_type, sha256, size FROM media_thumbnails
 		WHERE origin = $1 AND media_id = $2 AND width = $3 AND height = $4 AND method = $5`,
-		info.Origin, info.MediaID, size.Width, size.Height, size.Method).Scan(&t.ContentType, &t.SHA256, &t.Size)
+		info.Origin, info.MediaID, size.Width, size.Height, cacheMethod).Scan(&t.ContentType, &t.SHA256, &t.Size)
 	if err == nil {
 		return t, nil
 	}
@@ -255,7 +263,11 @@ func (s *Service) Thumbnail(ctx context.Context, info Info, width, height int, m
 		return t, err
 	}
 	defer obj.Close()
-	data, contentType, err := thumbnail.Generate(obj, size, s.cfg.MaxThumbnailPixels)
+	generate := thumbnail.Generate
+	if animated {
+		generate = thumbnail.GenerateAnimated
+	}
+	data, contentType, err := generate(obj, size, s.cfg.MaxThumbnailPixels)
 	switch {
 	case errors.Is(err, thumbnail.ErrTooLarge):
 		return t, &mxerror.Error{Code: mxerror.TooLarge, Message: "image too large to thumbnail", Status: http.StatusBadRequest}
@@ -271,7 +283,7 @@ func (s *Service) Thumbnail(ctx context.Context, info Info, width, height int, m
 	}
 	_, err = s.db.Exec(ctx, `INSERT INTO media_thumbnails (origin, media_id, width, height, method, content_type, size, sha256)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
-		info.Origin, info.MediaID, size.Width, size.Height, size.Method, t.ContentType, t.Size, t.SHA256)
+		info.Origin, info.MediaID, size.Width, size.Height, cacheMethod, t.ContentType, t.Size, t.SHA256)
 	if err != nil {
 		slog.Warn("cache thumbnail", "media", info.MXC(), "err", err)
 	}

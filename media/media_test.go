@@ -472,10 +472,20 @@ func TestThumbnails(t *testing.T) {
 				t.Errorf("%s: cached thumbnail differs", tc.name)
 			}
 		}
+		// animated=true: an animated GIF keeps its frames; a PNG stays still.
+		_, gifID := upload(t, alice, "image/gif", "", gifData.Bytes())
+		r := do(t, bob, "GET", "/_matrix/client/v1/media/thumbnail/localhost/"+gifID+"?width=96&height=96&method=crop&animated=true", nil)
+		if g, err := gif.DecodeAll(bytes.NewReader(r.body)); r.header.Get("Content-Type") != "image/gif" || err != nil || len(g.Image) != 2 {
+			t.Errorf("animated thumbnail: %d %s (%v); want a 2-frame GIF", r.status, r.header.Get("Content-Type"), err)
+		}
+		_, pngID := upload(t, alice, "image/png", "", encodePNG(t, 100, 100))
+		if r := do(t, bob, "GET", "/_matrix/client/v1/media/thumbnail/localhost/"+pngID+"?width=32&height=32&animated=true", nil); r.header.Get("Content-Type") != "image/png" {
+			t.Errorf("animated=true on a PNG: %s; want image/png", r.header.Get("Content-Type"))
+		}
 		var cached int
 		s.srv.DB.QueryRow(context.Background(), `SELECT COUNT(*) FROM media_thumbnails`).Scan(&cached)
-		if cached != 8 {
-			t.Errorf("%d thumbnails cached; want 8", cached)
+		if cached != 10 {
+			t.Errorf("%d thumbnails cached; want 10", cached)
 		}
 
 		// Hostile and unsuitable input is refused cleanly.

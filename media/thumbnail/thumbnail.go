@@ -4,6 +4,7 @@
 package thumbnail
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -56,6 +57,133 @@ func Pick(width, height int, method string) Size {
 		best = largest
 	}
 	return *best
+}
+
+// GenerateAnimated thumbnails every frame of an animated GIF and returns an
+// animated GIF, when r holds one with more than one frame; otherwise it returns
+// Generate's still thumbnail. The pixel bound covers all frames together.
+func GenerateAnimated(r io.ReadSeeker, size Size, maxPixels int64) ([]byte, string, error) {
+	cfg, format, err := image.DecodeConfig(r)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrNotImage, err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, "", err
+	}
+	if format != "gif" {
+		return Generate(r, size, maxPixels)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 || int64(cfg.Width)*int64(cfg.Height) > maxPixels {
+		return nil, "", fmt.Errorf("%w: %d × %d", ErrTooLarge, cfg.Width, cfg.Height)
+	}
+	// Count frames before decoding them all: each costs width × height.
+	frames, err := countGIFFrames(r)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrNotImage, err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		return nil, "", err
+	}
+	if frames < 2 {
+		return Generate(r, size, maxPixels)
+	}
+	if int64(frames)*int64(cfg.Width)*int64(cfg.Height) > maxPixels {
+		return nil, "", fmt.Errorf("%w: %d frames of %d × %d", ErrTooLarge, frames, cfg.Width, cfg.Height)
+	}
+	g, err := gif.DecodeAll(r)
+	if err != nil {
+		return nil, "", fmt.Errorf("%w: %v", ErrNotImage, err)
+	}
+	// Frames may cover part of the canvas and build on the one before: compose
+	// each onto a full canvas, then scale that.
+	canvas := image.NewRGBA(image.Rect(0, 0, g.Config.Width, g.Config.Height))
+	out := &gif.GIF{LoopCount: g.LoopCount}
+	for i, frame := range g.Image {
+		draw.Draw(canvas, frame.Bounds(), frame, frame.Bounds().Min, draw.Over)
+		scaled := resize(canvas, size)
+		b := scaled.Bounds()
+		pal := image.NewPaletted(b, frame.Palette)
+		draw.FloydSteinberg.Draw(pal, b, scaled, b.Min)
+		out.Image = append(out.Image, pal)
+		out.Delay = append(out.Delay, g.Delay[i])
+		if i < len(g.Disposal) {
+			out.Disposal = append(out.Disposal, gif.DisposalNone)
+		}
+		if i < len(g.Disposal) && g.Disposal[i] == gif.DisposalBackground {
+			draw.Draw(canvas, frame.Bounds(), image.Transparent, image.Point{}, draw.Src)
+		}
+	}
+	var buf bytes.Buffer
+	if err := gif.EncodeAll(&buf, out); err != nil {
+		return nil, "", err
+	}
+	return buf.Bytes(), "image/gif", nil
+}
+
+// countGIFFrames counts a GIF's image descriptors by walking its blocks, without
+// decompressing any pixels.
+func countGIFFrames(r io.Reader) (int, error) {
+	br := bufio.NewReader(r)
+	var hdr [13]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		return 0, err
+	}
+	if hdr[10]&0x80 != 0 { // global colour table
+		if _, err := br.Discard(3 << (hdr[10]&7 + 1)); err != nil {
+			return 0, err
+		}
+	}
+	skipSubBlocks := func() error {
+		for {
+			n, err := br.ReadByte()
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return nil
+			}
+			if _, err := br.Discard(int(n)); err != nil {
+				return err
+			}
+		}
+	}
+	frames := 0
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return frames, nil // a truncated file: what was counted
+		}
+		switch b {
+		case 0x21: // extension: label, then sub-blocks
+			if _, err := br.ReadByte(); err != nil {
+				return frames, nil
+			}
+			if skipSubBlocks() != nil {
+				return frames, nil
+			}
+		case 0x2c: // image descriptor
+			var d [9]byte
+			if _, err := io.ReadFull(br, d[:]); err != nil {
+				return frames, nil
+			}
+			frames++
+			if d[8]&0x80 != 0 { // local colour table
+				if _, err := br.Discard(3 << (d[8]&7 + 1)); err != nil {
+					return frames, nil
+				}
+			}
+			if _, err := br.ReadByte(); err != nil { // LZW minimum code size
+				return frames, nil
+			}
+			if skipSubBlocks() != nil {
+				return frames, nil
+			}
+		case 0x3b: // trailer
+			return frames, nil
+		default:
+			return frames, fmt.Errorf("bad GIF block 0x%02x", b)
+		}
+	}
 }
 
 // Generate decodes the image in r (JPEG, PNG, GIF's first frame, WebP) and returns

@@ -2,7 +2,10 @@ package thumbnail_test
 
 import (
 	"bytes"
+	"errors"
 	"image"
+	"image/color"
+	"image/gif"
 	"image/jpeg"
 	"testing"
 
@@ -52,5 +55,48 @@ func BenchmarkJPEG12MP(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func animatedGIF(t *testing.T, w, h, frames int) []byte {
+	t.Helper()
+	pal := color.Palette{color.Black, color.White, color.RGBA{255, 0, 0, 255}}
+	g := &gif.GIF{}
+	for i := range frames {
+		img := image.NewPaletted(image.Rect(0, 0, w, h), pal)
+		for x := range w {
+			img.SetColorIndex(x, (x+i)%h, uint8(1+i%2))
+		}
+		g.Image, g.Delay = append(g.Image, img), append(g.Delay, 10)
+	}
+	var buf bytes.Buffer
+	if err := gif.EncodeAll(&buf, g); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestAnimatedGIF(t *testing.T) {
+	src := animatedGIF(t, 200, 150, 3)
+	data, typ, err := thumbnail.GenerateAnimated(bytes.NewReader(src), thumbnail.Size{Width: 96, Height: 96, Method: "crop"}, 1_000_000)
+	if err != nil || typ != "image/gif" {
+		t.Fatalf("GenerateAnimated = %s, %v", typ, err)
+	}
+	g, err := gif.DecodeAll(bytes.NewReader(data))
+	if err != nil || len(g.Image) != 3 || g.Image[0].Bounds().Dx() != 96 || g.Image[0].Bounds().Dy() != 96 {
+		t.Fatalf("animated thumbnail: %v; want 3 frames of 96 × 96", err)
+	}
+	// The pixel bound counts every frame: three frames of 30 000 px exceed 80 000.
+	if _, _, err := thumbnail.GenerateAnimated(bytes.NewReader(src), thumbnail.Size{Width: 96, Height: 96, Method: "crop"}, 80_000); !errors.Is(err, thumbnail.ErrTooLarge) {
+		t.Errorf("3 × 30 000 px with a bound of 80 000: %v; want ErrTooLarge", err)
+	}
+	// A still image asked for animated gets a still thumbnail.
+	still := animatedGIF(t, 200, 150, 1)
+	if _, typ, err := thumbnail.GenerateAnimated(bytes.NewReader(still), thumbnail.Size{Width: 96, Height: 96, Method: "crop"}, 1_000_000); err != nil || typ != "image/png" {
+		t.Errorf("one-frame GIF: %s, %v; want a still PNG", typ, err)
+	}
+	// A truncated animation is refused cleanly.
+	if _, _, err := thumbnail.GenerateAnimated(bytes.NewReader(src[:len(src)/2]), thumbnail.Size{Width: 96, Height: 96, Method: "crop"}, 1_000_000); err == nil {
+		t.Errorf("truncated GIF gave no error")
 	}
 }

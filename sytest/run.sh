@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs Sytest against Hongyan with the homeserver driver in lib/ (modelled on Sytest's
+# Dendrite driver). Sytest is brought in at run time and never committed; the Perl
+# set-up it needs on these machines is described in ../../shared/sytest/README.md
+# (Debian Perl packages plus two stand-ins, and the run.sh that sets the Perl paths).
+#
+#   sytest/run.sh SYTEST_CHECKOUT NAHS_CHECKOUT [all|whitelist]
+#
+# "whitelist" (the default) runs the tests in sytest-whitelist and fails if any of
+# them fails; "all" runs everything except sytest-blacklist, to find newly passing
+# tests. Results go to sytest/out/ (results.tap, passed.txt, failed.txt).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+st=$(cd "${1:?sytest checkout}" && pwd)
+nahs=$(cd "${2:?Net-Async-HTTP-Server checkout}" && pwd)
+mode=${3:-whitelist}
+shared=${SYTEST_SHARED:-$here/../../shared/sytest}
+out=$here/out
+mkdir -p "$out/bin"
+
+(cd "$here/.." && go build -o "$out/bin/hongyan" ./cmd/hongyan)
+cp -r "$here/lib/SyTest/." "$st/lib/SyTest/"
+
+args=(-I Hongyan -d "$out/bin" -B "$here/sytest-blacklist")
+[ "$mode" = whitelist ] && args+=(-W "$here/sytest-whitelist")
+"$shared/run.sh" "$st" "$nahs" "$out/work" "$out/results.tap" -- "${args[@]}"
+
+sed -n 's/^ok [0-9]* \(([^)]*) \)\?//p' "$out/results.tap" | sed 's/ # .*//' | sort -u > "$out/passed.txt"
+sed -n 's/^not ok [0-9]* \(([^)]*) \)\?//p' "$out/results.tap" | sed 's/ # .*//' | sort -u > "$out/failed.txt"
+echo "passed: $(wc -l < "$out/passed.txt"), failed: $(wc -l < "$out/failed.txt")"
+if [ "$mode" = whitelist ] && [ -s "$out/failed.txt" ]; then
+  echo "whitelisted tests failed:"; cat "$out/failed.txt"; exit 1
+fi
