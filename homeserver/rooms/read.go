@@ -288,11 +288,15 @@ func (s *Service) snapshotState(ctx context.Context, snapshot int64, keys [][2]s
 	// First the chain (at most snapshotChainLimit ids), then its entries by primary
 	// key, so that a key-restricted lookup reads a handful of index entries even
 	// when the chain ends in a full copy of a 10 000-member room.
+	// Each step is a correlated primary-key lookup rather than a join: PostgreSQL
+	// plans a join in a recursive term blind to the work table's size, and on a
+	// table without statistics yet (a fresh or fast-growing database) chose a hash
+	// join that scanned all of state_snapshots at every step.
 	rows, err := s.db.Query(ctx, `WITH RECURSIVE chain(id, n) AS (
 		SELECT snapshot_id, 0 FROM state_snapshots WHERE snapshot_id = $1
 		UNION ALL
-		SELECT s.parent, c.n + 1 FROM state_snapshots s JOIN chain c ON s.snapshot_id = c.id WHERE s.parent IS NOT NULL)
-	SELECT id FROM chain ORDER BY n`, snapshot)
+		SELECT (SELECT s.parent FROM state_snapshots s WHERE s.snapshot_id = c.id), c.n + 1 FROM chain c WHERE c.id IS NOT NULL)
+	SELECT id FROM chain WHERE id IS NOT NULL ORDER BY n`, snapshot)
 	if err != nil {
 		return nil, fmt.Errorf("resolve snapshot %d: %w", snapshot, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/filter"
@@ -283,6 +284,11 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 		}
 	}
 	var joinedIDs []string
+	type joinWork struct {
+		roomID string
+		fresh  bool
+	}
+	var joins []joinWork
 	for _, m := range memberships {
 		if !roomAllowed(roomFilter, m.RoomID) {
 			continue
@@ -297,13 +303,7 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 			if !fresh && !active[m.RoomID] && len(roomData[m.RoomID]) == 0 {
 				continue
 			}
-			jr, err := s.joinedRoom(ctx, req, m.RoomID, since, cur, fresh, roomFilter)
-			if err != nil {
-				return nil, false, err
-			}
-			jr.AccountData.Events = append(jr.AccountData.Events, roomData[m.RoomID]...)
-			resp.Rooms.Join[m.RoomID] = jr
-			changed = true
+			joins = append(joins, joinWork{m.RoomID, fresh})
 		case "invite":
 			if !newMembership {
 				continue
@@ -336,6 +336,28 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 			changed = true
 		}
 	}
+	// Rooms are built concurrently: each is a handful of small queries, and on
+	// PostgreSQL their round trips, not the work, dominate an initial sync of
+	// hundreds of rooms.
+	built := make([]*JoinedRoom, len(joins))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(joinWorkers)
+	for i, w := range joins {
+		g.Go(func() error {
+			jr, err := s.joinedRoom(gctx, req, w.roomID, since, cur, w.fresh, roomFilter)
+			built[i] = jr
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, false, err
+	}
+	for i, w := range joins {
+		jr := built[i]
+		jr.AccountData.Events = append(jr.AccountData.Events, roomData[w.roomID]...)
+		resp.Rooms.Join[w.roomID] = jr
+		changed = true
+	}
 	eph, err := s.ephemeral(ctx, req, joinedIDs, since, cur, roomFilter)
 	if err != nil {
 		return nil, false, err
@@ -352,6 +374,9 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 	}
 	return resp, changed, nil
 }
+
+// joinWorkers bounds how many rooms one sync builds at once.
+const joinWorkers = 8
 
 // ephemeral collects typing and receipt events per joined room since the token.
 // An initial sync gets the current typing users and every receipt.
