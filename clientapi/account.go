@@ -50,6 +50,12 @@ func (h *handlers) register(r *httpapi.Request) (any, error) {
 		}
 	}
 	if req.Password == nil {
+		if req.Auth == nil {
+			// A first request without credentials asks for the flows: answer
+			// with the auth stages (401) before insisting on a password.
+			_, err := h.users.Interactive(r.Context(), users.Interactive{Purpose: "register", Flows: h.users.RegistrationFlows()}, nil)
+			return nil, err
+		}
 		return nil, mxerror.New(mxerror.MissingParam, "password is required")
 	}
 	if err := users.CheckNewPassword(*req.Password); err != nil {

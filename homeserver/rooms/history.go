@@ -202,7 +202,9 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 		if err != nil {
 			return Messages{}, err
 		}
+		read := 0
 		for _, r := range rows {
+			read++
 			if q.Backward {
 				cursor = r.pos - 1
 			} else {
@@ -220,7 +222,10 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			}
 		}
 		if len(rows) < page {
-			if len(res.Chunk) < limit {
+			// The range is exhausted when the last row read was its last one:
+			// then there is nothing further, even if the chunk is full, and a
+			// sync's timeline built from it is not limited.
+			if len(res.Chunk) < limit || read == len(rows) {
 				cursor = -1 // exhausted: no end token
 			}
 			break
