@@ -114,6 +114,11 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerSync(router, v3, api)
 	h.registerEphemeral(v3, api)
 	h.registerKeys(v3, api)
+	// Cross-signing shipped under the unstable prefix first; older clients (and
+	// Sytest) still use it, and Synapse still serves it.
+	unstable := httpapi.Subrouter(router, "/_matrix/client/unstable")
+	api.Handle(unstable, http.MethodPost, "/keys/device_signing/upload", h.uploadCrossSigning, httpapi.Authed)
+	api.Handle(unstable, http.MethodPost, "/keys/signatures/upload", h.uploadSignatures, httpapi.Authed)
 	h.registerBackup(v3, api)
 	h.registerTags(v3, api)
 	h.registerPushRules(v3, api)
