@@ -51,14 +51,7 @@ func (h *handlers) joinedRoom(r *httpapi.Request) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	m, err := h.rooms.CurrentMembership(r.Context(), roomID, r.Caller.UserID)
-	if err != nil {
-		return "", err
-	}
-	if m != "join" {
-		return "", mxerror.New(mxerror.Forbidden, "you are not in room %s", roomID)
-	}
-	return roomID, nil
+	return roomID, h.rooms.RequireJoined(r.Context(), roomID, r.Caller.UserID)
 }
 
 func (h *handlers) setTyping(r *httpapi.Request) (any, error) {

@@ -188,6 +188,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	media.Register(router, api, s.Media, media.NewPreviewer(allow))
 	s.Native, err = native.New(native.Config{ServerName: cfg.ServerName, MaxFrame: cfg.Native.MaxFrameBytes,
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
+		TokenRecheck:  cfg.Native.TokenRecheck,
 		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.RateLimit.PerSecond), RateBurst: cfg.RateLimit.Burst},
 		native.Deps{Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
 	if err != nil {

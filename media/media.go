@@ -77,7 +77,7 @@ func (i Info) MXC() string { return "mxc://" + i.Origin + "/" + i.MediaID }
 func newMediaID() string {
 	b := make([]byte, 18)
 	_, _ = rand.Read(b)
-	return strings.TrimRight(strings.NewReplacer("+", "", "/", "").Replace(hex.EncodeToString(b)), "=")
+	return hex.EncodeToString(b)
 }
 
 // Upload stores body as new media of uploader and returns its info.

@@ -330,3 +330,19 @@ func TestRateLimit(t *testing.T) {
 		t.Errorf("20 requests at once: %v; want M_LIMIT_EXCEEDED with retry_after_ms", limited)
 	}
 }
+
+// A session whose device logs out elsewhere is closed at a heartbeat.
+func TestLoggedOutSessionCloses(t *testing.T) {
+	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) { c.Native.TokenRecheck = time.Millisecond })
+	alice := srv.Register(t, "alice", "pw")
+	c := rawDial(t, srv)
+	c.session(alice.Token)
+	c.op("p1", "ping", nil)
+	expect[struct{}](c, "reply")
+	alice.MustDo("POST", "/_matrix/client/v3/logout", map[string]any{}, nil)
+	time.Sleep(5 * time.Millisecond)
+	c.op("p2", "ping", nil)
+	if got := expect[native.ClosePush](c, "close"); got.Code != native.CloseLoggedOut {
+		t.Errorf("close = %+v; want %s", got, native.CloseLoggedOut)
+	}
+}

@@ -336,6 +336,12 @@ func TestOpsMapOntoTheCore(t *testing.T) {
 			t.Errorf("presence = %+v, %v", p, err)
 		}
 
+		var bobsSend struct {
+			EventID string `json:"event_id"`
+		}
+		bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+roomID+"/send/m.room.message/b1", map[string]any{"msgtype": "m.text", "body": "bob's"}, &bobsSend)
+		bobsMessage := bobsSend.EventID
+
 		// Failure paths carry the Matrix error codes.
 		for _, tc := range []struct {
 			name, op string
@@ -346,7 +352,8 @@ func TestOpsMapOntoTheCore(t *testing.T) {
 			{"image without url", "send", native.Send{RoomID: roomID, Kind: "image", Body: "x"}, "M_INVALID_PARAM"},
 			{"unknown kind", "send", native.Send{RoomID: roomID, Kind: "hologram"}, "M_INVALID_PARAM"},
 			{"no room", "send", native.Send{Body: "x"}, "M_MISSING_PARAM"},
-			{"edit someone else's", "edit", native.Edit{RoomID: roomID, EventID: "$missing", Body: "x"}, "M_NOT_FOUND"},
+			{"edit someone else's", "edit", native.Edit{RoomID: roomID, EventID: bobsMessage, Body: "x"}, "M_FORBIDDEN"},
+			{"edit a missing event", "edit", native.Edit{RoomID: roomID, EventID: "$missing", Body: "x"}, "M_NOT_FOUND"},
 			{"typing elsewhere", "typing", native.Typing{RoomID: "!nope:localhost", Typing: true}, "M_FORBIDDEN"},
 			{"bad presence", "presence", native.Presence{Presence: "dancing"}, "M_INVALID_PARAM"},
 			{"wrong field type", "send", map[string]any{"room_id": 42}, "M_BAD_JSON"},

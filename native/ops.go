@@ -117,7 +117,7 @@ func opAuth(ctx context.Context, s *session, body []byte) (any, error) {
 	default:
 		return nil, mxerror.New(mxerror.MissingParam, "auth needs a token, or a user and password")
 	}
-	s.userID, s.deviceID = reply.UserID, reply.DeviceID
+	s.userID, s.deviceID, s.tokenChecked = reply.UserID, reply.DeviceID, time.Now()
 	return reply, nil
 }
 
@@ -126,13 +126,13 @@ func remoteIP(s *session) string {
 	return host
 }
 
-// opPing answers a heartbeat. It also checks the access token again, so a session
-// whose device was logged out elsewhere ends within a heartbeat.
+// opPing answers a heartbeat, and now and then checks the access token again.
 func opPing(ctx context.Context, s *session, _ []byte) (any, error) {
-	if s.token != "" {
+	if s.token != "" && time.Since(s.tokenChecked) >= s.srv.cfg.TokenRecheck {
+		s.tokenChecked = time.Now()
 		if _, err := s.srv.d.Users.Authenticate(ctx, s.token, remoteIP(s)); err != nil {
 			var me *mxerror.Error
-			if errorsAs(err, &me) && me.Code == mxerror.UnknownToken {
+			if errors.As(err, &me) && me.Code == mxerror.UnknownToken {
 				s.closeWith(CloseLoggedOut, "the access token is no longer valid")
 				return nil, errEnd
 			}
@@ -189,7 +189,7 @@ func opSend(ctx context.Context, s *session, body []byte) (any, error) {
 	}
 	typ, content := "m.room.message", map[string]any{}
 	if req.Kind == "custom" {
-		if req.Type == "" || req.Type == "m.room.create" {
+		if req.Type == "" {
 			return nil, mxerror.New(mxerror.InvalidParam, "custom sends need a type")
 		}
 		typ = req.Type
@@ -385,14 +385,7 @@ func (s *session) mustBeJoined(ctx context.Context, roomID string) error {
 	if roomID == "" {
 		return mxerror.New(mxerror.MissingParam, "room_id is required")
 	}
-	m, err := s.srv.d.Rooms.CurrentMembership(ctx, roomID, s.userID)
-	if err != nil {
-		return err
-	}
-	if m != "join" {
-		return mxerror.New(mxerror.Forbidden, "you are not in room %s", roomID)
-	}
-	return nil
+	return s.srv.d.Rooms.RequireJoined(ctx, roomID, s.userID)
 }
 
 func opTyping(ctx context.Context, s *session, body []byte) (any, error) {
@@ -597,5 +590,3 @@ func opDownload(ctx context.Context, s *session, body []byte) (any, error) {
 	}
 	return DownloadReply{ContentType: info.ContentType, Filename: info.UploadName, Data: data}, nil
 }
-
-func errorsAs(err error, target **mxerror.Error) bool { return errors.As(err, target) }

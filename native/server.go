@@ -39,6 +39,10 @@ type Config struct {
 	MaxUnacked int
 	// QueueFrames bounds a session's outgoing queue, the same way. Default 1024.
 	QueueFrames int
+	// TokenRecheck is how often heartbeats re-check a session's access token, so a
+	// logged-out device's session ends within it. Default 5 min: 10 000 idle
+	// sessions then cost ~30 token lookups a second, not one per heartbeat.
+	TokenRecheck time.Duration
 	// RatePerSecond and RateBurst limit requests per user; 0 turns the limit off.
 	RatePerSecond float64
 	RateBurst     int
@@ -56,6 +60,9 @@ func (c *Config) defaults() {
 	}
 	if c.MaxUnacked <= 0 {
 		c.MaxUnacked = 2000
+	}
+	if c.TokenRecheck <= 0 {
+		c.TokenRecheck = 5 * time.Minute
 	}
 	if c.QueueFrames <= 0 {
 		c.QueueFrames = 1024
@@ -209,78 +216,81 @@ type hub struct {
 	srv *Server
 
 	mu     sync.RWMutex
-	byRoom map[string]map[*session]struct{} // joined rooms → sessions pushing them
-	byUser map[string]map[*session]struct{} // user → started sessions
+	byRoom sessionSet // joined rooms → sessions pushing them
+	byUser sessionSet // user → started sessions
 	feeds  map[string]*feed
 }
 
 func newHub(s *Server) *hub {
-	return &hub{srv: s, byRoom: map[string]map[*session]struct{}{}, byUser: map[string]map[*session]struct{}{}, feeds: map[string]*feed{}}
+	return &hub{srv: s, byRoom: sessionSet{}, byUser: sessionSet{}, feeds: map[string]*feed{}}
+}
+
+// sessionSet maps a key (room or user ID) to the sessions under it.
+type sessionSet map[string]map[*session]struct{}
+
+func (m sessionSet) add(key string, sess *session) {
+	if m[key] == nil {
+		m[key] = map[*session]struct{}{}
+	}
+	m[key][sess] = struct{}{}
+}
+
+// drop removes sess from key and reports whether key has no sessions left.
+func (m sessionSet) drop(key string, sess *session) bool {
+	set := m[key]
+	delete(set, sess)
+	if len(set) > 0 {
+		return false
+	}
+	delete(m, key)
+	return true
+}
+
+func (m sessionSet) of(key string) []*session {
+	out := make([]*session, 0, len(m[key]))
+	for s := range m[key] {
+		out = append(out, s)
+	}
+	return out
 }
 
 func (h *hub) addUser(sess *session) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.byUser[sess.userID]
-	if set == nil {
-		set = map[*session]struct{}{}
-		h.byUser[sess.userID] = set
-	}
-	set[sess] = struct{}{}
+	h.byUser.add(sess.userID, sess)
 }
 
 // subscribe makes sess receive roomID's events.
 func (h *hub) subscribe(sess *session, roomID string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	set := h.byRoom[roomID]
-	if set == nil {
-		set = map[*session]struct{}{}
-		h.byRoom[roomID] = set
-	}
-	set[sess] = struct{}{}
+	h.byRoom.add(roomID, sess)
 }
 
-func (h *hub) unsubscribe(sess *session, roomID string) {
+// unsubscribe stops them; a room nobody pushes any more loses its feed.
+func (h *hub) unsubscribe(sess *session, roomIDs ...string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if set := h.byRoom[roomID]; set != nil {
-		delete(set, sess)
-		if len(set) == 0 {
-			delete(h.byRoom, roomID)
-			delete(h.feeds, roomID)
+	for _, r := range roomIDs {
+		if h.byRoom.drop(r, sess) {
+			delete(h.feeds, r)
 		}
 	}
 }
 
 // remove forgets a closed session.
 func (h *hub) remove(sess *session, roomIDs []string) {
+	h.unsubscribe(sess, roomIDs...)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, r := range roomIDs {
-		if set := h.byRoom[r]; set != nil {
-			delete(set, sess)
-			if len(set) == 0 {
-				delete(h.byRoom, r)
-				delete(h.feeds, r)
-			}
-		}
-	}
-	if set := h.byUser[sess.userID]; set != nil {
-		delete(set, sess)
-		if len(set) == 0 {
-			delete(h.byUser, sess.userID)
-		}
-	}
+	h.byUser.drop(sess.userID, sess)
 }
 
-func (h *hub) sessionsOf(m map[string]map[*session]struct{}, key string) []*session {
-	set := m[key]
-	out := make([]*session, 0, len(set))
-	for s := range set {
-		out = append(out, s)
-	}
-	return out
+// roomSessions returns the sessions pushing roomID.
+func (h *hub) roomSessions(roomID string) []*session {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.byRoom.of(roomID)
 }
 
 func (h *hub) onRoomNotice(data []byte) {
@@ -289,10 +299,10 @@ func (h *hub) onRoomNotice(data []byte) {
 		return
 	}
 	h.mu.Lock()
-	subs := h.sessionsOf(h.byRoom, n.RoomID)
+	subs := h.byRoom.of(n.RoomID)
 	var members []*session
 	if n.Type == "m.room.member" && n.StateKey != nil {
-		members = h.sessionsOf(h.byUser, *n.StateKey)
+		members = h.byUser.of(*n.StateKey)
 	}
 	if f := h.feeds[n.RoomID]; f != nil {
 		f.note(n.Seq)
@@ -323,17 +333,11 @@ func (h *hub) feedOf(roomID string) *feed {
 }
 
 func (h *hub) onTyping(data []byte) {
-	var n struct {
-		RoomID string `json:"room_id"`
-		UserID string `json:"user_id"`
-		Typing bool   `json:"typing"`
-	}
+	var n typing.Notice
 	if json.Unmarshal(data, &n) != nil {
 		return
 	}
-	h.mu.RLock()
-	subs := h.sessionsOf(h.byRoom, n.RoomID)
-	h.mu.RUnlock()
+	subs := h.roomSessions(n.RoomID)
 	if len(subs) == 0 {
 		return
 	}
@@ -359,9 +363,7 @@ func (h *hub) onReceipt(data []byte) {
 	if json.Unmarshal(data, &n) != nil {
 		return
 	}
-	h.mu.RLock()
-	subs := h.sessionsOf(h.byRoom, n.RoomID)
-	h.mu.RUnlock()
+	subs := h.roomSessions(n.RoomID)
 	if len(subs) == 0 {
 		return
 	}
@@ -423,13 +425,9 @@ func (f *feed) after(ctx context.Context, rs *rooms.Service, after int64, limit 
 		if len(f.events) == 0 || after < f.events[0].seq-1 {
 			from = after
 		}
-		evs, err := rs.RoomEventsAfter(ctx, f.roomID, from, 500)
+		fresh, err := loadFeedEvents(ctx, rs, f.roomID, from, 500)
 		if err != nil {
 			return nil, err
-		}
-		fresh := make([]*feedEvent, len(evs))
-		for i, e := range evs {
-			fresh[i] = newFeedEvent(e)
 		}
 		if len(fresh) > 0 && (len(f.events) == 0 || fresh[0].seq == last+1) {
 			f.events = append(f.events, fresh...)
@@ -445,15 +443,7 @@ func (f *feed) after(ctx context.Context, rs *rooms.Service, after int64, limit 
 		}
 	}
 	if len(f.events) == 0 || after < f.events[0].seq-1 {
-		evs, err := rs.RoomEventsAfter(ctx, f.roomID, after, limit)
-		if err != nil {
-			return nil, err
-		}
-		out := make([]*feedEvent, len(evs))
-		for i, e := range evs {
-			out[i] = newFeedEvent(e)
-		}
-		return out, nil
+		return loadFeedEvents(ctx, rs, f.roomID, after, limit)
 	}
 	i := int(after - f.events[0].seq + 1)
 	if i >= len(f.events) {
@@ -461,6 +451,18 @@ func (f *feed) after(ctx context.Context, rs *rooms.Service, after int64, limit 
 	}
 	out := f.events[i:]
 	return out[:min(len(out), limit)], nil
+}
+
+func loadFeedEvents(ctx context.Context, rs *rooms.Service, roomID string, after int64, limit int) ([]*feedEvent, error) {
+	evs, err := rs.RoomEventsAfter(ctx, roomID, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*feedEvent, len(evs))
+	for i, e := range evs {
+		out[i] = newFeedEvent(e)
+	}
+	return out, nil
 }
 
 func newFeedEvent(e rooms.ClientEvent) *feedEvent {

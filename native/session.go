@@ -32,6 +32,8 @@ type session struct {
 	localpart string
 	deviceID  string
 	token     string
+	// tokenChecked is when the token was last verified (auth, then heartbeats).
+	tokenChecked time.Time
 
 	// queue holds encoded frames for the writer. A slice under a mutex rather than
 	// a buffered channel: an idle session then holds no queue memory at all.

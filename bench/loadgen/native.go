@@ -98,10 +98,7 @@ func RunNativeIdle(ctx context.Context, c Config, addr string, conns, users int)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.Proc.SettledCPU(30 * time.Second); err != nil {
-		return nil, err
-	}
-	before, err := c.Proc.StableRSSMiB(30 * time.Second)
+	before, err := c.Proc.QuietRSSMiB()
 	if err != nil {
 		return nil, err
 	}

@@ -103,3 +103,13 @@ func (p Process) StableRSSMiB(max time.Duration) (float64, error) {
 	}
 	return last, nil
 }
+
+// QuietRSSMiB waits for the process to stop using CPU after a setup, then for its
+// resident set to stop moving (the runtime returns freed memory to the OS
+// gradually; measuring before would make what follows look free), and returns it.
+func (p Process) QuietRSSMiB() (float64, error) {
+	if _, err := p.SettledCPU(30 * time.Second); err != nil {
+		return 0, err
+	}
+	return p.StableRSSMiB(30 * time.Second)
+}

@@ -394,12 +394,7 @@ func RunIdle(ctx context.Context, c Config, clients int) (Result, error) {
 	}); err != nil {
 		return nil, err
 	}
-	if _, err := c.Proc.SettledCPU(30 * time.Second); err != nil {
-		return nil, err
-	}
-	// The runtime returns freed memory to the OS gradually after the setup's
-	// registrations; measuring before it is done would make parked polls look free.
-	before, err := c.Proc.StableRSSMiB(30 * time.Second)
+	before, err := c.Proc.QuietRSSMiB()
 	if err != nil {
 		return nil, err
 	}

@@ -71,6 +71,9 @@ type Native struct {
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// RetransmitAfter resends unacknowledged pushes after this long. Default 10s.
 	RetransmitAfter time.Duration `yaml:"retransmit_after"`
+	// TokenRecheck is how often heartbeats re-check a session's access token (a
+	// logged-out device's session closes within it). Default 5m.
+	TokenRecheck time.Duration `yaml:"token_recheck"`
 	// MaxUnacked bounds a session's unacknowledged pushes; past it the session is
 	// closed as a slow consumer (the client resumes later). Default 2000.
 	MaxUnacked int `yaml:"max_unacked"`

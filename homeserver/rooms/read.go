@@ -90,6 +90,15 @@ func (s *Service) queryEvents(ctx context.Context, q string, args ...any) ([]eve
 	return out, rows.Err()
 }
 
+// clientEvents renders stored events for clients.
+func clientEvents(rows []eventRow) []ClientEvent {
+	out := make([]ClientEvent, len(rows))
+	for i, r := range rows {
+		out[i] = r.clientEvent()
+	}
+	return out
+}
+
 // clientEvent renders a stored event for clients.
 func (r eventRow) clientEvent() ClientEvent {
 	ev := ClientEvent{
@@ -115,6 +124,19 @@ func (r eventRow) clientEvent() ClientEvent {
 		ev.Unsigned["redacted_because"] = map[string]string{"event_id": r.redactedBy.String}
 	}
 	return ev
+}
+
+// RequireJoined returns M_FORBIDDEN unless the user is joined to the room now: the
+// rule for typing notifications and read receipts, whichever front-end sends them.
+func (s *Service) RequireJoined(ctx context.Context, roomID, userID string) error {
+	m, err := s.CurrentMembership(ctx, roomID, userID)
+	if err != nil {
+		return err
+	}
+	if m != "join" {
+		return mxerror.New(mxerror.Forbidden, "you are not in room %s", roomID)
+	}
+	return nil
 }
 
 // CurrentMembership is the user's membership in the room now; "" if none.
@@ -210,11 +232,7 @@ func (s *Service) State(ctx context.Context, roomID, userID string) ([]ClientEve
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ClientEvent, len(rows))
-	for i, r := range rows {
-		out[i] = r.clientEvent()
-	}
-	return out, nil
+	return clientEvents(rows), nil
 }
 
 // stateAtLeave is the room's state right after the user's leave (or ban).

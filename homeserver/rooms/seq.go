@@ -23,11 +23,7 @@ func (s *Service) RoomEventsAfter(ctx context.Context, roomID string, afterSeq i
 	if err != nil {
 		return nil, err
 	}
-	out := make([]ClientEvent, len(rows))
-	for i, r := range rows {
-		out[i] = r.clientEvent()
-	}
-	return out, nil
+	return clientEvents(rows), nil
 }
 
 // EventsAfterSeq returns the events with seq > afterSeq that userID may see, oldest

@@ -19,7 +19,8 @@ const Subject = "hongyan.typing"
 // MaxTimeout bounds how long one typing notification lasts.
 const MaxTimeout = 2 * time.Minute
 
-type notice struct {
+// Notice is a typing change as it travels on the bus.
+type Notice struct {
 	RoomID   string `json:"room_id"`
 	UserID   string `json:"user_id"`
 	Typing   bool   `json:"typing"`
@@ -41,7 +42,7 @@ type Service struct {
 func New(nc *nats.Conn) (*Service, error) {
 	s := &Service{nc: nc, rooms: map[string]map[string]time.Time{}, moved: map[string]int64{}}
 	sub, err := nc.Subscribe(Subject, func(m *nats.Msg) {
-		var n notice
+		var n Notice
 		if json.Unmarshal(m.Data, &n) == nil {
 			s.apply(n)
 		}
@@ -61,7 +62,7 @@ func (s *Service) Set(roomID, userID string, typing bool, timeout time.Duration)
 	if timeout <= 0 || timeout > MaxTimeout {
 		timeout = MaxTimeout
 	}
-	n := notice{RoomID: roomID, UserID: userID, Typing: typing, ExpireMs: time.Now().Add(timeout).UnixMilli()}
+	n := Notice{RoomID: roomID, UserID: userID, Typing: typing, ExpireMs: time.Now().Add(timeout).UnixMilli()}
 	data, _ := json.Marshal(n)
 	if err := s.nc.Publish(Subject, data); err != nil {
 		return fmt.Errorf("publish typing: %w", err)
@@ -69,7 +70,7 @@ func (s *Service) Set(roomID, userID string, typing bool, timeout time.Duration)
 	return nil
 }
 
-func (s *Service) apply(n notice) {
+func (s *Service) apply(n Notice) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	users := s.rooms[n.RoomID]

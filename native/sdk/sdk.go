@@ -402,10 +402,13 @@ func (c *Client) call(ctx context.Context, op string, req, reply any) error {
 	c.mu.Lock()
 	c.pending[id] = ch
 	c.mu.Unlock()
-	if err := c.write(id, op, req); err != nil {
+	forget := func() {
 		c.mu.Lock()
 		delete(c.pending, id)
 		c.mu.Unlock()
+	}
+	if err := c.write(id, op, req); err != nil {
+		forget()
 		return ErrDisconnected
 	}
 	select {
@@ -427,9 +430,7 @@ func (c *Client) call(ctx context.Context, op string, req, reply any) error {
 		}
 		return native.UnmarshalData(c.opts.Codec, r.body, reply)
 	case <-ctx.Done():
-		c.mu.Lock()
-		delete(c.pending, id)
-		c.mu.Unlock()
+		forget()
 		return ctx.Err()
 	case <-c.closed:
 		return ErrClosed

@@ -4,31 +4,11 @@
 // them in the environment. Prints one JSON line with the round trips and exits 0, or
 // prints the failure and exits 1.
 import * as sdk from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import { client, prepared } from "./clients.mjs";
 
-logger.setLevel("warn");
 const env = process.env;
 const rounds = Number(env.ROUNDS || 5);
 const roomId = env.ROOM_ID;
-
-function client(prefix) {
-  return sdk.createClient({
-    baseUrl: env.HS,
-    accessToken: env[prefix + "_TOKEN"],
-    userId: env[prefix + "_ID"],
-    deviceId: env[prefix + "_DEVICE"],
-  });
-}
-
-// prepared resolves once the client's first sync has been processed.
-function prepared(c) {
-  return new Promise((resolve, reject) => {
-    c.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-      if (state === "PREPARED") resolve();
-      if (state === "ERROR") reject(new Error("sync error: " + data?.error));
-    });
-  });
-}
 
 // messagesFrom calls fn for each live text message from sender in the room.
 function messagesFrom(c, sender, fn) {

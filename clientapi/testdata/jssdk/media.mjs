@@ -7,29 +7,10 @@
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as sdk from "matrix-js-sdk";
-import { logger } from "matrix-js-sdk/lib/logger.js";
+import { client, prepared } from "./clients.mjs";
 
-logger.setLevel("warn");
 const env = process.env;
 const roomId = env.ROOM_ID;
-
-function client(prefix) {
-  return sdk.createClient({
-    baseUrl: env.HS,
-    accessToken: env[prefix + "_TOKEN"],
-    userId: env[prefix + "_ID"],
-    deviceId: env[prefix + "_DEVICE"],
-  });
-}
-
-function prepared(c) {
-  return new Promise((resolve, reject) => {
-    c.on(sdk.ClientEvent.Sync, (state, _prev, data) => {
-      if (state === "PREPARED") resolve();
-      if (state === "ERROR") reject(new Error("sync error: " + data?.error));
-    });
-  });
-}
 
 const timer = setTimeout(() => {
   console.log(JSON.stringify({ error: "timed out" }));
