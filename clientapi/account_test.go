@@ -165,6 +165,12 @@ func TestRegisterLoginAndAccountLifecycle(t *testing.T) {
 		if ad["room"] != true {
 			t.Errorf("room account data = %v", ad)
 		}
+		// Secret storage key IDs are base64 and may hold a '/', which clients escape.
+		laptop.MustDo("PUT", "/_matrix/client/v3/user/@alice:localhost/account_data/m.secret_storage.key.ab%2Fcd", map[string]any{"k": 1}, nil)
+		laptop.MustDo("GET", "/_matrix/client/v3/user/@alice:localhost/account_data/m.secret_storage.key.ab%2Fcd", nil, &ad)
+		if ad["k"] != float64(1) {
+			t.Errorf("account data under an escaped slash = %v", ad)
+		}
 		var f1, f2 map[string]string
 		laptop.MustDo("POST", "/_matrix/client/v3/user/@alice:localhost/filter", map[string]any{"room": map[string]any{"timeline": map[string]any{"limit": 10}}}, &f1)
 		laptop.MustDo("POST", "/_matrix/client/v3/user/@alice:localhost/filter", map[string]any{"presence": map[string]any{"not_types": []string{"*"}}}, &f2)

@@ -135,7 +135,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 
 // get serves a public JSON document outside the Matrix API prefix.
 func get(api *httpapi.API, h httpapi.Handler) http.Handler {
-	r := mux.NewRouter()
+	r := httpapi.NewRouter()
 	api.Handle(r, http.MethodGet, "/{path:.*}", h)
 	return r
 }

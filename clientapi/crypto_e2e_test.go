@@ -8,13 +8,20 @@ package clientapi_test
 import (
 	"context"
 	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
+	"maunium.net/go/mautrix/crypto/backup"
 	"maunium.net/go/mautrix/crypto/cryptohelper"
+	"maunium.net/go/mautrix/crypto/signatures"
+	"maunium.net/go/mautrix/crypto/ssss"
 	mevent "maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 	_ "modernc.org/sqlite"
@@ -24,6 +31,7 @@ import (
 
 type cryptoClient struct {
 	cli      *mautrix.Client
+	mach     *crypto.OlmMachine
 	messages chan *mevent.Event
 }
 
@@ -32,6 +40,12 @@ type cryptoClient struct {
 func newCryptoClient(t *testing.T, ctx context.Context, srv *testserver.Server, user, password string) *cryptoClient {
 	t.Helper()
 	srv.Register(t, user, password)
+	return loginCryptoClient(t, ctx, srv, user, password)
+}
+
+// loginCryptoClient logs an existing user in on a new device with its own Olm machine.
+func loginCryptoClient(t *testing.T, ctx context.Context, srv *testserver.Server, user, password string) *cryptoClient {
+	t.Helper()
 	cli, err := mautrix.NewClient(srv.URL, "", "")
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +63,7 @@ func newCryptoClient(t *testing.T, ctx context.Context, srv *testserver.Server, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	helper, err := cryptohelper.NewCryptoHelper(cli, []byte("pickle key of "+user), db)
+	helper, err := cryptohelper.NewCryptoHelper(cli, []byte("pickle key of "+user+"/"+string(cli.DeviceID)), db)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +71,7 @@ func newCryptoClient(t *testing.T, ctx context.Context, srv *testserver.Server, 
 		t.Fatalf("%s: crypto init: %v", user, err)
 	}
 	cli.Crypto = helper
-	c := &cryptoClient{cli: cli, messages: make(chan *mevent.Event, 16)}
+	c := &cryptoClient{cli: cli, mach: helper.Machine(), messages: make(chan *mevent.Event, 16)}
 	cli.Syncer.(*mautrix.DefaultSyncer).OnEventType(mevent.EventMessage, func(_ context.Context, evt *mevent.Event) {
 		c.messages <- evt
 	})
@@ -93,30 +107,9 @@ func TestEncryptedConversation(t *testing.T) {
 		alice := newCryptoClient(t, ctx, srv, "alice", "pw-alice")
 		bob := newCryptoClient(t, ctx, srv, "bob", "pw-bob")
 
-		room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{
-			Preset: "private_chat", Invite: []id.UserID{bob.cli.UserID},
-			InitialState: []*mevent.Event{{Type: mevent.StateEncryption, Content: mevent.Content{
-				Parsed: &mevent.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
-			t.Fatal(err)
-		}
-		// Wait until alice's client has seen bob join, so it shares the room key with him.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if alice.cli.StateStore.IsInRoom(ctx, room.RoomID, bob.cli.UserID) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("alice's client never saw bob join")
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		room := encryptedRoom(t, ctx, alice, bob)
 
-		resp, err := alice.cli.SendMessageEvent(ctx, room.RoomID, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: "for bob's eyes only"})
+		resp, err := alice.cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: "for bob's eyes only"})
 		if err != nil {
 			t.Fatalf("alice sends encrypted: %v", err)
 		}
@@ -124,15 +117,218 @@ func TestEncryptedConversation(t *testing.T) {
 		raw := srv.Client(t)
 		raw.Token = bob.cli.AccessToken
 		var stored map[string]any
-		raw.MustDo("GET", "/_matrix/client/v3/rooms/"+string(room.RoomID)+"/event/"+string(resp.EventID), nil, &stored)
+		raw.MustDo("GET", "/_matrix/client/v3/rooms/"+string(room)+"/event/"+string(resp.EventID), nil, &stored)
 		if stored["type"] != "m.room.encrypted" {
 			t.Fatalf("stored event type = %v; want m.room.encrypted", stored["type"])
 		}
 		bob.waitMessage(t, alice.cli.UserID, "for bob's eyes only")
 
-		if _, err := bob.cli.SendMessageEvent(ctx, room.RoomID, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: "received, alice"}); err != nil {
+		if _, err := bob.cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: "received, alice"}); err != nil {
 			t.Fatalf("bob sends encrypted: %v", err)
 		}
 		alice.waitMessage(t, bob.cli.UserID, "received, alice")
+	})
+}
+
+// encryptedRoom has alice create an encrypted room and bob join it, and waits until
+// alice's client knows bob is in it, so it shares its room keys with him.
+func encryptedRoom(t *testing.T, ctx context.Context, alice, bob *cryptoClient) id.RoomID {
+	t.Helper()
+	room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset: "private_chat", Invite: []id.UserID{bob.cli.UserID},
+		InitialState: []*mevent.Event{{Type: mevent.StateEncryption, Content: mevent.Content{
+			Parsed: &mevent.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !alice.cli.StateStore.IsInRoom(ctx, room.RoomID, bob.cli.UserID) {
+		if time.Now().After(deadline) {
+			t.Fatal("alice's client never saw bob join")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return room.RoomID
+}
+
+// encryptedEvent fetches an event as the server stores it: still encrypted.
+func encryptedEvent(t *testing.T, ctx context.Context, c *cryptoClient, room id.RoomID, eventID id.EventID) *mevent.Event {
+	t.Helper()
+	evt, err := c.cli.GetEvent(ctx, room, eventID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, mevent.ErrContentAlreadyParsed) {
+		t.Fatal(err)
+	}
+	if _, ok := evt.Content.Parsed.(*mevent.EncryptedEventContent); !ok {
+		t.Fatalf("event %s is %s, not encrypted", eventID, evt.Type)
+	}
+	return evt
+}
+
+// secretStorageKey unlocks alice's secret storage with her recovery key.
+func secretStorageKey(t *testing.T, ctx context.Context, mach *crypto.OlmMachine, recoveryKey string) *ssss.Key {
+	t.Helper()
+	keyID, keyData, err := mach.SSSS.GetDefaultKeyData(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := keyData.VerifyRecoveryKey(keyID, recoveryKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// TestCrossSignedDeviceRestoresBackup is the rest of what an Element user lives
+// through: alice sets up cross-signing and key backup on her first device, signs in
+// on a new one, verifies it with her recovery key, and reads a message from before
+// the new device existed — bob's, whose room key only her first device ever received.
+// Everything crosses the server: cross-signing upload with UIA, signature upload and
+// verification, secret storage in account data, backup versions and keys.
+func TestCrossSignedDeviceRestoresBackup(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		defer cancel()
+		alice := newCryptoClient(t, ctx, srv, "alice", "pw-alice")
+		bob := newCryptoClient(t, ctx, srv, "bob", "pw-bob")
+		room := encryptedRoom(t, ctx, alice, bob)
+
+		const said = "said before alice's laptop existed"
+		sent, err := bob.cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: said})
+		if err != nil {
+			t.Fatal(err)
+		}
+		alice.waitMessage(t, bob.cli.UserID, said)
+
+		// First device: cross-signing keys, the private halves in secret storage.
+		recoveryKey, _, err := alice.mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, "pw-alice", "")
+		if err != nil {
+			t.Fatalf("cross-signing setup: %v", err)
+		}
+		if err := alice.mach.SignOwnDevice(ctx, alice.mach.OwnIdentity()); err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.mach.SignOwnMasterKey(ctx); err != nil {
+			t.Fatal(err)
+		}
+		storageKey := secretStorageKey(t, ctx, alice.mach, recoveryKey)
+
+		// A key backup whose auth_data the master key signs; its private key goes to
+		// secret storage, as Element does.
+		backupKey, err := backup.NewMegolmBackupKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		publicKey := id.Ed25519(base64.RawStdEncoding.EncodeToString(backupKey.PublicKey().Bytes()))
+		master := alice.mach.CrossSigningKeys.MasterKey
+		sig, err := master.SignJSON(map[string]any{"public_key": publicKey})
+		if err != nil {
+			t.Fatal(err)
+		}
+		created, err := alice.cli.CreateKeyBackupVersion(ctx, &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{
+			Algorithm: id.KeyBackupAlgorithmMegolmBackupV1,
+			AuthData: backup.MegolmAuthData{PublicKey: publicKey,
+				Signatures: signatures.NewSingleSignature(alice.cli.UserID, id.KeyAlgorithmEd25519, master.PublicKey().String(), sig)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := alice.mach.SSSS.SetEncryptedAccountData(ctx, mevent.AccountDataMegolmBackupKey, backupKey.Bytes(), storageKey); err != nil {
+			t.Fatal(err)
+		}
+
+		// Back up the room key of bob's message.
+		evt := encryptedEvent(t, ctx, alice, room, sent.EventID)
+		sessionID := evt.Content.AsEncrypted().SessionID
+		session, err := alice.mach.CryptoStore.GetGroupSession(ctx, room, sessionID)
+		if err != nil || session == nil {
+			t.Fatalf("alice's first device has no session %s: %v", sessionID, err)
+		}
+		first := session.Internal.FirstKnownIndex()
+		exported, err := session.Internal.Export(first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sealed, err := backup.EncryptSessionData(backupKey, backup.MegolmSessionData{
+			Algorithm: id.AlgorithmMegolmV1, SenderKey: session.SenderKey, ForwardingKeyChain: []string{},
+			SenderClaimedKeys: backup.SenderClaimedKeys{Ed25519: session.SigningKey}, SessionKey: string(exported),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessionData, err := json.Marshal(sealed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.cli.PutKeysInBackupForRoomAndSession(ctx, created.Version, room, sessionID, &mautrix.ReqKeyBackupData{
+			FirstMessageIndex: int(first), IsVerified: true, SessionData: sessionData}); err != nil {
+			t.Fatal(err)
+		}
+
+		// The new device cannot read bob's message: its key was never sent there.
+		laptop := loginCryptoClient(t, ctx, srv, "alice", "pw-alice")
+		old := encryptedEvent(t, ctx, laptop, room, sent.EventID)
+		if _, err := laptop.mach.DecryptMegolmEvent(ctx, old); err == nil {
+			t.Fatal("the new device decrypted a message whose key it never received")
+		}
+
+		// Verified with the recovery key: it fetches the cross-signing keys from secret
+		// storage and signs itself; alice's first device and bob both see the signature.
+		if err := laptop.mach.VerifyWithRecoveryKey(ctx, recoveryKey); err != nil {
+			t.Fatalf("verify with recovery key: %v", err)
+		}
+		for _, c := range []struct {
+			viewer *cryptoClient
+			want   id.TrustState
+		}{{alice, id.TrustStateCrossSignedVerified}, {bob, id.TrustStateCrossSignedTOFU}} {
+			devices, err := c.viewer.mach.FetchKeys(ctx, []id.UserID{alice.cli.UserID}, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			device := devices[alice.cli.UserID][laptop.cli.DeviceID]
+			if device == nil {
+				t.Fatalf("%s does not see alice's new device", c.viewer.cli.UserID)
+			}
+			if got := c.viewer.mach.ResolveTrust(device); got != c.want {
+				t.Errorf("%s sees alice's new device as %s; want %s", c.viewer.cli.UserID, got, c.want)
+			}
+		}
+
+		// The backup is trusted through the master key's signature the server kept.
+		if _, err := laptop.mach.FetchKeys(ctx, []id.UserID{alice.cli.UserID}, true); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := laptop.mach.GetAndVerifyLatestKeyBackupVersion(ctx, nil); err != nil {
+			t.Fatalf("backup auth_data not trusted by its signature: %v", err)
+		}
+
+		// Restore: the backup key from secret storage, the room keys from the backup.
+		restoredBytes, err := laptop.mach.SSSS.GetDecryptedAccountData(ctx, mevent.AccountDataMegolmBackupKey, secretStorageKey(t, ctx, laptop.mach, recoveryKey))
+		if err != nil {
+			t.Fatal(err)
+		}
+		restoredKey, err := backup.MegolmBackupKeyFromBytes(restoredBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := laptop.mach.DownloadAndStoreLatestKeyBackup(ctx, restoredKey); err != nil {
+			t.Fatalf("restore from backup: %v", err)
+		}
+		decrypted, err := laptop.mach.DecryptMegolmEvent(ctx, old)
+		if err != nil {
+			t.Fatalf("the new device cannot decrypt after restoring: %v", err)
+		}
+		if err := decrypted.Content.ParseRaw(decrypted.Type); err != nil && !errors.Is(err, mevent.ErrContentAlreadyParsed) {
+			t.Fatal(err)
+		}
+		if body := decrypted.Content.AsMessage().Body; body != said {
+			t.Fatalf("restored message reads %q; want %q", body, said)
+		}
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -108,8 +109,11 @@ func RateLimited(r *route) { r.rateLimited = true }
 // NewRouter returns a router whose unknown paths answer 404 M_UNRECOGNIZED and whose
 // known paths with an unsupported method answer 405 M_UNRECOGNIZED, also inside
 // subrouters made with Subrouter.
+//
+// Routes match the escaped path, so a path parameter may hold an encoded slash (secret
+// storage key IDs are unpadded base64 and often do); handlers see the unescaped value.
 func NewRouter() *mux.Router {
-	r := mux.NewRouter()
+	r := mux.NewRouter().UseEncodedPath()
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		// gorilla/mux loses a method mismatch inside a subrouter when a later route's
 		// path fails to match, so ask again whether the path serves another method.
@@ -166,7 +170,7 @@ func (a *API) wrap(name string, rt route, h Handler) http.Handler {
 			}
 			a.Metrics.observe(hr.Method, name, sw.status, time.Since(start))
 		}()
-		req := &Request{Request: hr, Vars: mux.Vars(hr), IP: clientIP(hr), api: a}
+		req := &Request{Request: hr, Vars: unescapeVars(mux.Vars(hr)), IP: clientIP(hr), api: a}
 		if err := a.authenticate(req, rt); err != nil {
 			a.writeError(sw, req, err)
 			return
@@ -400,4 +404,16 @@ func (m *Metrics) observe(method, route string, status int, d time.Duration) {
 		return
 	}
 	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Observe(d.Seconds())
+}
+
+// unescapeVars decodes path parameters matched on the escaped path (see NewRouter).
+// net/http has already refused malformed escapes, so decoding cannot fail on a
+// request that got this far; a value that does not decode is kept as it came.
+func unescapeVars(vars map[string]string) map[string]string {
+	for k, v := range vars {
+		if u, err := url.PathUnescape(v); err == nil {
+			vars[k] = u
+		}
+	}
+	return vars
 }
