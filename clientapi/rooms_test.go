@@ -487,3 +487,98 @@ func TestKnockingAndRestrictedJoins(t *testing.T) {
 		}
 	})
 }
+
+// TestRoomVersion12 covers what v12 changes (MSC4291, MSC4289): the room ID is the
+// create event's hash, creators outrank every power level and are never listed in
+// them, and the trusted preset makes invitees creators.
+func TestRoomVersion12(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		carol := srv.Register(t, "carol", "pw")
+		room := createRoom(t, alice, map[string]any{"room_version": "12", "preset": "trusted_private_chat",
+			"invite": []string{"@bob:localhost"}, "name": "Twelve"})
+		if strings.Contains(room, ":") {
+			t.Fatalf("v12 room ID %q has a server name", room)
+		}
+		var state []map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+room+"/state", nil, &state)
+		var create, pl map[string]any
+		for _, ev := range state {
+			switch ev["type"] {
+			case "m.room.create":
+				create = ev
+			case "m.room.power_levels":
+				pl = ev["content"].(map[string]any)
+			}
+		}
+		if create == nil || "!"+create["event_id"].(string)[1:] != room || create["room_id"] != room {
+			t.Fatalf("create event %v does not name room %s", create, room)
+		}
+		if c := create["content"].(map[string]any); c["room_version"] != "12" || fmt.Sprint(c["additional_creators"]) != "[@bob:localhost]" {
+			t.Errorf("create content = %v; want version 12 and bob as additional creator", c)
+		}
+		if users := pl["users"].(map[string]any); len(users) != 0 {
+			t.Errorf("power level users = %v; creators are not listed", users)
+		}
+
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+room, map[string]any{}, nil)
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+room+"/invite", map[string]string{"user_id": "@carol:localhost"}, nil)
+		carol.MustDo("POST", "/_matrix/client/v3/join/"+room, map[string]any{}, nil)
+		ev := sendText(t, carol, room, "t1", "hello twelve")
+		var msgs struct {
+			Chunk []map[string]any `json:"chunk"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/rooms/"+room+"/messages?dir=b&limit=5", nil, &msgs)
+		if len(msgs.Chunk) == 0 || msgs.Chunk[0]["event_id"] != ev {
+			t.Errorf("messages = %v; want carol's message first", msgs.Chunk)
+		}
+
+		var e errBody
+		cases := []struct {
+			name   string
+			c      *testserver.Client
+			method string
+			path   string
+			body   any
+			status int
+		}{
+			// bob is a creator: above every level, so he may change power levels...
+			{"additional creator changes power levels", bob, "PUT", "/state/m.room.power_levels/", map[string]any{"users": map[string]int{"@carol:localhost": 50}}, 200},
+			// ...but listing a creator in them is refused.
+			{"power levels naming a creator", alice, "PUT", "/state/m.room.power_levels/", map[string]any{"users": map[string]int{"@alice:localhost": 100}}, 403},
+			{"carol renames at 50", carol, "PUT", "/state/m.room.name/", map[string]string{"name": "x"}, 200},
+			{"carol kicks a creator", carol, "POST", "/kick", map[string]string{"user_id": "@bob:localhost"}, 403},
+			{"creators are equals: bob bans alice", bob, "POST", "/ban", map[string]string{"user_id": "@alice:localhost"}, 403},
+			{"a creator kicks carol", alice, "POST", "/kick", map[string]string{"user_id": "@carol:localhost"}, 200},
+		}
+		for _, c := range cases {
+			if st := c.c.Do(c.method, "/_matrix/client/v3/rooms/"+room+c.path, c.body, &e); st != c.status {
+				t.Errorf("%s = %d %s; want %d", c.name, st, e.ErrCode, c.status)
+			}
+		}
+		if st := alice.Do("POST", "/_matrix/client/v3/createRoom", map[string]any{"room_version": "12",
+			"power_level_content_override": map[string]any{"users": map[string]int{"@alice:localhost": 100}}}, &e); st < 400 || st >= 500 {
+			t.Errorf("creating a v12 room that lists its creator in power levels = %d; want a 4xx", st)
+		}
+
+		// Upgrading into v12: the upgrader is the new room's creator; the old power
+		// levels carry over without the upgrader.
+		old := createRoom(t, alice, map[string]any{"room_version": "11", "preset": "public_chat",
+			"power_level_content_override": map[string]any{"users": map[string]int{"@alice:localhost": 100, "@bob:localhost": 50}}})
+		var out map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+old+"/upgrade", map[string]string{"new_version": "12"}, &out)
+		next := out["replacement_room"]
+		if strings.Contains(next, ":") || !strings.HasPrefix(next, "!") {
+			t.Fatalf("upgraded room ID = %q", next)
+		}
+		var newPL map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+next+"/state/m.room.power_levels", nil, &newPL)
+		if users := newPL["users"].(map[string]any); users["@alice:localhost"] != nil || users["@bob:localhost"] != float64(50) {
+			t.Errorf("upgraded power levels users = %v; want bob at 50 and no alice", users)
+		}
+		sendText(t, alice, next, "t2", "moved in")
+		// The upgrader outranks the old levels in the new room: upgrading again works.
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+next+"/upgrade", map[string]string{"new_version": "12"}, &out)
+	})
+}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -53,9 +54,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 		version = s.cfg.DefaultRoomVersion
 	}
 	impl, err := versionImpl(version)
-	if err != nil || impl.DomainlessRoomIDs() {
-		// Room version 12 derives the room ID from the create event (MSC4291); the
-		// engine does not build such rooms yet.
+	if err != nil {
 		return "", &mxerror.Error{Code: mxerror.UnsupportedRoomVersion, Message: "room version " + version + " is not supported"}
 	}
 	preset := req.Preset
@@ -77,7 +76,7 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 			return "", mxerror.New(mxerror.InvalidParam, "%q is not a valid user ID", u)
 		}
 	}
-	roomID := "!" + randomID() + ":" + s.cfg.ServerName
+	roomID := newRoomID(impl, s.cfg.ServerName)
 	var alias string
 	if req.RoomAliasName != "" {
 		if strings.ContainsAny(req.RoomAliasName, ":# \t\n") {
@@ -101,7 +100,14 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 	}
 
 	users := map[string]int64{creator: 100}
-	if p.inviteesAreAdmins {
+	if impl.PrivilegedCreators() {
+		// Creators outrank every power level and may not be listed in them (MSC4289);
+		// the trusted preset makes invitees creators too rather than admins.
+		delete(users, creator)
+		if p.inviteesAreAdmins && len(req.Invite) > 0 {
+			createContent["additional_creators"] = req.Invite
+		}
+	} else if p.inviteesAreAdmins {
 		for _, u := range req.Invite {
 			users[u] = 100
 		}
@@ -170,9 +176,11 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 		c := s.memberContent(ctx, u, "invite", req.IsDirect)
 		protos = append(protos, Proto{Sender: creator, Type: spec.MRoomMember, StateKey: &u, Content: mustJSON(c)})
 	}
-	if _, err := s.write(ctx, roomID, &roomRow{version: version, creator: creator}, protos); err != nil {
+	sent, err := s.write(ctx, roomID, &roomRow{version: version, creator: creator}, protos)
+	if err != nil {
 		return "", err
 	}
+	roomID = roomIDOf(impl, roomID, sent)
 	if alias != "" {
 		if err := s.SetAlias(ctx, alias, roomID, creator); err != nil {
 			return "", err
@@ -211,6 +219,24 @@ func mustJSON(v any) json.RawMessage {
 		panic(err) // only called with maps of plain values
 	}
 	return b
+}
+
+// newRoomID is a new room's ID, or "" when the room version derives it from the
+// create event (v12), which write then does.
+func newRoomID(impl gomatrixserverlib.IRoomVersion, serverName string) string {
+	if impl.DomainlessRoomIDs() {
+		return ""
+	}
+	return "!" + randomID() + ":" + serverName
+}
+
+// roomIDOf is the ID of a room write created: roomID, or the one derived from the
+// create event, the first event sent.
+func roomIDOf(impl gomatrixserverlib.IRoomVersion, roomID string, sent []Sent) string {
+	if impl.DomainlessRoomIDs() {
+		return "!" + sent[0].EventID[1:]
+	}
+	return roomID
 }
 
 func randomID() string {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -154,18 +155,44 @@ func (s *Service) CurrentMembership(ctx context.Context, roomID, userID string) 
 }
 
 // PowerFor returns the user's power level in the room and the level needed to send
-// a state event of eventType.
+// a state event of eventType. In room versions with privileged creators (v12) the
+// creators outrank everyone: their level is math.MaxInt64. Without a power levels
+// event the creator has 100, as the auth rules say.
 func (s *Service) PowerFor(ctx context.Context, roomID, userID, eventType string) (int64, int64, error) {
-	var raw string
-	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-		WHERE c.room_id = $1 AND c.type = 'm.room.power_levels' AND c.state_key = ''`, roomID).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, 0, nil
-	}
+	rows, err := s.db.Query(ctx, `SELECT c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type IN ('m.room.create', 'm.room.power_levels') AND c.state_key = ''`, roomID)
 	if err != nil {
 		return 0, 0, fmt.Errorf("read power levels: %w", err)
 	}
-	content := gjson.Get(raw, "content")
+	var create, pl gjson.Result
+	for rows.Next() {
+		var typ, raw string
+		if err := rows.Scan(&typ, &raw); err != nil {
+			rows.Close()
+			return 0, 0, fmt.Errorf("read power levels: %w", err)
+		}
+		if typ == spec.MRoomCreate {
+			create = gjson.Parse(raw)
+		} else {
+			pl = gjson.Parse(raw)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, 0, fmt.Errorf("read power levels: %w", err)
+	}
+	if isCreator(create, userID) {
+		if impl, err := versionImpl(create.Get("content.room_version").String()); err == nil && impl.PrivilegedCreators() {
+			return math.MaxInt64, 0, nil
+		}
+	}
+	if !pl.Exists() {
+		if isCreator(create, userID) {
+			return 100, 0, nil
+		}
+		return 0, 0, nil
+	}
+	content := pl.Get("content")
 	user := content.Get("users_default").Int()
 	if u := content.Get("users." + gjson.Escape(userID)); u.Exists() {
 		user = u.Int()
@@ -178,6 +205,23 @@ func (s *Service) PowerFor(ctx context.Context, roomID, userID, eventType string
 		need = e.Int()
 	}
 	return user, need, nil
+}
+
+// isCreator reports whether userID created the room of the create event: its
+// sender, or one of the additional creators of room version 12.
+func isCreator(create gjson.Result, userID string) bool {
+	if !create.Exists() {
+		return false
+	}
+	if create.Get("sender").String() == userID {
+		return true
+	}
+	for _, c := range create.Get("content.additional_creators").Array() {
+		if c.String() == userID {
+			return true
+		}
+	}
+	return false
 }
 
 // checkJoined returns M_FORBIDDEN unless the user can read the room's current

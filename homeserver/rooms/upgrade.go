@@ -23,7 +23,7 @@ var copiedOnUpgrade = []string{
 // room, and the old room restricted so conversation moves on.
 func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string) (string, error) {
 	impl, err := versionImpl(newVersion)
-	if err != nil || impl.DomainlessRoomIDs() {
+	if err != nil {
 		return "", &mxerror.Error{Code: mxerror.UnsupportedRoomVersion, Message: "room version " + newVersion + " is not supported"}
 	}
 	level, need, err := s.PowerFor(ctx, roomID, userID, "m.room.tombstone")
@@ -81,9 +81,20 @@ func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string
 	users, _ := boosted["users"].(map[string]any)
 	users = copyMap(users)
 	users[userID] = 100
+	if impl.PrivilegedCreators() {
+		// The upgrader creates the new room and so outranks everyone; creators may
+		// not appear in its power levels (MSC4289).
+		delete(users, userID)
+		restored := copyMap(oldPL)
+		kept, _ := restored["users"].(map[string]any)
+		kept = copyMap(kept)
+		delete(kept, userID)
+		restored["users"] = kept
+		oldPL = restored
+	}
 	boosted["users"] = users
 
-	newRoomID := "!" + randomID() + ":" + s.cfg.ServerName
+	newRoomID := newRoomID(impl, s.cfg.ServerName)
 	str := func(typ string, content any) Proto {
 		empty := ""
 		return Proto{Sender: userID, Type: typ, StateKey: &empty, Content: mustJSON(content)}
@@ -101,9 +112,11 @@ func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string
 		}
 	}
 	protos = append(protos, str(spec.MRoomPowerLevels, oldPL))
-	if _, err := s.write(ctx, newRoomID, &roomRow{version: newVersion, creator: userID}, protos); err != nil {
+	sent, err := s.write(ctx, newRoomID, &roomRow{version: newVersion, creator: userID}, protos)
+	if err != nil {
 		return "", err
 	}
+	newRoomID = roomIDOf(impl, newRoomID, sent)
 
 	if _, err := s.db.Exec(ctx, `UPDATE room_aliases SET room_id = $1 WHERE room_id = $2`, newRoomID, roomID); err != nil {
 		return "", fmt.Errorf("move aliases: %w", err)

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -58,15 +60,28 @@ type head struct {
 
 // write builds, authorises and persists protos in order, each on top of the one
 // before, in one transaction: all are committed or none. create, when not nil, is the
-// new room's row, inserted first.
+// new room's row, inserted first, and protos[0] its create event; roomID is then ""
+// for room versions whose room ID is derived from the create event (v12), and the
+// caller finds the ID in the first Sent.
 func (s *Service) write(ctx context.Context, roomID string, create *roomRow, protos []Proto) ([]Sent, error) {
-	unlock := s.lockRoom(roomID)
-	defer unlock()
+	if roomID != "" {
+		// A derived room ID is new to everyone: nothing else can write to it yet.
+		unlock := s.lockRoom(roomID)
+		defer unlock()
+	}
 	var sent []Sent
 	var notices []Notice
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		sent, notices = sent[:0], notices[:0]
+		var createEvent gomatrixserverlib.PDU
 		if create != nil {
+			if roomID == "" {
+				ev, err := s.buildCreate(ctx, tx, create.version, protos[0])
+				if err != nil {
+					return err
+				}
+				createEvent, roomID = ev, ev.RoomID().String()
+			}
 			if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)`,
 				roomID, create.version, create.creator, now().UnixMilli()); err != nil {
 				return fmt.Errorf("insert room: %w", err)
@@ -76,7 +91,7 @@ func (s *Service) write(ctx context.Context, roomID string, create *roomRow, pro
 		if err != nil {
 			return err
 		}
-		for _, p := range protos {
+		for i, p := range protos {
 			if p.Txn != nil {
 				var eventID string
 				err := tx.QueryRow(ctx, `SELECT t.event_id FROM transaction_ids t WHERE t.localpart = $1 AND t.device_id = $2 AND t.txn_id = $3`,
@@ -93,9 +108,11 @@ func (s *Service) write(ctx context.Context, roomID string, create *roomRow, pro
 					return fmt.Errorf("read transaction: %w", err)
 				}
 			}
-			ev, err := s.build(ctx, tx, h, p)
-			if err != nil {
-				return err
+			ev := createEvent
+			if i > 0 || ev == nil {
+				if ev, err = s.build(ctx, tx, h, p); err != nil {
+					return err
+				}
 			}
 			pos, err := s.persist(ctx, tx, h, ev, p.Txn)
 			if err != nil {
@@ -114,6 +131,32 @@ func (s *Service) write(ctx context.Context, roomID string, create *roomRow, pro
 		s.publish(n)
 	}
 	return sent, nil
+}
+
+// buildCreate builds the create event of a room whose ID is derived from it (room
+// version 12, MSC4291): the event has no room_id, and the room's ID is "!" and the
+// event ID's hash. Two creations with the same sender, content and millisecond would
+// hash alike, so a taken ID is built again a millisecond later.
+func (s *Service) buildCreate(ctx context.Context, tx *storage.Tx, version string, p Proto) (gomatrixserverlib.PDU, error) {
+	impl, err := versionImpl(version)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		ev, err := s.build(ctx, tx, &head{version: impl}, p)
+		if err != nil {
+			return nil, err
+		}
+		var one int
+		err = tx.QueryRow(ctx, `SELECT 1 FROM rooms WHERE room_id = $1`, ev.RoomID().String()).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ev, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("check room ID: %w", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 type roomRow struct {
@@ -188,6 +231,11 @@ func (s *Service) build(ctx context.Context, tx *storage.Tx, h *head, p Proto) (
 	refs, err := needed.AuthEventReferences(provider)
 	if err != nil {
 		return nil, fmt.Errorf("auth event references: %w", err)
+	}
+	if h.version.DomainlessRoomIDs() && h.roomID != "" {
+		// The room ID names the create event; auth_events leave it out (MSC4291).
+		createID := "$" + h.roomID[1:]
+		refs = slices.DeleteFunc(refs, func(id string) bool { return id == createID })
 	}
 	if refs == nil {
 		refs = []string{} // the builder refuses nil
