@@ -105,7 +105,10 @@ func (h *handlers) selfMembership(r *httpapi.Request, membership string) (any, e
 	default:
 		return nil, mxerror.New(mxerror.InvalidParam, "%q is neither a room ID nor an alias", target)
 	}
-	if _, err := h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: r.Caller.UserID, Membership: membership, Reason: body.Reason}); err != nil {
+	q := r.URL.Query()
+	servers := append(q["via"], q["server_name"]...)
+	if _, err := h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: r.Caller.UserID,
+		Membership: membership, Reason: body.Reason, Servers: servers}); err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": roomID}, nil

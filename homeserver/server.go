@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/hongyan/hongyan/clientapi"
+	"github.com/hongyan/hongyan/federation"
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/directory"
@@ -58,10 +59,13 @@ type Server struct {
 	E2EE     *e2ee.Service
 	Media    *media.Service
 	Native   *native.Server
+	// Federation is nil when federation is off.
+	Federation *federation.Service
 
 	notifier *hsync.Notifier
 
-	handler http.Handler
+	handler    http.Handler
+	fedHandler http.Handler
 }
 
 // New opens everything the configuration names and builds the server. The caller
@@ -196,7 +200,49 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	}
 	router.Handle("/_hongyan/native", s.Native.WebSocket())
 	s.handler = httpapi.CORS(router)
+
+	if cfg.Federation.Listen != "" {
+		s.Federation, err = federation.New(ctx, federation.Config{
+			ServerName: cfg.ServerName, Key: s.Key,
+			InsecureSkipVerify: cfg.Federation.InsecureSkipVerify, RetryMax: cfg.Federation.RetryMax,
+		}, federation.Deps{DB: s.DB, Bus: s.Bus.Conn, Rooms: s.Rooms, Users: s.Users, E2EE: s.E2EE, Typing: s.Typing, Receipts: s.Receipts})
+		if err != nil {
+			return nil, fmt.Errorf("federation: %w", err)
+		}
+		fedRouter := httpapi.NewRouter()
+		fedAPI := &httpapi.API{MaxBodyBytes: cfg.Limits.MaxRequestBytes, Metrics: api.Metrics}
+		s.Federation.Register(fedRouter, fedAPI)
+		s.fedHandler = fedRouter
+	}
 	return s, nil
+}
+
+// ListenFederation opens the federation TLS listener, if configured, and serves it
+// until ctx ends. It returns its address, or "" when federation is off.
+func (s *Server) ListenFederation(ctx context.Context) (string, error) {
+	l := s.Config.Federation.Listen
+	if l == "" {
+		return "", nil
+	}
+	certFile, keyFile := s.Config.Federation.TLSCert, s.Config.Federation.TLSKey
+	if certFile == "" {
+		certFile, keyFile = filepath.Join(s.Config.DataDir, "federation-tls.crt"), filepath.Join(s.Config.DataDir, "federation-tls.key")
+	}
+	host, _, _ := net.SplitHostPort(l)
+	serverHost, _, err := net.SplitHostPort(s.Config.ServerName)
+	if err != nil {
+		serverHost = s.Config.ServerName
+	}
+	cert, err := tlscert.LoadOrGenerate(certFile, keyFile, []string{host, "localhost", "127.0.0.1", serverHost})
+	if err != nil {
+		return "", fmt.Errorf("federation TLS certificate: %w", err)
+	}
+	ln, err := tls.Listen("tcp", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		return "", fmt.Errorf("federation listen: %w", err)
+	}
+	go serveHTTP(ctx, ln, s.fedHandler)
+	return "https://" + ln.Addr().String(), nil
 }
 
 // newMedia opens the configured media backend and builds the repository.
@@ -271,8 +317,13 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Serve serves the client API on ln until ctx is cancelled, then shuts down
 // gracefully: in-flight requests get up to 10 seconds to finish.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return serveHTTP(ctx, ln, s.handler)
+}
+
+// serveHTTP serves h on ln until ctx is cancelled, then shuts down gracefully.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	hs := &http.Server{
-		Handler:           s.handler,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
@@ -295,6 +346,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 // Close releases the bus and the database.
 func (s *Server) Close() {
+	if s.Federation != nil {
+		s.Federation.Close()
+	}
 	if s.Native != nil {
 		s.Native.Close()
 	}

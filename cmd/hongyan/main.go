@@ -85,10 +85,17 @@ func configFlags(fs *flag.FlagSet) func() (config.Config, error) {
 		// The native protocol's TCP listener ("off" to disable) and TLS listener.
 		"native-listen":     "native.listen",
 		"native-tls-listen": "native.tls_listen",
+		// Federation: its TLS listener (off unless set), its certificate (self-signed
+		// into the data dir if not given), and skipping verification of other
+		// servers' certificates on test networks.
+		"federation-listen":   "federation.listen",
+		"tls-cert":            "federation.tls_cert",
+		"tls-key":             "federation.tls_key",
+		"federation-insecure": "federation.insecure_skip_verify",
 	} {
 		overrides[setting] = new(string)
 		set := func(v string) error { *overrides[setting] = v; return nil }
-		if setting == "rate_limit.enabled" {
+		if setting == "rate_limit.enabled" || setting == "federation.insecure_skip_verify" {
 			// A boolean flag: --rate-limit=false, or --rate-limit alone for true.
 			fs.BoolFunc(flagName, "sets "+setting, set)
 			continue
@@ -186,8 +193,12 @@ func runServer(args []string) error {
 	if err != nil {
 		return err
 	}
+	fed, err := s.ListenFederation(ctx)
+	if err != nil {
+		return err
+	}
 	slog.Info("hongyan is serving", "server_name", cfg.ServerName, "client_api", "http://"+ln.Addr().String(),
-		"native", native, "database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
+		"native", native, "federation", fed, "database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
 	err = s.Serve(ctx, ln)
 	slog.Info("hongyan stopped")
 	return err

@@ -51,7 +51,26 @@ type Config struct {
 	Limits       Limits       `yaml:"limits"`
 	Media        Media        `yaml:"media"`
 	Native       Native       `yaml:"native"`
+	Federation   Federation   `yaml:"federation"`
 	Log          Log          `yaml:"log"`
+}
+
+// Federation configures the server–server API. It is off until Listen is set.
+type Federation struct {
+	// Listen is the federation listener's HOST:PORT, served over TLS; 8448 is the
+	// port other servers assume when the server name has none. Empty: federation off.
+	Listen string `yaml:"listen"`
+	// TLSCert and TLSKey are PEM files for Listen. If empty, a self-signed
+	// certificate is generated into DataDir — enough for test networks, where the
+	// other servers skip verification; public federation needs a real certificate.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// InsecureSkipVerify accepts any certificate from other servers. Test networks
+	// only: it is logged loudly at start.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// RetryMax bounds the backoff between attempts to reach a server that is down.
+	// Default 10m.
+	RetryMax time.Duration `yaml:"retry_max"`
 }
 
 // Native configures the native protocol's listeners. Its WebSocket transport is
@@ -371,6 +390,14 @@ func (c *Config) Validate() error {
 	}
 	if (c.Native.TLSCert == "") != (c.Native.TLSKey == "") {
 		return errors.New("native.tls_cert and native.tls_key go together")
+	}
+	if l := c.Federation.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return fmt.Errorf("federation.listen %q: %w", l, err)
+		}
+	}
+	if (c.Federation.TLSCert == "") != (c.Federation.TLSKey == "") {
+		return errors.New("federation.tls_cert and federation.tls_key go together")
 	}
 	if c.Media.Dir == "" {
 		c.Media.Dir = filepath.Join(c.DataDir, "media")

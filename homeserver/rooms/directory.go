@@ -307,9 +307,9 @@ func (s *Service) Report(ctx context.Context, roomID, userID, eventID, reason st
 
 // EventAtTime finds the visible event closest to ts in the direction given.
 func (s *Service) EventAtTime(ctx context.Context, roomID, userID string, ts int64, forward bool) (string, int64, error) {
-	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts <= $2 ORDER BY origin_ts DESC, stream_pos DESC LIMIT 50`
+	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts <= $2 AND stream_pos > 0 ORDER BY origin_ts DESC, stream_pos DESC LIMIT 50`
 	if forward {
-		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts >= $2 ORDER BY origin_ts, stream_pos LIMIT 50`
+		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts >= $2 AND stream_pos > 0 ORDER BY origin_ts, stream_pos LIMIT 50`
 	}
 	rows, err := s.queryEvents(ctx, q, roomID, ts)
 	if err != nil {

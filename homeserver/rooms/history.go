@@ -190,7 +190,7 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 		var rows []eventRow
 		if q.Backward {
 			rows, err = s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND stream_pos <= $2 AND stream_pos > $3
-				ORDER BY stream_pos DESC LIMIT $4`, roomID, cursor, to, page)
+				AND stream_pos > 0 ORDER BY stream_pos DESC LIMIT $4`, roomID, cursor, to, page)
 		} else {
 			upper := int64(1<<62 - 1)
 			if to >= 0 {

@@ -2,8 +2,11 @@ package rooms
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -21,6 +24,9 @@ type Membership struct {
 	Reason     string
 	IsDirect   bool
 	Txn        *Txn
+	// Servers are the servers to join a remote room through (the client's via or
+	// server_name), tried after the one in the room ID.
+	Servers []string
 }
 
 // SetMembership sends the membership event.
@@ -44,13 +50,21 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		}
 		m.Membership = "leave"
 	}
+	content := s.memberContent(ctx, m.Target, m.Membership, m.IsDirect)
+	if m.Membership == "join" && m.Sender == m.Target {
+		remote, err := s.joinsRemotely(ctx, roomID)
+		if err != nil {
+			return Sent{}, err
+		}
+		if remote {
+			return s.joinRemote(ctx, roomID, m, content)
+		}
+	}
 	if !s.isLocalRoom(roomID) {
-		// Joining rooms on other servers needs federation, which is not built yet.
 		if ok, err := s.roomExists(ctx, roomID); err != nil || !ok {
 			return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
 		}
 	}
-	content := s.memberContent(ctx, m.Target, m.Membership, m.IsDirect)
 	if m.Membership == "leave" || m.Membership == "ban" {
 		content = map[string]any{"membership": m.Membership}
 	}
@@ -78,6 +92,56 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		}
 	}
 	return sent[0], nil
+}
+
+// joinsRemotely reports whether joining the room takes another server: this server
+// does not know it, or knows it but has no member left in it and did not create it.
+func (s *Service) joinsRemotely(ctx context.Context, roomID string) (bool, error) {
+	if s.remote == nil {
+		return false, nil
+	}
+	var creator string
+	err := s.db.QueryRow(ctx, `SELECT creator FROM rooms WHERE room_id = $1`, roomID).Scan(&creator)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read room: %w", err)
+	}
+	if strings.HasSuffix(creator, ":"+s.cfg.ServerName) {
+		return false, nil
+	}
+	in, err := s.ServerInRoom(ctx, roomID, s.cfg.ServerName)
+	return !in, err
+}
+
+// joinRemote joins through the servers the room ID and the client name.
+func (s *Service) joinRemote(ctx context.Context, roomID string, m Membership, content map[string]any) (Sent, error) {
+	var servers []string
+	if _, server, ok := strings.Cut(roomID, ":"); ok && server != s.cfg.ServerName {
+		servers = append(servers, server)
+	}
+	for _, v := range m.Servers {
+		if v != s.cfg.ServerName && !slices.Contains(servers, v) {
+			servers = append(servers, v)
+		}
+	}
+	if len(servers) == 0 {
+		return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s and no server to join it through", roomID)
+	}
+	if m.Reason != "" {
+		content["reason"] = m.Reason
+	}
+	if err := s.remote.JoinRemote(ctx, roomID, m.Target, servers, content); err != nil {
+		return Sent{}, err
+	}
+	var sent Sent
+	err := s.db.QueryRow(ctx, `SELECT e.event_id, e.stream_pos, e.room_seq FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, m.Target).Scan(&sent.EventID, &sent.StreamPos, &sent.Seq)
+	if err != nil {
+		return Sent{}, fmt.Errorf("read remote join: %w", err)
+	}
+	return sent, nil
 }
 
 // Send sends a message or state event.

@@ -552,7 +552,7 @@ func (s *Service) stateAtPositionFor(ctx context.Context, roomID string, pos int
 	var evPos, before int64
 	var stateKey sql.NullString
 	err := s.db.QueryRow(ctx, `SELECT stream_pos, state_key, snapshot_before FROM events WHERE room_id = $1 AND stream_pos <= $2
-		ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&evPos, &stateKey, &before)
+		AND stream_pos > 0 ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&evPos, &stateKey, &before)
 	if errors.Is(err, sql.ErrNoRows) {
 		return []ClientEvent{}, nil
 	}

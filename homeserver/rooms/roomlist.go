@@ -19,7 +19,7 @@ var bumpTypes = []any{"m.room.create", "m.room.message", "m.room.encrypted", "m.
 // without such an event (none can be: every room has a create event) is absent.
 func (s *Service) BumpStamps(ctx context.Context, roomIDs []string, upTo int64) (map[string]int64, error) {
 	out := make(map[string]int64, len(roomIDs))
-	query := `SELECT stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2 AND type IN ($3, $4, $5, $6, $7, $8, $9)
+	query := `SELECT stream_pos FROM events WHERE room_id = $1 AND stream_pos <= $2 AND stream_pos > 0 AND type IN ($3, $4, $5, $6, $7, $8, $9)
 		ORDER BY stream_pos DESC LIMIT 1`
 	for _, roomID := range roomIDs {
 		var pos int64

@@ -75,6 +75,9 @@ type Service struct {
 
 	locks [64]sync.Mutex // per-room write locks, by hash of the room ID
 
+	// remote joins rooms through other servers; nil until federation is set up.
+	remote Remote
+
 	// seen caches, per state snapshot and user, the history visibility and the
 	// user's membership there. Snapshots never change, so entries never go stale;
 	// every message of a conversation shares the snapshot before it, so each

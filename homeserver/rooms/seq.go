@@ -50,7 +50,7 @@ func (s *Service) eventsBySeq(ctx context.Context, roomID, userID string, from i
 		if from <= 0 {
 			from = 1 << 62
 		}
-		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND room_seq < $2 ORDER BY room_seq DESC LIMIT $3`
+		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND room_seq < $2 AND room_seq > 0 ORDER BY room_seq DESC LIMIT $3`
 	}
 	rows, err := s.queryEvents(ctx, q, roomID, from, limit)
 	if err != nil {

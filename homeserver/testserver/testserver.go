@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/hongyan/hongyan/homeserver"
 	"github.com/hongyan/hongyan/homeserver/config"
@@ -30,6 +31,9 @@ type Server struct {
 	// NativeTLSAddr its TLS listener (tls://…) when configured; NativeWS its
 	// WebSocket URL.
 	NativeAddr, NativeTLSAddr, NativeWS string
+	// FederationURL is the federation listener's https://127.0.0.1:PORT when the
+	// server runs with Federated.
+	FederationURL string
 
 	stop func()
 }
@@ -73,11 +77,14 @@ func (srv *Server) start(t testing.TB, cfg config.Config) {
 		t.Fatalf("start homeserver: %v", err)
 	}
 	native, err := hs.ListenNative(ctx)
+	if err == nil {
+		srv.FederationURL, err = hs.ListenFederation(ctx)
+	}
 	if err != nil {
 		cancel()
 		ln.Close()
 		hs.Close()
-		t.Fatalf("native listeners: %v", err)
+		t.Fatalf("native and federation listeners: %v", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ctx, ln) }()
@@ -114,6 +121,23 @@ func (srv *Server) Restart(t testing.TB) {
 		cfg.Native.TLSListen = strings.TrimPrefix(srv.NativeTLSAddr, "tls://")
 	}
 	srv.start(t, cfg)
+}
+
+// Federated turns federation on: a TLS listener on a free loopback port, the server
+// named localhost:PORT after it (so other servers reach it with no DNS), other
+// servers' self-signed certificates accepted, and retries to a server that is down
+// at most two seconds apart.
+var Federated Option = func(c *config.Config) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	c.Federation.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	c.ServerName = fmt.Sprintf("localhost:%d", port)
+	c.Federation.InsecureSkipVerify = true
+	c.Federation.RetryMax = 2 * time.Second
 }
 
 // ProductionHashing restores the production argon2id cost, which Start lowers so

@@ -1,0 +1,227 @@
+// Package federation is the server–server front-end: the key server, X-Matrix request
+// authentication, the federation endpoints other homeservers call, joins through
+// other servers, and the per-destination queues that send this server's events and
+// EDUs out. Like every front-end it is thin: events go into homeserver/rooms, which
+// holds the rules; this package checks what only federation has — signatures,
+// origins, transactions — and turns wire formats into calls on the core.
+package federation
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/e2ee"
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/receipts"
+	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/serverkey"
+	"github.com/hongyan/hongyan/homeserver/storage"
+	"github.com/hongyan/hongyan/homeserver/typing"
+	"github.com/hongyan/hongyan/homeserver/users"
+	"github.com/hongyan/hongyan/httpapi"
+	"github.com/nats-io/nats.go"
+)
+
+// Config configures federation.
+type Config struct {
+	// ServerName is this server's name as other servers address it.
+	ServerName string
+	// Key signs requests, events and key documents.
+	Key serverkey.Key
+	// InsecureSkipVerify accepts any TLS certificate from other servers. For test
+	// networks of self-signed servers only.
+	InsecureSkipVerify bool
+	// RetryMax bounds the backoff between attempts to reach a destination that is
+	// down. Zero means 10 minutes.
+	RetryMax time.Duration
+}
+
+// Deps are the core services federation calls.
+type Deps struct {
+	DB       *storage.DB
+	Bus      *nats.Conn
+	Rooms    *rooms.Service
+	Users    *users.Service
+	E2EE     *e2ee.Service
+	Typing   *typing.Service
+	Receipts *receipts.Service
+}
+
+// Service is the federation front-end.
+type Service struct {
+	cfg     Config
+	deps    Deps
+	client  fclient.FederationClient
+	keyRing *gomatrixserverlib.KeyRing
+	sender  *sender
+	log     *slog.Logger
+}
+
+// New builds federation and starts its sender; Close stops it.
+func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
+	if cfg.RetryMax == 0 {
+		cfg.RetryMax = 10 * time.Minute
+	}
+	s := &Service{cfg: cfg, deps: deps, log: slog.With("component", "federation")}
+	if cfg.InsecureSkipVerify {
+		s.log.Warn("federation: NOT verifying other servers' TLS certificates (federation.insecure_skip_verify); use this on test networks only")
+	}
+	s.client = fclient.NewFederationClient([]*fclient.SigningIdentity{{
+		ServerName: spec.ServerName(cfg.ServerName), KeyID: gomatrixserverlib.KeyID(cfg.Key.ID), PrivateKey: cfg.Key.PrivateKey,
+	}}, fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(30*time.Second), fclient.WithUserAgent("Hongyan"))
+	store := &keyStore{db: deps.DB}
+	// Our own key verifies our own events and requests without a round trip.
+	if err := store.StoreKeys(ctx, map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{
+		{ServerName: spec.ServerName(cfg.ServerName), KeyID: gomatrixserverlib.KeyID(cfg.Key.ID)}: {
+			VerifyKey:    gomatrixserverlib.VerifyKey{Key: spec.Base64Bytes(cfg.Key.Public())},
+			ValidUntilTS: spec.AsTimestamp(time.Now().Add(100 * 365 * 24 * time.Hour)),
+		},
+	}); err != nil {
+		return nil, err
+	}
+	s.keyRing = &gomatrixserverlib.KeyRing{
+		KeyDatabase: store,
+		KeyFetchers: []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{Client: s.client, IsLocalServerName: s.isLocal, LocalPublicKey: spec.Base64Bytes(cfg.Key.Public())}},
+	}
+	var err error
+	if s.sender, err = newSender(ctx, s); err != nil {
+		return nil, err
+	}
+	deps.Rooms.SetRemote(s)
+	return s, nil
+}
+
+// Close stops the sender.
+func (s *Service) Close() { s.sender.close() }
+
+func (s *Service) isLocal(name spec.ServerName) bool { return string(name) == s.cfg.ServerName }
+
+// Register adds the federation and key endpoints to router.
+func (s *Service) Register(router *mux.Router, api *httpapi.API) {
+	key := httpapi.Subrouter(router, "/_matrix/key/v2")
+	api.Handle(key, http.MethodGet, "/server", s.getServerKeys)
+	api.Handle(key, http.MethodGet, "/server/{keyID}", s.getServerKeys)
+	api.Handle(key, http.MethodPost, "/query", s.notaryQuery)
+	api.Handle(key, http.MethodGet, "/query/{serverName}", s.notaryQuery)
+	api.Handle(key, http.MethodGet, "/query/{serverName}/{keyID}", s.notaryQuery)
+
+	fed := httpapi.Subrouter(router, "/_matrix/federation")
+	api.Handle(fed, http.MethodGet, "/v1/version", func(*httpapi.Request) (any, error) {
+		return map[string]any{"server": map[string]string{"name": "Hongyan", "version": "0.1"}}, nil
+	})
+	api.Handle(fed, http.MethodPut, "/v1/send/{txnId}", s.authed(s.send))
+	api.Handle(fed, http.MethodGet, "/v1/make_join/{roomId}/{userId}", s.authed(s.makeJoin))
+	api.Handle(fed, http.MethodPut, "/v2/send_join/{roomId}/{eventId}", s.authed(s.sendJoin))
+	api.Handle(fed, http.MethodPut, "/v1/send_join/{roomId}/{eventId}", s.authed(s.sendJoinV1))
+	api.Handle(fed, http.MethodGet, "/v1/make_leave/{roomId}/{userId}", s.authed(s.makeLeave))
+	api.Handle(fed, http.MethodPut, "/v2/send_leave/{roomId}/{eventId}", s.authed(s.sendLeave))
+	api.Handle(fed, http.MethodGet, "/v1/event/{eventId}", s.authed(s.getEvent))
+	api.Handle(fed, http.MethodGet, "/v1/state_ids/{roomId}", s.authed(s.stateIDs))
+	api.Handle(fed, http.MethodGet, "/v1/state/{roomId}", s.authed(s.state))
+	api.Handle(fed, http.MethodGet, "/v1/event_auth/{roomId}/{eventId}", s.authed(s.eventAuth))
+	api.Handle(fed, http.MethodGet, "/v1/backfill/{roomId}", s.authed(s.backfill))
+	api.Handle(fed, http.MethodPost, "/v1/get_missing_events/{roomId}", s.authed(s.missingEvents))
+	api.Handle(fed, http.MethodGet, "/v1/query/profile", s.authed(s.queryProfile))
+	api.Handle(fed, http.MethodGet, "/v1/query/directory", s.authed(s.queryDirectory))
+	api.Handle(fed, http.MethodPost, "/v1/user/keys/query", s.authed(s.userKeysQuery))
+	api.Handle(fed, http.MethodPost, "/v1/user/keys/claim", s.authed(s.userKeysClaim))
+}
+
+// fedRequest is an authenticated federation request.
+type fedRequest struct {
+	*httpapi.Request
+	Origin string
+	Body   []byte
+}
+
+// authed checks the X-Matrix signature of every request before the handler runs:
+// the origin's key (fetched and cached) must sign method, URI, origin, destination
+// and body.
+func (s *Service) authed(h func(r *fedRequest) (any, error)) httpapi.Handler {
+	return func(r *httpapi.Request) (any, error) {
+		body, err := r.Body()
+		if err != nil {
+			return nil, err
+		}
+		r.Request.Body = io.NopCloser(bytes.NewReader(body))
+		fr, resp := fclient.VerifyHTTPRequest(r.Request, time.Now(), spec.ServerName(s.cfg.ServerName), s.isLocal, s.keyRing)
+		if fr == nil {
+			msg := "request signature check failed"
+			if m, ok := resp.JSON.(interface{ Error() string }); ok {
+				msg = m.Error()
+			} else if b, err := json.Marshal(resp.JSON); err == nil {
+				msg = string(b)
+			}
+			if resp.Code == http.StatusBadRequest {
+				return nil, mxerror.New(mxerror.BadJSON, "%s", msg)
+			}
+			return nil, mxerror.New(mxerror.Unauthorized, "%s", msg)
+		}
+		origin := string(fr.Origin())
+		// A server that talks to us is up: send it what is waiting now.
+		s.sender.alive(origin)
+		return h(&fedRequest{Request: r, Origin: origin, Body: body})
+	}
+}
+
+// roomVersionOf answers M_NOT_FOUND for rooms this server does not know.
+func (s *Service) roomVersionOf(ctx context.Context, roomID string) (gomatrixserverlib.IRoomVersion, error) {
+	v, err := s.deps.Rooms.RoomVersion(ctx, roomID)
+	if errors.Is(err, rooms.ErrNotFound) {
+		return nil, mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
+	}
+	return v, err
+}
+
+// requireInRoom refuses reads of rooms the origin has no member in.
+func (s *Service) requireInRoom(ctx context.Context, roomID, origin string) error {
+	in, err := s.deps.Rooms.ServerInRoom(ctx, roomID, origin)
+	if err != nil {
+		return err
+	}
+	if !in {
+		return mxerror.New(mxerror.Forbidden, "%s is not in room %s", origin, roomID)
+	}
+	return nil
+}
+
+// verify checks an event's signatures (and, through parsing, its hashes) against
+// the signing servers' keys.
+func (s *Service) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keyRing, userIDForSender); err != nil {
+		return fmt.Errorf("event %s: %w", ev.EventID(), err)
+	}
+	return nil
+}
+
+func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+func pduJSONs(evs []gomatrixserverlib.PDU) []json.RawMessage {
+	out := make([]json.RawMessage, len(evs))
+	for i, ev := range evs {
+		out[i] = json.RawMessage(ev.JSON())
+	}
+	return out
+}
+
+func eventIDs(evs []gomatrixserverlib.PDU) []string {
+	out := make([]string, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.EventID()
+	}
+	return out
+}

@@ -1,0 +1,575 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/httpapi"
+)
+
+// Transaction limits from the spec: a transaction carries at most 50 PDUs and 100 EDUs.
+const (
+	maxTxnPDUs = 50
+	maxTxnEDUs = 100
+)
+
+// send handles PUT /send/{txnId}: each PDU is checked and admitted on its own (one
+// bad event does not sink the others), EDUs are applied, and the answer is kept so a
+// retried transaction gets the same one without being processed twice.
+func (s *Service) send(r *fedRequest) (any, error) {
+	ctx := r.Context()
+	txnID := r.Vars["txnId"]
+	var earlier string
+	err := s.deps.DB.QueryRow(ctx, `SELECT response FROM federation_txns WHERE origin = $1 AND txn_id = $2`, r.Origin, txnID).Scan(&earlier)
+	if err == nil {
+		return json.RawMessage(earlier), nil
+	}
+	var txn struct {
+		Origin string                  `json:"origin"`
+		PDUs   []json.RawMessage       `json:"pdus"`
+		EDUs   []gomatrixserverlib.EDU `json:"edus"`
+	}
+	if err := httpapi.DecodeJSON(r.Body, &txn); err != nil {
+		return nil, err
+	}
+	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {
+		return nil, mxerror.New(mxerror.BadJSON, "a transaction carries at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
+	}
+	results := map[string]any{}
+	for _, raw := range txn.PDUs {
+		id, err := s.receivePDU(ctx, r.Origin, raw)
+		if id == "" {
+			continue // not even an event ID to answer for
+		}
+		if err != nil {
+			s.log.Info("refused PDU", "origin", r.Origin, "event_id", id, "err", err)
+			results[id] = map[string]string{"error": err.Error()}
+		} else {
+			results[id] = struct{}{}
+		}
+	}
+	for _, edu := range txn.EDUs {
+		if err := s.receiveEDU(ctx, r.Origin, edu); err != nil {
+			s.log.Info("refused EDU", "origin", r.Origin, "type", edu.Type, "err", err)
+		}
+	}
+	resp, _ := json.Marshal(map[string]any{"pdus": results})
+	if _, err := s.deps.DB.Exec(ctx, `INSERT INTO federation_txns (origin, txn_id, response, created_ts) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (origin, txn_id) DO NOTHING`, r.Origin, txnID, string(resp), time.Now().UnixMilli()); err != nil {
+		return nil, fmt.Errorf("record transaction: %w", err)
+	}
+	return json.RawMessage(resp), nil
+}
+
+// receivePDU checks and admits one PDU of a transaction. It returns the event ID it
+// could work out (empty if none) and why the event was refused.
+func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMessage) (string, error) {
+	roomID := gjson.GetBytes(raw, "room_id").String()
+	version, err := s.deps.Rooms.RoomVersion(ctx, roomID)
+	if err != nil {
+		return "", err // a room we are not in: nothing to check the event against
+	}
+	ev, err := version.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return "", err
+	}
+	if err := s.requireInRoom(ctx, roomID, origin); err != nil {
+		return ev.EventID(), err
+	}
+	if err := s.verify(ctx, ev); err != nil {
+		return ev.EventID(), err
+	}
+	return ev.EventID(), s.admit(ctx, origin, version, ev, 0)
+}
+
+// admit hands an event to the room engine, first fetching from origin what the
+// engine says is missing: auth events through /event_auth, a gap before it through
+// /get_missing_events, and when the gap cannot be closed, the state before it.
+func (s *Service) admit(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, depth int) error {
+	roomID := ev.RoomID().String()
+	for attempt := 0; ; attempt++ {
+		err := s.deps.Rooms.Receive(ctx, ev)
+		var missing *rooms.MissingEventsError
+		if !errors.As(err, &missing) || attempt >= 3 {
+			return err
+		}
+		if len(missing.Auth) > 0 {
+			if err := s.fetchAuthChain(ctx, origin, version, ev); err != nil {
+				return err
+			}
+			continue
+		}
+		// A gap: ask for the events between our extremities and this one.
+		if depth < 2 {
+			extremities, err := s.deps.Rooms.ForwardExtremities(ctx, roomID)
+			if err != nil {
+				return err
+			}
+			gap, err := s.client.LookupMissingEvents(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), roomID,
+				fclient.MissingEvents{Limit: 20, EarliestEvents: extremities, LatestEvents: []string{ev.EventID()}}, version.Version())
+			if err == nil {
+				evs := gap.Events.UntrustedEvents(version.Version())
+				slices.SortFunc(evs, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
+				for _, g := range evs {
+					if s.verify(ctx, g) == nil {
+						s.admit(ctx, origin, version, g, depth+1) // each on its own; the state route covers failures
+					}
+				}
+				if err = s.deps.Rooms.Receive(ctx, ev); !errors.As(err, &missing) {
+					return err
+				}
+			}
+		}
+		// Still a gap: take the state before the event from origin.
+		state, err := s.client.LookupState(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), roomID, ev.EventID(), version.Version())
+		if err != nil {
+			return fmt.Errorf("state before %s from %s: %w", ev.EventID(), origin, err)
+		}
+		authChain := state.AuthEvents.UntrustedEvents(version.Version())
+		stateEvents := state.StateEvents.UntrustedEvents(version.Version())
+		if err := s.storeVerified(ctx, authChain); err != nil {
+			return err
+		}
+		for _, st := range stateEvents {
+			if err := s.verify(ctx, st); err != nil {
+				return err
+			}
+		}
+		return s.deps.Rooms.ReceiveWithState(ctx, ev, stateEvents)
+	}
+}
+
+// fetchAuthChain fetches an event's auth chain from origin and stores the events it
+// lacks, each checked by signature and by the auth rules at its own auth events.
+func (s *Service) fetchAuthChain(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) error {
+	res, err := s.client.GetEventAuth(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), version.Version(), ev.RoomID().String(), ev.EventID())
+	if err != nil {
+		return fmt.Errorf("auth chain of %s from %s: %w", ev.EventID(), origin, err)
+	}
+	return s.storeVerified(ctx, res.AuthEvents.UntrustedEvents(version.Version()))
+}
+
+// storeVerified keeps the events of an auth chain, oldest first, each verified.
+func (s *Service) storeVerified(ctx context.Context, evs []gomatrixserverlib.PDU) error {
+	slices.SortFunc(evs, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
+	byID := map[string]gomatrixserverlib.PDU{}
+	for _, ev := range evs {
+		byID[ev.EventID()] = ev
+	}
+	var ok []gomatrixserverlib.PDU
+	for _, ev := range evs {
+		if err := s.verify(ctx, ev); err != nil {
+			return err
+		}
+		var auth []gomatrixserverlib.PDU
+		for _, id := range ev.AuthEventIDs() {
+			if a, found := byID[id]; found {
+				auth = append(auth, a)
+			}
+		}
+		if len(auth) < len(ev.AuthEventIDs()) {
+			stored, err := s.deps.Rooms.PDUs(ctx, ev.AuthEventIDs())
+			if err != nil {
+				return err
+			}
+			auth = append(auth, stored...)
+		}
+		provider, err := gomatrixserverlib.NewAuthEvents(auth)
+		if err != nil {
+			return err
+		}
+		if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+			return fmt.Errorf("auth event %s: %w", ev.EventID(), err)
+		}
+		ok = append(ok, ev)
+	}
+	return s.deps.Rooms.StoreOutliers(ctx, ok)
+}
+
+// receiveEDU applies an EDU about the origin's own users.
+func (s *Service) receiveEDU(ctx context.Context, origin string, edu gomatrixserverlib.EDU) error {
+	fromOrigin := func(userID string) bool { return strings.HasSuffix(userID, ":"+origin) }
+	switch edu.Type {
+	case spec.MTyping:
+		var c struct {
+			RoomID string `json:"room_id"`
+			UserID string `json:"user_id"`
+			Typing bool   `json:"typing"`
+		}
+		if err := json.Unmarshal(edu.Content, &c); err != nil {
+			return err
+		}
+		if !fromOrigin(c.UserID) {
+			return fmt.Errorf("typing of %s from %s", c.UserID, origin)
+		}
+		if err := s.deps.Rooms.RequireJoined(ctx, c.RoomID, c.UserID); err != nil {
+			return err
+		}
+		return s.deps.Typing.Set(c.RoomID, c.UserID, c.Typing, 30*time.Second)
+	case spec.MReceipt:
+		var c map[string]map[string]map[string]struct {
+			EventIDs []string `json:"event_ids"`
+			Data     struct {
+				ThreadID string `json:"thread_id"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(edu.Content, &c); err != nil {
+			return err
+		}
+		for roomID, byType := range c {
+			for typ, byUser := range byType {
+				if typ != "m.read" {
+					continue // private receipts never leave their server
+				}
+				for userID, rec := range byUser {
+					if !fromOrigin(userID) || len(rec.EventIDs) == 0 {
+						continue
+					}
+					if err := s.deps.Rooms.RequireJoined(ctx, roomID, userID); err != nil {
+						continue
+					}
+					if err := s.deps.Receipts.Put(ctx, roomID, userID, typ, rec.Data.ThreadID, rec.EventIDs[0]); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	}
+	return nil // EDU types not handled yet are ignored, as the spec allows
+}
+
+// makeJoin answers GET /make_join: a join event template for the joining server.
+func (s *Service) makeJoin(r *fedRequest) (any, error) {
+	return s.makeMembership(r, spec.Join)
+}
+
+func (s *Service) makeLeave(r *fedRequest) (any, error) {
+	return s.makeMembership(r, spec.Leave)
+}
+
+func (s *Service) makeMembership(r *fedRequest, membership string) (any, error) {
+	roomID, userID := r.Vars["roomId"], r.Vars["userId"]
+	if !strings.HasSuffix(userID, ":"+r.Origin) {
+		return nil, mxerror.New(mxerror.Forbidden, "%s cannot act for %s", r.Origin, userID)
+	}
+	version, err := s.roomVersionOf(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	if membership == spec.Join {
+		supported := r.URL.Query()["ver"]
+		if len(supported) == 0 {
+			supported = []string{"1"}
+		}
+		if !slices.Contains(supported, string(version.Version())) {
+			return nil, &mxerror.Error{Code: mxerror.IncompatibleRoomVersion, Message: "the room's version is not among the joining server's",
+				Extra: map[string]any{"room_version": string(version.Version())}}
+		}
+	}
+	var proto gomatrixserverlib.ProtoEvent
+	if membership == spec.Join {
+		proto, _, err = s.deps.Rooms.JoinTemplate(r.Context(), roomID, userID)
+	} else {
+		proto, _, err = s.deps.Rooms.LeaveTemplate(r.Context(), roomID, userID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event": proto, "room_version": string(version.Version())}, nil
+}
+
+// sendJoin handles PUT /v2/send_join: the joining server's signed join goes into
+// the room, and the answer is the state before it with its auth chain.
+func (s *Service) sendJoin(r *fedRequest) (any, error) {
+	ev, version, err := s.receiveMembership(r, spec.Join)
+	if err != nil {
+		return nil, err
+	}
+	ctx := r.Context()
+	roomID := ev.RoomID().String()
+	state, err := s.deps.Rooms.StateBefore(ctx, roomID, ev.EventID())
+	if err != nil {
+		return nil, err
+	}
+	chain, err := s.deps.Rooms.AuthChain(ctx, append(eventIDs(state), ev.EventID()))
+	if err != nil {
+		return nil, err
+	}
+	servers, err := s.deps.Rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	_ = version
+	return map[string]any{
+		"origin": s.cfg.ServerName, "state": pduJSONs(state), "auth_chain": pduJSONs(chain),
+		"event": json.RawMessage(ev.JSON()), "members_omitted": false, "servers_in_room": servers,
+	}, nil
+}
+
+// sendJoinV1 is the older send_join, whose answer is wrapped in [200, {...}].
+func (s *Service) sendJoinV1(r *fedRequest) (any, error) {
+	res, err := s.sendJoin(r)
+	if err != nil {
+		return nil, err
+	}
+	return []any{200, res}, nil
+}
+
+func (s *Service) sendLeave(r *fedRequest) (any, error) {
+	if _, _, err := s.receiveMembership(r, spec.Leave); err != nil {
+		return nil, err
+	}
+	return struct{}{}, nil
+}
+
+// receiveMembership checks and admits a join or leave the origin made from our
+// template, and queues it for the room's other servers, which learn of it from us.
+func (s *Service) receiveMembership(r *fedRequest, membership string) (gomatrixserverlib.PDU, gomatrixserverlib.IRoomVersion, error) {
+	ctx := r.Context()
+	roomID, eventID := r.Vars["roomId"], r.Vars["eventId"]
+	version, err := s.roomVersionOf(ctx, roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	ev, err := version.NewEventFromUntrustedJSON(r.Body)
+	if err != nil {
+		return nil, nil, mxerror.New(mxerror.BadJSON, "invalid event: %v", err)
+	}
+	m, _ := ev.Membership()
+	switch {
+	case ev.EventID() != eventID || ev.RoomID().String() != roomID:
+		return nil, nil, mxerror.New(mxerror.BadJSON, "the event's ID or room does not match the path")
+	case ev.Type() != spec.MRoomMember || m != membership || ev.StateKey() == nil || *ev.StateKey() != string(ev.SenderID()):
+		return nil, nil, mxerror.New(mxerror.BadJSON, "not a %s of its sender", membership)
+	case !strings.HasSuffix(string(ev.SenderID()), ":"+r.Origin):
+		return nil, nil, mxerror.New(mxerror.Forbidden, "%s cannot act for %s", r.Origin, ev.SenderID())
+	}
+	if err := s.verify(ctx, ev); err != nil {
+		return nil, nil, mxerror.New(mxerror.Forbidden, "%v", err)
+	}
+	if via := gjson.GetBytes(ev.Content(), "join_authorised_via_users_server").String(); via != "" && strings.HasSuffix(via, ":"+s.cfg.ServerName) {
+		// A restricted join we authorised: it carries our signature too.
+		ev = ev.Sign(s.cfg.ServerName, gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey)
+	}
+	if err := s.admit(ctx, r.Origin, version, ev, 0); err != nil {
+		if errors.Is(err, rooms.ErrRejected) {
+			return nil, nil, mxerror.New(mxerror.Forbidden, "%v", err)
+		}
+		return nil, nil, err
+	}
+	servers, err := s.deps.Rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var others []string
+	for _, srv := range servers {
+		if srv != r.Origin && srv != s.cfg.ServerName {
+			others = append(others, srv)
+		}
+	}
+	if err := s.sender.queuePDU(ctx, others, ev); err != nil {
+		return nil, nil, err
+	}
+	return ev, version, nil
+}
+
+// getEvent serves one event to a server in its room.
+func (s *Service) getEvent(r *fedRequest) (any, error) {
+	ev, err := s.deps.Rooms.PDU(r.Context(), r.Vars["eventId"])
+	if errors.Is(err, rooms.ErrNotFound) {
+		return nil, mxerror.New(mxerror.NotFound, "unknown event")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.requireInRoom(r.Context(), ev.RoomID().String(), r.Origin); err != nil {
+		return nil, err
+	}
+	return map[string]any{"origin": s.cfg.ServerName, "origin_server_ts": time.Now().UnixMilli(),
+		"pdus": []json.RawMessage{json.RawMessage(ev.JSON())}}, nil
+}
+
+// stateAt is the state before event_id and its auth chain, for a server in the room.
+func (s *Service) stateAt(r *fedRequest) ([]gomatrixserverlib.PDU, []gomatrixserverlib.PDU, error) {
+	ctx := r.Context()
+	roomID, eventID := r.Vars["roomId"], r.URL.Query().Get("event_id")
+	if eventID == "" {
+		return nil, nil, mxerror.New(mxerror.MissingParam, "event_id is required")
+	}
+	if _, err := s.roomVersionOf(ctx, roomID); err != nil {
+		return nil, nil, err
+	}
+	if err := s.requireInRoom(ctx, roomID, r.Origin); err != nil {
+		return nil, nil, err
+	}
+	state, err := s.deps.Rooms.StateBefore(ctx, roomID, eventID)
+	if errors.Is(err, rooms.ErrNotFound) {
+		return nil, nil, mxerror.New(mxerror.NotFound, "unknown event %s", eventID)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	chain, err := s.deps.Rooms.AuthChain(ctx, eventIDs(state))
+	return state, chain, err
+}
+
+func (s *Service) stateIDs(r *fedRequest) (any, error) {
+	state, chain, err := s.stateAt(r)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"pdu_ids": eventIDs(state), "auth_chain_ids": eventIDs(chain)}, nil
+}
+
+func (s *Service) state(r *fedRequest) (any, error) {
+	state, chain, err := s.stateAt(r)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"pdus": pduJSONs(state), "auth_chain": pduJSONs(chain)}, nil
+}
+
+func (s *Service) eventAuth(r *fedRequest) (any, error) {
+	ctx := r.Context()
+	roomID := r.Vars["roomId"]
+	if err := s.requireInRoom(ctx, roomID, r.Origin); err != nil {
+		return nil, err
+	}
+	chain, err := s.deps.Rooms.AuthChain(ctx, []string{r.Vars["eventId"]})
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"auth_chain": pduJSONs(chain)}, nil
+}
+
+func (s *Service) backfill(r *fedRequest) (any, error) {
+	ctx := r.Context()
+	roomID := r.Vars["roomId"]
+	if err := s.requireInRoom(ctx, roomID, r.Origin); err != nil {
+		return nil, err
+	}
+	limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+	if limit <= 0 || limit > 100 {
+		limit = 100
+	}
+	evs, err := s.deps.Rooms.Backfill(ctx, roomID, r.URL.Query()["v"], limit)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"origin": s.cfg.ServerName, "origin_server_ts": time.Now().UnixMilli(), "pdus": pduJSONs(evs)}, nil
+}
+
+func (s *Service) missingEvents(r *fedRequest) (any, error) {
+	ctx := r.Context()
+	roomID := r.Vars["roomId"]
+	if err := s.requireInRoom(ctx, roomID, r.Origin); err != nil {
+		return nil, err
+	}
+	var body fclient.MissingEvents
+	if err := httpapi.DecodeJSON(r.Body, &body); err != nil {
+		return nil, err
+	}
+	if body.Limit <= 0 || body.Limit > 100 {
+		body.Limit = 10
+	}
+	evs, err := s.deps.Rooms.MissingEvents(ctx, roomID, body.EarliestEvents, body.LatestEvents, body.Limit)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"events": pduJSONs(evs)}, nil
+}
+
+func (s *Service) queryProfile(r *fedRequest) (any, error) {
+	userID := r.URL.Query().Get("user_id")
+	localpart, server, ok := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	if !ok || server != s.cfg.ServerName {
+		return nil, mxerror.New(mxerror.InvalidParam, "%q is not a user of this server", userID)
+	}
+	p, err := s.deps.Users.Profile(r.Context(), localpart)
+	if err != nil {
+		return nil, mxerror.New(mxerror.NotFound, "unknown user")
+	}
+	out := map[string]string{}
+	field := r.URL.Query().Get("field")
+	if p.DisplayName != nil && (field == "" || field == "displayname") {
+		out["displayname"] = *p.DisplayName
+	}
+	if p.AvatarURL != nil && (field == "" || field == "avatar_url") {
+		out["avatar_url"] = *p.AvatarURL
+	}
+	return out, nil
+}
+
+func (s *Service) queryDirectory(r *fedRequest) (any, error) {
+	alias := r.URL.Query().Get("room_alias")
+	roomID, err := s.deps.Rooms.ResolveAlias(r.Context(), alias)
+	if err != nil {
+		return nil, mxerror.New(mxerror.NotFound, "unknown alias %s", alias)
+	}
+	servers, err := s.deps.Rooms.ServersInRoom(r.Context(), roomID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room_id": roomID, "servers": servers}, nil
+}
+
+func (s *Service) userKeysQuery(r *fedRequest) (any, error) {
+	var body struct {
+		DeviceKeys map[string][]string `json:"device_keys"`
+	}
+	if err := httpapi.DecodeJSON(r.Body, &body); err != nil {
+		return nil, err
+	}
+	for u := range body.DeviceKeys {
+		if !strings.HasSuffix(u, ":"+s.cfg.ServerName) {
+			delete(body.DeviceKeys, u)
+		}
+	}
+	keys, _, err := s.deps.E2EE.QueryKeys(r.Context(), s.cfg.ServerName, body.DeviceKeys)
+	if err != nil {
+		return nil, err
+	}
+	var users []string
+	for u := range body.DeviceKeys {
+		users = append(users, u)
+	}
+	// No local requester: user-signing keys only ever go to their owner.
+	master, selfSigning, _, err := s.deps.E2EE.CrossSigningKeys(r.Context(), "", users)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"device_keys": keys, "master_keys": master, "self_signing_keys": selfSigning}, nil
+}
+
+func (s *Service) userKeysClaim(r *fedRequest) (any, error) {
+	var body struct {
+		OneTimeKeys map[string]map[string]string `json:"one_time_keys"`
+	}
+	if err := httpapi.DecodeJSON(r.Body, &body); err != nil {
+		return nil, err
+	}
+	for u := range body.OneTimeKeys {
+		if !strings.HasSuffix(u, ":"+s.cfg.ServerName) {
+			delete(body.OneTimeKeys, u)
+		}
+	}
+	keys, err := s.deps.E2EE.ClaimKeys(r.Context(), body.OneTimeKeys)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"one_time_keys": keys}, nil
+}

@@ -1,0 +1,88 @@
+package federation
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+)
+
+// JoinRemote joins a local user to a room through another server (make_join, sign,
+// send_join), checks what send_join returned — signatures, and the auth rules for
+// every state and auth chain event — and imports the room.
+func (s *Service) JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error {
+	user, err := spec.NewUserID(userID, true)
+	if err != nil {
+		return mxerror.New(mxerror.InvalidParam, "%q is not a valid user ID", userID)
+	}
+	room, err := spec.NewRoomID(roomID)
+	if err != nil {
+		return mxerror.New(mxerror.InvalidParam, "%q is not a valid room ID", roomID)
+	}
+	var errs []error
+	for _, server := range servers {
+		res, ferr := gomatrixserverlib.PerformJoin(ctx, joinClient{s.client}, gomatrixserverlib.PerformJoinInput{
+			UserID: user, RoomID: room, ServerName: spec.ServerName(server), Content: content,
+			PrivateKey: s.cfg.Key.PrivateKey, KeyID: gomatrixserverlib.KeyID(s.cfg.Key.ID), KeyRing: s.keyRing,
+			EventProvider: s.remoteEvents(ctx, server), UserIDQuerier: userIDForSender,
+			GetOrCreateSenderID: func(context.Context, spec.UserID, spec.RoomID, string) (spec.SenderID, ed25519.PrivateKey, error) {
+				return "", nil, errors.New("pseudonymous room versions are not supported")
+			},
+			StoreSenderIDFromPublicID: func(context.Context, spec.SenderID, string, spec.RoomID) error { return nil },
+		})
+		if ferr != nil {
+			errs = append(errs, fmt.Errorf("via %s: %w", server, ferr.Err))
+			continue
+		}
+		version := res.JoinEvent.Version()
+		state := res.StateSnapshot.GetStateEvents().TrustedEvents(version, false)
+		chain := res.StateSnapshot.GetAuthEvents().TrustedEvents(version, false)
+		return s.deps.Rooms.ImportJoin(ctx, res.JoinEvent, state, chain)
+	}
+	s.log.Info("remote join failed", "room_id", roomID, "user_id", userID, "err", errors.Join(errs...))
+	return mxerror.New(mxerror.NotFound, "could not join %s through %v: %v", roomID, servers, errors.Join(errs...))
+}
+
+// remoteEvents fetches events that a send_join answer lacks from the server joined through.
+func (s *Service) remoteEvents(ctx context.Context, server string) gomatrixserverlib.EventProvider {
+	return func(version gomatrixserverlib.RoomVersion, ids []string) ([]gomatrixserverlib.PDU, error) {
+		impl, err := gomatrixserverlib.GetRoomVersion(version)
+		if err != nil {
+			return nil, err
+		}
+		var out []gomatrixserverlib.PDU
+		for _, id := range ids {
+			txn, err := s.client.GetEvent(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), id)
+			if err != nil {
+				return nil, err
+			}
+			for _, raw := range txn.PDUs {
+				ev, err := impl.NewEventFromUntrustedJSON(raw)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, ev)
+			}
+		}
+		return out, nil
+	}
+}
+
+// joinClient adapts the federation client to what PerformJoin calls.
+type joinClient struct{ c fclient.FederationClient }
+
+func (j joinClient) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
+	res, err := j.c.MakeJoin(ctx, origin, s, roomID, userID)
+	return &res, err
+}
+
+func (j joinClient) SendJoin(ctx context.Context, origin, s spec.ServerName, ev gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
+	res, err := j.c.SendJoin(ctx, origin, s, ev)
+	return &res, err
+}

@@ -1,0 +1,479 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hongyan/hongyan/homeserver/receipts"
+	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/storage"
+	"github.com/hongyan/hongyan/homeserver/typing"
+)
+
+// The sender delivers this server's events and EDUs to other servers.
+//
+// Durability: a scanner walks the events stream from a cursor kept in SQL (the
+// streams row 'federation_out') and, in one transaction, queues each local event for
+// the servers in its room and moves the cursor. Bus notices only wake it, so an event
+// committed just before a crash is still queued after the restart. Each destination
+// has one worker that sends its queue in order, in transactions of at most 50 PDUs
+// and 100 EDUs, deletes what the destination acknowledged, and backs off
+// exponentially while the destination is down, without holding up any other.
+type sender struct {
+	s      *Service
+	ctx    context.Context
+	cancel context.CancelFunc
+	wake   chan struct{}
+	subs   []*nats.Subscription
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	dests map[string]*destination // guarded by mu
+}
+
+type destination struct {
+	name    string
+	wake    chan struct{}
+	backoff time.Duration // guarded by sender.mu
+}
+
+func newSender(ctx context.Context, s *Service) (*sender, error) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	snd := &sender{s: s, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), dests: map[string]*destination{}}
+	if err := snd.initCursor(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	if bus := s.deps.Bus; bus != nil {
+		for subject, fn := range map[string]nats.MsgHandler{
+			rooms.NoticeSubject: func(*nats.Msg) { snd.poke() },
+			typing.Subject:      snd.onTyping,
+			receipts.Subject:    snd.onReceipt,
+		} {
+			sub, err := bus.Subscribe(subject, fn)
+			if err != nil {
+				snd.close()
+				return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+			}
+			snd.subs = append(snd.subs, sub)
+		}
+	}
+	snd.wg.Add(1)
+	go snd.scan()
+	// Destinations with work left from before a restart start at once.
+	rows, err := s.deps.DB.Query(ctx, `SELECT DISTINCT destination FROM federation_queue`)
+	if err == nil {
+		var names []string
+		for rows.Next() {
+			var d string
+			if rows.Scan(&d) == nil {
+				names = append(names, d)
+			}
+		}
+		rows.Close()
+		for _, d := range names {
+			snd.kick(d)
+		}
+	}
+	return snd, nil
+}
+
+func (snd *sender) close() {
+	for _, sub := range snd.subs {
+		sub.Unsubscribe()
+	}
+	snd.cancel()
+	snd.wg.Wait()
+}
+
+// initCursor starts a new database's cursor at the current end of the events
+// stream: history from before federation existed is not sent anywhere.
+func (snd *sender) initCursor(ctx context.Context) error {
+	_, err := snd.s.deps.DB.Exec(ctx, `INSERT INTO streams (name, pos) SELECT 'federation_out', pos FROM streams WHERE name = 'events'
+		ON CONFLICT (name) DO NOTHING`)
+	if err != nil {
+		return fmt.Errorf("federation cursor: %w", err)
+	}
+	return nil
+}
+
+func (snd *sender) poke() {
+	select {
+	case snd.wake <- struct{}{}:
+	default:
+	}
+}
+
+// scan queues new local events until the sender closes.
+func (snd *sender) scan() {
+	defer snd.wg.Done()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		for {
+			n, err := snd.scanOnce(snd.ctx)
+			if err != nil {
+				if snd.ctx.Err() == nil {
+					snd.s.log.Warn("queue outgoing events", "err", err)
+				}
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
+		select {
+		case <-snd.ctx.Done():
+			return
+		case <-snd.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// scanOnce queues the next batch of events after the cursor and returns how many
+// it looked at.
+func (snd *sender) scanOnce(ctx context.Context) (int, error) {
+	db := snd.s.deps.DB
+	var queued []string
+	n := 0
+	err := db.WithTx(ctx, func(tx *storage.Tx) error {
+		queued, n = queued[:0], 0
+		var cursor int64
+		// The no-op update locks the cursor row: one node scans at a time.
+		if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos WHERE name = 'federation_out' RETURNING pos`).Scan(&cursor); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT stream_pos, event_id, room_id, sender, type, state_key FROM events
+			WHERE stream_pos > $1 ORDER BY stream_pos LIMIT 100`, cursor)
+		if err != nil {
+			return err
+		}
+		type row struct {
+			pos                         int64
+			id, room, sender, typ, skey string
+			hasKey                      bool
+		}
+		var evs []row
+		for rows.Next() {
+			var r row
+			var sk *string
+			if err := rows.Scan(&r.pos, &r.id, &r.room, &r.sender, &r.typ, &sk); err != nil {
+				rows.Close()
+				return err
+			}
+			if sk != nil {
+				r.skey, r.hasKey = *sk, true
+			}
+			evs = append(evs, r)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		n = len(evs)
+		for _, r := range evs {
+			cursor = r.pos
+			if !strings.HasSuffix(r.sender, ":"+snd.s.cfg.ServerName) {
+				continue // other servers' events are their servers' to send
+			}
+			dests, err := snd.s.deps.Rooms.ServersInRoom(ctx, r.room)
+			if err != nil {
+				return err
+			}
+			// A kicked, banned or invited user's server hears of it too.
+			if r.typ == spec.MRoomMember && r.hasKey {
+				if _, srv, ok := strings.Cut(r.skey, ":"); ok {
+					dests = append(dests, srv)
+				}
+			}
+			ev, err := snd.s.deps.Rooms.PDU(ctx, r.id)
+			if err != nil {
+				return err
+			}
+			for _, d := range unique(dests) {
+				if d == snd.s.cfg.ServerName {
+					continue
+				}
+				if err := insertQueue(ctx, tx, d, "pdu", ev.JSON()); err != nil {
+					return err
+				}
+				queued = append(queued, d)
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE streams SET pos = $1 WHERE name = 'federation_out'`, cursor)
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	for _, d := range unique(queued) {
+		snd.kick(d)
+	}
+	return n, nil
+}
+
+func insertQueue(ctx context.Context, tx *storage.Tx, dest, kind string, data []byte) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO federation_queue (destination, kind, json, created_ts) VALUES ($1, $2, $3, $4)`,
+		dest, kind, string(data), time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("queue for %s: %w", dest, err)
+	}
+	return nil
+}
+
+// queuePDU queues an event for destinations directly, durable before it returns:
+// for joins and leaves other servers made through us, which the room's other
+// servers learn of from us.
+func (snd *sender) queuePDU(ctx context.Context, dests []string, ev gomatrixserverlib.PDU) error {
+	if len(dests) == 0 {
+		return nil
+	}
+	err := snd.s.deps.DB.WithTx(ctx, func(tx *storage.Tx) error {
+		for _, d := range unique(dests) {
+			if err := insertQueue(ctx, tx, d, "pdu", ev.JSON()); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, d := range dests {
+		snd.kick(d)
+	}
+	return nil
+}
+
+// queueEDU queues an EDU for the room's other servers.
+func (snd *sender) queueEDU(ctx context.Context, roomID, typ string, content any) {
+	servers, err := snd.s.deps.Rooms.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return
+	}
+	data, _ := json.Marshal(content)
+	var dests []string
+	err = snd.s.deps.DB.WithTx(ctx, func(tx *storage.Tx) error {
+		dests = dests[:0]
+		for _, d := range servers {
+			if d == snd.s.cfg.ServerName {
+				continue
+			}
+			edu, _ := json.Marshal(gomatrixserverlib.EDU{Type: typ, Origin: snd.s.cfg.ServerName, Destination: d, Content: data})
+			if err := insertQueue(ctx, tx, d, "edu", edu); err != nil {
+				return err
+			}
+			dests = append(dests, d)
+		}
+		return nil
+	})
+	if err != nil {
+		snd.s.log.Warn("queue EDU", "type", typ, "err", err)
+		return
+	}
+	for _, d := range dests {
+		snd.kick(d)
+	}
+}
+
+func (snd *sender) onTyping(m *nats.Msg) {
+	var n typing.Notice
+	if json.Unmarshal(m.Data, &n) != nil || !strings.HasSuffix(n.UserID, ":"+snd.s.cfg.ServerName) || !snd.firstNode(m) {
+		return
+	}
+	snd.queueEDU(snd.ctx, n.RoomID, spec.MTyping, map[string]any{"room_id": n.RoomID, "user_id": n.UserID, "typing": n.Typing})
+}
+
+func (snd *sender) onReceipt(m *nats.Msg) {
+	var n receipts.Notice
+	if json.Unmarshal(m.Data, &n) != nil || !snd.firstNode(m) {
+		return
+	}
+	recs, err := snd.s.deps.Receipts.Since(snd.ctx, []string{n.RoomID}, "", n.StreamPos-1, n.StreamPos)
+	if err != nil {
+		return
+	}
+	for _, r := range recs[n.RoomID] {
+		if r.Type != "m.read" || !strings.HasSuffix(r.UserID, ":"+snd.s.cfg.ServerName) {
+			continue
+		}
+		data := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			data["thread_id"] = r.ThreadID
+		}
+		snd.queueEDU(snd.ctx, r.RoomID, spec.MReceipt, map[string]any{r.RoomID: map[string]any{"m.read": map[string]any{
+			r.UserID: map[string]any{"event_ids": []string{r.EventID}, "data": data}}}})
+	}
+}
+
+// firstNode is where several nodes would agree on which of them turns a bus notice
+// into an EDU; with one node (all this supports yet) it is always this one.
+func (snd *sender) firstNode(*nats.Msg) bool { return true }
+
+// kick makes sure the destination's worker runs and wakes it.
+func (snd *sender) kick(name string) {
+	snd.mu.Lock()
+	d, ok := snd.dests[name]
+	if !ok {
+		d = &destination{name: name, wake: make(chan struct{}, 1)}
+		snd.dests[name] = d
+		snd.wg.Add(1)
+		go snd.run(d)
+	}
+	snd.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// alive resets a destination's backoff: it just talked to us.
+func (snd *sender) alive(name string) {
+	snd.mu.Lock()
+	d, ok := snd.dests[name]
+	if ok && d.backoff > 0 {
+		d.backoff = 0
+		snd.mu.Unlock()
+		snd.kick(name)
+		return
+	}
+	snd.mu.Unlock()
+}
+
+// run sends one destination's queue until it is empty, then waits for more.
+func (snd *sender) run(d *destination) {
+	defer snd.wg.Done()
+	for {
+		sent, err := snd.sendOnce(d)
+		var wait time.Duration
+		switch {
+		case err != nil:
+			snd.mu.Lock()
+			d.backoff = min(max(2*d.backoff, time.Second), snd.s.cfg.RetryMax)
+			wait = d.backoff
+			snd.mu.Unlock()
+			snd.s.log.Info("destination unreachable", "destination", d.name, "retry_in", wait, "err", err)
+		case sent:
+			snd.mu.Lock()
+			d.backoff = 0
+			snd.mu.Unlock()
+			continue // more may be queued
+		default:
+			wait = time.Hour // idle until kicked
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-snd.ctx.Done():
+			timer.Stop()
+			return
+		case <-d.wake:
+			snd.mu.Lock()
+			backingOff := d.backoff > 0
+			snd.mu.Unlock()
+			if backingOff && err != nil {
+				// New work does not cut a backoff short; alive() does.
+				select {
+				case <-timer.C:
+				case <-snd.ctx.Done():
+					return
+				}
+			}
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
+}
+
+// sendOnce sends the head of the destination's queue as one transaction. It
+// reports whether anything was sent.
+func (snd *sender) sendOnce(d *destination) (bool, error) {
+	ctx := snd.ctx
+	rows, err := snd.s.deps.DB.Query(ctx, `SELECT id, kind, json FROM federation_queue WHERE destination = $1 ORDER BY id LIMIT 150`, d.name)
+	if err != nil {
+		return false, err
+	}
+	var ids []int64
+	var pdus []json.RawMessage
+	var edus []gomatrixserverlib.EDU
+	for rows.Next() {
+		var id int64
+		var kind, data string
+		if err := rows.Scan(&id, &kind, &data); err != nil {
+			rows.Close()
+			return false, err
+		}
+		if kind == "pdu" {
+			if len(pdus) == maxTxnPDUs {
+				continue
+			}
+			pdus = append(pdus, json.RawMessage(data))
+		} else {
+			if len(edus) == maxTxnEDUs {
+				continue
+			}
+			var e gomatrixserverlib.EDU
+			if json.Unmarshal([]byte(data), &e) != nil {
+				ids = append(ids, id) // unreadable: drop it
+				continue
+			}
+			edus = append(edus, e)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	if len(ids) == 0 {
+		return false, nil
+	}
+	if len(pdus) > 0 || len(edus) > 0 {
+		// The same rows make the same ID, so a retry after a lost answer is
+		// recognised by the destination as a transaction it already has.
+		txn := gomatrixserverlib.Transaction{
+			TransactionID:  gomatrixserverlib.TransactionID(strconv.FormatInt(ids[0], 10) + "-" + strconv.FormatInt(ids[len(ids)-1], 10) + "-" + strconv.Itoa(len(ids))),
+			Origin:         spec.ServerName(snd.s.cfg.ServerName),
+			Destination:    spec.ServerName(d.name),
+			OriginServerTS: spec.AsTimestamp(time.Now()),
+			PDUs:           pdus,
+			EDUs:           edus,
+		}
+		sendCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		_, err := snd.s.client.SendTransaction(sendCtx, txn)
+		cancel()
+		if err != nil {
+			return false, err
+		}
+	}
+	args := make([]any, len(ids))
+	marks := make([]string, len(ids))
+	for i, id := range ids {
+		args[i] = id
+		marks[i] = "$" + strconv.Itoa(i+1)
+	}
+	if _, err := snd.s.deps.DB.Exec(ctx, `DELETE FROM federation_queue WHERE id IN (`+strings.Join(marks, ", ")+`)`, args...); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func unique(xs []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, x := range xs {
+		if !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,807 @@
+package rooms
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/storage"
+)
+
+// This file is the engine's side of federation: events that other servers send,
+// joins through other servers, and the reads other servers make. Events from other
+// servers are untrusted: the federation front-end has checked their signatures and
+// hashes before they get here; the engine checks them against the auth rules — at
+// their own auth events, at the state before them, and at the room's current state
+// — before anything is stored.
+
+// Remote joins rooms through other servers. The federation front-end provides it
+// (SetRemote), so the engine never imports a front-end.
+type Remote interface {
+	// JoinRemote joins userID to roomID through one of servers and returns once the
+	// join is persisted here (through ImportJoin).
+	JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error
+}
+
+// SetRemote installs the way to join rooms through other servers.
+func (s *Service) SetRemote(r Remote) { s.remote = r }
+
+// MissingEventsError says an event cannot be admitted before the events it names are
+// known: auth events (fetch them and StoreOutliers) or prev events (fetch the gap, or
+// the state before the event, and call ReceiveWithState).
+type MissingEventsError struct {
+	Auth, Prev []string
+}
+
+func (e *MissingEventsError) Error() string {
+	return fmt.Sprintf("missing events: auth %v, prev %v", e.Auth, e.Prev)
+}
+
+// ErrRejected wraps the reason an event was refused by the auth rules.
+var ErrRejected = errors.New("event rejected")
+
+// RoomVersion is the version of a room this server knows.
+func (s *Service) RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.IRoomVersion, error) {
+	var v string
+	err := s.db.QueryRow(ctx, `SELECT room_version FROM rooms WHERE room_id = $1`, roomID).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read room version: %w", err)
+	}
+	return versionImpl(v)
+}
+
+// PDU loads a stored event as it goes over federation (redacted if it was).
+func (s *Service) PDU(ctx context.Context, eventID string) (gomatrixserverlib.PDU, error) {
+	evs, err := s.pdus(ctx, s.db, []string{eventID})
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, ErrNotFound
+	}
+	return evs[0], nil
+}
+
+// PDUs loads the stored events among ids.
+func (s *Service) PDUs(ctx context.Context, ids []string) ([]gomatrixserverlib.PDU, error) {
+	return s.pdus(ctx, s.db, ids)
+}
+
+// ForwardExtremities are the room's latest events, which new events build on.
+func (s *Service) ForwardExtremities(ctx context.Context, roomID string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT event_id FROM forward_extremities WHERE room_id = $1`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("read forward extremities: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+type querier interface {
+	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// pdus loads the events among ids that are stored, in no particular order.
+func (s *Service) pdus(ctx context.Context, q querier, ids []string) ([]gomatrixserverlib.PDU, error) {
+	var out []gomatrixserverlib.PDU
+	for start := 0; start < len(ids); start += 500 {
+		batch := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(batch))
+		marks := make([]string, len(batch))
+		for i, id := range batch {
+			args[i] = id
+			marks[i] = fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := q.Query(ctx, `SELECT e.event_id, e.json, e.redacted_by IS NOT NULL, r.room_version FROM events e
+			JOIN rooms r ON r.room_id = e.room_id WHERE e.event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		for rows.Next() {
+			var id, raw, version string
+			var redacted bool
+			if err := rows.Scan(&id, &raw, &redacted, &version); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			impl, err := versionImpl(version)
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			ev, err := impl.NewEventFromTrustedJSONWithEventID(id, []byte(raw), redacted)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("parse stored event %s: %w", id, err)
+			}
+			out = append(out, ev)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// AuthChain returns the auth chain of the events: their auth events, those events'
+// auth events, and so on, as far as they are stored here.
+func (s *Service) AuthChain(ctx context.Context, eventIDs []string) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	var out []gomatrixserverlib.PDU
+	frontier := slices.Clone(eventIDs)
+	first := true
+	for len(frontier) > 0 {
+		evs, err := s.pdus(ctx, s.db, frontier)
+		if err != nil {
+			return nil, err
+		}
+		frontier = frontier[:0]
+		for _, ev := range evs {
+			if !first {
+				out = append(out, ev)
+			}
+			for _, id := range ev.AuthEventIDs() {
+				if !seen[id] {
+					seen[id] = true
+					frontier = append(frontier, id)
+				}
+			}
+		}
+		first = false
+	}
+	return out, nil
+}
+
+// StateBefore returns the room state before a stored (non-outlier) event.
+func (s *Service) StateBefore(ctx context.Context, roomID, eventID string) ([]gomatrixserverlib.PDU, error) {
+	ids, err := s.stateIDsBefore(ctx, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	return s.pdus(ctx, s.db, ids)
+}
+
+// StateIDsBefore returns the IDs of the room state before a stored event.
+func (s *Service) StateIDsBefore(ctx context.Context, roomID, eventID string) ([]string, error) {
+	return s.stateIDsBefore(ctx, roomID, eventID)
+}
+
+func (s *Service) stateIDsBefore(ctx context.Context, roomID, eventID string) ([]string, error) {
+	var before, pos int64
+	err := s.db.QueryRow(ctx, `SELECT snapshot_before, stream_pos FROM events WHERE event_id = $1 AND room_id = $2`, eventID, roomID).Scan(&before, &pos)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && pos < 0) {
+		return nil, ErrNotFound // unknown, or an outlier whose state this server never knew
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read event: %w", err)
+	}
+	state, err := s.snapshotState(ctx, before, nil)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(state))
+	for _, id := range state {
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// ServersInRoom returns the servers with a joined member in the room, this one
+// included if it has one.
+func (s *Service) ServersInRoom(ctx context.Context, roomID string) ([]string, error) {
+	rows, err := s.db.Query(ctx, `SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("read members: %w", err)
+	}
+	defer rows.Close()
+	seen := map[string]bool{}
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, err
+		}
+		if _, server, ok := strings.Cut(u, ":"); ok && !seen[server] {
+			seen[server] = true
+			out = append(out, server)
+		}
+	}
+	return out, rows.Err()
+}
+
+// ServerInRoom reports whether server has a joined member in the room.
+func (s *Service) ServerInRoom(ctx context.Context, roomID, server string) (bool, error) {
+	servers, err := s.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	return slices.Contains(servers, server), nil
+}
+
+// JoinTemplate answers make_join: the join event userID would send, built on the
+// room's current head and allowed by its current state, for the joining server to
+// sign and send back.
+func (s *Service) JoinTemplate(ctx context.Context, roomID, userID string) (gomatrixserverlib.ProtoEvent, string, error) {
+	return s.membershipTemplate(ctx, roomID, userID, spec.Join)
+}
+
+// LeaveTemplate answers make_leave.
+func (s *Service) LeaveTemplate(ctx context.Context, roomID, userID string) (gomatrixserverlib.ProtoEvent, string, error) {
+	return s.membershipTemplate(ctx, roomID, userID, spec.Leave)
+}
+
+func (s *Service) membershipTemplate(ctx context.Context, roomID, userID, membership string) (gomatrixserverlib.ProtoEvent, string, error) {
+	if _, err := spec.NewUserID(userID, true); err != nil {
+		return gomatrixserverlib.ProtoEvent{}, "", mxerror.New(mxerror.InvalidParam, "%q is not a valid user ID", userID)
+	}
+	content := map[string]any{"membership": membership}
+	if membership == spec.Join {
+		via, err := s.restrictedJoinAuthoriser(ctx, roomID, userID)
+		if err != nil {
+			return gomatrixserverlib.ProtoEvent{}, "", err
+		}
+		if via != "" {
+			content["join_authorised_via_users_server"] = via
+		}
+	}
+	var proto gomatrixserverlib.ProtoEvent
+	var version string
+	key := userID
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		h, err := loadHead(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		version = string(h.version.Version())
+		// Built and checked as this server would send it; the joining server
+		// re-signs it as its own.
+		ev, err := s.build(ctx, tx, h, Proto{Sender: userID, Type: spec.MRoomMember, StateKey: &key, Content: mustJSON(content)})
+		if err != nil {
+			return err
+		}
+		proto = gomatrixserverlib.ProtoEvent{
+			SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &key,
+			Content: spec.RawJSON(mustJSON(content)), PrevEvents: ev.PrevEventIDs(),
+			AuthEvents: authEventsForProto(ev), Depth: ev.Depth(),
+		}
+		return errRollback // nothing of the template is kept
+	})
+	if errors.Is(err, errRollback) {
+		err = nil
+	}
+	if err != nil {
+		return gomatrixserverlib.ProtoEvent{}, "", s.roomError(err, roomID)
+	}
+	return proto, version, nil
+}
+
+var errRollback = errors.New("rollback")
+
+// authEventsForProto is what a proto event's auth_events holds: in room version 12
+// the create event is implied by the room ID and left out.
+func authEventsForProto(ev gomatrixserverlib.PDU) []string {
+	ids := ev.AuthEventIDs()
+	if impl, err := versionImpl(string(ev.Version())); err == nil && impl.DomainlessRoomIDs() {
+		create := "$" + ev.RoomID().String()[1:]
+		ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == create })
+	}
+	if ids == nil {
+		ids = []string{}
+	}
+	return ids
+}
+
+// Receive admits an event from another server into its room, whose signatures the
+// caller has verified: it must pass the auth rules at its own auth events and at the
+// state before it. An event that passes those but not the room's current state is
+// soft-failed: kept as an outlier, never shown. If auth or prev events are unknown,
+// Receive returns a *MissingEventsError and stores nothing.
+func (s *Service) Receive(ctx context.Context, ev gomatrixserverlib.PDU) error {
+	return s.receive(ctx, ev, nil)
+}
+
+// ReceiveWithState admits an event whose prev events are not all known here, with
+// the state before it as another server reported it (/state_ids), already verified.
+func (s *Service) ReceiveWithState(ctx context.Context, ev gomatrixserverlib.PDU, stateBefore []gomatrixserverlib.PDU) error {
+	if stateBefore == nil {
+		stateBefore = []gomatrixserverlib.PDU{}
+	}
+	return s.receive(ctx, ev, stateBefore)
+}
+
+func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given []gomatrixserverlib.PDU) error {
+	roomID := ev.RoomID().String()
+	impl, err := s.RoomVersion(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	if impl.Version() != ev.Version() {
+		return fmt.Errorf("%w: event of room version %s in a room of version %s", ErrRejected, ev.Version(), impl.Version())
+	}
+	if known, err := s.known(ctx, ev.EventID()); err != nil || known {
+		return err
+	}
+	if len(ev.JSON()) > MaxEventBytes {
+		return fmt.Errorf("%w: larger than %d bytes", ErrRejected, MaxEventBytes)
+	}
+
+	// 1. The auth rules at the event's own auth events.
+	authEvents, err := s.pdus(ctx, s.db, ev.AuthEventIDs())
+	if err != nil {
+		return err
+	}
+	if missing := missingIDs(ev.AuthEventIDs(), authEvents); len(missing) > 0 {
+		return &MissingEventsError{Auth: missing}
+	}
+	if err := allowedBy(ev, authEvents); err != nil {
+		return fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
+	}
+
+	unlock := s.lockRoom(roomID)
+	defer unlock()
+	var notice *Notice
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		notice = nil
+		h, err := loadHead(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		// 2. The state before the event: the room's current state when it extends
+		// exactly our head, else resolved from the state after each prev event.
+		linear := sameSet(ev.PrevEventIDs(), h.prev) && given == nil
+		var before map[[2]string]string
+		if !linear {
+			if given != nil {
+				before = stateMap(given)
+				if err := s.storeOutliers(ctx, tx, given); err != nil {
+					return err
+				}
+			} else if before, err = s.stateAfterAll(ctx, tx, impl, ev.PrevEventIDs()); err != nil {
+				return err
+			}
+		} else if before, err = s.currentStateMap(ctx, tx, roomID); err != nil {
+			return err
+		}
+		if err := s.allowedAt(ctx, tx, ev, before); err != nil {
+			return fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
+		}
+		// 3. Soft failure: allowed by history, but not by where the room is now.
+		if !linear {
+			current, err := s.currentStateMap(ctx, tx, roomID)
+			if err != nil {
+				return err
+			}
+			if err := s.allowedAt(ctx, tx, ev, current); err != nil {
+				// Kept so that later events can reference it; never shown.
+				return s.storeOutliers(ctx, tx, []gomatrixserverlib.PDU{ev})
+			}
+		}
+
+		prevExtremities := h.prev
+		if !linear {
+			snap, err := s.fullSnapshot(ctx, tx, roomID, before)
+			if err != nil {
+				return err
+			}
+			h.snapshot = snap
+		}
+		depth := h.depth
+		pos, err := s.persist(ctx, tx, h, ev, nil)
+		if err != nil {
+			return err
+		}
+		h.depth = max(depth, ev.Depth())
+		if !linear {
+			// The room's state is now the resolution of the state after the new
+			// event and the state at the other extremities.
+			others := slices.DeleteFunc(slices.Clone(prevExtremities), func(id string) bool { return slices.Contains(ev.PrevEventIDs(), id) })
+			after := maps.Clone(before)
+			if sk := ev.StateKey(); sk != nil {
+				after[[2]string{ev.Type(), *sk}] = ev.EventID()
+			}
+			resolved := after
+			if len(others) > 0 {
+				otherState, err := s.stateAfterAll(ctx, tx, impl, others)
+				if err != nil {
+					return err
+				}
+				if resolved, err = s.resolve(ctx, tx, impl, []map[[2]string]string{after, otherState}); err != nil {
+					return err
+				}
+			}
+			if err := s.replaceCurrentState(ctx, tx, roomID, resolved); err != nil {
+				return err
+			}
+			if h.snapshot, err = s.fullSnapshot(ctx, tx, roomID, resolved); err != nil {
+				return err
+			}
+			h.prev = append(others, ev.EventID())
+			if _, err := tx.Exec(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {
+				return err
+			}
+			for _, id := range h.prev {
+				if _, err := tx.Exec(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, id); err != nil {
+					return err
+				}
+			}
+		}
+		if _, err := tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3 WHERE room_id = $4`, h.snapshot, h.depth, h.seq, roomID); err != nil {
+			return err
+		}
+		notice = &Notice{RoomID: roomID, EventID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), StreamPos: pos, Seq: h.seq}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if notice != nil {
+		s.publish(*notice)
+	}
+	return nil
+}
+
+// ImportJoin stores a join made through another server: the room's state before the
+// join and its auth chain, as send_join returned them and the caller verified, become
+// outliers and the room's state, and the join event the first of its timeline here.
+func (s *Service) ImportJoin(ctx context.Context, join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU) error {
+	roomID := join.RoomID().String()
+	var create gomatrixserverlib.PDU
+	for _, ev := range append(slices.Clone(state), authChain...) {
+		if ev.Type() == spec.MRoomCreate && ev.StateKeyEquals("") {
+			create = ev
+		}
+	}
+	if create == nil {
+		return fmt.Errorf("%w: the join's state has no create event", ErrRejected)
+	}
+	unlock := s.lockRoom(roomID)
+	defer unlock()
+	var notice Notice
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (room_id) DO NOTHING`, roomID, string(join.Version()), string(create.SenderID()), now().UnixMilli()); err != nil {
+			return fmt.Errorf("insert room: %w", err)
+		}
+		if err := s.storeOutliers(ctx, tx, authChain); err != nil {
+			return err
+		}
+		if err := s.storeOutliers(ctx, tx, state); err != nil {
+			return err
+		}
+		before := stateMap(state)
+		if err := s.replaceCurrentState(ctx, tx, roomID, before); err != nil {
+			return err
+		}
+		h, err := loadHead(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		if h.snapshot, err = s.fullSnapshot(ctx, tx, roomID, before); err != nil {
+			return err
+		}
+		pos, err := s.persist(ctx, tx, h, join, nil)
+		if err != nil {
+			return err
+		}
+		h.depth = join.Depth()
+		notice = Notice{RoomID: roomID, EventID: join.EventID(), Type: join.Type(), StateKey: join.StateKey(), StreamPos: pos, Seq: h.seq}
+		_, err = tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3 WHERE room_id = $4`, h.snapshot, h.depth, h.seq, roomID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("import join to %s: %w", roomID, err)
+	}
+	s.publish(notice)
+	return nil
+}
+
+// StoreOutliers keeps events this server needs to know without having them in a
+// timeline: auth events fetched from other servers, verified by the caller.
+func (s *Service) StoreOutliers(ctx context.Context, evs []gomatrixserverlib.PDU) error {
+	return s.db.WithTx(ctx, func(tx *storage.Tx) error { return s.storeOutliers(ctx, tx, evs) })
+}
+
+func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomatrixserverlib.PDU) error {
+	for _, ev := range evs {
+		var one int
+		err := tx.QueryRow(ctx, `SELECT 1 FROM events WHERE event_id = $1`, ev.EventID()).Scan(&one)
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("check event: %w", err)
+		}
+		var n int64
+		if err := tx.NextStreamPos(ctx, "outliers", &n); err != nil {
+			return err
+		}
+		var membership any
+		if ev.Type() == spec.MRoomMember {
+			if m, err := ev.Membership(); err == nil {
+				membership = m
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts,
+			snapshot_before, membership, json, room_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $1)`,
+			-n, ev.EventID(), ev.RoomID().String(), ev.Type(), ev.StateKey(), string(ev.SenderID()), ev.Depth(),
+			int64(ev.OriginServerTS()), membership, string(ev.JSON())); err != nil {
+			return fmt.Errorf("insert outlier %s: %w", ev.EventID(), err)
+		}
+	}
+	return nil
+}
+
+func (s *Service) known(ctx context.Context, eventID string) (bool, error) {
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM events WHERE event_id = $1`, eventID).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// stateAfterAll is the state after the given events, resolved when they differ. An
+// event without known state (unknown, or an outlier) makes it a MissingEventsError.
+func (s *Service) stateAfterAll(ctx context.Context, tx *storage.Tx, impl gomatrixserverlib.IRoomVersion, ids []string) (map[[2]string]string, error) {
+	var sets []map[[2]string]string
+	var missing []string
+	for _, id := range ids {
+		var before, pos int64
+		var typ string
+		var sk sql.NullString
+		err := tx.QueryRow(ctx, `SELECT snapshot_before, stream_pos, type, state_key FROM events WHERE event_id = $1`, id).Scan(&before, &pos, &typ, &sk)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && pos < 0) {
+			missing = append(missing, id)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read prev event: %w", err)
+		}
+		state, err := s.snapshotState(ctx, before, nil)
+		if err != nil {
+			return nil, err
+		}
+		if sk.Valid {
+			state[[2]string{typ, sk.String}] = id
+		}
+		sets = append(sets, state)
+	}
+	if len(missing) > 0 {
+		return nil, &MissingEventsError{Prev: missing}
+	}
+	if len(sets) == 1 {
+		return sets[0], nil
+	}
+	return s.resolve(ctx, tx, impl, sets)
+}
+
+// resolve runs the room version's state resolution over state sets.
+func (s *Service) resolve(ctx context.Context, tx *storage.Tx, impl gomatrixserverlib.IRoomVersion, sets []map[[2]string]string) (map[[2]string]string, error) {
+	ids := map[string]bool{}
+	conflicted := false
+	for k, id := range sets[0] {
+		for _, other := range sets[1:] {
+			if other[k] != id {
+				conflicted = true
+			}
+		}
+	}
+	for _, set := range sets {
+		if len(set) != len(sets[0]) {
+			conflicted = true
+		}
+		for _, id := range set {
+			ids[id] = true
+		}
+	}
+	if !conflicted {
+		return sets[0], nil
+	}
+	all := make([]string, 0, len(ids))
+	for id := range ids {
+		all = append(all, id)
+	}
+	events, err := s.pdus(ctx, tx, all)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := s.AuthChain(ctx, all)
+	if err != nil {
+		return nil, err
+	}
+	resolved, err := gomatrixserverlib.ResolveConflicts(impl.Version(), events, chain, userIDForSender, func(string) bool { return false })
+	if err != nil {
+		return nil, fmt.Errorf("resolve state: %w", err)
+	}
+	return stateMap(resolved), nil
+}
+
+// allowedAt checks ev against the auth rules at a state.
+func (s *Service) allowedAt(ctx context.Context, tx *storage.Tx, ev gomatrixserverlib.PDU, state map[[2]string]string) error {
+	needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev})
+	var ids []string
+	for _, t := range needed.Tuples() {
+		if id, ok := state[[2]string{t.EventType, t.StateKey}]; ok {
+			ids = append(ids, id)
+		}
+	}
+	evs, err := s.pdus(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	return allowedBy(ev, evs)
+}
+
+func allowedBy(ev gomatrixserverlib.PDU, authEvents []gomatrixserverlib.PDU) error {
+	provider, err := gomatrixserverlib.NewAuthEvents(authEvents)
+	if err != nil {
+		return err
+	}
+	return gomatrixserverlib.Allowed(ev, provider, userIDForSender)
+}
+
+func (s *Service) currentStateMap(ctx context.Context, tx *storage.Tx, roomID string) (map[[2]string]string, error) {
+	rows, err := tx.Query(ctx, `SELECT type, state_key, event_id FROM current_state WHERE room_id = $1`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("read current state: %w", err)
+	}
+	defer rows.Close()
+	out := map[[2]string]string{}
+	for rows.Next() {
+		var typ, key, id string
+		if err := rows.Scan(&typ, &key, &id); err != nil {
+			return nil, err
+		}
+		out[[2]string{typ, key}] = id
+	}
+	return out, rows.Err()
+}
+
+// replaceCurrentState sets the room's current state to state, whose events are stored.
+func (s *Service) replaceCurrentState(ctx context.Context, tx *storage.Tx, roomID string, state map[[2]string]string) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM current_state WHERE room_id = $1`, roomID); err != nil {
+		return fmt.Errorf("replace current state: %w", err)
+	}
+	for k, id := range state {
+		if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, stream_pos, membership)
+			SELECT $1, $2, $3, event_id, stream_pos, membership FROM events WHERE event_id = $4`, roomID, k[0], k[1], id); err != nil {
+			return fmt.Errorf("replace current state: %w", err)
+		}
+	}
+	return nil
+}
+
+// fullSnapshot records state as a full snapshot under a fresh negative ID (positive
+// IDs are the stream positions of the state events that made them).
+func (s *Service) fullSnapshot(ctx context.Context, tx *storage.Tx, roomID string, state map[[2]string]string) (int64, error) {
+	var n int64
+	if err := tx.NextStreamPos(ctx, "outliers", &n); err != nil {
+		return 0, err
+	}
+	id := -n
+	if _, err := tx.Exec(ctx, `INSERT INTO state_snapshots (snapshot_id, room_id, parent, chain_len) VALUES ($1, $2, NULL, 0)`, id, roomID); err != nil {
+		return 0, fmt.Errorf("insert snapshot: %w", err)
+	}
+	for k, ev := range state {
+		if _, err := tx.Exec(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
+			id, k[0], k[1], ev); err != nil {
+			return 0, fmt.Errorf("insert snapshot entry: %w", err)
+		}
+	}
+	return id, nil
+}
+
+// Backfill returns up to limit events before (and including) the given ones,
+// walking prev_events backwards, for a server in the room paginating its history.
+func (s *Service) Backfill(ctx context.Context, roomID string, from []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	return s.walkBack(ctx, roomID, from, nil, limit)
+}
+
+// MissingEvents answers get_missing_events: events reachable backwards from latest,
+// stopping at earliest, at most limit, oldest first.
+func (s *Service) MissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	var start []string
+	evs, err := s.pdus(ctx, s.db, latest)
+	if err != nil {
+		return nil, err
+	}
+	for _, ev := range evs {
+		start = append(start, ev.PrevEventIDs()...)
+	}
+	out, err := s.walkBack(ctx, roomID, start, earliest, limit)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
+	return out, nil
+}
+
+func (s *Service) walkBack(ctx context.Context, roomID string, from, stop []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	for _, id := range stop {
+		seen[id] = true
+	}
+	var out []gomatrixserverlib.PDU
+	frontier := slices.DeleteFunc(slices.Clone(from), func(id string) bool { return seen[id] })
+	for len(frontier) > 0 && len(out) < limit {
+		for _, id := range frontier {
+			seen[id] = true
+		}
+		evs, err := s.pdus(ctx, s.db, frontier)
+		if err != nil {
+			return nil, err
+		}
+		slices.SortFunc(evs, func(a, b gomatrixserverlib.PDU) int { return int(b.Depth() - a.Depth()) })
+		frontier = frontier[:0]
+		for _, ev := range evs {
+			if ev.RoomID().String() != roomID || len(out) >= limit {
+				continue
+			}
+			out = append(out, ev)
+			for _, p := range ev.PrevEventIDs() {
+				if !seen[p] {
+					seen[p] = true
+					frontier = append(frontier, p)
+				}
+			}
+		}
+	}
+	return out, nil
+}
+
+// stateMap indexes state events by (type, state_key).
+func stateMap(evs []gomatrixserverlib.PDU) map[[2]string]string {
+	out := make(map[[2]string]string, len(evs))
+	for _, ev := range evs {
+		if sk := ev.StateKey(); sk != nil {
+			out[[2]string{ev.Type(), *sk}] = ev.EventID()
+		}
+	}
+	return out
+}
+
+func missingIDs(want []string, have []gomatrixserverlib.PDU) []string {
+	got := map[string]bool{}
+	for _, ev := range have {
+		got[ev.EventID()] = true
+	}
+	var out []string
+	for _, id := range want {
+		if !got[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
