@@ -1,10 +1,18 @@
 package federation_test
 
 import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
 	"net/url"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/storage/storagetest"
@@ -22,10 +30,11 @@ func forEachEngine(t *testing.T, fn func(t *testing.T, d storage.Dialect)) {
 }
 
 type event struct {
-	EventID string         `json:"event_id"`
-	Type    string         `json:"type"`
-	Sender  string         `json:"sender"`
-	Content map[string]any `json:"content"`
+	EventID  string         `json:"event_id"`
+	Type     string         `json:"type"`
+	StateKey string         `json:"state_key"`
+	Sender   string         `json:"sender"`
+	Content  map[string]any `json:"content"`
 }
 
 // waitFor polls until cond holds, for at most 20 seconds.
@@ -173,4 +182,133 @@ func readBy(t *testing.T, c *testserver.Client, roomID, eventID, userID string) 
 		}
 	}
 	return false
+}
+
+// joinedPair starts servers A and B, has alice create a public room on A and bob on
+// B join it, and waits until A has seen the join.
+func joinedPair(t *testing.T, d storage.Dialect) (a, b *testserver.Server, alice, bob *testserver.Client, room string) {
+	t.Helper()
+	a = testserver.Start(t, d, testserver.Federated)
+	b = testserver.Start(t, d, testserver.Federated)
+	alice = a.Register(t, "alice", "pw")
+	bob = b.Register(t, "bob", "pw")
+	var created map[string]string
+	alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
+	room = created["room_id"]
+	bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+	waitFor(t, "A to see bob join", func() bool {
+		var members struct {
+			Joined map[string]any `json:"joined"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", nil, &members)
+		return members.Joined[bob.UserID] != nil
+	})
+	return a, b, alice, bob, room
+}
+
+// TestCatchUpAfterRestart: B goes down, A keeps talking, B comes back and gets every
+// message A queued for it, in order.
+func TestCatchUpAfterRestart(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a, b, alice, bob, room := joinedPair(t, d)
+		_ = a
+		b.Stop()
+		var want []string
+		for i := range 12 {
+			body := fmt.Sprintf("while B was down %d", i)
+			send(t, alice, room, fmt.Sprintf("down%d", i), body)
+			want = append(want, body)
+		}
+		time.Sleep(500 * time.Millisecond) // A tries, fails, and backs off
+		b.Resume(t)
+		waitFor(t, "B to catch up", func() bool {
+			got := bodies(t, bob, room)
+			return len(got) >= len(want) && slices.Equal(got[len(got)-len(want):], want)
+		})
+		// And B talks again: A hears it.
+		send(t, bob, room, "back", "I am back")
+		waitFor(t, "A to hear B again", func() bool { return slices.Contains(bodies(t, alice, room), "I am back") })
+	})
+}
+
+// TestForgedAndForeignEventsRefused sends A three events by federation: one from B
+// with a signature B's key did not make, one from a server with nobody in the room,
+// and, as the control that the path works at all, one B really signed. Only the
+// last is stored.
+func TestForgedAndForeignEventsRefused(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a, b, alice, bob, room := joinedPair(t, d)
+		c := testserver.Start(t, d, testserver.Federated)
+		mallory := c.Register(t, "mallory", "pw")
+
+		var state []event
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state", nil, &state)
+		authFor := func(sender string) []string {
+			var ids []string
+			for _, ev := range state {
+				if ev.Type == "m.room.create" || ev.Type == "m.room.power_levels" {
+					ids = append(ids, ev.EventID)
+				}
+				if ev.Type == "m.room.member" && ev.StateKey == sender {
+					ids = append(ids, ev.EventID)
+				}
+			}
+			return ids
+		}
+		var latest struct {
+			Chunk []event `json:"chunk"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=1", nil, &latest)
+		build := func(sender, origin string, keyID string, key ed25519.PrivateKey, body string) gomatrixserverlib.PDU {
+			t.Helper()
+			proto := gomatrixserverlib.ProtoEvent{
+				SenderID: sender, RoomID: room, Type: "m.room.message",
+				Content:    spec.RawJSON(fmt.Sprintf(`{"msgtype":"m.text","body":%q}`, body)),
+				PrevEvents: []string{latest.Chunk[0].EventID}, AuthEvents: authFor(sender), Depth: 100,
+			}
+			ev, err := gomatrixserverlib.MustGetRoomVersion("10").NewEventBuilderFromProtoEvent(&proto).
+				Build(time.Now(), spec.ServerName(origin), gomatrixserverlib.KeyID(keyID), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return ev
+		}
+		sendAs := func(srv *testserver.Server, ev gomatrixserverlib.PDU) {
+			t.Helper()
+			client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: spec.ServerName(srv.Config.ServerName),
+				KeyID: gomatrixserverlib.KeyID(srv.Key.ID), PrivateKey: srv.Key.PrivateKey}}, fclient.WithSkipVerify(true))
+			_, err := client.SendTransaction(context.Background(), gomatrixserverlib.Transaction{
+				TransactionID: gomatrixserverlib.TransactionID("t-" + ev.EventID()), Origin: spec.ServerName(srv.Config.ServerName),
+				Destination: spec.ServerName(a.Config.ServerName), OriginServerTS: spec.AsTimestamp(time.Now()),
+				PDUs: []json.RawMessage{ev.JSON()},
+			})
+			if err != nil {
+				t.Fatalf("send transaction: %v", err)
+			}
+		}
+		_, wrongKey, _ := ed25519.GenerateKey(nil)
+		forged := build(bob.UserID, b.Config.ServerName, b.Key.ID, wrongKey, "forged as bob")
+		foreign := build(mallory.UserID, c.Config.ServerName, c.Key.ID, c.Key.PrivateKey, "from outside")
+		genuine := build(bob.UserID, b.Config.ServerName, b.Key.ID, b.Key.PrivateKey, "really bob")
+		sendAs(b, forged)
+		sendAs(c, foreign)
+		sendAs(b, genuine)
+
+		for _, tc := range []struct {
+			ev     gomatrixserverlib.PDU
+			status int
+		}{{forged, 404}, {foreign, 404}, {genuine, 200}} {
+			if st := alice.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/event/"+url.PathEscape(tc.ev.EventID()), nil, nil); st != tc.status {
+				t.Errorf("event %q on A: status %d; want %d", gjsonBody(tc.ev), st, tc.status)
+			}
+		}
+	})
+}
+
+func gjsonBody(ev gomatrixserverlib.PDU) string {
+	var c struct {
+		Body string `json:"body"`
+	}
+	json.Unmarshal(ev.Content(), &c)
+	return c.Body
 }

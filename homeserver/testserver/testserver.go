@@ -113,8 +113,17 @@ func (srv *Server) start(t testing.TB, cfg config.Config) {
 // addresses, as a process restart would.
 func (srv *Server) Restart(t testing.TB) {
 	t.Helper()
+	srv.Stop()
+	srv.Resume(t)
+}
+
+// Stop stops the server as a crash or shutdown would; Resume starts it again.
+func (srv *Server) Stop() { srv.stop() }
+
+// Resume starts a stopped server again on the same data, database and addresses.
+func (srv *Server) Resume(t testing.TB) {
+	t.Helper()
 	cfg := srv.Config
-	srv.stop()
 	cfg.Listen = strings.TrimPrefix(srv.URL, "http://")
 	cfg.Native.Listen = strings.TrimPrefix(srv.NativeAddr, "tcp://")
 	if srv.NativeTLSAddr != "" {
