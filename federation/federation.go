@@ -31,6 +31,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
+	"github.com/hongyan/hongyan/media"
 	"github.com/nats-io/nats.go"
 )
 
@@ -57,13 +58,18 @@ type Deps struct {
 	E2EE     *e2ee.Service
 	Typing   *typing.Service
 	Receipts *receipts.Service
+	// Media, if not nil, serves this server's media to others and fetches theirs.
+	Media *media.Service
 }
 
 // Service is the federation front-end.
 type Service struct {
-	cfg     Config
-	deps    Deps
-	client  fclient.FederationClient
+	cfg    Config
+	deps   Deps
+	client fclient.FederationClient
+	// plain makes unsigned requests through the same discovery (media of servers
+	// from before authenticated media).
+	plain   *fclient.Client
 	keyRing *gomatrixserverlib.KeyRing
 	sender  *sender
 	log     *slog.Logger
@@ -81,6 +87,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	s.client = fclient.NewFederationClient([]*fclient.SigningIdentity{{
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: gomatrixserverlib.KeyID(cfg.Key.ID), PrivateKey: cfg.Key.PrivateKey,
 	}}, fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(30*time.Second), fclient.WithUserAgent("Hongyan"))
+	s.plain = fclient.NewClient(fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(2*time.Minute), fclient.WithWellKnownSRVLookups(true))
 	store := &keyStore{db: deps.DB}
 	// Our own key verifies our own events and requests without a round trip.
 	if err := store.StoreKeys(ctx, map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{
@@ -100,6 +107,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	deps.Rooms.SetRemote(s)
+	if deps.Media != nil {
+		deps.Media.SetRemote(s)
+	}
 	return s, nil
 }
 
@@ -137,6 +147,9 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(fed, http.MethodGet, "/v1/query/directory", s.authed(s.queryDirectory))
 	api.Handle(fed, http.MethodPost, "/v1/user/keys/query", s.authed(s.userKeysQuery))
 	api.Handle(fed, http.MethodPost, "/v1/user/keys/claim", s.authed(s.userKeysClaim))
+	if s.deps.Media != nil {
+		api.Handle(fed, http.MethodGet, "/v1/media/download/{mediaId}", s.authed(s.mediaDownload))
+	}
 }
 
 // fedRequest is an authenticated federation request.

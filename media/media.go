@@ -51,6 +51,9 @@ type Service struct {
 	// thumbs bounds concurrent thumbnail generation: decoding is CPU- and
 	// memory-heavy, and a burst of requests must queue rather than exhaust both.
 	thumbs chan struct{}
+	// remote fetches other servers' media; nil without federation.
+	remote  Remote
+	fetches remoteFetches
 }
 
 // New returns the media repository over db and backend.
@@ -190,10 +193,14 @@ func (s *Service) row(ctx context.Context, origin, mediaID string) (Info, error)
 	return i, nil
 }
 
-// Get returns the info of media that can be served. Remote media is not fetched yet
-// (federation is not built): it is not found.
+// Get returns the info of media that can be served, fetching other servers' media
+// over federation the first time it is asked for.
 func (s *Service) Get(ctx context.Context, origin, mediaID string) (Info, error) {
 	info, err := s.row(ctx, origin, mediaID)
+	var mx *mxerror.Error
+	if errors.As(err, &mx) && mx.Code == mxerror.NotFound && origin != s.cfg.ServerName && s.remote != nil {
+		info, err = s.fetchRemote(ctx, origin, mediaID)
+	}
 	if err != nil {
 		return Info{}, err
 	}
