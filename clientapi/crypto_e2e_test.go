@@ -1,100 +1,29 @@
 //go:build goolm
 
-// This test needs mautrix-go's pure-Go olm (build tag goolm, which scripts/test.sh
-// sets); without the tag the crypto package would need libolm through cgo.
+// These tests need mautrix-go's pure-Go olm (build tag goolm, which scripts/test.sh
+// sets); see package cryptoclient.
 
 package clientapi_test
 
 import (
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/crypto/backup"
-	"maunium.net/go/mautrix/crypto/cryptohelper"
 	"maunium.net/go/mautrix/crypto/signatures"
 	"maunium.net/go/mautrix/crypto/ssss"
 	mevent "maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-	_ "modernc.org/sqlite"
 
 	"github.com/hongyan/hongyan/homeserver/testserver"
+	"github.com/hongyan/hongyan/homeserver/testserver/cryptoclient"
 )
-
-type cryptoClient struct {
-	cli      *mautrix.Client
-	mach     *crypto.OlmMachine
-	messages chan *mevent.Event
-}
-
-// newCryptoClient logs in with mautrix-go, sets up its Olm machine on a SQLite store
-// and starts syncing.
-func newCryptoClient(t *testing.T, ctx context.Context, srv *testserver.Server, user, password string) *cryptoClient {
-	t.Helper()
-	srv.Register(t, user, password)
-	return loginCryptoClient(t, ctx, srv, user, password)
-}
-
-// loginCryptoClient logs an existing user in on a new device with its own Olm machine.
-func loginCryptoClient(t *testing.T, ctx context.Context, srv *testserver.Server, user, password string) *cryptoClient {
-	t.Helper()
-	cli, err := mautrix.NewClient(srv.URL, "", "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cli.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
-		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: user}, Password: password, StoreCredentials: true}); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := sql.Open("sqlite", filepath.Join(t.TempDir(), "crypto.db")+"?_pragma=foreign_keys(1)&_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw.SetMaxOpenConns(1)
-	db, err := dbutil.NewWithDB(raw, "sqlite3")
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper, err := cryptohelper.NewCryptoHelper(cli, []byte("pickle key of "+user+"/"+string(cli.DeviceID)), db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Init(ctx); err != nil {
-		t.Fatalf("%s: crypto init: %v", user, err)
-	}
-	cli.Crypto = helper
-	c := &cryptoClient{cli: cli, mach: helper.Machine(), messages: make(chan *mevent.Event, 16)}
-	cli.Syncer.(*mautrix.DefaultSyncer).OnEventType(mevent.EventMessage, func(_ context.Context, evt *mevent.Event) {
-		c.messages <- evt
-	})
-	go cli.SyncWithContext(ctx)
-	t.Cleanup(func() { cli.StopSync(); helper.Close() })
-	return c
-}
-
-// waitMessage waits for a message with body from sender.
-func (c *cryptoClient) waitMessage(t *testing.T, sender id.UserID, body string) *mevent.Event {
-	t.Helper()
-	deadline := time.After(30 * time.Second)
-	for {
-		select {
-		case evt := <-c.messages:
-			if evt.Sender == sender && evt.Content.AsMessage().Body == body {
-				return evt
-			}
-		case <-deadline:
-			t.Fatalf("%s never saw %q from %s", c.cli.UserID, body, sender)
-		}
-	}
-}
 
 // TestEncryptedConversation has two mautrix-go clients with real Olm/Megolm (the
 // crypto Element's bridges and bots use) share an encrypted room: each encrypts a
@@ -104,61 +33,55 @@ func TestEncryptedConversation(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
-		alice := newCryptoClient(t, ctx, srv, "alice", "pw-alice")
-		bob := newCryptoClient(t, ctx, srv, "bob", "pw-bob")
+		alice := cryptoclient.New(t, ctx, srv, "alice", "pw-alice")
+		bob := cryptoclient.New(t, ctx, srv, "bob", "pw-bob")
 
 		room := encryptedRoom(t, ctx, alice, bob)
 
-		resp, err := alice.cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: "for bob's eyes only"})
+		resp, err := alice.Cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: "for bob's eyes only"})
 		if err != nil {
 			t.Fatalf("alice sends encrypted: %v", err)
 		}
 		// On the server the message is ciphertext.
 		raw := srv.Client(t)
-		raw.Token = bob.cli.AccessToken
+		raw.Token = bob.Cli.AccessToken
 		var stored map[string]any
 		raw.MustDo("GET", "/_matrix/client/v3/rooms/"+string(room)+"/event/"+string(resp.EventID), nil, &stored)
 		if stored["type"] != "m.room.encrypted" {
 			t.Fatalf("stored event type = %v; want m.room.encrypted", stored["type"])
 		}
-		bob.waitMessage(t, alice.cli.UserID, "for bob's eyes only")
+		bob.WaitMessage(t, alice.Cli.UserID, "for bob's eyes only")
 
-		if _, err := bob.cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: "received, alice"}); err != nil {
+		if _, err := bob.Cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: "received, alice"}); err != nil {
 			t.Fatalf("bob sends encrypted: %v", err)
 		}
-		alice.waitMessage(t, bob.cli.UserID, "received, alice")
+		alice.WaitMessage(t, bob.Cli.UserID, "received, alice")
 	})
 }
 
 // encryptedRoom has alice create an encrypted room and bob join it, and waits until
 // alice's client knows bob is in it, so it shares its room keys with him.
-func encryptedRoom(t *testing.T, ctx context.Context, alice, bob *cryptoClient) id.RoomID {
+func encryptedRoom(t *testing.T, ctx context.Context, alice, bob *cryptoclient.Client) id.RoomID {
 	t.Helper()
-	room, err := alice.cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{
-		Preset: "private_chat", Invite: []id.UserID{bob.cli.UserID},
+	room, err := alice.Cli.CreateRoom(ctx, &mautrix.ReqCreateRoom{
+		Preset: "private_chat", Invite: []id.UserID{bob.Cli.UserID},
 		InitialState: []*mevent.Event{{Type: mevent.StateEncryption, Content: mevent.Content{
 			Parsed: &mevent.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.cli.JoinRoomByID(ctx, room.RoomID); err != nil {
+	if _, err := bob.Cli.JoinRoomByID(ctx, room.RoomID); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for !alice.cli.StateStore.IsInRoom(ctx, room.RoomID, bob.cli.UserID) {
-		if time.Now().After(deadline) {
-			t.Fatal("alice's client never saw bob join")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	alice.WaitMember(t, ctx, room.RoomID, bob.Cli.UserID)
 	return room.RoomID
 }
 
 // encryptedEvent fetches an event as the server stores it: still encrypted.
-func encryptedEvent(t *testing.T, ctx context.Context, c *cryptoClient, room id.RoomID, eventID id.EventID) *mevent.Event {
+func encryptedEvent(t *testing.T, ctx context.Context, c *cryptoclient.Client, room id.RoomID, eventID id.EventID) *mevent.Event {
 	t.Helper()
-	evt, err := c.cli.GetEvent(ctx, room, eventID)
+	evt, err := c.Cli.GetEvent(ctx, room, eventID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,29 +118,29 @@ func TestCrossSignedDeviceRestoresBackup(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 		defer cancel()
-		alice := newCryptoClient(t, ctx, srv, "alice", "pw-alice")
-		bob := newCryptoClient(t, ctx, srv, "bob", "pw-bob")
+		alice := cryptoclient.New(t, ctx, srv, "alice", "pw-alice")
+		bob := cryptoclient.New(t, ctx, srv, "bob", "pw-bob")
 		room := encryptedRoom(t, ctx, alice, bob)
 
 		const said = "said before alice's laptop existed"
-		sent, err := bob.cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: said})
+		sent, err := bob.Cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: said})
 		if err != nil {
 			t.Fatal(err)
 		}
-		alice.waitMessage(t, bob.cli.UserID, said)
+		alice.WaitMessage(t, bob.Cli.UserID, said)
 
 		// First device: cross-signing keys, the private halves in secret storage.
-		recoveryKey, _, err := alice.mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, "pw-alice", "")
+		recoveryKey, _, err := alice.Mach.GenerateAndUploadCrossSigningKeysWithPassword(ctx, "pw-alice", "")
 		if err != nil {
 			t.Fatalf("cross-signing setup: %v", err)
 		}
-		if err := alice.mach.SignOwnDevice(ctx, alice.mach.OwnIdentity()); err != nil {
+		if err := alice.Mach.SignOwnDevice(ctx, alice.Mach.OwnIdentity()); err != nil {
 			t.Fatal(err)
 		}
-		if err := alice.mach.SignOwnMasterKey(ctx); err != nil {
+		if err := alice.Mach.SignOwnMasterKey(ctx); err != nil {
 			t.Fatal(err)
 		}
-		storageKey := secretStorageKey(t, ctx, alice.mach, recoveryKey)
+		storageKey := secretStorageKey(t, ctx, alice.Mach, recoveryKey)
 
 		// A key backup whose auth_data the master key signs; its private key goes to
 		// secret storage, as Element does.
@@ -226,27 +149,27 @@ func TestCrossSignedDeviceRestoresBackup(t *testing.T) {
 			t.Fatal(err)
 		}
 		publicKey := id.Ed25519(base64.RawStdEncoding.EncodeToString(backupKey.PublicKey().Bytes()))
-		master := alice.mach.CrossSigningKeys.MasterKey
+		master := alice.Mach.CrossSigningKeys.MasterKey
 		sig, err := master.SignJSON(map[string]any{"public_key": publicKey})
 		if err != nil {
 			t.Fatal(err)
 		}
-		created, err := alice.cli.CreateKeyBackupVersion(ctx, &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{
+		created, err := alice.Cli.CreateKeyBackupVersion(ctx, &mautrix.ReqRoomKeysVersionCreate[backup.MegolmAuthData]{
 			Algorithm: id.KeyBackupAlgorithmMegolmBackupV1,
 			AuthData: backup.MegolmAuthData{PublicKey: publicKey,
-				Signatures: signatures.NewSingleSignature(alice.cli.UserID, id.KeyAlgorithmEd25519, master.PublicKey().String(), sig)},
+				Signatures: signatures.NewSingleSignature(alice.Cli.UserID, id.KeyAlgorithmEd25519, master.PublicKey().String(), sig)},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := alice.mach.SSSS.SetEncryptedAccountData(ctx, mevent.AccountDataMegolmBackupKey, backupKey.Bytes(), storageKey); err != nil {
+		if err := alice.Mach.SSSS.SetEncryptedAccountData(ctx, mevent.AccountDataMegolmBackupKey, backupKey.Bytes(), storageKey); err != nil {
 			t.Fatal(err)
 		}
 
 		// Back up the room key of bob's message.
 		evt := encryptedEvent(t, ctx, alice, room, sent.EventID)
 		sessionID := evt.Content.AsEncrypted().SessionID
-		session, err := alice.mach.CryptoStore.GetGroupSession(ctx, room, sessionID)
+		session, err := alice.Mach.CryptoStore.GetGroupSession(ctx, room, sessionID)
 		if err != nil || session == nil {
 			t.Fatalf("alice's first device has no session %s: %v", sessionID, err)
 		}
@@ -266,50 +189,50 @@ func TestCrossSignedDeviceRestoresBackup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := alice.cli.PutKeysInBackupForRoomAndSession(ctx, created.Version, room, sessionID, &mautrix.ReqKeyBackupData{
+		if _, err := alice.Cli.PutKeysInBackupForRoomAndSession(ctx, created.Version, room, sessionID, &mautrix.ReqKeyBackupData{
 			FirstMessageIndex: int(first), IsVerified: true, SessionData: sessionData}); err != nil {
 			t.Fatal(err)
 		}
 
 		// The new device cannot read bob's message: its key was never sent there.
-		laptop := loginCryptoClient(t, ctx, srv, "alice", "pw-alice")
+		laptop := cryptoclient.Login(t, ctx, srv, "alice", "pw-alice")
 		old := encryptedEvent(t, ctx, laptop, room, sent.EventID)
-		if _, err := laptop.mach.DecryptMegolmEvent(ctx, old); err == nil {
+		if _, err := laptop.Mach.DecryptMegolmEvent(ctx, old); err == nil {
 			t.Fatal("the new device decrypted a message whose key it never received")
 		}
 
 		// Verified with the recovery key: it fetches the cross-signing keys from secret
 		// storage and signs itself; alice's first device and bob both see the signature.
-		if err := laptop.mach.VerifyWithRecoveryKey(ctx, recoveryKey); err != nil {
+		if err := laptop.Mach.VerifyWithRecoveryKey(ctx, recoveryKey); err != nil {
 			t.Fatalf("verify with recovery key: %v", err)
 		}
 		for _, c := range []struct {
-			viewer *cryptoClient
+			viewer *cryptoclient.Client
 			want   id.TrustState
 		}{{alice, id.TrustStateCrossSignedVerified}, {bob, id.TrustStateCrossSignedTOFU}} {
-			devices, err := c.viewer.mach.FetchKeys(ctx, []id.UserID{alice.cli.UserID}, true)
+			devices, err := c.viewer.Mach.FetchKeys(ctx, []id.UserID{alice.Cli.UserID}, true)
 			if err != nil {
 				t.Fatal(err)
 			}
-			device := devices[alice.cli.UserID][laptop.cli.DeviceID]
+			device := devices[alice.Cli.UserID][laptop.Cli.DeviceID]
 			if device == nil {
-				t.Fatalf("%s does not see alice's new device", c.viewer.cli.UserID)
+				t.Fatalf("%s does not see alice's new device", c.viewer.Cli.UserID)
 			}
-			if got := c.viewer.mach.ResolveTrust(device); got != c.want {
-				t.Errorf("%s sees alice's new device as %s; want %s", c.viewer.cli.UserID, got, c.want)
+			if got := c.viewer.Mach.ResolveTrust(device); got != c.want {
+				t.Errorf("%s sees alice's new device as %s; want %s", c.viewer.Cli.UserID, got, c.want)
 			}
 		}
 
 		// The backup is trusted through the master key's signature the server kept.
-		if _, err := laptop.mach.FetchKeys(ctx, []id.UserID{alice.cli.UserID}, true); err != nil {
+		if _, err := laptop.Mach.FetchKeys(ctx, []id.UserID{alice.Cli.UserID}, true); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := laptop.mach.GetAndVerifyLatestKeyBackupVersion(ctx, nil); err != nil {
+		if _, err := laptop.Mach.GetAndVerifyLatestKeyBackupVersion(ctx, nil); err != nil {
 			t.Fatalf("backup auth_data not trusted by its signature: %v", err)
 		}
 
 		// Restore: the backup key from secret storage, the room keys from the backup.
-		restoredBytes, err := laptop.mach.SSSS.GetDecryptedAccountData(ctx, mevent.AccountDataMegolmBackupKey, secretStorageKey(t, ctx, laptop.mach, recoveryKey))
+		restoredBytes, err := laptop.Mach.SSSS.GetDecryptedAccountData(ctx, mevent.AccountDataMegolmBackupKey, secretStorageKey(t, ctx, laptop.Mach, recoveryKey))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -317,10 +240,10 @@ func TestCrossSignedDeviceRestoresBackup(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := laptop.mach.DownloadAndStoreLatestKeyBackup(ctx, restoredKey); err != nil {
+		if _, err := laptop.Mach.DownloadAndStoreLatestKeyBackup(ctx, restoredKey); err != nil {
 			t.Fatalf("restore from backup: %v", err)
 		}
-		decrypted, err := laptop.mach.DecryptMegolmEvent(ctx, old)
+		decrypted, err := laptop.Mach.DecryptMegolmEvent(ctx, old)
 		if err != nil {
 			t.Fatalf("the new device cannot decrypt after restoring: %v", err)
 		}

@@ -81,19 +81,35 @@ func (h *handlers) queryKeys(r *httpapi.Request) (any, error) {
 	if body.DeviceKeys == nil {
 		return nil, mxerror.New(mxerror.MissingParam, "device_keys is required")
 	}
-	keys, failures, err := h.e2ee.QueryKeys(r.Context(), h.cfg.ServerName, body.DeviceKeys)
+	local, remote := map[string][]string{}, map[string][]string{}
+	for u, devices := range body.DeviceKeys {
+		if _, ok := h.users.LocalpartOf(u); ok {
+			local[u] = devices
+		} else {
+			remote[u] = devices
+		}
+	}
+	keys, _, err := h.e2ee.QueryKeys(r.Context(), h.cfg.ServerName, local)
 	if err != nil {
 		return nil, err
 	}
 	var users []string
-	for u := range body.DeviceKeys {
-		if _, ok := h.users.LocalpartOf(u); ok {
-			users = append(users, u)
-		}
+	for u := range local {
+		users = append(users, u)
 	}
 	master, self, userSigning, err := h.e2ee.CrossSigningKeys(r.Context(), r.Caller.UserID, users)
 	if err != nil {
 		return nil, err
+	}
+	theirs, failures := h.e2ee.QueryRemote(r.Context(), remote)
+	for u, k := range theirs.DeviceKeys {
+		keys[u] = k
+	}
+	for u, k := range theirs.Master {
+		master[u] = k
+	}
+	for u, k := range theirs.SelfSigning {
+		self[u] = k
 	}
 	return map[string]any{"device_keys": keys, "failures": failures,
 		"master_keys": master, "self_signing_keys": self, "user_signing_keys": userSigning}, nil
@@ -109,29 +125,23 @@ func (h *handlers) claimKeys(r *httpapi.Request) (any, error) {
 	if body.OneTimeKeys == nil {
 		return nil, mxerror.New(mxerror.MissingParam, "one_time_keys is required")
 	}
-	local := map[string]map[string]string{}
-	failures := map[string]any{}
+	local, remote := map[string]map[string]string{}, map[string]map[string]string{}
 	for user, devices := range body.OneTimeKeys {
 		if _, ok := h.users.LocalpartOf(user); ok {
 			local[user] = devices
-		} else if _, domain, found := cutDomain(user); found {
-			failures[domain] = map[string]string{"status": "503", "message": "federation is not available yet"}
+		} else {
+			remote[user] = devices
 		}
 	}
 	claimed, err := h.e2ee.ClaimKeys(r.Context(), local)
 	if err != nil {
 		return nil, err
 	}
-	return map[string]any{"one_time_keys": claimed, "failures": failures}, nil
-}
-
-func cutDomain(userID string) (string, string, bool) {
-	for i := 0; i < len(userID); i++ {
-		if userID[i] == ':' {
-			return userID[:i], userID[i+1:], true
-		}
+	theirs, failures := h.e2ee.ClaimRemote(r.Context(), remote)
+	for u, k := range theirs {
+		claimed[u] = k
 	}
-	return userID, "", false
+	return map[string]any{"one_time_keys": claimed, "failures": failures}, nil
 }
 
 func (h *handlers) keyChanges(r *httpapi.Request) (any, error) {

@@ -107,6 +107,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		return nil, err
 	}
 	deps.Rooms.SetRemote(s)
+	deps.E2EE.SetRemote(s)
 	if deps.Media != nil {
 		deps.Media.SetRemote(s)
 	}

@@ -201,6 +201,9 @@ func (s *Service) storeVerified(ctx context.Context, evs []gomatrixserverlib.PDU
 
 // receiveEDU applies an EDU about the origin's own users.
 func (s *Service) receiveEDU(ctx context.Context, origin string, edu gomatrixserverlib.EDU) error {
+	if handled, err := s.receiveE2EEEDU(ctx, origin, edu); handled {
+		return err
+	}
 	fromOrigin := func(userID string) bool { return strings.HasSuffix(userID, ":"+origin) }
 	switch edu.Type {
 	case spec.MTyping:

@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/nats-io/nats.go"
 
+	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -58,6 +59,7 @@ func newSender(ctx context.Context, s *Service) (*sender, error) {
 			rooms.NoticeSubject: func(*nats.Msg) { snd.poke() },
 			typing.Subject:      snd.onTyping,
 			receipts.Subject:    snd.onReceipt,
+			e2ee.Subject:        snd.onDeviceList,
 		} {
 			sub, err := bus.Subscribe(subject, fn)
 			if err != nil {

@@ -133,7 +133,7 @@ func (s *Service) UploadCrossSigningKeys(ctx context.Context, userID string, mas
 		return markDeviceListChange(ctx, tx, userID)
 	})
 	if err == nil {
-		s.notify(userID)
+		s.deviceListChanged(userID)
 	}
 	return err
 }
@@ -302,7 +302,7 @@ func (s *Service) UploadSignatures(ctx context.Context, signer string, objects m
 			return nil
 		})
 		for u := range objects {
-			s.notify(u)
+			s.deviceListChanged(u)
 		}
 	}
 	return failures, err

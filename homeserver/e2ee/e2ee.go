@@ -29,23 +29,33 @@ const Subject = "hongyan.e2ee"
 // Notice names the user whose sync has something new.
 type Notice struct {
 	UserID string `json:"user_id"`
+	// DeviceList is set when the user's devices or cross-signing keys changed (as
+	// opposed to a to-device message for them), which other servers must hear of.
+	DeviceList bool `json:"device_list,omitempty"`
 }
 
 // Service is the key store. It is safe for concurrent use.
 type Service struct {
 	db  *storage.DB
 	bus *nats.Conn
+	// remote reaches other servers' users; nil without federation.
+	remote Remote
 }
 
 // New returns the service; bus may be nil.
 func New(db *storage.DB, bus *nats.Conn) *Service { return &Service{db: db, bus: bus} }
 
-func (s *Service) notify(userIDs ...string) {
+func (s *Service) notify(userIDs ...string) { s.publish(false, userIDs...) }
+
+// deviceListChanged announces changes of the users' devices or cross-signing keys.
+func (s *Service) deviceListChanged(userIDs ...string) { s.publish(true, userIDs...) }
+
+func (s *Service) publish(deviceList bool, userIDs ...string) {
 	if s.bus == nil {
 		return
 	}
 	for _, u := range userIDs {
-		data, _ := json.Marshal(Notice{UserID: u})
+		data, _ := json.Marshal(Notice{UserID: u, DeviceList: deviceList})
 		if err := s.bus.Publish(Subject, data); err != nil {
 			slog.Warn("publish e2ee notice", "err", err)
 		}
@@ -133,7 +143,7 @@ func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Up
 		return nil, err
 	}
 	if changedDevice {
-		s.notify(userID)
+		s.deviceListChanged(userID)
 	}
 	return s.OneTimeKeyCounts(ctx, userID, deviceID)
 }
@@ -200,7 +210,7 @@ func (s *Service) DeviceDeleted(ctx context.Context, userID, deviceID string) er
 		return markDeviceListChange(ctx, tx, userID)
 	})
 	if err == nil {
-		s.notify(userID)
+		s.deviceListChanged(userID)
 	}
 	return err
 }
@@ -389,7 +399,9 @@ func (s *Service) ChangedUsers(ctx context.Context, users []string, since, upTo 
 // all of the user's devices. A repeated (sender device, txnID) is a no-op.
 func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, txnID, evType string, messages map[string]map[string]json.RawMessage, serverName string) error {
 	var targets []string
+	remote := map[string]map[string]map[string]json.RawMessage{} // server → user → device → content
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		clear(remote)
 		res, err := tx.Exec(ctx, `INSERT INTO to_device_txns (sender, sender_device, txn_id, created_ts) VALUES ($1, $2, $3, $4)
 			ON CONFLICT (sender, sender_device, txn_id) DO NOTHING`, sender, senderDevice, txnID, time.Now().UnixMilli())
 		if err != nil {
@@ -400,7 +412,13 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, txnID,
 		}
 		for userID, byDevice := range messages {
 			if !strings.HasSuffix(userID, ":"+serverName) {
-				continue // remote devices need federation, which is not built yet
+				if _, server, ok := strings.Cut(userID, ":"); ok && s.remote != nil {
+					if remote[server] == nil {
+						remote[server] = map[string]map[string]json.RawMessage{}
+					}
+					remote[server][userID] = byDevice
+				}
+				continue
 			}
 			for deviceID, content := range byDevice {
 				devices := []string{deviceID}
@@ -424,10 +442,17 @@ func (s *Service) SendToDevice(ctx context.Context, sender, senderDevice, txnID,
 		}
 		return nil
 	})
-	if err == nil {
-		s.notify(targets...)
+	if err != nil {
+		return err
 	}
-	return err
+	s.notify(targets...)
+	for server, msgs := range remote {
+		// Queued durably before the client hears success.
+		if err := s.remote.SendToDeviceRemote(ctx, server, sender, evType, sender+"/"+senderDevice+"/"+txnID, msgs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func userDevices(ctx context.Context, tx *storage.Tx, userID string) ([]string, error) {

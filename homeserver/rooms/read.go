@@ -554,7 +554,14 @@ func (s *Service) stateAtPositionFor(ctx context.Context, roomID string, pos int
 	err := s.db.QueryRow(ctx, `SELECT stream_pos, state_key, snapshot_before FROM events WHERE room_id = $1 AND stream_pos <= $2
 		AND stream_pos > 0 ORDER BY stream_pos DESC LIMIT 1`, roomID, pos).Scan(&evPos, &stateKey, &before)
 	if errors.Is(err, sql.ErrNoRows) {
-		return []ClientEvent{}, nil
+		// Before the room's timeline here began: the state its first event saw,
+		// which for a room joined over federation is the state the join brought.
+		err = s.db.QueryRow(ctx, `SELECT snapshot_before FROM events WHERE room_id = $1 AND stream_pos > 0
+			ORDER BY stream_pos LIMIT 1`, roomID).Scan(&before)
+		if errors.Is(err, sql.ErrNoRows) {
+			return []ClientEvent{}, nil
+		}
+		evPos, stateKey = 0, sql.NullString{}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("state at %d: %w", pos, err)

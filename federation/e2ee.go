@@ -1,0 +1,119 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hongyan/hongyan/homeserver/e2ee"
+	"github.com/hongyan/hongyan/homeserver/storage"
+)
+
+// QueryRemoteKeys asks server for its users' keys (/user/keys/query).
+func (s *Service) QueryRemoteKeys(ctx context.Context, server string, want map[string][]string) (e2ee.RemoteKeys, error) {
+	res, err := s.client.QueryKeys(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), want)
+	if err != nil {
+		return e2ee.RemoteKeys{}, err
+	}
+	// Re-read the answer as raw JSON: signatures must reach clients byte for byte.
+	raw, err := json.Marshal(res)
+	if err != nil {
+		return e2ee.RemoteKeys{}, err
+	}
+	var out e2ee.RemoteKeys
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return e2ee.RemoteKeys{}, fmt.Errorf("keys from %s: %w", server, err)
+	}
+	return out, nil
+}
+
+// ClaimRemoteKeys claims one-time keys from server (/user/keys/claim).
+func (s *Service) ClaimRemoteKeys(ctx context.Context, server string, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error) {
+	res, err := s.client.ClaimKeys(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), want)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(res.OneTimeKeys)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]map[string]map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &out); err != nil {
+		return nil, fmt.Errorf("claimed keys from %s: %w", server, err)
+	}
+	return out, nil
+}
+
+// SendToDeviceRemote queues an m.direct_to_device EDU for server.
+func (s *Service) SendToDeviceRemote(ctx context.Context, server, sender, evType, messageID string, messages map[string]map[string]json.RawMessage) error {
+	content, _ := json.Marshal(map[string]any{"sender": sender, "type": evType, "message_id": messageID, "messages": messages})
+	edu, _ := json.Marshal(gomatrixserverlib.EDU{Type: spec.MDirectToDevice, Origin: s.cfg.ServerName, Destination: server, Content: content})
+	if err := s.deps.DB.WithTx(ctx, func(tx *storage.Tx) error { return insertQueue(ctx, tx, server, "edu", edu) }); err != nil {
+		return err
+	}
+	s.sender.kick(server)
+	return nil
+}
+
+// onDeviceList tells the servers sharing a room with a local user that the user's
+// devices or cross-signing keys changed (m.device_list_update): their clients then
+// query the keys again.
+func (snd *sender) onDeviceList(m *nats.Msg) {
+	var n e2ee.Notice
+	if json.Unmarshal(m.Data, &n) != nil || !n.DeviceList || !strings.HasSuffix(n.UserID, ":"+snd.s.cfg.ServerName) {
+		return
+	}
+	users, err := snd.s.deps.Rooms.SharedUsers(snd.ctx, n.UserID)
+	if err != nil {
+		return
+	}
+	var servers []string
+	for _, u := range users {
+		if _, srv, ok := strings.Cut(u, ":"); ok && srv != snd.s.cfg.ServerName {
+			servers = append(servers, srv)
+		}
+	}
+	content, _ := json.Marshal(map[string]any{"user_id": n.UserID, "device_id": "", "stream_id": 0, "prev_id": []int{}, "deleted": false})
+	for _, srv := range unique(servers) {
+		edu, _ := json.Marshal(gomatrixserverlib.EDU{Type: spec.MDeviceListUpdate, Origin: snd.s.cfg.ServerName, Destination: srv, Content: content})
+		if err := snd.s.deps.DB.WithTx(snd.ctx, func(tx *storage.Tx) error { return insertQueue(snd.ctx, tx, srv, "edu", edu) }); err != nil {
+			snd.s.log.Warn("queue device list update", "err", err)
+			continue
+		}
+		snd.kick(srv)
+	}
+}
+
+// receiveE2EEEDU applies the key-related EDUs of another server's users.
+func (s *Service) receiveE2EEEDU(ctx context.Context, origin string, edu gomatrixserverlib.EDU) (bool, error) {
+	switch edu.Type {
+	case spec.MDirectToDevice:
+		var c struct {
+			Sender    string                                `json:"sender"`
+			Type      string                                `json:"type"`
+			MessageID string                                `json:"message_id"`
+			Messages  map[string]map[string]json.RawMessage `json:"messages"`
+		}
+		if err := json.Unmarshal(edu.Content, &c); err != nil {
+			return true, err
+		}
+		return true, s.deps.E2EE.DeliverRemoteToDevice(ctx, origin, c.Sender, c.Type, c.MessageID, c.Messages, s.cfg.ServerName)
+	case spec.MDeviceListUpdate, "m.signing_key_update":
+		var c struct {
+			UserID string `json:"user_id"`
+		}
+		if err := json.Unmarshal(edu.Content, &c); err != nil {
+			return true, err
+		}
+		if !strings.HasSuffix(c.UserID, ":"+origin) {
+			return true, fmt.Errorf("%s cannot speak for %s's devices", origin, c.UserID)
+		}
+		return true, s.deps.E2EE.RemoteDeviceListChanged(ctx, c.UserID)
+	}
+	return false, nil
+}
