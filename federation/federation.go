@@ -138,6 +138,7 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(fed, http.MethodPut, "/v1/send_join/{roomId}/{eventId}", s.authed(s.sendJoinV1))
 	api.Handle(fed, http.MethodGet, "/v1/make_leave/{roomId}/{userId}", s.authed(s.makeLeave))
 	api.Handle(fed, http.MethodPut, "/v2/send_leave/{roomId}/{eventId}", s.authed(s.sendLeave))
+	api.Handle(fed, http.MethodPut, "/v2/invite/{roomId}/{eventId}", s.authed(s.invite))
 	api.Handle(fed, http.MethodGet, "/v1/event/{eventId}", s.authed(s.getEvent))
 	api.Handle(fed, http.MethodGet, "/v1/state_ids/{roomId}", s.authed(s.stateIDs))
 	api.Handle(fed, http.MethodGet, "/v1/state/{roomId}", s.authed(s.state))
@@ -219,6 +220,8 @@ func (s *Service) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
 	}
 	return nil
 }
+
+func timeNow() time.Time { return time.Now() }
 
 func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
 	return spec.NewUserID(string(senderID), true)

@@ -373,3 +373,61 @@ func TestRemoteMedia(t *testing.T) {
 		}
 	})
 }
+
+// TestRemoteInvite: alice on A invites bob and carol on B into an invite-only room.
+// B countersigns the invites; bob sees his in sync with the room's name and joins;
+// carol rejects hers, and A sees both answers.
+func TestRemoteInvite(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		bob := b.Register(t, "bob", "pw")
+		carol := b.Register(t, "carol", "pw")
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Invite only"}, &created)
+		room := created["room_id"]
+		for _, u := range []string{bob.UserID, carol.UserID} {
+			alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]string{"user_id": u}, nil)
+		}
+
+		var s struct {
+			Rooms struct {
+				Invite map[string]struct {
+					InviteState struct {
+						Events []event `json:"events"`
+					} `json:"invite_state"`
+				} `json:"invite"`
+			} `json:"rooms"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=0", nil, &s)
+		inv, ok := s.Rooms.Invite[room]
+		if !ok {
+			t.Fatalf("bob's sync has no invite to %s: %+v", room, s.Rooms.Invite)
+		}
+		var sawName, sawInvite bool
+		for _, ev := range inv.InviteState.Events {
+			sawName = sawName || (ev.Type == "m.room.name" && ev.Content["name"] == "Invite only")
+			sawInvite = sawInvite || (ev.Type == "m.room.member" && ev.StateKey == bob.UserID && ev.Content["membership"] == "invite")
+		}
+		if !sawName || !sawInvite {
+			t.Errorf("invite state = %+v; want the room name and bob's invite", inv.InviteState.Events)
+		}
+
+		// Carol rejects while B has nobody in the room (make_leave/send_leave through
+		// A); then bob joins.
+		carol.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		membership := func(u string) string {
+			var m map[string]any
+			if alice.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(u), nil, &m) != 200 {
+				return ""
+			}
+			s, _ := m["membership"].(string)
+			return s
+		}
+		waitFor(t, "A to see bob join and carol reject", func() bool { return membership(bob.UserID) == "join" && membership(carol.UserID) == "leave" })
+		send(t, bob, room, "hi", "thanks for the invite")
+		waitFor(t, "alice to hear bob", func() bool { return slices.Contains(bodies(t, alice, room), "thanks for the invite") })
+	})
+}

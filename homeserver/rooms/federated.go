@@ -3,6 +3,7 @@ package rooms
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -29,6 +30,12 @@ type Remote interface {
 	// JoinRemote joins userID to roomID through one of servers and returns once the
 	// join is persisted here (through ImportJoin).
 	JoinRemote(ctx context.Context, roomID, userID string, servers []string, content map[string]any) error
+	// InviteRemote has the invitee's server countersign an invite (with the room's
+	// stripped state for the invitee to see) and returns the signed event.
+	InviteRemote(ctx context.Context, invite gomatrixserverlib.PDU, state []gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error)
+	// LeaveRemote makes userID leave (or reject an invite to) a room this server is
+	// not in, through one of servers, and returns the leave event.
+	LeaveRemote(ctx context.Context, roomID, userID string, servers []string) (gomatrixserverlib.PDU, error)
 }
 
 // SetRemote installs the way to join rooms through other servers.
@@ -264,35 +271,195 @@ func (s *Service) membershipTemplate(ctx context.Context, roomID, userID, member
 			content["join_authorised_via_users_server"] = via
 		}
 	}
-	var proto gomatrixserverlib.ProtoEvent
-	var version string
-	key := userID
+	// Built and checked as this server would send it; the joining server re-signs
+	// it as its own.
+	ev, err := s.buildUnsent(ctx, roomID, Proto{Sender: userID, Type: spec.MRoomMember, StateKey: &userID, Content: mustJSON(content)})
+	if err != nil {
+		return gomatrixserverlib.ProtoEvent{}, "", err
+	}
+	return gomatrixserverlib.ProtoEvent{
+		SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &userID,
+		Content: spec.RawJSON(mustJSON(content)), PrevEvents: ev.PrevEventIDs(),
+		AuthEvents: authEventsForProto(ev), Depth: ev.Depth(),
+	}, string(ev.Version()), nil
+}
+
+// buildUnsent builds and authorises an event on the room's head without storing it.
+func (s *Service) buildUnsent(ctx context.Context, roomID string, p Proto) (gomatrixserverlib.PDU, error) {
+	var ev gomatrixserverlib.PDU
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		h, err := loadHead(ctx, tx, roomID)
 		if err != nil {
 			return err
 		}
-		version = string(h.version.Version())
-		// Built and checked as this server would send it; the joining server
-		// re-signs it as its own.
-		ev, err := s.build(ctx, tx, h, Proto{Sender: userID, Type: spec.MRoomMember, StateKey: &key, Content: mustJSON(content)})
-		if err != nil {
+		if ev, err = s.build(ctx, tx, h, p); err != nil {
 			return err
 		}
-		proto = gomatrixserverlib.ProtoEvent{
-			SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &key,
-			Content: spec.RawJSON(mustJSON(content)), PrevEvents: ev.PrevEventIDs(),
-			AuthEvents: authEventsForProto(ev), Depth: ev.Depth(),
-		}
-		return errRollback // nothing of the template is kept
+		return errRollback // nothing is kept
 	})
 	if errors.Is(err, errRollback) {
 		err = nil
 	}
 	if err != nil {
-		return gomatrixserverlib.ProtoEvent{}, "", s.roomError(err, roomID)
+		return nil, s.roomError(err, roomID)
 	}
-	return proto, version, nil
+	return ev, nil
+}
+
+// inviteRemote invites another server's user: the invite is built here, signed by
+// the invitee's server too, then admitted like any event.
+func (s *Service) inviteRemote(ctx context.Context, roomID string, m Membership, content map[string]any) (Sent, error) {
+	target := m.Target
+	ev, err := s.buildUnsent(ctx, roomID, Proto{Sender: m.Sender, Type: spec.MRoomMember, StateKey: &target, Content: mustJSON(content)})
+	if err != nil {
+		return Sent{}, err
+	}
+	var ids []string
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		state, err := s.currentStateMap(ctx, tx, roomID)
+		for k, id := range state {
+			if strippedTypes[k[0]] || (k[0] == spec.MRoomMember && k[1] == m.Sender) {
+				ids = append(ids, id)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		return Sent{}, err
+	}
+	state, err := s.pdus(ctx, s.db, ids)
+	if err != nil {
+		return Sent{}, err
+	}
+	signed, err := s.remote.InviteRemote(ctx, ev, state)
+	if err != nil {
+		return Sent{}, err
+	}
+	if err := s.Receive(ctx, signed); err != nil {
+		return Sent{}, err
+	}
+	return s.sentOf(ctx, signed.EventID())
+}
+
+// strippedTypes are the state an invitee sees before joining.
+var strippedTypes = map[string]bool{
+	spec.MRoomCreate: true, spec.MRoomJoinRules: true, spec.MRoomName: true, "m.room.avatar": true,
+	spec.MRoomCanonicalAlias: true, "m.room.encryption": true, spec.MRoomTopic: true,
+}
+
+func (s *Service) sentOf(ctx context.Context, eventID string) (Sent, error) {
+	sent := Sent{EventID: eventID}
+	err := s.db.QueryRow(ctx, `SELECT stream_pos, room_seq FROM events WHERE event_id = $1`, eventID).Scan(&sent.StreamPos, &sent.Seq)
+	if err != nil {
+		return Sent{}, fmt.Errorf("read event %s: %w", eventID, err)
+	}
+	return sent, nil
+}
+
+// ReceiveInvite stores an invite of a local user into a room this server is not
+// in, signed by both servers, with the stripped state the inviting server sent: the
+// invitee sees it in sync and can join or reject it. (In a room this server is in,
+// the invite arrives over /send like any event.)
+func (s *Service) ReceiveInvite(ctx context.Context, ev gomatrixserverlib.PDU, stripped []json.RawMessage) error {
+	roomID := ev.RoomID().String()
+	if in, err := s.ServerInRoom(ctx, roomID, s.cfg.ServerName); err != nil || in {
+		return err
+	}
+	raw, _ := json.Marshal(stripped)
+	return s.storeOutOfRoom(ctx, ev, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO remote_invite_state (room_id, user_id, json) VALUES ($1, $2, $3)
+			ON CONFLICT (room_id, user_id) DO UPDATE SET json = excluded.json`, roomID, *ev.StateKey(), string(raw))
+		return err
+	})
+}
+
+// storeOutOfRoom records a membership event of a local user in a room this server
+// is not in (an invite received, an invite rejected), so the user's room lists and
+// sync show it. It has no state here to be checked against: its signatures were.
+func (s *Service) storeOutOfRoom(ctx context.Context, ev gomatrixserverlib.PDU, also func(tx *storage.Tx) error) error {
+	roomID := ev.RoomID().String()
+	unlock := s.lockRoom(roomID)
+	defer unlock()
+	var notice *Notice
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		notice = nil
+		if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (room_id) DO NOTHING`, roomID, string(ev.Version()), string(ev.SenderID()), now().UnixMilli()); err != nil {
+			return fmt.Errorf("insert room: %w", err)
+		}
+		var one int
+		if err := tx.QueryRow(ctx, `SELECT 1 FROM events WHERE event_id = $1`, ev.EventID()).Scan(&one); err == nil {
+			return nil
+		}
+		h, err := loadHead(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		pos, err := s.persist(ctx, tx, h, ev, nil)
+		if err != nil {
+			return err
+		}
+		if also != nil {
+			if err := also(tx); err != nil {
+				return err
+			}
+		}
+		notice = &Notice{RoomID: roomID, EventID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), StreamPos: pos, Seq: h.seq}
+		_, err = tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3 WHERE room_id = $4`, h.snapshot, max(h.depth, ev.Depth()), h.seq, roomID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store %s in %s: %w", ev.Type(), roomID, err)
+	}
+	if notice != nil {
+		s.publish(*notice)
+	}
+	return nil
+}
+
+// leaveRemote rejects an invite (or leaves a room) this server has no member in,
+// through the servers that are in it.
+func (s *Service) leaveRemote(ctx context.Context, roomID string, m Membership) (Sent, error) {
+	var servers []string
+	var inviter string
+	err := s.db.QueryRow(ctx, `SELECT e.sender FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, m.Target).Scan(&inviter)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return Sent{}, fmt.Errorf("read membership: %w", err)
+	}
+	for _, u := range []string{inviter, roomID} {
+		if _, server, ok := strings.Cut(u, ":"); ok && server != s.cfg.ServerName && !slices.Contains(servers, server) {
+			servers = append(servers, server)
+		}
+	}
+	ev, err := s.remote.LeaveRemote(ctx, roomID, m.Target, servers)
+	if err != nil {
+		return Sent{}, err
+	}
+	if err := s.storeOutOfRoom(ctx, ev, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, `DELETE FROM remote_invite_state WHERE room_id = $1 AND user_id = $2`, roomID, m.Target)
+		return err
+	}); err != nil {
+		return Sent{}, err
+	}
+	return s.sentOf(ctx, ev.EventID())
+}
+
+// remoteInviteState is the stripped state stored with an invite from another server.
+func (s *Service) remoteInviteState(ctx context.Context, roomID, userID string) ([]map[string]any, bool, error) {
+	var raw string
+	err := s.db.QueryRow(ctx, `SELECT json FROM remote_invite_state WHERE room_id = $1 AND user_id = $2`, roomID, userID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("read invite state: %w", err)
+	}
+	var out []map[string]any
+	if err := json.Unmarshal([]byte(raw), &out); err != nil {
+		return nil, false, fmt.Errorf("read invite state: %w", err)
+	}
+	return out, true, nil
 }
 
 var errRollback = errors.New("rollback")
@@ -483,6 +650,9 @@ func (s *Service) ImportJoin(ctx context.Context, join gomatrixserverlib.PDU, st
 			return fmt.Errorf("insert room: %w", err)
 		}
 		if err := s.storeOutliers(ctx, tx, authChain); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM remote_invite_state WHERE room_id = $1 AND user_id = $2`, roomID, *join.StateKey()); err != nil {
 			return err
 		}
 		if err := s.storeOutliers(ctx, tx, state); err != nil {

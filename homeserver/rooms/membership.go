@@ -60,6 +60,19 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 			return s.joinRemote(ctx, roomID, m, content)
 		}
 	}
+	if m.Membership == "leave" && m.Sender == m.Target && s.remote != nil {
+		if remote, err := s.joinsRemotely(ctx, roomID); err != nil {
+			return Sent{}, err
+		} else if remote {
+			return s.leaveRemote(ctx, roomID, m)
+		}
+	}
+	if m.Membership == "invite" && s.remote != nil && !strings.HasSuffix(m.Target, ":"+s.cfg.ServerName) {
+		if m.Reason != "" {
+			content["reason"] = m.Reason
+		}
+		return s.inviteRemote(ctx, roomID, m, content)
+	}
 	if !s.isLocalRoom(roomID) {
 		if ok, err := s.roomExists(ctx, roomID); err != nil || !ok {
 			return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s", roomID)

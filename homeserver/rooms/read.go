@@ -660,6 +660,20 @@ func (s *Service) StateAt(ctx context.Context, roomID string, pos int64) ([]Clie
 
 // StrippedState is the state an invitee sees before joining.
 func (s *Service) StrippedState(ctx context.Context, roomID, userID string) ([]map[string]any, error) {
+	if remote, ok, err := s.remoteInviteState(ctx, roomID, userID); err != nil || ok {
+		// Invited from another server into a room this one is not in: what that
+		// server sent, and the invite itself.
+		if err != nil {
+			return nil, err
+		}
+		var ev string
+		if err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+			WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, userID).Scan(&ev); err == nil {
+			remote = append(remote, map[string]any{"type": spec.MRoomMember, "state_key": userID,
+				"content": json.RawMessage(gjson.Get(ev, "content").Raw), "sender": gjson.Get(ev, "sender").String()})
+		}
+		return remote, nil
+	}
 	rows, err := s.queryEvents(ctx, `SELECT `+prefixed("e.", eventColumns)+` FROM current_state c JOIN events e ON e.event_id = c.event_id
 		WHERE c.room_id = $1 AND (c.type IN ('m.room.create', 'm.room.join_rules', 'm.room.name', 'm.room.avatar',
 		'm.room.canonical_alias', 'm.room.encryption', 'm.room.topic') OR (c.type = 'm.room.member' AND c.state_key = $2))`, roomID, userID)

@@ -1,0 +1,140 @@
+package federation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
+)
+
+// InviteRemote sends an invite to the invitee's server (/v2/invite) and returns it
+// countersigned, after checking that signature.
+func (s *Service) InviteRemote(ctx context.Context, invite gomatrixserverlib.PDU, state []gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error) {
+	_, server, ok := strings.Cut(*invite.StateKey(), ":")
+	if !ok {
+		return nil, mxerror.New(mxerror.InvalidParam, "invalid user ID %q", *invite.StateKey())
+	}
+	stripped := make([]gomatrixserverlib.InviteStrippedState, len(state))
+	for i, ev := range state {
+		stripped[i] = gomatrixserverlib.NewInviteStrippedState(ev)
+	}
+	req, err := fclient.NewInviteV2Request(invite, stripped)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.client.SendInviteV2(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), req)
+	if err != nil {
+		var httpErr interface{ Error() string }
+		if errors.As(err, &httpErr) {
+			return nil, mxerror.New(mxerror.Forbidden, "%s refused the invite: %v", server, err)
+		}
+		return nil, err
+	}
+	impl, err := gomatrixserverlib.GetRoomVersion(invite.Version())
+	if err != nil {
+		return nil, err
+	}
+	signed, err := impl.NewEventFromUntrustedJSON(res.Event)
+	if err != nil {
+		return nil, fmt.Errorf("invite signed by %s: %w", server, err)
+	}
+	if signed.EventID() != invite.EventID() {
+		return nil, fmt.Errorf("%s changed the invite it signed", server)
+	}
+	if err := s.verify(ctx, signed); err != nil {
+		return nil, err
+	}
+	return signed, nil
+}
+
+// invite handles PUT /v2/invite: another server invites one of our users. We sign
+// the invite and keep it, with the room's stripped state, for the user to see.
+func (s *Service) invite(r *fedRequest) (any, error) {
+	ctx := r.Context()
+	var req fclient.InviteV2Request
+	if err := json.Unmarshal(r.Body, &req); err != nil {
+		return nil, mxerror.New(mxerror.BadJSON, "invalid invite: %v", err)
+	}
+	ev := req.Event()
+	if ev == nil {
+		return nil, mxerror.New(mxerror.BadJSON, "invalid invite event")
+	}
+	if _, err := gomatrixserverlib.GetRoomVersion(req.RoomVersion()); err != nil {
+		return nil, &mxerror.Error{Code: mxerror.IncompatibleRoomVersion, Message: "unsupported room version",
+			Extra: map[string]any{"room_version": string(req.RoomVersion())}}
+	}
+	m, _ := ev.Membership()
+	switch {
+	case ev.EventID() != r.Vars["eventId"] || ev.RoomID().String() != r.Vars["roomId"]:
+		return nil, mxerror.New(mxerror.BadJSON, "the event's ID or room does not match the path")
+	case ev.Type() != spec.MRoomMember || m != spec.Invite || ev.StateKey() == nil:
+		return nil, mxerror.New(mxerror.BadJSON, "not an invite")
+	case !strings.HasSuffix(*ev.StateKey(), ":"+s.cfg.ServerName):
+		return nil, mxerror.New(mxerror.Forbidden, "%s is not a user of this server", *ev.StateKey())
+	case !strings.HasSuffix(string(ev.SenderID()), ":"+r.Origin):
+		return nil, mxerror.New(mxerror.Forbidden, "%s cannot invite for %s", r.Origin, ev.SenderID())
+	}
+	// Signed first: the signature check wants the invitee's server's signature on
+	// an invite as well as the sender's.
+	signed := ev.Sign(s.cfg.ServerName, gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey)
+	if err := s.verify(ctx, signed); err != nil {
+		return nil, mxerror.New(mxerror.Forbidden, "%v", err)
+	}
+	var stripped []json.RawMessage
+	for _, st := range req.InviteRoomState() {
+		raw, err := json.Marshal(st)
+		if err == nil {
+			stripped = append(stripped, raw)
+		}
+	}
+	if err := s.deps.Rooms.ReceiveInvite(ctx, signed, stripped); err != nil {
+		return nil, err
+	}
+	return map[string]any{"event": json.RawMessage(signed.JSON())}, nil
+}
+
+// LeaveRemote leaves (or rejects an invite to) a room through a resident server:
+// make_leave, sign, send_leave.
+func (s *Service) LeaveRemote(ctx context.Context, roomID, userID string, servers []string) (gomatrixserverlib.PDU, error) {
+	var errs []error
+	for _, server := range servers {
+		ev, err := s.leaveVia(ctx, roomID, userID, server)
+		if err == nil {
+			return ev, nil
+		}
+		errs = append(errs, fmt.Errorf("via %s: %w", server, err))
+	}
+	return nil, mxerror.New(mxerror.Unknown, "could not leave %s: %v", roomID, errors.Join(errs...))
+}
+
+func (s *Service) leaveVia(ctx context.Context, roomID, userID, server string) (gomatrixserverlib.PDU, error) {
+	origin := spec.ServerName(s.cfg.ServerName)
+	res, err := s.client.MakeLeave(ctx, origin, spec.ServerName(server), roomID, userID)
+	if err != nil {
+		return nil, err
+	}
+	impl, err := gomatrixserverlib.GetRoomVersion(res.RoomVersion)
+	if err != nil {
+		return nil, err
+	}
+	proto := res.LeaveEvent
+	proto.Type, proto.RoomID, proto.SenderID, proto.StateKey = spec.MRoomMember, roomID, userID, &userID
+	if err := proto.SetContent(map[string]string{"membership": spec.Leave}); err != nil {
+		return nil, err
+	}
+	ev, err := impl.NewEventBuilderFromProtoEvent(&proto).Build(timeNow(), origin, gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.client.SendLeave(ctx, origin, spec.ServerName(server), ev); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
