@@ -2,6 +2,7 @@ package clientapi
 
 import (
 	"encoding/json"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"net/http"
 	"time"
 
@@ -22,10 +23,19 @@ func (h *handlers) registerEphemeral(v3 *mux.Router, api *httpapi.API) {
 
 func (h *handlers) presenceStatus(r *httpapi.Request) (any, error) {
 	userID := r.Vars["userId"]
-	if _, ok := h.users.LocalpartOf(userID); !ok {
-		return nil, mxerror.New(mxerror.NotFound, "presence of remote users needs federation, which is not built yet")
+	if _, err := spec.NewUserID(userID, false); err != nil {
+		return nil, mxerror.New(mxerror.InvalidParam, "%q is not a user ID", userID)
 	}
-	return h.presence.Get(r.Context(), userID)
+	st, err := h.presence.Get(r.Context(), userID)
+	if err != nil {
+		return nil, err
+	}
+	// Other servers' users: what their servers last told us (m.presence EDUs), or
+	// nothing if they never did.
+	if _, local := h.users.LocalpartOf(userID); !local && st.StreamPos == 0 {
+		return nil, mxerror.New(mxerror.NotFound, "no presence known for %s", userID)
+	}
+	return st, nil
 }
 
 func (h *handlers) setPresenceStatus(r *httpapi.Request) (any, error) {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
@@ -58,6 +59,7 @@ type Deps struct {
 	E2EE     *e2ee.Service
 	Typing   *typing.Service
 	Receipts *receipts.Service
+	Presence *presence.Service
 	// Media, if not nil, serves this server's media to others and fetches theirs.
 	Media *media.Service
 }

@@ -131,6 +131,15 @@ func TestTwoServersChat(t *testing.T) {
 		bob.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/receipt/m.read/"+url.PathEscape(last), map[string]any{}, nil)
 		waitFor(t, "alice to see bob's receipt", func() bool { return readBy(t, alice, room, last, bob.UserID) })
 
+		// Alice's presence on A shows on B.
+		alice.MustDo("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(alice.UserID)+"/status",
+			map[string]any{"presence": "online", "status_msg": "on A"}, nil)
+		waitFor(t, "bob to see alice's presence", func() bool {
+			var p map[string]any
+			bob.Do("GET", "/_matrix/client/v3/presence/"+url.PathEscape(alice.UserID)+"/status", nil, &p)
+			return p["presence"] == "online" && p["status_msg"] == "on A"
+		})
+
 		// Bob leaves; A sees it.
 		bob.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/leave", map[string]any{}, nil)
 		waitFor(t, "A to see bob leave", func() bool {

@@ -251,6 +251,27 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, edu gomatrixser
 			}
 		}
 		return nil
+	case spec.MPresence:
+		var c struct {
+			Push []struct {
+				UserID        string  `json:"user_id"`
+				Presence      string  `json:"presence"`
+				StatusMsg     *string `json:"status_msg"`
+				LastActiveAgo int64   `json:"last_active_ago"`
+			} `json:"push"`
+		}
+		if err := json.Unmarshal(edu.Content, &c); err != nil {
+			return err
+		}
+		for _, p := range c.Push {
+			if !fromOrigin(p.UserID) || s.deps.Presence == nil {
+				continue
+			}
+			if err := s.deps.Presence.SetRemote(ctx, p.UserID, p.Presence, p.StatusMsg, p.LastActiveAgo); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	return nil // EDU types not handled yet are ignored, as the spec allows
 }

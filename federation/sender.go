@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hongyan/hongyan/homeserver/e2ee"
+	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -60,6 +61,7 @@ func newSender(ctx context.Context, s *Service) (*sender, error) {
 			typing.Subject:      snd.onTyping,
 			receipts.Subject:    snd.onReceipt,
 			e2ee.Subject:        snd.onDeviceList,
+			presence.Subject:    snd.onPresence,
 		} {
 			sub, err := bus.Subscribe(subject, fn)
 			if err != nil {
@@ -478,4 +480,41 @@ func unique(xs []string) []string {
 		}
 	}
 	return out
+}
+
+// onPresence tells the servers sharing a room with a local user about the user's
+// new presence (m.presence).
+func (snd *sender) onPresence(m *nats.Msg) {
+	var n struct {
+		UserID string `json:"user_id"`
+	}
+	if json.Unmarshal(m.Data, &n) != nil || !strings.HasSuffix(n.UserID, ":"+snd.s.cfg.ServerName) || snd.s.deps.Presence == nil {
+		return
+	}
+	st, err := snd.s.deps.Presence.Get(snd.ctx, n.UserID)
+	if err != nil {
+		return
+	}
+	users, err := snd.s.deps.Rooms.SharedUsers(snd.ctx, n.UserID)
+	if err != nil {
+		return
+	}
+	var servers []string
+	for _, u := range users {
+		if _, srv, ok := strings.Cut(u, ":"); ok && srv != snd.s.cfg.ServerName {
+			servers = append(servers, srv)
+		}
+	}
+	push := map[string]any{"user_id": n.UserID, "presence": st.Presence, "last_active_ago": st.LastActiveAgo, "currently_active": st.CurrentlyActive}
+	if st.StatusMsg != nil {
+		push["status_msg"] = *st.StatusMsg
+	}
+	content, _ := json.Marshal(map[string]any{"push": []any{push}})
+	for _, srv := range unique(servers) {
+		edu, _ := json.Marshal(gomatrixserverlib.EDU{Type: spec.MPresence, Origin: snd.s.cfg.ServerName, Destination: srv, Content: content})
+		if err := snd.s.deps.DB.WithTx(snd.ctx, func(tx *storage.Tx) error { return insertQueue(snd.ctx, tx, srv, "edu", edu) }); err != nil {
+			continue
+		}
+		snd.kick(srv)
+	}
 }

@@ -88,13 +88,22 @@ func Valid(state string) bool { return state == Online || state == Unavailable |
 // Set records a user's presence. statusMsg nil keeps the current message. Activity
 // alone (same state and message) moves the stream at most once a minute.
 func (s *Service) Set(ctx context.Context, userID, state string, statusMsg *string) error {
+	return s.set(ctx, userID, state, statusMsg, time.Now().UnixMilli())
+}
+
+// SetRemote records the presence another server reports for one of its users, who
+// was last active lastActiveAgo milliseconds ago.
+func (s *Service) SetRemote(ctx context.Context, userID, state string, statusMsg *string, lastActiveAgo int64) error {
+	return s.set(ctx, userID, state, statusMsg, time.Now().UnixMilli()-max(lastActiveAgo, 0))
+}
+
+func (s *Service) set(ctx context.Context, userID, state string, statusMsg *string, now int64) error {
 	if !Valid(state) {
 		return mxerror.New(mxerror.InvalidParam, "presence must be online, unavailable or offline")
 	}
 	if statusMsg != nil && len(*statusMsg) > 1024 {
 		return mxerror.New(mxerror.InvalidParam, "status_msg may not be longer than 1024 bytes")
 	}
-	now := time.Now().UnixMilli()
 	var moved bool
 	var pos int64
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
