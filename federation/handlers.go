@@ -49,16 +49,46 @@ func (s *Service) send(r *fedRequest) (any, error) {
 		return nil, mxerror.New(mxerror.BadJSON, "a transaction carries at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
 	}
 	results := map[string]any{}
-	for _, raw := range txn.PDUs {
-		id, err := s.receivePDU(ctx, r.Origin, raw)
-		if id == "" {
-			continue // not even an event ID to answer for
-		}
+	report := func(id string, err error) {
 		if err != nil {
 			s.log.Info("refused PDU", "origin", r.Origin, "event_id", id, "err", err)
 			results[id] = map[string]string{"error": err.Error()}
 		} else {
 			results[id] = struct{}{}
+		}
+	}
+	// Checked one by one, then admitted per room in order: a chain of events on a
+	// room's head goes in as one database transaction.
+	byRoom := map[string][]gomatrixserverlib.PDU{}
+	var order []string
+	rc := roomChecks{}
+	for _, raw := range txn.PDUs {
+		ev, err := s.checkPDU(ctx, r.Origin, raw, rc)
+		if ev == nil {
+			continue // not even an event ID to answer for
+		}
+		if err != nil {
+			report(ev.EventID(), err)
+			continue
+		}
+		room := ev.RoomID().String()
+		if byRoom[room] == nil {
+			order = append(order, room)
+		}
+		byRoom[room] = append(byRoom[room], ev)
+	}
+	for _, room := range order {
+		evs := byRoom[room]
+		errs := s.deps.Rooms.ReceiveBatch(ctx, evs)
+		for i, ev := range evs {
+			if errors.Is(errs[i], rooms.ErrUnbatched) {
+				version, err := s.deps.Rooms.RoomVersion(ctx, room)
+				if err == nil {
+					err = s.admit(ctx, r.Origin, version, ev, 0)
+				}
+				errs[i] = err
+			}
+			report(ev.EventID(), errs[i])
 		}
 	}
 	for _, edu := range txn.EDUs {
@@ -74,25 +104,38 @@ func (s *Service) send(r *fedRequest) (any, error) {
 	return json.RawMessage(resp), nil
 }
 
-// receivePDU checks and admits one PDU of a transaction. It returns the event ID it
-// could work out (empty if none) and why the event was refused.
-func (s *Service) receivePDU(ctx context.Context, origin string, raw json.RawMessage) (string, error) {
+// checkPDU parses one PDU of a transaction and checks what federation alone can:
+// that its room is one we are in, that the origin is in it, and its signatures and
+// hashes. It returns nil when the PDU cannot even be parsed.
+func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessage, rc roomChecks) (gomatrixserverlib.PDU, error) {
 	roomID := gjson.GetBytes(raw, "room_id").String()
-	version, err := s.deps.Rooms.RoomVersion(ctx, roomID)
+	c, ok := rc[roomID]
+	if !ok {
+		c.version, c.err = s.deps.Rooms.RoomVersion(ctx, roomID)
+		if c.err == nil {
+			c.inRoom = s.requireInRoom(ctx, roomID, origin)
+		}
+		rc[roomID] = c
+	}
+	if c.err != nil {
+		return nil, c.err // a room we are not in: nothing to check the event against
+	}
+	ev, err := c.version.NewEventFromUntrustedJSON(raw)
 	if err != nil {
-		return "", err // a room we are not in: nothing to check the event against
+		return nil, err
 	}
-	ev, err := version.NewEventFromUntrustedJSON(raw)
-	if err != nil {
-		return "", err
+	if c.inRoom != nil {
+		return ev, c.inRoom
 	}
-	if err := s.requireInRoom(ctx, roomID, origin); err != nil {
-		return ev.EventID(), err
-	}
-	if err := s.verify(ctx, ev); err != nil {
-		return ev.EventID(), err
-	}
-	return ev.EventID(), s.admit(ctx, origin, version, ev, 0)
+	return ev, s.verify(ctx, ev)
+}
+
+// roomChecks remembers, for one transaction, each room's version and whether the
+// origin is in it: a transaction's PDUs are mostly of one room.
+type roomChecks map[string]struct {
+	version gomatrixserverlib.IRoomVersion
+	err     error
+	inRoom  error
 }
 
 // admit hands an event to the room engine, first fetching from origin what the

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -18,6 +19,11 @@ import (
 // that a key is fetched from its server once and survives restarts.
 type keyStore struct {
 	db *storage.DB
+
+	// mem holds keys already read or stored: every PDU's signature check asks for
+	// its server's key, and a round trip each would dominate receiving.
+	mu  sync.Mutex
+	mem map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult
 }
 
 func (k *keyStore) FetcherName() string { return "database" }
@@ -25,7 +31,17 @@ func (k *keyStore) FetcherName() string { return "database" }
 // FetchKeys returns the stored keys among the requests.
 func (k *keyStore) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
 	out := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	k.mu.Lock()
 	for req := range requests {
+		if res, ok := k.mem[req]; ok {
+			out[req] = res
+		}
+	}
+	k.mu.Unlock()
+	for req := range requests {
+		if _, ok := out[req]; ok {
+			continue
+		}
 		var key string
 		var validUntil, expired int64
 		err := k.db.QueryRow(ctx, `SELECT public_key, valid_until_ts, expired_ts FROM server_keys WHERE server_name = $1 AND key_id = $2`,
@@ -37,11 +53,13 @@ func (k *keyStore) FetchKeys(ctx context.Context, requests map[gomatrixserverlib
 		if err != nil {
 			continue
 		}
-		out[req] = gomatrixserverlib.PublicKeyLookupResult{
+		res := gomatrixserverlib.PublicKeyLookupResult{
 			VerifyKey:    gomatrixserverlib.VerifyKey{Key: spec.Base64Bytes(raw)},
 			ValidUntilTS: spec.Timestamp(validUntil),
 			ExpiredTS:    spec.Timestamp(expired),
 		}
+		out[req] = res
+		k.remember(req, res)
 	}
 	return out, nil
 }
@@ -57,8 +75,20 @@ func (k *keyStore) StoreKeys(ctx context.Context, results map[gomatrixserverlib.
 			int64(res.ValidUntilTS), int64(res.ExpiredTS)); err != nil {
 			return fmt.Errorf("store key %s of %s: %w", req.KeyID, req.ServerName, err)
 		}
+		k.mu.Lock()
+		delete(k.mem, req) // re-read: the row keeps the later of two validities
+		k.mu.Unlock()
 	}
 	return nil
+}
+
+func (k *keyStore) remember(req gomatrixserverlib.PublicKeyLookupRequest, res gomatrixserverlib.PublicKeyLookupResult) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.mem == nil || len(k.mem) > 10_000 {
+		k.mem = map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	}
+	k.mem[req] = res
 }
 
 // serverKeys is this server's signed key document, valid for keyValidity.

@@ -546,11 +546,19 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 			} else if before, err = s.stateAfterAll(ctx, tx, impl, ev.PrevEventIDs()); err != nil {
 				return err
 			}
-		} else if before, err = s.currentStateMap(ctx, tx, roomID); err != nil {
-			return err
-		}
-		if err := s.allowedAt(ctx, tx, ev, before); err != nil {
-			return fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
+			if err := s.allowedAt(ctx, tx, ev, before); err != nil {
+				return fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
+			}
+		} else {
+			// The common case, an event on our head: only the few current state
+			// events the auth rules look at are read, not the whole state.
+			current, err := currentStateEvents(ctx, tx, h, gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples())
+			if err != nil {
+				return err
+			}
+			if err := allowedBy(ev, current); err != nil {
+				return fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
+			}
 		}
 		// 3. Soft failure: allowed by history, but not by where the room is now.
 		if !linear {
@@ -974,4 +982,131 @@ func sameSet(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// ErrUnbatched marks the events ReceiveBatch left for Receive: those that do not
+// extend the room's head (forks, gaps) or lack auth events.
+var ErrUnbatched = errors.New("not admitted in a batch")
+
+// ReceiveBatch admits events of one room, in order, in a single transaction as long
+// as each extends the room's head — the steady state of a conversation with another
+// server, where a transaction carries a chain of new events. It returns one error
+// per event; ErrUnbatched entries are to be admitted one by one (Receive), in order.
+func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU) []error {
+	errs := make([]error, len(evs))
+	if len(evs) == 0 {
+		return errs
+	}
+	roomID := evs[0].RoomID().String()
+	impl, err := s.RoomVersion(ctx, roomID)
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	unlock := s.lockRoom(roomID)
+	var notices []Notice
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		notices = notices[:0]
+		clear(errs)
+		authCache := map[string]gomatrixserverlib.PDU{}
+		stateCache := map[[2]string]gomatrixserverlib.PDU{}
+		h, err := loadHead(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
+		for i, ev := range evs {
+			switch {
+			case ev.RoomID().String() != roomID || ev.Version() != impl.Version():
+				errs[i] = fmt.Errorf("%w: not an event of %s", ErrRejected, roomID)
+				continue
+			case len(ev.JSON()) > MaxEventBytes:
+				errs[i] = fmt.Errorf("%w: larger than %d bytes", ErrRejected, MaxEventBytes)
+				continue
+			case !sameSet(ev.PrevEventIDs(), h.prev):
+				errs[i] = ErrUnbatched
+				continue
+			}
+			var one int
+			if err := tx.QueryRow(ctx, `SELECT 1 FROM events WHERE event_id = $1`, ev.EventID()).Scan(&one); err == nil {
+				continue // known already
+			}
+			// A chain of messages shares its auth events and the state they are
+			// checked against: both are read once per batch, not once per event.
+			var want []string
+			for _, id := range ev.AuthEventIDs() {
+				if _, ok := authCache[id]; !ok {
+					want = append(want, id)
+				}
+			}
+			loaded, err := s.pdus(ctx, tx, want)
+			if err != nil {
+				return err
+			}
+			for _, a := range loaded {
+				authCache[a.EventID()] = a
+			}
+			var authEvents []gomatrixserverlib.PDU
+			for _, id := range ev.AuthEventIDs() {
+				if a, ok := authCache[id]; ok {
+					authEvents = append(authEvents, a)
+				}
+			}
+			if len(authEvents) < len(ev.AuthEventIDs()) {
+				errs[i] = ErrUnbatched
+				continue
+			}
+			if err := allowedBy(ev, authEvents); err != nil {
+				errs[i] = fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
+				continue
+			}
+			var current []gomatrixserverlib.PDU
+			for _, t := range gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples() {
+				k := [2]string{t.EventType, t.StateKey}
+				st, ok := stateCache[k]
+				if !ok {
+					got, err := currentStateEvents(ctx, tx, h, []gomatrixserverlib.StateKeyTuple{t})
+					if err != nil {
+						return err
+					}
+					st = nil
+					if len(got) > 0 {
+						st = got[0]
+					}
+					stateCache[k] = st
+				}
+				if st != nil {
+					current = append(current, st)
+				}
+			}
+			if err := allowedBy(ev, current); err != nil {
+				errs[i] = fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
+				continue
+			}
+			depth := h.depth
+			pos, err := s.persist(ctx, tx, h, ev, nil)
+			if err != nil {
+				return err
+			}
+			h.depth = max(depth, ev.Depth())
+			if sk := ev.StateKey(); sk != nil {
+				stateCache[[2]string{ev.Type(), *sk}] = ev
+			}
+			notices = append(notices, Notice{RoomID: roomID, EventID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), StreamPos: pos, Seq: h.seq})
+		}
+		_, err = tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3 WHERE room_id = $4`, h.snapshot, h.depth, h.seq, roomID)
+		return err
+	})
+	unlock()
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	for _, n := range notices {
+		s.publish(n)
+	}
+	return errs
 }
