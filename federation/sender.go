@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,6 +41,12 @@ type sender struct {
 
 	mu    sync.Mutex
 	dests map[string]*destination // guarded by mu
+
+	// servers caches each room's servers for the scanner (its goroutine only): a
+	// room's membership changes only with its member events, which the scanner
+	// sees in order, so it drops a room's entry when it meets one. Without it every
+	// message in a 10 000-member room would read the whole member list.
+	servers map[string][]string
 }
 
 type destination struct {
@@ -50,7 +57,7 @@ type destination struct {
 
 func newSender(ctx context.Context, s *Service) (*sender, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	snd := &sender{s: s, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), dests: map[string]*destination{}}
+	snd := &sender{s: s, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), dests: map[string]*destination{}, servers: map[string][]string{}}
 	if err := snd.initCursor(ctx); err != nil {
 		cancel()
 		return nil, err
@@ -157,26 +164,29 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 		if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos WHERE name = 'federation_out' RETURNING pos`).Scan(&cursor); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT stream_pos, event_id, room_id, sender, type, state_key FROM events
+		rows, err := tx.Query(ctx, `SELECT stream_pos, event_id, room_id, sender, type, state_key, membership, snapshot_before FROM events
 			WHERE stream_pos > $1 ORDER BY stream_pos LIMIT 100`, cursor)
 		if err != nil {
 			return err
 		}
 		type row struct {
-			pos                         int64
-			id, room, sender, typ, skey string
-			hasKey                      bool
+			pos, before                             int64
+			id, room, sender, typ, skey, membership string
+			hasKey                                  bool
 		}
 		var evs []row
 		for rows.Next() {
 			var r row
-			var sk *string
-			if err := rows.Scan(&r.pos, &r.id, &r.room, &r.sender, &r.typ, &sk); err != nil {
+			var sk, m *string
+			if err := rows.Scan(&r.pos, &r.id, &r.room, &r.sender, &r.typ, &sk, &m, &r.before); err != nil {
 				rows.Close()
 				return err
 			}
 			if sk != nil {
 				r.skey, r.hasKey = *sk, true
+			}
+			if m != nil {
+				r.membership = *m
 			}
 			evs = append(evs, r)
 		}
@@ -187,13 +197,36 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 		n = len(evs)
 		for _, r := range evs {
 			cursor = r.pos
+			if r.before < 0 {
+				// Built on state the engine replaced wholesale (a join through
+				// another server, a resolved fork): the members may all have changed.
+				delete(snd.servers, r.room)
+			} else if r.typ == spec.MRoomMember {
+				// A join adds its server; anything else may remove one: read again.
+				_, srv, _ := strings.Cut(r.skey, ":")
+				if cached, ok := snd.servers[r.room]; ok && r.membership == spec.Join {
+					if !slices.Contains(cached, srv) {
+						snd.servers[r.room] = append(cached, srv)
+					}
+				} else {
+					delete(snd.servers, r.room)
+				}
+			}
 			if !strings.HasSuffix(r.sender, ":"+snd.s.cfg.ServerName) {
 				continue // other servers' events are their servers' to send
 			}
-			dests, err := snd.s.deps.Rooms.ServersInRoom(ctx, r.room)
-			if err != nil {
-				return err
+			dests, ok := snd.servers[r.room]
+			if !ok {
+				var err error
+				if dests, err = snd.s.deps.Rooms.ServersInRoom(ctx, r.room); err != nil {
+					return err
+				}
+				if len(snd.servers) > 10_000 {
+					clear(snd.servers)
+				}
+				snd.servers[r.room] = dests
 			}
+			dests = slices.Clone(dests)
 			// A kicked, banned or invited user's server hears of it too.
 			if r.typ == spec.MRoomMember && r.hasKey {
 				if _, srv, ok := strings.Cut(r.skey, ":"); ok {

@@ -700,33 +700,85 @@ func (s *Service) StoreOutliers(ctx context.Context, evs []gomatrixserverlib.PDU
 }
 
 func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomatrixserverlib.PDU) error {
+	// A join into a large room brings tens of thousands of events: they are
+	// written in multi-row statements, not one round trip (or three) each.
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.EventID()
+	}
+	have, err := s.existing(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	var fresh []gomatrixserverlib.PDU
 	for _, ev := range evs {
-		var one int
-		err := tx.QueryRow(ctx, `SELECT 1 FROM events WHERE event_id = $1`, ev.EventID()).Scan(&one)
-		if err == nil {
-			continue
+		if !have[ev.EventID()] {
+			have[ev.EventID()] = true
+			fresh = append(fresh, ev)
 		}
-		if !errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("check event: %w", err)
-		}
-		var n int64
-		if err := tx.NextStreamPos(ctx, "outliers", &n); err != nil {
-			return err
-		}
-		var membership any
-		if ev.Type() == spec.MRoomMember {
-			if m, err := ev.Membership(); err == nil {
-				membership = m
+	}
+	if len(fresh) == 0 {
+		return nil
+	}
+	first, err := tx.NextStreamPositions(ctx, "outliers", int64(len(fresh)))
+	if err != nil {
+		return err
+	}
+	const cols = 11
+	for start := 0; start < len(fresh); start += 200 {
+		batch := fresh[start:min(start+200, len(fresh))]
+		args := make([]any, 0, cols*len(batch))
+		rows := make([]string, 0, len(batch))
+		for i, ev := range batch {
+			var membership any
+			if ev.Type() == spec.MRoomMember {
+				if m, err := ev.Membership(); err == nil {
+					membership = m
+				}
 			}
+			pos := -(first + int64(start+i))
+			n := len(args)
+			rows = append(rows, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, 0, $%d, $%d, $%d)",
+				n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11))
+			args = append(args, pos, ev.EventID(), ev.RoomID().String(), ev.Type(), ev.StateKey(), string(ev.SenderID()),
+				ev.Depth(), int64(ev.OriginServerTS()), membership, string(ev.JSON()), pos)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts,
-			snapshot_before, membership, json, room_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10, $1)`,
-			-n, ev.EventID(), ev.RoomID().String(), ev.Type(), ev.StateKey(), string(ev.SenderID()), ev.Depth(),
-			int64(ev.OriginServerTS()), membership, string(ev.JSON())); err != nil {
-			return fmt.Errorf("insert outlier %s: %w", ev.EventID(), err)
+			snapshot_before, membership, json, room_seq) VALUES `+strings.Join(rows, ", "), args...); err != nil {
+			return fmt.Errorf("insert outliers: %w", err)
 		}
 	}
 	return nil
+}
+
+// existing reports which of ids are stored.
+func (s *Service) existing(ctx context.Context, tx *storage.Tx, ids []string) (map[string]bool, error) {
+	have := make(map[string]bool, len(ids))
+	for start := 0; start < len(ids); start += 500 {
+		batch := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(batch))
+		marks := make([]string, len(batch))
+		for i, id := range batch {
+			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := tx.Query(ctx, `SELECT event_id FROM events WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("check events: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			have[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return have, nil
 }
 
 func (s *Service) known(ctx context.Context, eventID string) (bool, error) {
@@ -860,9 +912,20 @@ func (s *Service) replaceCurrentState(ctx context.Context, tx *storage.Tx, roomI
 	if _, err := tx.Exec(ctx, `DELETE FROM current_state WHERE room_id = $1`, roomID); err != nil {
 		return fmt.Errorf("replace current state: %w", err)
 	}
-	for k, id := range state {
+	ids := make([]string, 0, len(state))
+	for _, id := range state {
+		ids = append(ids, id)
+	}
+	for start := 0; start < len(ids); start += 500 {
+		batch := ids[start:min(start+500, len(ids))]
+		args := []any{roomID}
+		marks := make([]string, len(batch))
+		for i, id := range batch {
+			args = append(args, id)
+			marks[i] = fmt.Sprintf("$%d", i+2)
+		}
 		if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, stream_pos, membership)
-			SELECT $1, $2, $3, event_id, stream_pos, membership FROM events WHERE event_id = $4`, roomID, k[0], k[1], id); err != nil {
+			SELECT $1, type, state_key, event_id, stream_pos, membership FROM events WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...); err != nil {
 			return fmt.Errorf("replace current state: %w", err)
 		}
 	}
@@ -880,10 +943,20 @@ func (s *Service) fullSnapshot(ctx context.Context, tx *storage.Tx, roomID strin
 	if _, err := tx.Exec(ctx, `INSERT INTO state_snapshots (snapshot_id, room_id, parent, chain_len) VALUES ($1, $2, NULL, 0)`, id, roomID); err != nil {
 		return 0, fmt.Errorf("insert snapshot: %w", err)
 	}
-	for k, ev := range state {
-		if _, err := tx.Exec(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)`,
-			id, k[0], k[1], ev); err != nil {
-			return 0, fmt.Errorf("insert snapshot entry: %w", err)
+	keys := make([][2]string, 0, len(state))
+	for k := range state {
+		keys = append(keys, k)
+	}
+	for start := 0; start < len(keys); start += 300 {
+		batch := keys[start:min(start+300, len(keys))]
+		args := []any{id}
+		rows := make([]string, len(batch))
+		for i, k := range batch {
+			args = append(args, k[0], k[1], state[k])
+			rows[i] = fmt.Sprintf("($1, $%d, $%d, $%d)", len(args)-2, len(args)-1, len(args))
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES `+strings.Join(rows, ", "), args...); err != nil {
+			return 0, fmt.Errorf("insert snapshot entries: %w", err)
 		}
 	}
 	return id, nil

@@ -18,6 +18,16 @@ func (tx *Tx) NextStreamPos(ctx context.Context, name string, pos *int64) error 
 	return nil
 }
 
+// NextStreamPositions takes n consecutive positions of the named stream inside the
+// transaction and returns the first.
+func (tx *Tx) NextStreamPositions(ctx context.Context, name string, n int64) (int64, error) {
+	var last int64
+	if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos + $2 WHERE name = $1 RETURNING pos`, name, n).Scan(&last); err != nil {
+		return 0, fmt.Errorf("next %d %s positions: %w", n, name, err)
+	}
+	return last - n + 1, nil
+}
+
 // NextStreamPos takes the next position of the named stream on its own, for writes
 // that need a unique number but no ordering with other rows.
 func (db *DB) NextStreamPos(ctx context.Context, name string, pos *int64) error {
