@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hongyan/hongyan/homeserver/e2ee"
+	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
@@ -116,4 +117,50 @@ func (s *Service) receiveE2EEEDU(ctx context.Context, origin string, edu gomatri
 		return true, s.deps.E2EE.RemoteDeviceListChanged(ctx, c.UserID)
 	}
 	return false, nil
+}
+
+// userDevices serves GET /user/devices/{userId}: a local user's devices with their
+// keys and cross-signing keys, which other servers fetch to track the device list.
+func (s *Service) userDevices(r *fedRequest) (any, error) {
+	ctx := r.Context()
+	userID := r.Vars["userId"]
+	localpart, ok := s.deps.Users.LocalpartOf(userID)
+	if !ok {
+		return nil, mxerror.New(mxerror.InvalidParam, "%s is not a user of this server", userID)
+	}
+	devices, err := s.deps.Users.Devices(ctx, localpart)
+	if err != nil {
+		return nil, err
+	}
+	keys, _, err := s.deps.E2EE.QueryKeys(ctx, s.cfg.ServerName, map[string][]string{userID: nil})
+	if err != nil {
+		return nil, err
+	}
+	pos, err := s.deps.E2EE.DeviceListPosition(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []map[string]any{}
+	for _, d := range devices {
+		dev := map[string]any{"device_id": d.DeviceID}
+		if d.DisplayName != nil {
+			dev["device_display_name"] = *d.DisplayName
+		}
+		if k, ok := keys[userID][d.DeviceID]; ok {
+			dev["keys"] = k
+		}
+		out = append(out, dev)
+	}
+	res := map[string]any{"user_id": userID, "stream_id": pos, "devices": out}
+	master, selfSigning, _, err := s.deps.E2EE.CrossSigningKeys(ctx, "", []string{userID})
+	if err != nil {
+		return nil, err
+	}
+	if k, ok := master[userID]; ok {
+		res["master_key"] = k
+	}
+	if k, ok := selfSigning[userID]; ok {
+		res["self_signing_key"] = k
+	}
+	return res, nil
 }

@@ -151,6 +151,7 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(fed, http.MethodGet, "/v1/query/directory", s.authed(s.queryDirectory))
 	api.Handle(fed, http.MethodPost, "/v1/user/keys/query", s.authed(s.userKeysQuery))
 	api.Handle(fed, http.MethodPost, "/v1/user/keys/claim", s.authed(s.userKeysClaim))
+	api.Handle(fed, http.MethodGet, "/v1/user/devices/{userId}", s.authed(s.userDevices))
 	if s.deps.Media != nil {
 		api.Handle(fed, http.MethodGet, "/v1/media/download/{mediaId}", s.authed(s.mediaDownload))
 	}

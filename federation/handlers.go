@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/httpapi"
 )
@@ -307,8 +308,8 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, edu gomatrixser
 			return err
 		}
 		for _, p := range c.Push {
-			if !fromOrigin(p.UserID) || s.deps.Presence == nil {
-				continue
+			if !fromOrigin(p.UserID) || s.deps.Presence == nil || !presence.Valid(p.Presence) {
+				continue // only the origin's users, in states we know
 			}
 			if err := s.deps.Presence.SetRemote(ctx, p.UserID, p.Presence, p.StatusMsg, p.LastActiveAgo); err != nil {
 				return err

@@ -4,7 +4,8 @@
 # packages if missing) and a MinIO server for the S3 media backend (built with
 # go install if missing, about 5 minutes once per machine). SQLite and the embedded
 # NATS need nothing. Then the spec coverage probe (npm fetches the spec's API
-# definitions).
+# definitions), the federation interop suite with Dendrite (installed with go
+# install if missing, a few minutes once per machine), and short fuzzing.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh ./clientapi/... # some packages; extra args go to `go test`
@@ -60,6 +61,13 @@ echo "== go test"
 # -race catches data races in the server's concurrent paths; packages run in
 # parallel (one per core) and each package's tests on both engines in parallel.
 go test -tags "$tags" -race -count=1 -timeout 20m "${pkgs[@]}"
+
+if [ ${#pkgs[@]} -eq 1 ] && [ "${pkgs[0]}" = ./... ]; then
+  echo "== federation interop with Dendrite v0.13.8"
+  # Installs Dendrite's binaries once (a few minutes on a fresh machine), then
+  # federates it with Hongyan both ways (federation/interop_test.go).
+  scripts/interop-dendrite.sh
+fi
 
 echo "== fuzzing the native protocol's decoders briefly"
 # Each target runs on its seed corpus (native/testdata/fuzz) plus 10 s of new inputs.

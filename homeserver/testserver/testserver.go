@@ -167,6 +167,12 @@ type Client struct {
 	Session users.Session
 }
 
+// NewClient returns an anonymous client of any server at baseURL (another
+// implementation, in interop tests).
+func NewClient(t testing.TB, baseURL string) *Client {
+	return &Client{t: t, URL: baseURL, HTTP: http.DefaultClient}
+}
+
 // Client returns an anonymous client of the server.
 func (s *Server) Client(t testing.TB) *Client {
 	return &Client{t: t, URL: s.URL, HTTP: http.DefaultClient}
