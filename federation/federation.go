@@ -137,9 +137,13 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(fed, http.MethodPut, "/v1/send/{txnId}", s.authed(s.send))
 	api.Handle(fed, http.MethodGet, "/v1/make_join/{roomId}/{userId}", s.authed(s.makeJoin))
 	api.Handle(fed, http.MethodPut, "/v2/send_join/{roomId}/{eventId}", s.authed(s.sendJoin))
-	api.Handle(fed, http.MethodPut, "/v1/send_join/{roomId}/{eventId}", s.authed(s.sendJoinV1))
+	api.Handle(fed, http.MethodPut, "/v1/send_join/{roomId}/{eventId}", s.authed(v1(s.sendJoin)))
 	api.Handle(fed, http.MethodGet, "/v1/make_leave/{roomId}/{userId}", s.authed(s.makeLeave))
 	api.Handle(fed, http.MethodPut, "/v2/send_leave/{roomId}/{eventId}", s.authed(s.sendLeave))
+	api.Handle(fed, http.MethodPut, "/v1/send_leave/{roomId}/{eventId}", s.authed(v1(s.sendLeave)))
+	api.Handle(fed, http.MethodPut, "/v1/invite/{roomId}/{eventId}", s.authed(s.inviteV1))
+	api.Handle(fed, http.MethodGet, "/v1/publicRooms", s.authed(s.publicRooms))
+	api.Handle(fed, http.MethodPost, "/v1/publicRooms", s.authed(s.publicRooms))
 	api.Handle(fed, http.MethodPut, "/v2/invite/{roomId}/{eventId}", s.authed(s.invite))
 	api.Handle(fed, http.MethodGet, "/v1/event/{eventId}", s.authed(s.getEvent))
 	api.Handle(fed, http.MethodGet, "/v1/state_ids/{roomId}", s.authed(s.stateIDs))
@@ -154,6 +158,17 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(fed, http.MethodGet, "/v1/user/devices/{userId}", s.authed(s.userDevices))
 	if s.deps.Media != nil {
 		api.Handle(fed, http.MethodGet, "/v1/media/download/{mediaId}", s.authed(s.mediaDownload))
+	}
+}
+
+// v1 wraps a v2 handler's answer as the v1 endpoints have it: [200, answer].
+func v1(h func(r *fedRequest) (any, error)) func(r *fedRequest) (any, error) {
+	return func(r *fedRequest) (any, error) {
+		res, err := h(r)
+		if err != nil {
+			return nil, err
+		}
+		return []any{200, res}, nil
 	}
 }
 

@@ -440,3 +440,23 @@ func TestRemoteInvite(t *testing.T) {
 		waitFor(t, "alice to hear bob", func() bool { return slices.Contains(bodies(t, alice, room), "thanks for the invite") })
 	})
 }
+
+// TestPublicRoomsOverFederation: B reads A's room directory with a signed request.
+func TestPublicRoomsOverFederation(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "visibility": "public", "name": "Listed"}, &created)
+		client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: spec.ServerName(b.Config.ServerName),
+			KeyID: gomatrixserverlib.KeyID(b.Key.ID), PrivateKey: b.Key.PrivateKey}}, fclient.WithSkipVerify(true))
+		res, err := client.GetPublicRooms(context.Background(), spec.ServerName(b.Config.ServerName), spec.ServerName(a.Config.ServerName), 10, "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Chunk) != 1 || res.Chunk[0].RoomID != created["room_id"] || res.Chunk[0].Name != "Listed" {
+			t.Errorf("A's directory over federation = %+v", res.Chunk)
+		}
+	})
+}

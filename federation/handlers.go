@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strconv"
 	"strings"
@@ -388,15 +389,6 @@ func (s *Service) sendJoin(r *fedRequest) (any, error) {
 	}, nil
 }
 
-// sendJoinV1 is the older send_join, whose answer is wrapped in [200, {...}].
-func (s *Service) sendJoinV1(r *fedRequest) (any, error) {
-	res, err := s.sendJoin(r)
-	if err != nil {
-		return nil, err
-	}
-	return []any{200, res}, nil
-}
-
 func (s *Service) sendLeave(r *fedRequest) (any, error) {
 	if _, _, err := s.receiveMembership(r, spec.Leave); err != nil {
 		return nil, err
@@ -640,4 +632,25 @@ func (s *Service) userKeysClaim(r *fedRequest) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"one_time_keys": keys}, nil
+}
+
+// publicRooms serves this server's room directory to other servers.
+func (s *Service) publicRooms(r *fedRequest) (any, error) {
+	var body struct {
+		Limit  int    `json:"limit"`
+		Since  string `json:"since"`
+		Filter struct {
+			GenericSearchTerm string `json:"generic_search_term"`
+		} `json:"filter"`
+	}
+	if r.Method == http.MethodPost {
+		if err := httpapi.DecodeJSON(r.Body, &body); err != nil {
+			return nil, err
+		}
+	} else {
+		q := r.URL.Query()
+		body.Limit, _ = strconv.Atoi(q.Get("limit"))
+		body.Since = q.Get("since")
+	}
+	return s.deps.Rooms.PublicRoomList(r.Context(), body.Filter.GenericSearchTerm, body.Limit, body.Since)
 }

@@ -138,3 +138,18 @@ func (s *Service) leaveVia(ctx context.Context, roomID, userID, server string) (
 	}
 	return ev, nil
 }
+
+// inviteV1 is the first invite endpoint: the bare event as the body, rooms of
+// version 1 or 2 assumed, and the answer wrapped as [200, {"event": …}].
+func (s *Service) inviteV1(r *fedRequest) (any, error) {
+	body, err := json.Marshal(map[string]any{"room_version": "1", "event": json.RawMessage(r.Body), "invite_room_state": []any{}})
+	if err != nil {
+		return nil, err
+	}
+	if version, err := s.deps.Rooms.RoomVersion(r.Context(), r.Vars["roomId"]); err == nil {
+		body, _ = json.Marshal(map[string]any{"room_version": string(version.Version()), "event": json.RawMessage(r.Body), "invite_room_state": []any{}})
+	}
+	r2 := *r
+	r2.Body = body
+	return v1(s.invite)(&r2)
+}

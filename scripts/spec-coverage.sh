@@ -16,7 +16,9 @@ trap cleanup EXIT
 (cd "$tmp" && npm pack --silent "@matrix-org/spec@$SPEC_VERSION" >/dev/null && tar xzf matrix-org-spec-*.tgz)
 go build -o "$tmp/hongyan" ./cmd/hongyan
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$tmp/hongyan" run --data-dir "$tmp/data" --listen "127.0.0.1:$port" --rate-limit=false --log-level warn >"$tmp/server.log" 2>&1 &
+fedport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$tmp/hongyan" run --data-dir "$tmp/data" --listen "127.0.0.1:$port" --federation-listen "127.0.0.1:$fedport" \
+  --server-name "localhost:$fedport" --rate-limit=false --log-level warn >"$tmp/server.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/_matrix/client/versions" >/dev/null 2>&1 && break
@@ -24,4 +26,4 @@ for _ in $(seq 1 100); do
 done
 baseline=()
 [ -f docs/spec-coverage.md ] && baseline=(-baseline docs/spec-coverage.md)
-go run ./scripts/spec-coverage -spec "$tmp/package" -hs "http://127.0.0.1:$port" "${baseline[@]}" -out docs/spec-coverage.md
+go run ./scripts/spec-coverage -spec "$tmp/package" -hs "http://127.0.0.1:$port" -fed "https://127.0.0.1:$fedport" "${baseline[@]}" -out docs/spec-coverage.md
