@@ -460,3 +460,67 @@ func TestPublicRoomsOverFederation(t *testing.T) {
 		}
 	})
 }
+
+// TestForkResolvesTheSameOnBothServers partitions A and B, has each change the
+// room's topic while the other cannot hear it, and heals the partition. Each server
+// then holds two forward extremities with conflicting state and must resolve them
+// with state resolution v2: by mainline (both topics rest on the same power levels),
+// then by timestamp, the later change wins — on both servers.
+func TestForkResolvesTheSameOnBothServers(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a, b, alice, bob, room := joinedPair(t, d)
+		// Bob may set the topic (its level lowered for everyone) and, as an admin, the
+		// join rules.
+		var pl map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &pl)
+		pl["events"].(map[string]any)["m.room.topic"] = 0
+		pl["users"].(map[string]any)[bob.UserID] = 100
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", pl, nil)
+		waitFor(t, "B to get the power levels", func() bool {
+			var got map[string]any
+			bob.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &got)
+			ev, _ := got["events"].(map[string]any)
+			return ev["m.room.topic"] == float64(0)
+		})
+
+		topic := func(c *testserver.Client) string {
+			var m map[string]any
+			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic", nil, &m)
+			s, _ := m["topic"].(string)
+			return s
+		}
+		// Partition: each side changes the topic without the other.
+		b.Stop()
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]string{"topic": "A's topic"}, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.join_rules/", map[string]string{"join_rule": "invite"}, nil)
+		a.Stop()
+		b.Resume(t)
+		time.Sleep(20 * time.Millisecond) // a later origin_server_ts than A's change
+		bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]string{"topic": "B's topic"}, nil)
+		bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.join_rules/", map[string]string{"join_rule": "knock"}, nil)
+		send(t, bob, room, "fork-b", "said on B during the partition")
+		a.Resume(t)
+		send(t, alice, room, "fork-a", "said on A after the partition")
+
+		waitFor(t, "both servers to hold every message", func() bool {
+			for _, c := range []*testserver.Client{alice, bob} {
+				got := bodies(t, c, room)
+				if !slices.Contains(got, "said on B during the partition") || !slices.Contains(got, "said on A after the partition") {
+					return false
+				}
+			}
+			return true
+		})
+		waitFor(t, "the topic to converge", func() bool { return topic(alice) == "B's topic" && topic(bob) == "B's topic" })
+		joinRule := func(c *testserver.Client) string {
+			var m map[string]any
+			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.join_rules", nil, &m)
+			s, _ := m["join_rule"].(string)
+			return s
+		}
+		// Join rules are power events: resolved first, by reverse topological power
+		// ordering — equal power, so the earlier timestamp sorts first and the later
+		// change is applied last and stands.
+		waitFor(t, "the join rules to converge", func() bool { return joinRule(alice) == "knock" && joinRule(bob) == "knock" })
+	})
+}
