@@ -94,19 +94,20 @@ func (h *handlers) selfMembership(r *httpapi.Request, membership string) (any, e
 		return nil, err
 	}
 	roomID := target
+	var via []string
 	switch {
 	case strings.HasPrefix(target, "#"):
-		id, err := h.rooms.ResolveAlias(r.Context(), target)
+		id, servers, err := h.rooms.LookupAlias(r.Context(), target)
 		if err != nil {
 			return nil, mxerror.New(mxerror.NotFound, "unknown room alias %s", target)
 		}
-		roomID = id
+		roomID, via = id, servers
 	case strings.HasPrefix(target, "!"):
 	default:
 		return nil, mxerror.New(mxerror.InvalidParam, "%q is neither a room ID nor an alias", target)
 	}
 	q := r.URL.Query()
-	servers := append(q["via"], q["server_name"]...)
+	servers := append(append(q["via"], q["server_name"]...), via...)
 	if _, err := h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: r.Caller.UserID,
 		Membership: membership, Reason: body.Reason, Servers: servers}); err != nil {
 		return nil, err
@@ -330,14 +331,14 @@ func (h *handlers) roomAliases(r *httpapi.Request) (any, error) {
 
 func (h *handlers) resolveAlias(r *httpapi.Request) (any, error) {
 	alias := r.Vars["alias"]
-	roomID, err := h.rooms.ResolveAlias(r.Context(), alias)
+	roomID, servers, err := h.rooms.LookupAlias(r.Context(), alias)
 	if err != nil {
 		if errors.Is(err, rooms.ErrNotFound) {
 			return nil, mxerror.New(mxerror.NotFound, "room alias %s not found", alias)
 		}
 		return nil, err
 	}
-	return map[string]any{"room_id": roomID, "servers": []string{h.cfg.ServerName}}, nil
+	return map[string]any{"room_id": roomID, "servers": servers}, nil
 }
 
 func (h *handlers) setAlias(r *httpapi.Request) (any, error) {

@@ -380,14 +380,37 @@ func TestRemoteInvite(t *testing.T) {
 	})
 }
 
-// TestPublicRoomsOverFederation: B reads A's room directory with a signed request.
-func TestPublicRoomsOverFederation(t *testing.T) {
+// TestDirectoryOverFederation: B reads A's room directory with a signed request, and
+// a user on B resolves an alias of A and joins the room by it.
+func TestDirectoryOverFederation(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
 		alice := a.Register(t, "alice", "pw")
+		bob := b.Register(t, "bob", "pw")
 		var created map[string]string
-		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "visibility": "public", "name": "Listed"}, &created)
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "visibility": "public",
+			"name": "Listed", "room_alias_name": "listed"}, &created)
+		alias := "#listed:" + a.Config.ServerName
+		var resolved struct {
+			RoomID  string   `json:"room_id"`
+			Servers []string `json:"servers"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/directory/room/"+url.PathEscape(alias), nil, &resolved)
+		if resolved.RoomID != created["room_id"] || !slices.Contains(resolved.Servers, a.Config.ServerName) {
+			t.Errorf("alias resolved on B = %+v; want %s via %s", resolved, created["room_id"], a.Config.ServerName)
+		}
+		var e struct {
+			ErrCode string `json:"errcode"`
+		}
+		if st := bob.Do("GET", "/_matrix/client/v3/directory/room/"+url.PathEscape("#nosuch:"+a.Config.ServerName), nil, &e); st != 404 || e.ErrCode != "M_NOT_FOUND" {
+			t.Errorf("unknown remote alias = %d %s; want 404 M_NOT_FOUND", st, e.ErrCode)
+		}
+		var joined map[string]string
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(alias), map[string]any{}, &joined)
+		if joined["room_id"] != created["room_id"] {
+			t.Errorf("join by alias = %v", joined)
+		}
 		client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: spec.ServerName(b.Config.ServerName),
 			KeyID: gomatrixserverlib.KeyID(b.Key.ID), PrivateKey: b.Key.PrivateKey}}, fclient.WithSkipVerify(true))
 		res, err := client.GetPublicRooms(context.Background(), spec.ServerName(b.Config.ServerName), spec.ServerName(a.Config.ServerName), 10, "", false, "")

@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+
+	"github.com/matrix-org/gomatrix"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/rooms"
 )
 
 // InviteRemote sends an invite to the invitee's server (/v2/invite) and returns it
@@ -152,4 +156,21 @@ func (s *Service) inviteV1(r *fedRequest) (any, error) {
 	r2 := *r
 	r2.Body = body
 	return v1(s.invite)(&r2)
+}
+
+// QueryAlias resolves another server's alias (/query/directory).
+func (s *Service) QueryAlias(ctx context.Context, server, alias string) (string, []string, error) {
+	res, err := s.client.LookupRoomAlias(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), alias)
+	if err != nil {
+		var httpErr gomatrix.HTTPError
+		if errors.As(err, &httpErr) && httpErr.Code == http.StatusNotFound {
+			return "", nil, rooms.ErrNotFound
+		}
+		return "", nil, fmt.Errorf("alias %s from %s: %w", alias, server, err)
+	}
+	servers := make([]string, len(res.Servers))
+	for i, srv := range res.Servers {
+		servers[i] = string(srv)
+	}
+	return res.RoomID, servers, nil
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -21,6 +22,30 @@ func (s *Service) ResolveAlias(ctx context.Context, alias string) (string, error
 		return "", fmt.Errorf("resolve alias %s: %w", alias, err)
 	}
 	return roomID, nil
+}
+
+// LookupAlias resolves an alias anywhere: local aliases here, other servers' by
+// asking them over federation. It returns the room and servers to join it through.
+func (s *Service) LookupAlias(ctx context.Context, alias string) (string, []string, error) {
+	_, server, ok := strings.Cut(alias, ":")
+	if !ok || !strings.HasPrefix(alias, "#") {
+		return "", nil, mxerror.New(mxerror.InvalidParam, "%q is not a room alias", alias)
+	}
+	if server == s.cfg.ServerName || s.remote == nil {
+		roomID, err := s.ResolveAlias(ctx, alias)
+		if err != nil {
+			return "", nil, err
+		}
+		servers, err := s.ServersInRoom(ctx, roomID)
+		if err != nil {
+			return "", nil, err
+		}
+		if !slices.Contains(servers, s.cfg.ServerName) {
+			servers = append([]string{s.cfg.ServerName}, servers...)
+		}
+		return roomID, servers, nil
+	}
+	return s.remote.QueryAlias(ctx, server, alias)
 }
 
 // SetAlias points a new local alias at a room.

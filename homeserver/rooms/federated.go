@@ -36,6 +36,9 @@ type Remote interface {
 	// LeaveRemote makes userID leave (or reject an invite to) a room this server is
 	// not in, through one of servers, and returns the leave event.
 	LeaveRemote(ctx context.Context, roomID, userID string, servers []string) (gomatrixserverlib.PDU, error)
+	// QueryAlias asks server which room its alias names, and through which servers
+	// to join it. An unknown alias is ErrNotFound.
+	QueryAlias(ctx context.Context, server, alias string) (string, []string, error)
 }
 
 // SetRemote installs the way to join rooms through other servers.
