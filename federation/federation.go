@@ -25,6 +25,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/presence"
+	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
@@ -48,6 +49,11 @@ type Config struct {
 	// RetryMax bounds the backoff between attempts to reach a destination that is
 	// down. Zero means 10 minutes.
 	RetryMax time.Duration
+	// RatePerSecond and RateBurst limit each origin's requests (after their
+	// signature is checked); past them an origin gets M_LIMIT_EXCEEDED. Zero
+	// RatePerSecond means no limit.
+	RatePerSecond float64
+	RateBurst     int
 }
 
 // Deps are the core services federation calls.
@@ -74,6 +80,7 @@ type Service struct {
 	plain   *fclient.Client
 	keyRing *gomatrixserverlib.KeyRing
 	sender  *sender
+	limiter *ratelimit.Limiter // nil: no per-origin limit
 	log     *slog.Logger
 }
 
@@ -83,6 +90,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		cfg.RetryMax = 10 * time.Minute
 	}
 	s := &Service{cfg: cfg, deps: deps, log: slog.With("component", "federation")}
+	if cfg.RatePerSecond > 0 {
+		s.limiter = ratelimit.New(cfg.RatePerSecond, max(cfg.RateBurst, 1))
+	}
 	if cfg.InsecureSkipVerify {
 		s.log.Warn("federation: NOT verifying other servers' TLS certificates (federation.insecure_skip_verify); use this on test networks only")
 	}
@@ -203,6 +213,12 @@ func (s *Service) authed(h func(r *fedRequest) (any, error)) httpapi.Handler {
 			return nil, mxerror.New(mxerror.Unauthorized, "%s", msg)
 		}
 		origin := string(fr.Origin())
+		if s.limiter != nil {
+			if ok, wait := s.limiter.Allow(origin); !ok {
+				return nil, &mxerror.Error{Code: mxerror.LimitExceeded, Message: "too many requests from " + origin,
+					RetryAfterMs: wait.Milliseconds() + 1}
+			}
+		}
 		// A server that talks to us is up: send it what is waiting now.
 		s.sender.alive(origin)
 		return h(&fedRequest{Request: r, Origin: origin, Body: body})

@@ -4,16 +4,19 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/storage/storagetest"
 	"github.com/hongyan/hongyan/homeserver/testserver"
@@ -484,5 +487,40 @@ func TestForkResolvesTheSameOnBothServers(t *testing.T) {
 		// ordering — equal power, so the earlier timestamp sorts first and the later
 		// change is applied last and stands.
 		waitFor(t, "the join rules to converge", func() bool { return joinRule(alice) == "knock" && joinRule(bob) == "knock" })
+	})
+}
+
+// TestPerOriginRateLimit: past its burst an origin gets M_LIMIT_EXCEEDED, and other
+// origins are not held up by it.
+func TestPerOriginRateLimit(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		limited := func(c *config.Config) {
+			c.RateLimit.Enabled = true
+			c.Federation.RatePerSecond, c.Federation.RateBurst = 0.01, 3
+		}
+		a := testserver.Start(t, d, testserver.Federated, limited)
+		a.Register(t, "alice", "pw")
+		ask := func(from *testserver.Server) error {
+			client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: spec.ServerName(from.Config.ServerName),
+				KeyID: gomatrixserverlib.KeyID(from.Key.ID), PrivateKey: from.Key.PrivateKey}}, fclient.WithSkipVerify(true))
+			_, err := client.LookupProfile(context.Background(), spec.ServerName(from.Config.ServerName), spec.ServerName(a.Config.ServerName),
+				"@alice:"+a.Config.ServerName, "")
+			return err
+		}
+		b := testserver.Start(t, d, testserver.Federated)
+		c := testserver.Start(t, d, testserver.Federated)
+		for i := range 3 {
+			if err := ask(b); err != nil {
+				t.Fatalf("request %d within the burst: %v", i, err)
+			}
+		}
+		err := ask(b)
+		var httpErr gomatrix.HTTPError
+		if !errors.As(err, &httpErr) || httpErr.Code != 429 {
+			t.Errorf("request past the burst = %v; want 429", err)
+		}
+		if err := ask(c); err != nil {
+			t.Errorf("another origin's request = %v; want it served", err)
+		}
 	})
 }

@@ -21,7 +21,7 @@ mkdir -p "$out/bin"
 (cd "$here/.." && go build -o "$out/bin/hongyan" ./cmd/hongyan)
 cp -r "$here/lib/SyTest/." "$st/lib/SyTest/"
 
-args=(-I Hongyan -d "$out/bin" -B "$here/sytest-blacklist")
+args=(-I Hongyan -d "$out/bin" -B "${SYTEST_BLACKLIST:-$here/sytest-blacklist}")
 [ "$mode" = whitelist ] && args+=(-W "$here/sytest-whitelist")
 "$shared/run.sh" "$st" "$nahs" "$out/work" "$out/results.tap" -- "${args[@]}"
 

@@ -71,6 +71,11 @@ type Federation struct {
 	// RetryMax bounds the backoff between attempts to reach a server that is down.
 	// Default 10m.
 	RetryMax time.Duration `yaml:"retry_max"`
+	// RatePerSecond and RateBurst limit each other server's requests (0: no limit).
+	// Defaults 50/s with bursts of 500: a busy server's transactions and a join's
+	// reads fit, a misbehaving one is slowed.
+	RatePerSecond float64 `yaml:"rate_per_second"`
+	RateBurst     int     `yaml:"rate_burst"`
 }
 
 // Native configures the native protocol's listeners. Its WebSocket transport is
@@ -205,11 +210,12 @@ func Default() Config {
 			PasswordHashMemoryKiB:  19 * 1024,
 			PasswordHashIterations: 2,
 		},
-		RateLimit: RateLimit{Enabled: true, PerSecond: 10, Burst: 50},
-		Limits:    Limits{MaxRequestBytes: 1 << 20},
-		Media:     Media{Backend: "fs", MaxUploadBytes: 100 << 20},
-		Native:    Native{Listen: "127.0.0.1:8009"},
-		Log:       Log{Level: "info", Format: "text"},
+		RateLimit:  RateLimit{Enabled: true, PerSecond: 10, Burst: 50},
+		Limits:     Limits{MaxRequestBytes: 1 << 20},
+		Media:      Media{Backend: "fs", MaxUploadBytes: 100 << 20},
+		Native:     Native{Listen: "127.0.0.1:8009"},
+		Federation: Federation{RatePerSecond: 50, RateBurst: 500},
+		Log:        Log{Level: "info", Format: "text"},
 	}
 }
 

@@ -1,8 +1,8 @@
 # Sytest homeserver driver for Hongyan, modelled on Sytest's Dendrite driver. It
 # writes a configuration file and starts `hongyan run` with the client API on plain
-# HTTP (Sytest's clients reach it through public_baseurl). Hongyan does not federate
-# yet, so federation_port points at a port nothing answers on and the federation
-# tests fail; ../sytest-blacklist lists them.
+# HTTP (Sytest's clients reach it through public_baseurl) and federation on TLS at
+# the federation port, which names the server (localhost:PORT), accepting the
+# self-signed certificates of Sytest's own federation servers.
 use strict;
 use warnings;
 
@@ -34,7 +34,7 @@ sub _init
 sub server_name
 {
    my $self = shift;
-   return $self->{bind_host} . ":" . $self->{ports}{client};
+   return $self->{bind_host} . ":" . $self->{ports}{federation};
 }
 
 sub federation_host { my $self = shift; return $self->{bind_host}; }
@@ -64,6 +64,11 @@ sub start
          shared_secret => "reg_secret",
       },
       rate_limit => { enabled => JSON::false },
+      federation => {
+         listen               => $self->{bind_host} . ":" . $self->{ports}{federation},
+         insecure_skip_verify => JSON::true,
+         retry_max            => "5s",
+      },
       native     => { listen => "off" },
       log        => { level => "info" },
    };
