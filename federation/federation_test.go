@@ -524,3 +524,47 @@ func TestPerOriginRateLimit(t *testing.T) {
 		}
 	})
 }
+
+// signedGet makes a GET request signed as server from to server to.
+func signedGet(t *testing.T, from, to *testserver.Server, path string, out any) error {
+	t.Helper()
+	client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: spec.ServerName(from.Config.ServerName),
+		KeyID: gomatrixserverlib.KeyID(from.Key.ID), PrivateKey: from.Key.PrivateKey}}, fclient.WithSkipVerify(true))
+	req := fclient.NewFederationRequest("GET", spec.ServerName(from.Config.ServerName), spec.ServerName(to.Config.ServerName), path)
+	if err := req.Sign(spec.ServerName(from.Config.ServerName), gomatrixserverlib.KeyID(from.Key.ID), from.Key.PrivateKey); err != nil {
+		t.Fatal(err)
+	}
+	hr, err := req.HTTPRequest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client.DoRequestAndParseResponse(context.Background(), hr, out)
+}
+
+// TestTimestampToEventOverFederation: B asks A which event was sent at a time.
+func TestTimestampToEventOverFederation(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a, b, alice, _, room := joinedPair(t, d)
+		c := testserver.Start(t, d, testserver.Federated)
+		first := send(t, alice, room, "t1", "first")
+		time.Sleep(10 * time.Millisecond)
+		mid := time.Now().UnixMilli()
+		time.Sleep(10 * time.Millisecond)
+		second := send(t, alice, room, "t2", "second")
+		var got struct {
+			EventID string `json:"event_id"`
+		}
+		for _, tc := range []struct{ dir, want string }{{"b", first}, {"f", second}} {
+			path := fmt.Sprintf("/_matrix/federation/v1/timestamp_to_event/%s?ts=%d&dir=%s", url.PathEscape(room), mid, tc.dir)
+			if err := signedGet(t, b, a, path, &got); err != nil || got.EventID != tc.want {
+				t.Errorf("timestamp_to_event dir=%s = %q, %v; want %s", tc.dir, got.EventID, err, tc.want)
+			}
+		}
+		// A server with nobody in the room is refused.
+		path := fmt.Sprintf("/_matrix/federation/v1/timestamp_to_event/%s?ts=%d&dir=b", url.PathEscape(room), mid)
+		var httpErr gomatrix.HTTPError
+		if err := signedGet(t, c, a, path, &got); !errors.As(err, &httpErr) || httpErr.Code != 403 {
+			t.Errorf("timestamp_to_event from outside the room = %v; want 403", err)
+		}
+	})
+}

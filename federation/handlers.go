@@ -654,3 +654,25 @@ func (s *Service) publicRooms(r *fedRequest) (any, error) {
 	}
 	return s.deps.Rooms.PublicRoomList(r.Context(), body.Filter.GenericSearchTerm, body.Limit, body.Since)
 }
+
+// timestampToEvent answers GET /timestamp_to_event for a server in the room.
+func (s *Service) timestampToEvent(r *fedRequest) (any, error) {
+	ctx := r.Context()
+	roomID := r.Vars["roomId"]
+	if err := s.requireInRoom(ctx, roomID, r.Origin); err != nil {
+		return nil, err
+	}
+	q := r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("ts"), 10, 64)
+	if err != nil {
+		return nil, mxerror.New(mxerror.InvalidParam, "ts must be a timestamp in milliseconds")
+	}
+	if d := q.Get("dir"); d != "f" && d != "b" {
+		return nil, mxerror.New(mxerror.InvalidParam, "dir must be b or f")
+	}
+	id, at, err := s.deps.Rooms.EventAtTimeForServer(ctx, roomID, ts, q.Get("dir") == "f")
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"event_id": id, "origin_server_ts": at}, nil
+}

@@ -307,6 +307,20 @@ func (s *Service) Report(ctx context.Context, roomID, userID, eventID, reason st
 
 // EventAtTime finds the visible event closest to ts in the direction given.
 func (s *Service) EventAtTime(ctx context.Context, roomID, userID string, ts int64, forward bool) (string, int64, error) {
+	v, err := s.newVisibility(ctx, roomID, userID)
+	if err != nil {
+		return "", 0, err
+	}
+	return s.eventAtTime(ctx, roomID, ts, forward, func(r eventRow) (bool, error) { return v.canSee(ctx, r) })
+}
+
+// EventAtTimeForServer answers /timestamp_to_event for a server in the room, which
+// holds the room's events itself and may see them all.
+func (s *Service) EventAtTimeForServer(ctx context.Context, roomID string, ts int64, forward bool) (string, int64, error) {
+	return s.eventAtTime(ctx, roomID, ts, forward, func(eventRow) (bool, error) { return true, nil })
+}
+
+func (s *Service) eventAtTime(ctx context.Context, roomID string, ts int64, forward bool, canSee func(eventRow) (bool, error)) (string, int64, error) {
 	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts <= $2 AND stream_pos > 0 ORDER BY origin_ts DESC, stream_pos DESC LIMIT 50`
 	if forward {
 		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts >= $2 AND stream_pos > 0 ORDER BY origin_ts, stream_pos LIMIT 50`
@@ -315,12 +329,8 @@ func (s *Service) EventAtTime(ctx context.Context, roomID, userID string, ts int
 	if err != nil {
 		return "", 0, err
 	}
-	v, err := s.newVisibility(ctx, roomID, userID)
-	if err != nil {
-		return "", 0, err
-	}
 	for _, r := range rows {
-		if ok, err := v.canSee(ctx, r); err != nil {
+		if ok, err := canSee(r); err != nil {
 			return "", 0, err
 		} else if ok {
 			return r.eventID, r.originTS, nil
