@@ -244,3 +244,17 @@ func (h *handlers) deactivate(r *httpapi.Request) (any, error) {
 func (h *handlers) threepids(*httpapi.Request) (any, error) {
 	return map[string]any{"threepids": []any{}}, nil
 }
+
+// openIDToken issues a token proving the caller's identity to a third party, which
+// checks it at /_matrix/federation/v1/openid/userinfo.
+func (h *handlers) openIDToken(r *httpapi.Request) (any, error) {
+	if r.Vars["userId"] != r.Caller.UserID {
+		return nil, mxerror.New(mxerror.Forbidden, "cannot request an OpenID token for another user")
+	}
+	token, err := h.users.NewOpenIDToken(r.Context(), r.Caller.UserID)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"access_token": token, "token_type": "Bearer", "matrix_server_name": h.cfg.ServerName,
+		"expires_in": int(users.OpenIDLifetime.Seconds())}, nil
+}

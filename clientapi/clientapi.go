@@ -107,6 +107,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodPut, "/user/{userId}/rooms/{roomId}/account_data/{type}", h.setAccountData, httpapi.Authed, httpapi.GuestsAllowed)
 
 	api.Handle(v3, http.MethodPost, "/user/{userId}/filter", h.createFilter, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodPost, "/user/{userId}/openid/request_token", h.openIDToken, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodGet, "/user/{userId}/filter/{filterId}", h.filter, httpapi.Authed, httpapi.GuestsAllowed)
 
 	h.registerRooms(v3, api)

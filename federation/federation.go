@@ -141,6 +141,8 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(key, http.MethodGet, "/query/{serverName}/{keyID}", s.notaryQuery)
 
 	fed := httpapi.Subrouter(router, "/_matrix/federation")
+	// Third parties check OpenID tokens here without signing: the token is the proof.
+	api.Handle(fed, http.MethodGet, "/v1/openid/userinfo", s.openIDUserInfo)
 	api.Handle(fed, http.MethodGet, "/v1/version", func(*httpapi.Request) (any, error) {
 		return map[string]any{"server": map[string]string{"name": "Hongyan", "version": "0.1"}}, nil
 	})
@@ -170,6 +172,22 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	if s.deps.Media != nil {
 		api.Handle(fed, http.MethodGet, "/v1/media/download/{mediaId}", s.authed(s.mediaDownload))
 	}
+}
+
+// openIDUserInfo says which user an OpenID token was issued to.
+func (s *Service) openIDUserInfo(r *httpapi.Request) (any, error) {
+	token := r.URL.Query().Get("access_token")
+	if token == "" {
+		return nil, mxerror.New(mxerror.MissingToken, "access_token is required")
+	}
+	userID, err := s.deps.Users.OpenIDUser(r.Context(), token)
+	if err != nil {
+		if errors.Is(err, users.ErrNotFound) {
+			return nil, mxerror.New(mxerror.UnknownToken, "unknown or expired OpenID token")
+		}
+		return nil, err
+	}
+	return map[string]string{"sub": userID}, nil
 }
 
 // v1 wraps a v2 handler's answer as the v1 endpoints have it: [200, answer].

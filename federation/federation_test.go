@@ -3,9 +3,11 @@ package federation_test
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"slices"
 	"testing"
@@ -565,6 +567,48 @@ func TestTimestampToEventOverFederation(t *testing.T) {
 		var httpErr gomatrix.HTTPError
 		if err := signedGet(t, c, a, path, &got); !errors.As(err, &httpErr) || httpErr.Code != 403 {
 			t.Errorf("timestamp_to_event from outside the room = %v; want 403", err)
+		}
+	})
+}
+
+// TestOpenID: a user proves who they are to a third party (a widget, an integration
+// manager) with a token the third party checks at the user's server.
+func TestOpenID(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		var tok struct {
+			AccessToken      string `json:"access_token"`
+			TokenType        string `json:"token_type"`
+			MatrixServerName string `json:"matrix_server_name"`
+			ExpiresIn        int    `json:"expires_in"`
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/user/"+url.PathEscape(alice.UserID)+"/openid/request_token", map[string]any{}, &tok)
+		if tok.AccessToken == "" || tok.TokenType != "Bearer" || tok.MatrixServerName != a.Config.ServerName || tok.ExpiresIn <= 0 {
+			t.Fatalf("openid token = %+v", tok)
+		}
+		third := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		userinfo := func(token string) (int, map[string]string) {
+			resp, err := third.Get(a.FederationURL + "/_matrix/federation/v1/openid/userinfo?access_token=" + url.QueryEscape(token))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var out map[string]string
+			json.NewDecoder(resp.Body).Decode(&out)
+			return resp.StatusCode, out
+		}
+		if st, out := userinfo(tok.AccessToken); st != 200 || out["sub"] != alice.UserID {
+			t.Errorf("userinfo = %d %v; want alice", st, out)
+		}
+		if st, out := userinfo("forged"); st != 401 || out["errcode"] != "M_UNKNOWN_TOKEN" {
+			t.Errorf("userinfo of an unknown token = %d %v; want 401 M_UNKNOWN_TOKEN", st, out)
+		}
+		var e struct {
+			ErrCode string `json:"errcode"`
+		}
+		if st := alice.Do("POST", "/_matrix/client/v3/user/@someone:elsewhere/openid/request_token", map[string]any{}, &e); st != 403 {
+			t.Errorf("token for another user = %d %s; want 403", st, e.ErrCode)
 		}
 	})
 }
