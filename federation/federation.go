@@ -154,6 +154,8 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(fed, http.MethodPut, "/v2/send_leave/{roomId}/{eventId}", s.authed(s.sendLeave))
 	api.Handle(fed, http.MethodPut, "/v1/send_leave/{roomId}/{eventId}", s.authed(v1(s.sendLeave)))
 	api.Handle(fed, http.MethodPut, "/v1/invite/{roomId}/{eventId}", s.authed(s.inviteV1))
+	api.Handle(fed, http.MethodGet, "/v1/make_knock/{roomId}/{userId}", s.authed(s.makeKnock))
+	api.Handle(fed, http.MethodPut, "/v1/send_knock/{roomId}/{eventId}", s.authed(s.sendKnock))
 	api.Handle(fed, http.MethodGet, "/v1/publicRooms", s.authed(s.publicRooms))
 	api.Handle(fed, http.MethodGet, "/v1/timestamp_to_event/{roomId}", s.authed(s.timestampToEvent))
 	api.Handle(fed, http.MethodPost, "/v1/publicRooms", s.authed(s.publicRooms))

@@ -612,3 +612,58 @@ func TestOpenID(t *testing.T) {
 		}
 	})
 }
+
+// TestRemoteKnock: bob on B knocks on a knock-only room on A, sees it as knocked in
+// sync, is let in by alice's invite and joins.
+func TestRemoteKnock(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		bob := b.Register(t, "bob", "pw")
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"name": "Knock first",
+			"initial_state": []map[string]any{{"type": "m.room.join_rules", "state_key": "", "content": map[string]string{"join_rule": "knock"}}}}, &created)
+		room := created["room_id"]
+		var e struct {
+			ErrCode string `json:"errcode"`
+		}
+		if st := bob.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, &e); st == 200 {
+			t.Fatal("bob joined a knock-only room without an invite")
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/knock/"+url.PathEscape(room), map[string]string{"reason": "let me in"}, nil)
+		membership := func(c *testserver.Client, u string) string {
+			var m map[string]any
+			if c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.member/"+url.PathEscape(u), nil, &m) != 200 {
+				return ""
+			}
+			s, _ := m["membership"].(string)
+			return s
+		}
+		waitFor(t, "A to see bob knock", func() bool { return membership(alice, bob.UserID) == "knock" })
+		var s struct {
+			Rooms struct {
+				Knock map[string]struct {
+					KnockState struct {
+						Events []event `json:"events"`
+					} `json:"knock_state"`
+				} `json:"knock"`
+			} `json:"rooms"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=0", nil, &s)
+		knocked, ok := s.Rooms.Knock[room]
+		if !ok {
+			t.Fatalf("bob's sync has no knock on %s", room)
+		}
+		var sawName bool
+		for _, ev := range knocked.KnockState.Events {
+			sawName = sawName || (ev.Type == "m.room.name" && ev.Content["name"] == "Knock first")
+		}
+		if !sawName {
+			t.Errorf("knock state = %+v; want the room's name", knocked.KnockState.Events)
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]string{"user_id": bob.UserID}, nil)
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		waitFor(t, "A to see bob join", func() bool { return membership(alice, bob.UserID) == "join" })
+	})
+}

@@ -339,7 +339,7 @@ func (s *Service) makeMembership(r *fedRequest, membership string) (any, error) 
 	if err != nil {
 		return nil, err
 	}
-	if membership == spec.Join {
+	if membership == spec.Join || membership == spec.Knock {
 		supported := r.URL.Query()["ver"]
 		if len(supported) == 0 {
 			supported = []string{"1"}
@@ -350,9 +350,12 @@ func (s *Service) makeMembership(r *fedRequest, membership string) (any, error) 
 		}
 	}
 	var proto gomatrixserverlib.ProtoEvent
-	if membership == spec.Join {
+	switch membership {
+	case spec.Join:
 		proto, _, err = s.deps.Rooms.JoinTemplate(r.Context(), roomID, userID)
-	} else {
+	case spec.Knock:
+		proto, _, err = s.deps.Rooms.KnockTemplate(r.Context(), roomID, userID)
+	default:
 		proto, _, err = s.deps.Rooms.LeaveTemplate(r.Context(), roomID, userID)
 	}
 	if err != nil {

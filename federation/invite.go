@@ -174,3 +174,69 @@ func (s *Service) QueryAlias(ctx context.Context, server, alias string) (string,
 	}
 	return res.RoomID, servers, nil
 }
+
+// KnockRemote knocks through a resident server: make_knock, sign, send_knock.
+func (s *Service) KnockRemote(ctx context.Context, roomID, userID, reason string, servers []string) (gomatrixserverlib.PDU, []json.RawMessage, error) {
+	var errs []error
+	origin := spec.ServerName(s.cfg.ServerName)
+	versions := make([]gomatrixserverlib.RoomVersion, 0, 12)
+	for v := range gomatrixserverlib.RoomVersions() {
+		versions = append(versions, v)
+	}
+	for _, server := range servers {
+		res, err := s.client.MakeKnock(ctx, origin, spec.ServerName(server), roomID, userID, versions)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("via %s: %w", server, err))
+			continue
+		}
+		impl, err := gomatrixserverlib.GetRoomVersion(res.RoomVersion)
+		if err != nil {
+			return nil, nil, &mxerror.Error{Code: mxerror.IncompatibleRoomVersion, Message: err.Error()}
+		}
+		proto := res.KnockEvent
+		proto.Type, proto.RoomID, proto.SenderID, proto.StateKey = spec.MRoomMember, roomID, userID, &userID
+		content := map[string]string{"membership": spec.Knock}
+		if reason != "" {
+			content["reason"] = reason
+		}
+		if err := proto.SetContent(content); err != nil {
+			return nil, nil, err
+		}
+		ev, err := impl.NewEventBuilderFromProtoEvent(&proto).Build(timeNow(), origin, gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey)
+		if err != nil {
+			return nil, nil, err
+		}
+		sent, err := s.client.SendKnock(ctx, origin, spec.ServerName(server), ev)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("via %s: %w", server, err))
+			continue
+		}
+		stripped := make([]json.RawMessage, 0, len(sent.KnockRoomState))
+		for _, st := range sent.KnockRoomState {
+			if raw, err := json.Marshal(st); err == nil {
+				stripped = append(stripped, raw)
+			}
+		}
+		return ev, stripped, nil
+	}
+	return nil, nil, mxerror.New(mxerror.Forbidden, "could not knock on %s: %v", roomID, errors.Join(errs...))
+}
+
+// makeKnock answers GET /make_knock.
+func (s *Service) makeKnock(r *fedRequest) (any, error) {
+	return s.makeMembership(r, spec.Knock)
+}
+
+// sendKnock handles PUT /send_knock: the knock goes into the room, and the knocker
+// gets the room's stripped state to show.
+func (s *Service) sendKnock(r *fedRequest) (any, error) {
+	ev, _, err := s.receiveMembership(r, spec.Knock)
+	if err != nil {
+		return nil, err
+	}
+	state, err := s.deps.Rooms.StrippedState(r.Context(), ev.RoomID().String(), string(ev.SenderID()))
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"knock_room_state": state}, nil
+}

@@ -36,6 +36,9 @@ type Remote interface {
 	// LeaveRemote makes userID leave (or reject an invite to) a room this server is
 	// not in, through one of servers, and returns the leave event.
 	LeaveRemote(ctx context.Context, roomID, userID string, servers []string) (gomatrixserverlib.PDU, error)
+	// KnockRemote knocks on a room this server is not in, through one of servers,
+	// and returns the knock with the room's stripped state for the knocker.
+	KnockRemote(ctx context.Context, roomID, userID, reason string, servers []string) (gomatrixserverlib.PDU, []json.RawMessage, error)
 	// QueryAlias asks server which room its alias names, and through which servers
 	// to join it. An unknown alias is ErrNotFound.
 	QueryAlias(ctx context.Context, server, alias string) (string, []string, error)
@@ -255,6 +258,11 @@ func (s *Service) JoinTemplate(ctx context.Context, roomID, userID string) (goma
 	return s.membershipTemplate(ctx, roomID, userID, spec.Join)
 }
 
+// KnockTemplate answers make_knock.
+func (s *Service) KnockTemplate(ctx context.Context, roomID, userID string) (gomatrixserverlib.ProtoEvent, string, error) {
+	return s.membershipTemplate(ctx, roomID, userID, spec.Knock)
+}
+
 // LeaveTemplate answers make_leave.
 func (s *Service) LeaveTemplate(ctx context.Context, roomID, userID string) (gomatrixserverlib.ProtoEvent, string, error) {
 	return s.membershipTemplate(ctx, roomID, userID, spec.Leave)
@@ -386,8 +394,10 @@ func (s *Service) storeOutOfRoom(ctx context.Context, ev gomatrixserverlib.PDU, 
 	var notice *Notice
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		notice = nil
-		if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (room_id) DO NOTHING`, roomID, string(ev.Version()), string(ev.SenderID()), now().UnixMilli()); err != nil {
+		// The creator is unknown until a join brings the room's state: "" keeps the
+		// room from passing as one created here.
+		if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, '', $3)
+			ON CONFLICT (room_id) DO NOTHING`, roomID, string(ev.Version()), now().UnixMilli()); err != nil {
 			return fmt.Errorf("insert room: %w", err)
 		}
 		var one int
@@ -441,6 +451,37 @@ func (s *Service) leaveRemote(ctx context.Context, roomID string, m Membership) 
 	}
 	if err := s.storeOutOfRoom(ctx, ev, func(tx *storage.Tx) error {
 		_, err := tx.Exec(ctx, `DELETE FROM remote_invite_state WHERE room_id = $1 AND user_id = $2`, roomID, m.Target)
+		return err
+	}); err != nil {
+		return Sent{}, err
+	}
+	return s.sentOf(ctx, ev.EventID())
+}
+
+// knockRemote knocks on a room this server is not in through the servers the room
+// ID and the client name, and keeps the knock and the stripped state the resident
+// server answered with, for the knocker's sync.
+func (s *Service) knockRemote(ctx context.Context, roomID string, m Membership) (Sent, error) {
+	var servers []string
+	if _, server, ok := strings.Cut(roomID, ":"); ok && server != s.cfg.ServerName {
+		servers = append(servers, server)
+	}
+	for _, v := range m.Servers {
+		if v != s.cfg.ServerName && !slices.Contains(servers, v) {
+			servers = append(servers, v)
+		}
+	}
+	if len(servers) == 0 {
+		return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s and no server to knock through", roomID)
+	}
+	ev, stripped, err := s.remote.KnockRemote(ctx, roomID, m.Target, m.Reason, servers)
+	if err != nil {
+		return Sent{}, err
+	}
+	raw, _ := json.Marshal(stripped)
+	if err := s.storeOutOfRoom(ctx, ev, func(tx *storage.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO remote_invite_state (room_id, user_id, json) VALUES ($1, $2, $3)
+			ON CONFLICT (room_id, user_id) DO UPDATE SET json = excluded.json`, roomID, m.Target, string(raw))
 		return err
 	}); err != nil {
 		return Sent{}, err
@@ -657,7 +698,7 @@ func (s *Service) ImportJoin(ctx context.Context, join gomatrixserverlib.PDU, st
 	var notice Notice
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES ($1, $2, $3, $4)
-			ON CONFLICT (room_id) DO NOTHING`, roomID, string(join.Version()), string(create.SenderID()), now().UnixMilli()); err != nil {
+			ON CONFLICT (room_id) DO UPDATE SET creator = excluded.creator`, roomID, string(join.Version()), string(create.SenderID()), now().UnixMilli()); err != nil {
 			return fmt.Errorf("insert room: %w", err)
 		}
 		if err := s.storeOutliers(ctx, tx, authChain); err != nil {

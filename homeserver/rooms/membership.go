@@ -60,6 +60,13 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 			return s.joinRemote(ctx, roomID, m, content)
 		}
 	}
+	if m.Membership == "knock" && m.Sender == m.Target {
+		if remote, err := s.joinsRemotely(ctx, roomID); err != nil {
+			return Sent{}, err
+		} else if remote {
+			return s.knockRemote(ctx, roomID, m)
+		}
+	}
 	if m.Membership == "leave" && m.Sender == m.Target && s.remote != nil {
 		if remote, err := s.joinsRemotely(ctx, roomID); err != nil {
 			return Sent{}, err
