@@ -293,7 +293,7 @@ func (h *handlers) messages(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	q := r.URL.Query()
-	mq := rooms.MessagesQuery{From: q.Get("from"), To: q.Get("to"), DeviceID: r.Caller.DeviceID}
+	mq := rooms.MessagesQuery{From: q.Get("from"), To: q.Get("to"), DeviceID: r.Caller.DeviceID, Backfill: true}
 	switch q.Get("dir") {
 	case "b":
 		mq.Backward = true

@@ -667,3 +667,56 @@ func TestRemoteKnock(t *testing.T) {
 		waitFor(t, "A to see bob join", func() bool { return membership(alice, bob.UserID) == "join" })
 	})
 }
+
+// TestBackfillHistory: bob joins a room on A that already has history; paging back
+// on B fetches it from A (/backfill) and shows it in order, down to the room's
+// creation.
+func TestBackfillHistory(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		bob := b.Register(t, "bob", "pw")
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
+		room := created["room_id"]
+		var want []string
+		for i := range 45 {
+			body := fmt.Sprintf("before bob %02d", i)
+			send(t, alice, room, fmt.Sprintf("h%d", i), body)
+			want = append(want, body)
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+
+		var got []string
+		var types []string
+		from := ""
+		for page := 0; page < 20; page++ {
+			var res struct {
+				Chunk []event `json:"chunk"`
+				End   string  `json:"end"`
+			}
+			path := "/_matrix/client/v3/rooms/" + url.PathEscape(room) + "/messages?dir=b&limit=10"
+			if from != "" {
+				path += "&from=" + url.QueryEscape(from)
+			}
+			bob.MustDo("GET", path, nil, &res)
+			for _, ev := range res.Chunk {
+				types = append(types, ev.Type)
+				if ev.Type == "m.room.message" {
+					got = append([]string{ev.Content["body"].(string)}, got...)
+				}
+			}
+			if res.End == "" {
+				break
+			}
+			from = res.End
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("history on B = %d messages %v; want the %d sent before bob joined, in order", len(got), got, len(want))
+		}
+		if len(types) == 0 || types[len(types)-1] != "m.room.create" {
+			t.Errorf("paging back on B ends at %v; want the room's creation", types[max(0, len(types)-3):])
+		}
+	})
+}

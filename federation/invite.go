@@ -240,3 +240,32 @@ func (s *Service) sendKnock(r *fedRequest) (any, error) {
 	}
 	return map[string]any{"knock_room_state": state}, nil
 }
+
+// Backfill fetches events from before the given ones from a server in the room
+// (/backfill), keeping those whose signatures check out.
+func (s *Service) Backfill(ctx context.Context, roomID string, servers []string, before []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	version, err := s.deps.Rooms.RoomVersion(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for _, server := range servers {
+		txn, err := s.client.Backfill(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), roomID, limit, before)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", server, err))
+			continue
+		}
+		var out []gomatrixserverlib.PDU
+		for _, raw := range txn.PDUs {
+			ev, err := version.NewEventFromUntrustedJSON(raw)
+			if err != nil || ev.RoomID().String() != roomID {
+				continue
+			}
+			if s.verify(ctx, ev) == nil {
+				out = append(out, ev)
+			}
+		}
+		return out, nil
+	}
+	return nil, errors.Join(errs...)
+}

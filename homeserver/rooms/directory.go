@@ -321,9 +321,9 @@ func (s *Service) EventAtTimeForServer(ctx context.Context, roomID string, ts in
 }
 
 func (s *Service) eventAtTime(ctx context.Context, roomID string, ts int64, forward bool, canSee func(eventRow) (bool, error)) (string, int64, error) {
-	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts <= $2 AND stream_pos > 0 ORDER BY origin_ts DESC, stream_pos DESC LIMIT 50`
+	q := `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts <= $2 AND NOT outlier ORDER BY origin_ts DESC, stream_pos DESC LIMIT 50`
 	if forward {
-		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts >= $2 AND stream_pos > 0 ORDER BY origin_ts, stream_pos LIMIT 50`
+		q = `SELECT ` + eventColumns + ` FROM events WHERE room_id = $1 AND origin_ts >= $2 AND NOT outlier ORDER BY origin_ts, stream_pos LIMIT 50`
 	}
 	rows, err := s.queryEvents(ctx, q, roomID, ts)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -39,6 +40,9 @@ type Remote interface {
 	// KnockRemote knocks on a room this server is not in, through one of servers,
 	// and returns the knock with the room's stripped state for the knocker.
 	KnockRemote(ctx context.Context, roomID, userID, reason string, servers []string) (gomatrixserverlib.PDU, []json.RawMessage, error)
+	// Backfill fetches up to limit events of the room from before the given ones
+	// from a server in it, signatures checked.
+	Backfill(ctx context.Context, roomID string, servers []string, before []string, limit int) ([]gomatrixserverlib.PDU, error)
 	// QueryAlias asks server which room its alias names, and through which servers
 	// to join it. An unknown alias is ErrNotFound.
 	QueryAlias(ctx context.Context, server, alias string) (string, []string, error)
@@ -782,13 +786,13 @@ func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomat
 			}
 			pos := -(first + int64(start+i))
 			n := len(args)
-			rows = append(rows, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, 0, $%d, $%d, $%d)",
+			rows = append(rows, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, 0, $%d, $%d, $%d, TRUE)",
 				n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11))
 			args = append(args, pos, ev.EventID(), ev.RoomID().String(), ev.Type(), ev.StateKey(), string(ev.SenderID()),
 				ev.Depth(), int64(ev.OriginServerTS()), membership, string(ev.JSON()), pos)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts,
-			snapshot_before, membership, json, room_seq) VALUES `+strings.Join(rows, ", "), args...); err != nil {
+			snapshot_before, membership, json, room_seq, outlier) VALUES `+strings.Join(rows, ", "), args...); err != nil {
 			return fmt.Errorf("insert outliers: %w", err)
 		}
 	}
@@ -1226,4 +1230,150 @@ func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU)
 		s.publish(n)
 	}
 	return errs
+}
+
+// backfill fetches history from before the oldest timeline event held here, when
+// that event's predecessors are not held (a room joined through another server),
+// and stores what passes the auth rules at its own auth events as timeline below
+// everything this server saw live. It returns how many events it stored.
+func (s *Service) backfill(ctx context.Context, roomID string, limit int) (int, error) {
+	oldest, before, more, err := s.oldestHeld(ctx, roomID)
+	if err != nil || !more {
+		return 0, err
+	}
+	oldestID := oldest.EventID()
+	servers, err := s.ServersInRoom(ctx, roomID)
+	if err != nil {
+		return 0, err
+	}
+	servers = slices.DeleteFunc(servers, func(srv string) bool { return srv == s.cfg.ServerName })
+	if len(servers) == 0 {
+		return 0, nil
+	}
+	evs, err := s.remote.Backfill(ctx, roomID, servers, []string{oldestID}, min(max(limit, 10), 100))
+	if err != nil {
+		return 0, err
+	}
+	// Newest first: each takes the next position down.
+	slices.SortFunc(evs, func(a, b gomatrixserverlib.PDU) int { return int(b.Depth() - a.Depth()) })
+	stored := 0
+	unlock := s.lockRoom(roomID)
+	defer unlock()
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		stored = 0
+		ids := make([]string, len(evs))
+		for i, ev := range evs {
+			ids[i] = ev.EventID()
+		}
+		timeline, err := s.timelineIDs(ctx, ids)
+		if err != nil {
+			return err
+		}
+		for _, ev := range evs {
+			if ev.RoomID().String() != roomID || timeline[ev.EventID()] || ev.Depth() >= oldest.Depth() {
+				continue
+			}
+			authEvents, err := s.pdus(ctx, tx, ev.AuthEventIDs())
+			if err != nil {
+				return err
+			}
+			if len(missingIDs(ev.AuthEventIDs(), authEvents)) > 0 || allowedBy(ev, authEvents) != nil {
+				continue // not provably allowed: left out of history
+			}
+			var n int64
+			if err := tx.NextStreamPos(ctx, "outliers", &n); err != nil {
+				return err
+			}
+			var membership, relatesTo, relType any
+			if ev.Type() == spec.MRoomMember {
+				if m, err := ev.Membership(); err == nil {
+					membership = m
+				}
+			}
+			if rel := gjson.GetBytes(ev.Content(), "m\\.relates_to"); rel.IsObject() {
+				if id := rel.Get("event_id").String(); id != "" {
+					relatesTo, relType = id, rel.Get("rel_type").String()
+				}
+			}
+			// The state before backfilled history is not fetched event by event:
+			// it is read as the state the room had when this server joined, which
+			// is what history visibility needs for members who can see the past.
+			if _, err := tx.Exec(ctx, `DELETE FROM events WHERE event_id = $1 AND outlier`, ev.EventID()); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts,
+				snapshot_before, membership, relates_to, rel_type, json, room_seq) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $1)`,
+				-n, ev.EventID(), roomID, ev.Type(), ev.StateKey(), string(ev.SenderID()), ev.Depth(), int64(ev.OriginServerTS()),
+				before, membership, relatesTo, relType, string(ev.JSON())); err != nil {
+				return fmt.Errorf("insert backfilled %s: %w", ev.EventID(), err)
+			}
+			stored++
+		}
+		return nil
+	})
+	return stored, err
+}
+
+// oldestHeld returns the room's oldest timeline event held here, the snapshot before
+// it, and whether history from before it is missing (its prev events are not held).
+func (s *Service) oldestHeld(ctx context.Context, roomID string) (gomatrixserverlib.PDU, int64, bool, error) {
+	var oldestID string
+	var before int64
+	err := s.db.QueryRow(ctx, `SELECT event_id, snapshot_before FROM events WHERE room_id = $1 AND NOT outlier
+		ORDER BY stream_pos LIMIT 1`, roomID).Scan(&oldestID, &before)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, false, nil
+	}
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("oldest event: %w", err)
+	}
+	oldest, err := s.PDU(ctx, oldestID)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	if len(oldest.PrevEventIDs()) == 0 {
+		return oldest, before, false, nil // the room's create event: nothing before it
+	}
+	held, err := s.timelineIDs(ctx, oldest.PrevEventIDs())
+	if err != nil {
+		return nil, 0, false, err
+	}
+	return oldest, before, len(held) < len(oldest.PrevEventIDs()), nil
+}
+
+// historyElsewhere reports whether other servers hold history of the room from
+// before the oldest event held here.
+func (s *Service) historyElsewhere(ctx context.Context, roomID string) (bool, error) {
+	_, _, more, err := s.oldestHeld(ctx, roomID)
+	return more, err
+}
+
+// timelineIDs reports which of ids are held as timeline events (not outliers).
+func (s *Service) timelineIDs(ctx context.Context, ids []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	for start := 0; start < len(ids); start += 500 {
+		batch := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(batch))
+		marks := make([]string, len(batch))
+		for i, id := range batch {
+			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := s.db.Query(ctx, `SELECT event_id FROM events WHERE NOT outlier AND event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("check events: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[id] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

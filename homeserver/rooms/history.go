@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -125,6 +126,9 @@ type MessagesQuery struct {
 	// DeviceID is the caller's device: events it sent carry their transaction_id
 	// in unsigned, so the client can match them to its local echo.
 	DeviceID string
+	// Backfill lets a backward page that runs out of history held here ask a
+	// server in the room for what came before (/messages does; sync does not).
+	Backfill bool
 }
 
 // Messages is a page of a room's timeline.
@@ -159,6 +163,9 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 	if q.Filter != nil && q.Filter.Limit != nil && *q.Filter.Limit > 0 && *q.Filter.Limit < limit {
 		limit = *q.Filter.Limit
 	}
+	// Positions run from minPos (the oldest history backfilled from other servers
+	// sits below zero) to maxPos.
+	const minPos, maxPos = -(1 << 62), 1<<62 - 1
 	var from int64
 	switch {
 	case q.From != "":
@@ -166,11 +173,16 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			return Messages{}, err
 		}
 	case q.Backward:
-		from = 1<<62 - 1
+		from = maxPos
 	default:
-		from = 0
+		from = minPos
 	}
-	to := int64(-1)
+	var to int64
+	if q.Backward {
+		to = minPos - 1
+	} else {
+		to = maxPos
+	}
 	if q.To != "" {
 		if to, err = ParseToken(q.To); err != nil {
 			return Messages{}, err
@@ -185,19 +197,17 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 		res.Start = Token(from)
 	}
 	cursor := from
+	exhausted := false
+	backfills := 0
 	const page = 100
 	for pages := 0; len(res.Chunk) < limit && pages < 20; pages++ {
 		var rows []eventRow
 		if q.Backward {
 			rows, err = s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND stream_pos <= $2 AND stream_pos > $3
-				AND stream_pos > 0 ORDER BY stream_pos DESC LIMIT $4`, roomID, cursor, to, page)
+				AND NOT outlier ORDER BY stream_pos DESC LIMIT $4`, roomID, cursor, to, page)
 		} else {
-			upper := int64(1<<62 - 1)
-			if to >= 0 {
-				upper = to
-			}
 			rows, err = s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND stream_pos > $2 AND stream_pos <= $3
-				ORDER BY stream_pos LIMIT $4`, roomID, cursor, upper, page)
+				AND NOT outlier ORDER BY stream_pos LIMIT $4`, roomID, cursor, to, page)
 		}
 		if err != nil {
 			return Messages{}, err
@@ -222,16 +232,32 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			}
 		}
 		if len(rows) < page {
+			// Paging back past the oldest event held here: ask a server in the
+			// room for the history before it, a few times per request at most.
+			if q.Backfill && q.Backward && q.To == "" && len(res.Chunk) < limit && s.remote != nil && backfills < 3 {
+				backfills++
+				if n, err := s.backfill(ctx, roomID, limit-len(res.Chunk)); err != nil {
+					slog.Info("backfill", "room_id", roomID, "err", err)
+				} else if n > 0 {
+					continue
+				}
+			}
 			// The range is exhausted when the last row read was its last one:
 			// then there is nothing further, even if the chunk is full, and a
-			// sync's timeline built from it is not limited.
+			// sync's timeline built from it is not limited — unless other
+			// servers hold history from before it, which the next page fetches.
 			if len(res.Chunk) < limit || read == len(rows) {
-				cursor = -1 // exhausted: no end token
+				exhausted = true // no end token
+				if q.Backfill && q.Backward && q.To == "" && len(res.Chunk) == limit && s.remote != nil {
+					if more, err := s.historyElsewhere(ctx, roomID); err == nil && more {
+						exhausted = false
+					}
+				}
 			}
 			break
 		}
 	}
-	if cursor >= 0 && len(res.Chunk) > 0 {
+	if !exhausted && len(res.Chunk) > 0 {
 		res.End = Token(cursor)
 	}
 	if q.Filter != nil && q.Filter.LazyLoadMembers {

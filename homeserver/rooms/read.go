@@ -595,7 +595,8 @@ func (s *Service) StateAtFor(ctx context.Context, roomID string, pos int64, memb
 func ParseToken(tok string) (int64, error) {
 	first, _, _ := strings.Cut(tok, "_")
 	n, err := strconv.ParseInt(strings.TrimPrefix(first, "s"), 10, 64)
-	if err != nil || !strings.HasPrefix(tok, "s") || n < 0 {
+	// Negative positions are history backfilled from other servers.
+	if err != nil || !strings.HasPrefix(tok, "s") {
 		return 0, mxerror.New(mxerror.InvalidParam, "invalid pagination token %q", tok)
 	}
 	return n, nil
