@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -717,6 +718,32 @@ func TestBackfillHistory(t *testing.T) {
 		}
 		if len(types) == 0 || types[len(types)-1] != "m.room.create" {
 			t.Errorf("paging back on B ends at %v; want the room's creation", types[max(0, len(types)-3):])
+		}
+	})
+}
+
+// TestJoinAcrossRoomVersions joins and talks over federation in rooms of the
+// versions with different event formats: 1 (event IDs with server names, hashed
+// references), 3 (hash IDs), 10, and 12 (room IDs from the create event).
+func TestJoinAcrossRoomVersions(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		bob := b.Register(t, "bob", "pw")
+		for _, v := range []string{"1", "3", "10", "12"} {
+			var created map[string]string
+			alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "room_version": v}, &created)
+			room := created["room_id"]
+			via := ""
+			if !strings.Contains(room, ":") {
+				via = "?server_name=" + url.QueryEscape(a.Config.ServerName) // v12 room IDs name no server
+			}
+			bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+via, map[string]any{}, nil)
+			send(t, bob, room, "v"+v, "hello in version "+v)
+			waitFor(t, "alice to hear bob in version "+v, func() bool { return slices.Contains(bodies(t, alice, room), "hello in version "+v) })
+			send(t, alice, room, "v"+v, "back in version "+v)
+			waitFor(t, "bob to hear alice in version "+v, func() bool { return slices.Contains(bodies(t, bob, room), "back in version "+v) })
 		}
 	})
 }

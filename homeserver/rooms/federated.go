@@ -292,10 +292,13 @@ func (s *Service) membershipTemplate(ctx context.Context, roomID, userID, member
 	if err != nil {
 		return gomatrixserverlib.ProtoEvent{}, "", err
 	}
+	// prev_events and auth_events as the room version writes them: event IDs, or
+	// in versions 1 and 2 [event ID, hashes] pairs.
 	return gomatrixserverlib.ProtoEvent{
 		SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &userID,
-		Content: spec.RawJSON(mustJSON(content)), PrevEvents: ev.PrevEventIDs(),
-		AuthEvents: authEventsForProto(ev), Depth: ev.Depth(),
+		Content:    spec.RawJSON(mustJSON(content)),
+		PrevEvents: json.RawMessage(gjson.GetBytes(ev.JSON(), "prev_events").Raw),
+		AuthEvents: json.RawMessage(gjson.GetBytes(ev.JSON(), "auth_events").Raw), Depth: ev.Depth(),
 	}, string(ev.Version()), nil
 }
 
@@ -512,19 +515,6 @@ func (s *Service) remoteInviteState(ctx context.Context, roomID, userID string) 
 
 var errRollback = errors.New("rollback")
 
-// authEventsForProto is what a proto event's auth_events holds: in room version 12
-// the create event is implied by the room ID and left out.
-func authEventsForProto(ev gomatrixserverlib.PDU) []string {
-	ids := ev.AuthEventIDs()
-	if impl, err := versionImpl(string(ev.Version())); err == nil && impl.DomainlessRoomIDs() {
-		create := "$" + ev.RoomID().String()[1:]
-		ids = slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == create })
-	}
-	if ids == nil {
-		ids = []string{}
-	}
-	return ids
-}
 
 // Receive admits an event from another server into its room, whose signatures the
 // caller has verified: it must pass the auth rules at its own auth events and at the
