@@ -257,12 +257,27 @@ func (s *Service) roomVersionOf(ctx context.Context, roomID string) (gomatrixser
 
 // requireInRoom refuses reads of rooms the origin has no member in.
 func (s *Service) requireInRoom(ctx context.Context, roomID, origin string) error {
+	if err := s.requireACL(ctx, roomID, origin); err != nil {
+		return err
+	}
 	in, err := s.deps.Rooms.ServerInRoom(ctx, roomID, origin)
 	if err != nil {
 		return err
 	}
 	if !in {
 		return mxerror.New(mxerror.Forbidden, "%s is not in room %s", origin, roomID)
+	}
+	return nil
+}
+
+// requireACL refuses servers the room's server ACL denies.
+func (s *Service) requireACL(ctx context.Context, roomID, server string) error {
+	ok, err := s.deps.Rooms.ServerAllowed(ctx, roomID, server)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return mxerror.New(mxerror.Forbidden, "%s is denied by the server ACL of %s", server, roomID)
 	}
 	return nil
 }

@@ -747,3 +747,33 @@ func TestJoinAcrossRoomVersions(t *testing.T) {
 		}
 	})
 }
+
+// TestServerACLOverFederation: once the room's server ACL denies B, A refuses B's
+// events and B's reads of the room.
+func TestServerACLOverFederation(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a, b, alice, bob, room := joinedPair(t, d)
+		send(t, bob, room, "before", "before the ban")
+		waitFor(t, "alice to hear bob", func() bool { return slices.Contains(bodies(t, alice, room), "before the ban") })
+		var latest struct {
+			Chunk []event `json:"chunk"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=1", nil, &latest)
+		path := "/_matrix/federation/v1/state_ids/" + url.PathEscape(room) + "?event_id=" + url.QueryEscape(latest.Chunk[0].EventID)
+		var ids map[string]any
+		if err := signedGet(t, b, a, path, &ids); err != nil {
+			t.Fatalf("state_ids before the ban: %v", err)
+		}
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.server_acl/",
+			map[string]any{"allow": []string{"*"}, "deny": []string{b.Config.ServerName}}, nil)
+		var httpErr gomatrix.HTTPError
+		if err := signedGet(t, b, a, path, &ids); !errors.As(err, &httpErr) || httpErr.Code != 403 {
+			t.Errorf("state_ids after the ban = %v; want 403", err)
+		}
+		send(t, bob, room, "after", "after the ban")
+		time.Sleep(500 * time.Millisecond) // B sends; A must refuse
+		if slices.Contains(bodies(t, alice, room), "after the ban") {
+			t.Error("A accepted an event from a server its ACL denies")
+		}
+	})
+}

@@ -52,6 +52,12 @@ func (s *Service) send(r *fedRequest) (any, error) {
 	}
 	results := map[string]any{}
 	report := func(id string, err error) {
+		if errors.Is(err, rooms.ErrRejected) {
+			// Refused by the auth rules: the transaction itself was processed
+			// fine, and like Synapse we report no error for the event.
+			s.log.Info("rejected PDU", "origin", r.Origin, "event_id", id, "err", err)
+			err = nil
+		}
 		if err != nil {
 			s.log.Info("refused PDU", "origin", r.Origin, "event_id", id, "err", err)
 			results[id] = map[string]string{"error": err.Error()}
@@ -128,6 +134,11 @@ func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessa
 	}
 	if c.inRoom != nil {
 		return ev, c.inRoom
+	}
+	if _, sender, ok := strings.Cut(string(ev.SenderID()), ":"); ok && sender != origin {
+		if err := s.requireACL(ctx, roomID, sender); err != nil {
+			return ev, err
+		}
 	}
 	return ev, s.verify(ctx, ev)
 }
@@ -339,6 +350,9 @@ func (s *Service) makeMembership(r *fedRequest, membership string) (any, error) 
 	if err != nil {
 		return nil, err
 	}
+	if err := s.requireACL(r.Context(), roomID, r.Origin); err != nil {
+		return nil, err
+	}
 	if membership == spec.Join || membership == spec.Knock {
 		supported := r.URL.Query()["ver"]
 		if len(supported) == 0 {
@@ -406,6 +420,9 @@ func (s *Service) receiveMembership(r *fedRequest, membership string) (gomatrixs
 	roomID, eventID := r.Vars["roomId"], r.Vars["eventId"]
 	version, err := s.roomVersionOf(ctx, roomID)
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.requireACL(ctx, roomID, r.Origin); err != nil {
 		return nil, nil, err
 	}
 	ev, err := version.NewEventFromUntrustedJSON(r.Body)

@@ -91,6 +91,9 @@ func (s *Service) invite(r *fedRequest) (any, error) {
 	if err := s.verify(ctx, signed); err != nil {
 		return nil, mxerror.New(mxerror.Forbidden, "%v", err)
 	}
+	if err := s.requireACL(ctx, ev.RoomID().String(), r.Origin); err != nil {
+		return nil, err
+	}
 	var stripped []json.RawMessage
 	for _, st := range req.InviteRoomState() {
 		raw, err := json.Marshal(st)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -514,7 +516,6 @@ func (s *Service) remoteInviteState(ctx context.Context, roomID, userID string) 
 }
 
 var errRollback = errors.New("rollback")
-
 
 // Receive admits an event from another server into its room, whose signatures the
 // caller has verified: it must pass the auth rules at its own auth events and at the
@@ -1366,4 +1367,66 @@ func (s *Service) timelineIDs(ctx context.Context, ids []string) (map[string]boo
 		}
 	}
 	return out, nil
+}
+
+// ServerAllowed applies the room's server ACL (m.room.server_acl) to a server name:
+// without an ACL every server is allowed.
+func (s *Service) ServerAllowed(ctx context.Context, roomID, server string) (bool, error) {
+	var raw string
+	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.server_acl' AND c.state_key = ''`, roomID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read server ACL: %w", err)
+	}
+	return aclAllows(gjson.Get(raw, "content"), server), nil
+}
+
+// aclAllows applies ACL content to a server name: an IP literal needs
+// allow_ip_literals (default true), a deny glob match refuses, and an allow glob
+// must match (no allow list allows nobody). Globs match the name without its port,
+// as the spec has it, or with it, as Synapse also matches.
+func aclAllows(acl gjson.Result, server string) bool {
+	host := server
+	if h, _, err := net.SplitHostPort(server); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if ip := net.ParseIP(host); ip != nil {
+		if a := acl.Get("allow_ip_literals"); a.Exists() && a.Type == gjson.False {
+			return false
+		}
+	}
+	for _, g := range acl.Get("deny").Array() {
+		if globMatch(g.String(), host) || globMatch(g.String(), server) {
+			return false
+		}
+	}
+	for _, g := range acl.Get("allow").Array() {
+		if globMatch(g.String(), host) || globMatch(g.String(), server) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch matches a server ACL glob: * is any run of characters, ? one.
+func globMatch(glob, s string) bool {
+	var b strings.Builder
+	b.WriteString("^")
+	for _, r := range glob {
+		switch r {
+		case '*':
+			b.WriteString(".*")
+		case '?':
+			b.WriteString(".")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(r)))
+		}
+	}
+	b.WriteString("$")
+	re, err := regexp.Compile(b.String())
+	return err == nil && re.MatchString(s)
 }
