@@ -31,6 +31,8 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}", h.sendState, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}/{stateKey:.*}", h.sendState, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/redact/{eventId}/{txnId}", h.redact, limited...)
+	// The r0 form without a transaction ID, which older clients and Sytest use.
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/redact/{eventId}", h.redact, limited...)
 	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/state", h.state, authed...)
 	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/state/{type}", h.stateEvent, authed...)
 	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/state/{type}/{stateKey:.*}", h.stateEvent, authed...)
@@ -149,6 +151,9 @@ func (h *handlers) forget(r *httpapi.Request) (any, error) {
 }
 
 func (h *handlers) txn(r *httpapi.Request) *rooms.Txn {
+	if r.Vars["txnId"] == "" {
+		return nil // not idempotent: each request is a new event
+	}
 	return &rooms.Txn{Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID, ID: r.Vars["txnId"]}
 }
 

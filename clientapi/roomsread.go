@@ -103,9 +103,12 @@ func (h *handlers) publicRooms(r *httpapi.Request) (any, error) {
 		}
 		body.Limit, body.Since, body.Server = n, r.URL.Query().Get("since"), r.URL.Query().Get("server")
 	}
-	if server := r.URL.Query().Get("server"); server != "" && server != h.cfg.ServerName || body.Server != "" && body.Server != h.cfg.ServerName {
-		// Other servers' directories need federation, which is not built yet.
-		return nil, mxerror.New(mxerror.NotFound, "cannot list another server's rooms yet")
+	server := r.URL.Query().Get("server")
+	if server == "" {
+		server = body.Server
+	}
+	if server != "" && server != h.cfg.ServerName {
+		return h.rooms.RemotePublicRooms(r.Context(), server, body.Limit, body.Since, body.Filter.GenericSearchTerm)
 	}
 	return h.rooms.PublicRoomList(r.Context(), body.Filter.GenericSearchTerm, body.Limit, body.Since)
 }

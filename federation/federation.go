@@ -270,8 +270,14 @@ func (s *Service) requireInRoom(ctx context.Context, roomID, origin string) erro
 	return nil
 }
 
-// requireACL refuses servers the room's server ACL denies.
+// requireACL refuses servers the room's server ACL denies, and every other server
+// when the room does not federate (m.federate false).
 func (s *Service) requireACL(ctx context.Context, roomID, server string) error {
+	if fed, err := s.deps.Rooms.Federates(ctx, roomID); err != nil {
+		return err
+	} else if !fed {
+		return mxerror.New(mxerror.Forbidden, "room %s does not federate", roomID)
+	}
 	ok, err := s.deps.Rooms.ServerAllowed(ctx, roomID, server)
 	if err != nil {
 		return err

@@ -339,11 +339,11 @@ func TestRemoteInvite(t *testing.T) {
 		bob := b.Register(t, "bob", "pw")
 		carol := b.Register(t, "carol", "pw")
 		var created map[string]string
-		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Invite only"}, &created)
+		// Carol is invited with the room's creation, bob afterwards.
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Invite only",
+			"invite": []string{carol.UserID}}, &created)
 		room := created["room_id"]
-		for _, u := range []string{bob.UserID, carol.UserID} {
-			alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]string{"user_id": u}, nil)
-		}
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/invite", map[string]string{"user_id": bob.UserID}, nil)
 
 		var s struct {
 			Rooms struct {
@@ -425,6 +425,23 @@ func TestDirectoryOverFederation(t *testing.T) {
 		}
 		if len(res.Chunk) != 1 || res.Chunk[0].RoomID != created["room_id"] || res.Chunk[0].Name != "Listed" {
 			t.Errorf("A's directory over federation = %+v", res.Chunk)
+		}
+		var listed struct {
+			Chunk []struct {
+				RoomID string `json:"room_id"`
+			} `json:"chunk"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/publicRooms?server="+url.QueryEscape(a.Config.ServerName), nil, &listed)
+		if len(listed.Chunk) != 1 || listed.Chunk[0].RoomID != created["room_id"] {
+			t.Errorf("A's directory through B's client API = %+v", listed.Chunk)
+		}
+
+		// A room that does not federate keeps other servers out.
+		var local map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat",
+			"creation_content": map[string]any{"m.federate": false}}, &local)
+		if st := bob.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(local["room_id"]), map[string]any{}, &e); st == 200 {
+			t.Error("bob joined a room that does not federate")
 		}
 	})
 }

@@ -272,3 +272,20 @@ func (s *Service) Backfill(ctx context.Context, roomID string, servers []string,
 	}
 	return nil, errors.Join(errs...)
 }
+
+// PublicRooms reads another server's room directory (/publicRooms).
+func (s *Service) PublicRooms(ctx context.Context, server string, limit int, since, search string) (json.RawMessage, error) {
+	origin := spec.ServerName(s.cfg.ServerName)
+	var res fclient.RespPublicRooms
+	var err error
+	if search != "" {
+		filter, _ := json.Marshal(map[string]string{"generic_search_term": search})
+		res, err = s.client.GetPublicRoomsFiltered(ctx, origin, spec.ServerName(server), limit, since, string(filter), false, "")
+	} else {
+		res, err = s.client.GetPublicRooms(ctx, origin, spec.ServerName(server), limit, since, false, "")
+	}
+	if err != nil {
+		return nil, mxerror.New(mxerror.NotFound, "cannot read %s's room directory: %v", server, err)
+	}
+	return json.Marshal(res)
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"strconv"
 	"strings"
 
@@ -172,7 +173,14 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 	if req.Topic != nil {
 		protos = append(protos, state(spec.MRoomTopic, empty, map[string]string{"topic": *req.Topic}))
 	}
+	var remoteInvites []string
 	for _, u := range req.Invite {
+		if s.remote != nil && !strings.HasSuffix(u, ":"+s.cfg.ServerName) {
+			// Other servers' users are invited through their servers once the
+			// room exists: their server must countersign the invite.
+			remoteInvites = append(remoteInvites, u)
+			continue
+		}
 		c := s.memberContent(ctx, u, "invite", req.IsDirect)
 		protos = append(protos, Proto{Sender: creator, Type: spec.MRoomMember, StateKey: &u, Content: mustJSON(c)})
 	}
@@ -181,6 +189,12 @@ func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequ
 		return "", err
 	}
 	roomID = roomIDOf(impl, roomID, sent)
+	for _, u := range remoteInvites {
+		if _, err := s.SetMembership(ctx, roomID, Membership{Sender: creator, Target: u, Membership: "invite", IsDirect: req.IsDirect}); err != nil {
+			// The room exists; an unreachable invitee's server does not undo it.
+			slog.Warn("invite at room creation", "room_id", roomID, "user_id", u, "err", err)
+		}
+	}
 	if alias != "" {
 		if err := s.SetAlias(ctx, alias, roomID, creator); err != nil {
 			return "", err

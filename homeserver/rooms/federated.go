@@ -45,6 +45,8 @@ type Remote interface {
 	// Backfill fetches up to limit events of the room from before the given ones
 	// from a server in it, signatures checked.
 	Backfill(ctx context.Context, roomID string, servers []string, before []string, limit int) ([]gomatrixserverlib.PDU, error)
+	// PublicRooms reads another server's public room directory.
+	PublicRooms(ctx context.Context, server string, limit int, since, search string) (json.RawMessage, error)
 	// QueryAlias asks server which room its alias names, and through which servers
 	// to join it. An unknown alias is ErrNotFound.
 	QueryAlias(ctx context.Context, server, alias string) (string, []string, error)
@@ -329,6 +331,11 @@ func (s *Service) buildUnsent(ctx context.Context, roomID string, p Proto) (goma
 // inviteRemote invites another server's user: the invite is built here, signed by
 // the invitee's server too, then admitted like any event.
 func (s *Service) inviteRemote(ctx context.Context, roomID string, m Membership, content map[string]any) (Sent, error) {
+	if fed, err := s.Federates(ctx, roomID); err != nil {
+		return Sent{}, err
+	} else if !fed {
+		return Sent{}, mxerror.New(mxerror.Forbidden, "room %s does not federate: only users of this server may join", roomID)
+	}
 	target := m.Target
 	ev, err := s.buildUnsent(ctx, roomID, Proto{Sender: m.Sender, Type: spec.MRoomMember, StateKey: &target, Content: mustJSON(content)})
 	if err != nil {
@@ -1429,4 +1436,28 @@ func globMatch(glob, s string) bool {
 	b.WriteString("$")
 	re, err := regexp.Compile(b.String())
 	return err == nil && re.MatchString(s)
+}
+
+// Federates reports whether the room may be shared with other servers: its create
+// event's m.federate is not false.
+func (s *Service) Federates(ctx context.Context, roomID string) (bool, error) {
+	var raw string
+	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.create' AND c.state_key = ''`, roomID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return true, nil // known here only by an invite or knock: its server decides
+	}
+	if err != nil {
+		return false, fmt.Errorf("read create event: %w", err)
+	}
+	f := gjson.Get(raw, "content.m\\.federate")
+	return !f.Exists() || f.Type != gjson.False, nil
+}
+
+// RemotePublicRooms reads another server's room directory over federation.
+func (s *Service) RemotePublicRooms(ctx context.Context, server string, limit int, since, search string) (json.RawMessage, error) {
+	if s.remote == nil {
+		return nil, mxerror.New(mxerror.NotFound, "federation is off: cannot list %s's rooms", server)
+	}
+	return s.remote.PublicRooms(ctx, server, limit, since, search)
 }
