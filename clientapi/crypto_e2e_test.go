@@ -122,6 +122,8 @@ func TestCrossSignedDeviceRestoresBackup(t *testing.T) {
 		bob := cryptoclient.New(t, ctx, srv, "bob", "pw-bob")
 		room := encryptedRoom(t, ctx, alice, bob)
 
+		// Bob's client must know alice is in the room to share the room key with her.
+		bob.WaitMember(t, ctx, room, alice.Cli.UserID)
 		const said = "said before alice's laptop existed"
 		sent, err := bob.Cli.SendMessageEvent(ctx, room, mevent.EventMessage, &mevent.MessageEventContent{MsgType: mevent.MsgText, Body: said})
 		if err != nil {
