@@ -117,6 +117,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerKeys(v3, api)
 	// Cross-signing shipped under the unstable prefix first; older clients (and
 	// Sytest) still use it, and Synapse still serves it.
+	registerDehydrated(router, api, h)
 	unstable := httpapi.Subrouter(router, "/_matrix/client/unstable")
 	api.Handle(unstable, http.MethodPost, "/keys/device_signing/upload", h.uploadCrossSigning, httpapi.Authed)
 	api.Handle(unstable, http.MethodPost, "/keys/signatures/upload", h.uploadSignatures, httpapi.Authed)

@@ -17,19 +17,20 @@ import (
 
 // signedDeviceKeys returns device keys for the client's device, self-signed with a
 // fresh ed25519 key as a real client would upload them.
-func signedDeviceKeys(t *testing.T, c *testserver.Client) json.RawMessage {
+// signedDeviceKeys are self-signed device keys for a device, as a client makes them.
+func signedDeviceKeys(t *testing.T, userID, deviceID string) json.RawMessage {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	dk := map[string]any{
-		"user_id": c.UserID, "device_id": c.Device,
+		"user_id": userID, "device_id": deviceID,
 		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
 		"keys": map[string]string{
-			"curve25519:" + c.Device: base64.RawStdEncoding.EncodeToString(make([]byte, 32)),
-			"ed25519:" + c.Device:    base64.RawStdEncoding.EncodeToString(pub),
+			"curve25519:" + deviceID: base64.RawStdEncoding.EncodeToString(make([]byte, 32)),
+			"ed25519:" + deviceID:    base64.RawStdEncoding.EncodeToString(pub),
 		},
 	}
 	raw, _ := json.Marshal(dk)
-	signed, err := gomatrixserverlib.SignJSON(c.UserID, gomatrixserverlib.KeyID("ed25519:"+c.Device), priv, raw)
+	signed, err := gomatrixserverlib.SignJSON(userID, gomatrixserverlib.KeyID("ed25519:"+deviceID), priv, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestDeviceKeysClaimsAndToDevice(t *testing.T) {
 		}
 		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &aliceSync)
 
-		bobKeys := signedDeviceKeys(t, bob)
+		bobKeys := signedDeviceKeys(t, bob.UserID, bob.Device)
 		otks := map[string]any{}
 		for i := 0; i < 3; i++ {
 			otks[fmt.Sprintf("signed_curve25519:k%d", i)] = map[string]string{"key": fmt.Sprint("otk", i)}
@@ -136,7 +137,7 @@ func TestDeviceKeysClaimsAndToDevice(t *testing.T) {
 		}
 
 		var e errBody
-		bad := signedDeviceKeys(t, bob)
+		bad := signedDeviceKeys(t, bob.UserID, bob.Device)
 		var tampered map[string]any
 		json.Unmarshal(bad, &tampered)
 		tampered["algorithms"] = []string{"evil"}
@@ -323,7 +324,7 @@ func TestCrossSigning(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
-		deviceKeys := signedDeviceKeys(t, alice)
+		deviceKeys := signedDeviceKeys(t, alice.UserID, alice.Device)
 		alice.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": deviceKeys}, nil)
 
 		master, self, user := newCSKey(), newCSKey(), newCSKey()
