@@ -158,6 +158,7 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(fed, http.MethodPut, "/v1/send_knock/{roomId}/{eventId}", s.authed(s.sendKnock))
 	api.Handle(fed, http.MethodGet, "/v1/publicRooms", s.authed(s.publicRooms))
 	api.Handle(fed, http.MethodGet, "/v1/timestamp_to_event/{roomId}", s.authed(s.timestampToEvent))
+	api.Handle(fed, http.MethodGet, "/v1/hierarchy/{roomId}", s.authed(s.hierarchy))
 	api.Handle(fed, http.MethodPost, "/v1/publicRooms", s.authed(s.publicRooms))
 	api.Handle(fed, http.MethodPut, "/v2/invite/{roomId}/{eventId}", s.authed(s.invite))
 	api.Handle(fed, http.MethodGet, "/v1/event/{eventId}", s.authed(s.getEvent))

@@ -794,3 +794,37 @@ func TestServerACLOverFederation(t *testing.T) {
 		}
 	})
 }
+
+// TestHierarchyOverFederation: B previews a space on A: the space, its public child,
+// and its private child named as inaccessible.
+func TestHierarchyOverFederation(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		var space, open, closed map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Space",
+			"creation_content": map[string]any{"type": "m.space"}}, &space)
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Open"}, &open)
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat", "name": "Closed"}, &closed)
+		for _, child := range []string{open["room_id"], closed["room_id"]} {
+			alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(space["room_id"])+"/state/m.space.child/"+url.PathEscape(child),
+				map[string]any{"via": []string{a.Config.ServerName}}, nil)
+		}
+		client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: spec.ServerName(b.Config.ServerName),
+			KeyID: gomatrixserverlib.KeyID(b.Key.ID), PrivateKey: b.Key.PrivateKey}}, fclient.WithSkipVerify(true))
+		res, err := client.RoomHierarchy(context.Background(), spec.ServerName(b.Config.ServerName), spec.ServerName(a.Config.ServerName), space["room_id"], false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Room.RoomID != space["room_id"] || len(res.Room.ChildrenState) != 2 {
+			t.Errorf("space = %+v; want it with its two children's events", res.Room)
+		}
+		if len(res.Children) != 1 || res.Children[0].RoomID != open["room_id"] {
+			t.Errorf("children = %+v; want the open room only", res.Children)
+		}
+		if len(res.InaccessibleChildren) != 1 || res.InaccessibleChildren[0] != closed["room_id"] {
+			t.Errorf("inaccessible = %v; want the closed room", res.InaccessibleChildren)
+		}
+	})
+}

@@ -696,3 +696,17 @@ func (s *Service) timestampToEvent(r *fedRequest) (any, error) {
 	}
 	return map[string]any{"event_id": id, "origin_server_ts": at}, nil
 }
+
+// hierarchy answers GET /hierarchy/{roomId} for a space held here.
+func (s *Service) hierarchy(r *fedRequest) (any, error) {
+	roomID := r.Vars["roomId"]
+	if err := s.requireACL(r.Context(), roomID, r.Origin); err != nil {
+		return nil, err
+	}
+	suggested := r.URL.Query().Get("suggested_only") == "true"
+	room, children, inaccessible, err := s.deps.Rooms.ServerHierarchy(r.Context(), roomID, suggested)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]any{"room": room, "children": children, "inaccessible_children": inaccessible}, nil
+}

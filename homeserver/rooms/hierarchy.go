@@ -129,3 +129,55 @@ func (s *Service) spaceChildren(ctx context.Context, roomID string, suggestedOnl
 	}
 	return out, nil
 }
+
+// ServerHierarchy answers another server's /hierarchy request for a space here:
+// the room with its m.space.child events, and those children this server holds
+// that anyone may preview; children it holds that are private are named in
+// inaccessible. Children held only elsewhere are for the asking server to find.
+func (s *Service) ServerHierarchy(ctx context.Context, roomID string, suggestedOnly bool) (HierarchyRoom, []HierarchyRoom, []string, error) {
+	if ok, err := s.roomExists(ctx, roomID); err != nil {
+		return HierarchyRoom{}, nil, nil, err
+	} else if !ok {
+		return HierarchyRoom{}, nil, nil, mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
+	}
+	if !s.mayPeek(ctx, roomID, "") {
+		return HierarchyRoom{}, nil, nil, mxerror.New(mxerror.Forbidden, "room %s cannot be previewed", roomID)
+	}
+	summary := func(id string) (HierarchyRoom, []spaceChild, error) {
+		pr, err := s.publicRoom(ctx, id)
+		if err != nil {
+			return HierarchyRoom{}, nil, err
+		}
+		hr := HierarchyRoom{PublicRoom: pr, ChildrenState: []map[string]any{}}
+		children, err := s.spaceChildren(ctx, id, suggestedOnly)
+		if err != nil {
+			return HierarchyRoom{}, nil, err
+		}
+		for _, c := range children {
+			hr.ChildrenState = append(hr.ChildrenState, c.event)
+		}
+		return hr, children, nil
+	}
+	room, children, err := summary(roomID)
+	if err != nil {
+		return HierarchyRoom{}, nil, nil, err
+	}
+	out, inaccessible := []HierarchyRoom{}, []string{}
+	for _, c := range children {
+		if ok, err := s.roomExists(ctx, c.roomID); err != nil {
+			return HierarchyRoom{}, nil, nil, err
+		} else if !ok {
+			continue
+		}
+		if !s.mayPeek(ctx, c.roomID, "") {
+			inaccessible = append(inaccessible, c.roomID)
+			continue
+		}
+		hr, _, err := summary(c.roomID)
+		if err != nil {
+			return HierarchyRoom{}, nil, nil, err
+		}
+		out = append(out, hr)
+	}
+	return room, out, inaccessible, nil
+}
