@@ -120,6 +120,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	}
 	deps.Rooms.SetRemote(s)
 	deps.E2EE.SetRemote(s)
+	deps.Users.SetRemote(s)
 	if deps.Media != nil {
 		deps.Media.SetRemote(s)
 	}
@@ -141,8 +142,7 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(key, http.MethodGet, "/query/{serverName}/{keyID}", s.notaryQuery)
 
 	fed := httpapi.Subrouter(router, "/_matrix/federation")
-	// Third parties check OpenID tokens here without signing: the token is the proof.
-	api.Handle(fed, http.MethodGet, "/v1/openid/userinfo", s.openIDUserInfo)
+	s.RegisterOpenID(router, api)
 	api.Handle(fed, http.MethodGet, "/v1/version", func(*httpapi.Request) (any, error) {
 		return map[string]any{"server": map[string]string{"name": "Hongyan", "version": "0.1"}}, nil
 	})
@@ -175,6 +175,13 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	if s.deps.Media != nil {
 		api.Handle(fed, http.MethodGet, "/v1/media/download/{mediaId}", s.authed(s.mediaDownload))
 	}
+}
+
+// RegisterOpenID adds /_matrix/federation/v1/openid/userinfo to router. Third
+// parties call it without signing (the token is the proof), and often on the client
+// API's address, so it is served on both listeners.
+func (s *Service) RegisterOpenID(router *mux.Router, api *httpapi.API) {
+	api.Handle(httpapi.Subrouter(router, "/_matrix/federation/v1/openid"), http.MethodGet, "/userinfo", s.openIDUserInfo)
 }
 
 // openIDUserInfo says which user an OpenID token was issued to.

@@ -397,6 +397,13 @@ func TestDirectoryOverFederation(t *testing.T) {
 		var created map[string]string
 		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "visibility": "public",
 			"name": "Listed", "room_alias_name": "listed"}, &created)
+		// Profiles of other servers' users come from their servers.
+		alice.MustDo("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(alice.UserID)+"/displayname", map[string]string{"displayname": "Alice of A"}, nil)
+		var prof map[string]string
+		bob.MustDo("GET", "/_matrix/client/v3/profile/"+url.PathEscape(alice.UserID)+"/displayname", nil, &prof)
+		if prof["displayname"] != "Alice of A" {
+			t.Errorf("alice's displayname on B = %v", prof)
+		}
 		alias := "#listed:" + a.Config.ServerName
 		var resolved struct {
 			RoomID  string   `json:"room_id"`

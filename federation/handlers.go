@@ -353,6 +353,12 @@ func (s *Service) makeMembership(r *fedRequest, membership string) (any, error) 
 	if err := s.requireACL(r.Context(), roomID, r.Origin); err != nil {
 		return nil, err
 	}
+	if in, err := s.deps.Rooms.ServerInRoom(r.Context(), roomID, s.cfg.ServerName); err != nil {
+		return nil, err
+	} else if !in {
+		// Everyone here has left: this server cannot vouch for the room's state.
+		return nil, mxerror.New(mxerror.NotFound, "no user of this server is in %s", roomID)
+	}
 	if membership == spec.Join || membership == spec.Knock {
 		supported := r.URL.Query()["ver"]
 		if len(supported) == 0 {

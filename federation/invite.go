@@ -16,6 +16,7 @@ import (
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/users"
 )
 
 // InviteRemote sends an invite to the invitee's server (/v2/invite) and returns it
@@ -288,4 +289,28 @@ func (s *Service) PublicRooms(ctx context.Context, server string, limit int, sin
 		return nil, mxerror.New(mxerror.NotFound, "cannot read %s's room directory: %v", server, err)
 	}
 	return json.Marshal(res)
+}
+
+// QueryProfile asks a user's server for their profile (/query/profile).
+func (s *Service) QueryProfile(ctx context.Context, userID string) (users.Profile, error) {
+	_, server, ok := strings.Cut(userID, ":")
+	if !ok {
+		return users.Profile{}, users.ErrNotFound
+	}
+	res, err := s.client.LookupProfile(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), userID, "")
+	if err != nil {
+		var httpErr gomatrix.HTTPError
+		if errors.As(err, &httpErr) && httpErr.Code == http.StatusNotFound {
+			return users.Profile{}, users.ErrNotFound
+		}
+		return users.Profile{}, fmt.Errorf("profile of %s from %s: %w", userID, server, err)
+	}
+	var p users.Profile
+	if res.DisplayName != "" {
+		p.DisplayName = &res.DisplayName
+	}
+	if res.AvatarURL != "" {
+		p.AvatarURL = &res.AvatarURL
+	}
+	return p, nil
 }

@@ -213,6 +213,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		fedRouter := httpapi.NewRouter()
 		fedAPI := &httpapi.API{MaxBodyBytes: cfg.Limits.MaxRequestBytes, Metrics: api.Metrics}
 		s.Federation.Register(fedRouter, fedAPI)
+		s.Federation.RegisterOpenID(router, api)
 		s.fedHandler = fedRouter
 	}
 	return s, nil

@@ -123,6 +123,7 @@ func (r eventRow) clientEvent() ClientEvent {
 	}
 	if r.redactedBy.Valid {
 		ev.Unsigned["redacted_because"] = map[string]string{"event_id": r.redactedBy.String}
+		ev.Unsigned["redacted_by"] = r.redactedBy.String // Synapse's field, which clients and Sytest read
 	}
 	return ev
 }

@@ -74,6 +74,27 @@ type Service struct {
 
 	seenMu sync.Mutex
 	seen   map[string]time.Time // device key → last time last_seen was written; guarded by seenMu
+
+	// remote looks up other servers' users; nil without federation.
+	remote Remote
+}
+
+// Remote looks up other servers' users. The federation front-end provides it
+// (SetRemote), so this package never imports a front-end.
+type Remote interface {
+	// QueryProfile asks the user's server for their profile; ErrNotFound if none.
+	QueryProfile(ctx context.Context, userID string) (Profile, error)
+}
+
+// SetRemote installs the way to look up other servers' users.
+func (s *Service) SetRemote(r Remote) { s.remote = r }
+
+// RemoteProfile is another server's user's profile, asked of their server.
+func (s *Service) RemoteProfile(ctx context.Context, userID string) (Profile, error) {
+	if s.remote == nil {
+		return Profile{}, ErrNotFound
+	}
+	return s.remote.QueryProfile(ctx, userID)
 }
 
 // New returns the service over db.
