@@ -447,8 +447,9 @@ func TestDirectoryOverFederation(t *testing.T) {
 		var local map[string]string
 		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat",
 			"creation_content": map[string]any{"m.federate": false}}, &local)
-		if st := bob.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(local["room_id"]), map[string]any{}, &e); st == 200 {
-			t.Error("bob joined a room that does not federate")
+		// A's refusal reaches bob's client as A gave it.
+		if st := bob.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(local["room_id"]), map[string]any{}, &e); st != 403 || e.ErrCode != "M_FORBIDDEN" {
+			t.Errorf("joining a room that does not federate = %d %s; want 403 M_FORBIDDEN", st, e.ErrCode)
 		}
 	})
 }

@@ -3,9 +3,11 @@ package federation
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -46,6 +48,13 @@ func (s *Service) JoinRemote(ctx context.Context, roomID, userID string, servers
 		return s.deps.Rooms.ImportJoin(ctx, res.JoinEvent, state, chain)
 	}
 	s.log.Info("remote join failed", "room_id", roomID, "user_id", userID, "err", errors.Join(errs...))
+	// A resident server's refusal (forbidden, incompatible room version) reaches
+	// the client as it was given.
+	for _, err := range errs {
+		if mx := remoteMatrixError(err); mx != nil {
+			return mx
+		}
+	}
 	return mxerror.New(mxerror.NotFound, "could not join %s through %v: %v", roomID, servers, errors.Join(errs...))
 }
 
@@ -85,4 +94,20 @@ func (j joinClient) MakeJoin(ctx context.Context, origin, s spec.ServerName, roo
 func (j joinClient) SendJoin(ctx context.Context, origin, s spec.ServerName, ev gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
 	res, err := j.c.SendJoin(ctx, origin, s, ev)
 	return &res, err
+}
+
+// remoteMatrixError is the Matrix error another server answered with, if err is one.
+func remoteMatrixError(err error) *mxerror.Error {
+	var httpErr gomatrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Code < 400 || httpErr.Code >= 500 {
+		return nil
+	}
+	var body struct {
+		ErrCode string `json:"errcode"`
+		Error   string `json:"error"`
+	}
+	if json.Unmarshal(httpErr.Contents, &body) != nil || body.ErrCode == "" {
+		return nil
+	}
+	return &mxerror.Error{Code: mxerror.Code(body.ErrCode), Message: body.Error, Status: httpErr.Code}
 }
