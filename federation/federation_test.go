@@ -836,3 +836,52 @@ func TestHierarchyOverFederation(t *testing.T) {
 		}
 	})
 }
+
+// TestSendJoinOmitMembers: asked for partial state (omit_members, MSC3706), A answers
+// send_join with the room's state minus its member events, says so, and lists the
+// servers in the room to fetch the rest from.
+func TestSendJoinOmitMembers(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Big"}, &created)
+		room := created["room_id"]
+		for _, u := range []string{"m1", "m2", "m3"} {
+			a.Register(t, u, "pw").MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		}
+		ctx := context.Background()
+		origin := spec.ServerName(b.Config.ServerName)
+		client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: origin,
+			KeyID: gomatrixserverlib.KeyID(b.Key.ID), PrivateKey: b.Key.PrivateKey}}, fclient.WithSkipVerify(true))
+		joiner := "@bob:" + b.Config.ServerName
+		mj, err := client.MakeJoin(ctx, origin, spec.ServerName(a.Config.ServerName), room, joiner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		proto := mj.JoinEvent
+		impl := gomatrixserverlib.MustGetRoomVersion(mj.RoomVersion)
+		ev, err := impl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), origin, gomatrixserverlib.KeyID(b.Key.ID), b.Key.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := client.SendJoinPartialState(ctx, origin, spec.ServerName(a.Config.ServerName), ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.MembersOmitted || !slices.Contains(res.ServersInRoom, a.Config.ServerName) {
+			t.Errorf("members_omitted = %v, servers_in_room = %v", res.MembersOmitted, res.ServersInRoom)
+		}
+		var sawName bool
+		for _, st := range res.StateEvents.UntrustedEvents(mj.RoomVersion) {
+			if st.Type() == "m.room.member" {
+				t.Errorf("partial state holds member event of %s", *st.StateKey())
+			}
+			sawName = sawName || st.Type() == "m.room.name"
+		}
+		if !sawName || len(res.AuthEvents) == 0 {
+			t.Errorf("partial state lacks the room name or the auth chain (%d events)", len(res.AuthEvents))
+		}
+	})
+}

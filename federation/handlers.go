@@ -387,7 +387,7 @@ func (s *Service) makeMembership(r *fedRequest, membership string) (any, error) 
 // sendJoin handles PUT /v2/send_join: the joining server's signed join goes into
 // the room, and the answer is the state before it with its auth chain.
 func (s *Service) sendJoin(r *fedRequest) (any, error) {
-	ev, version, err := s.receiveMembership(r, spec.Join)
+	ev, _, err := s.receiveMembership(r, spec.Join)
 	if err != nil {
 		return nil, err
 	}
@@ -397,6 +397,13 @@ func (s *Service) sendJoin(r *fedRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// omit_members (MSC3706, partial-state joins): the room's state without its
+	// member events, so that joining a large room costs the joiner the state that
+	// matters, not every member; the auth chain then covers only what is sent.
+	omit := r.URL.Query().Get("omit_members") == "true"
+	if omit {
+		state = slices.DeleteFunc(state, func(e gomatrixserverlib.PDU) bool { return e.Type() == spec.MRoomMember })
+	}
 	chain, err := s.deps.Rooms.AuthChain(ctx, append(eventIDs(state), ev.EventID()))
 	if err != nil {
 		return nil, err
@@ -405,10 +412,9 @@ func (s *Service) sendJoin(r *fedRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	_ = version
 	return map[string]any{
 		"origin": s.cfg.ServerName, "state": pduJSONs(state), "auth_chain": pduJSONs(chain),
-		"event": json.RawMessage(ev.JSON()), "members_omitted": false, "servers_in_room": servers,
+		"event": json.RawMessage(ev.JSON()), "members_omitted": omit, "servers_in_room": servers,
 	}, nil
 }
 
