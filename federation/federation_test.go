@@ -518,6 +518,88 @@ func TestForkResolvesTheSameOnBothServers(t *testing.T) {
 	})
 }
 
+// TestPowerForkResolvesTheSameOnBothServers is the partition of
+// TestForkResolvesTheSameOnBothServers with a power change in it: while apart, alice
+// demotes bob on A and bob changes the join rules on B. State resolution v2 orders
+// the power events (equal sender power, so by timestamp: alice's first), then checks
+// each against the state resolved so far — bob, demoted, may no longer change the
+// join rules, so his change is dropped on both servers, and his demotion stands.
+// (Bob starts as a moderator at 50, alice is at 100: the higher sender sorts first
+// whatever the timestamps.)
+func TestPowerForkResolvesTheSameOnBothServers(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a, b, alice, bob, room := joinedPair(t, d)
+		// Bob may set the topic (its level lowered for everyone) and, as an admin, the
+		// join rules.
+		var pl map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &pl)
+		pl["events"].(map[string]any)["m.room.topic"] = 0
+		pl["users"].(map[string]any)[bob.UserID] = 50
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", pl, nil)
+		waitFor(t, "B to get the power levels", func() bool {
+			var got map[string]any
+			bob.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &got)
+			ev, _ := got["events"].(map[string]any)
+			return ev["m.room.topic"] == float64(0)
+		})
+
+		topic := func(c *testserver.Client) string {
+			var m map[string]any
+			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic", nil, &m)
+			s, _ := m["topic"].(string)
+			return s
+		}
+		// Partition: each side changes the topic without the other.
+		b.Stop()
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]string{"topic": "A's topic"}, nil)
+		demoted := map[string]any{}
+		for k, v := range pl {
+			demoted[k] = v
+		}
+		users := map[string]any{}
+		for k, v := range pl["users"].(map[string]any) {
+			users[k] = v
+		}
+		users[bob.UserID] = 0
+		demoted["users"] = users
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", demoted, nil)
+		a.Stop()
+		b.Resume(t)
+		time.Sleep(20 * time.Millisecond) // a later origin_server_ts than A's change
+		bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]string{"topic": "B's topic"}, nil)
+		bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.join_rules/", map[string]string{"join_rule": "knock"}, nil)
+		send(t, bob, room, "fork-b", "said on B during the partition")
+		a.Resume(t)
+		send(t, alice, room, "fork-a", "said on A after the partition")
+
+		waitFor(t, "both servers to hold every message", func() bool {
+			for _, c := range []*testserver.Client{alice, bob} {
+				got := bodies(t, c, room)
+				if !slices.Contains(got, "said on B during the partition") || !slices.Contains(got, "said on A after the partition") {
+					return false
+				}
+			}
+			return true
+		})
+		waitFor(t, "the topic to converge", func() bool { return topic(alice) == "B's topic" && topic(bob) == "B's topic" })
+		joinRule := func(c *testserver.Client) string {
+			var m map[string]any
+			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.join_rules", nil, &m)
+			s, _ := m["join_rule"].(string)
+			return s
+		}
+		bobLevel := func(c *testserver.Client) any {
+			var m map[string]any
+			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &m)
+			u, _ := m["users"].(map[string]any)
+			return u[bob.UserID]
+		}
+		waitFor(t, "the join rules and power levels to converge", func() bool {
+			return joinRule(alice) == "public" && joinRule(bob) == "public" && bobLevel(alice) == float64(0) && bobLevel(bob) == float64(0)
+		})
+	})
+}
+
 // TestPerOriginRateLimit: past its burst an origin gets M_LIMIT_EXCEEDED, and other
 // origins are not held up by it.
 func TestPerOriginRateLimit(t *testing.T) {
