@@ -66,6 +66,9 @@ func Unmarshal(c Codec, data []byte, v any) error {
 		}
 		return json.Unmarshal(data, v)
 	case MsgPack:
+		if err := checkMsgPack(data); err != nil {
+			return err
+		}
 		dec := msgpack.NewDecoder(bytes.NewReader(data))
 		dec.SetCustomStructTag("json")
 		dec.UseLooseInterfaceDecoding(true)
@@ -116,4 +119,147 @@ func UnmarshalData(c Codec, body []byte, v any) error {
 		return Unmarshal(c, m.Data, v)
 	}
 	return ErrBadCodec
+}
+
+// maxMsgPackDepth bounds how deeply MessagePack arrays and maps may nest.
+const maxMsgPackDepth = 64
+
+// checkMsgPack walks a MessagePack value without decoding it and refuses what a
+// decoder would choke on: an array or map declaring more elements than bytes remain
+// (the msgpack library allocates the declared length up front, so a 47-byte frame
+// claiming four billion elements ran the server out of memory — found by fuzzing),
+// nesting deeper than maxMsgPackDepth, truncation, and the reserved byte 0xc1.
+func checkMsgPack(data []byte) error {
+	bad := fmt.Errorf("invalid MessagePack body")
+	pos := 0
+	need := func(n int) bool { return n >= 0 && pos+n <= len(data) }
+	length := func(size int) (int, bool) {
+		if !need(size) {
+			return 0, false
+		}
+		n := 0
+		for i := 0; i < size; i++ {
+			n = n<<8 | int(data[pos+i])
+		}
+		pos += size
+		return n, n >= 0
+	}
+	pending := []int{1} // values still to read, per open container
+	for len(pending) > 0 {
+		if pending[len(pending)-1] == 0 {
+			pending = pending[:len(pending)-1]
+			continue
+		}
+		pending[len(pending)-1]--
+		if !need(1) {
+			return bad
+		}
+		b := data[pos]
+		pos++
+		skip, items := 0, 0
+		switch {
+		case b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3:
+		case b >= 0x80 && b <= 0x8f:
+			items = 2 * int(b&0x0f)
+		case b >= 0x90 && b <= 0x9f:
+			items = int(b & 0x0f)
+		case b >= 0xa0 && b <= 0xbf:
+			skip = int(b & 0x1f)
+		case b == 0xc4 || b == 0xd9:
+			n, ok := length(1)
+			if !ok {
+				return bad
+			}
+			skip = n
+		case b == 0xc5 || b == 0xda:
+			n, ok := length(2)
+			if !ok {
+				return bad
+			}
+			skip = n
+		case b == 0xc6 || b == 0xdb:
+			n, ok := length(4)
+			if !ok {
+				return bad
+			}
+			skip = n
+		case b == 0xc7:
+			n, ok := length(1)
+			if !ok {
+				return bad
+			}
+			skip = n + 1
+		case b == 0xc8:
+			n, ok := length(2)
+			if !ok {
+				return bad
+			}
+			skip = n + 1
+		case b == 0xc9:
+			n, ok := length(4)
+			if !ok {
+				return bad
+			}
+			skip = n + 1
+		case b == 0xca || b == 0xce || b == 0xd2:
+			skip = 4
+		case b == 0xcb || b == 0xcf || b == 0xd3:
+			skip = 8
+		case b == 0xcc || b == 0xd0:
+			skip = 1
+		case b == 0xcd || b == 0xd1:
+			skip = 2
+		case b == 0xd4:
+			skip = 2
+		case b == 0xd5:
+			skip = 3
+		case b == 0xd6:
+			skip = 5
+		case b == 0xd7:
+			skip = 9
+		case b == 0xd8:
+			skip = 17
+		case b == 0xdc:
+			n, ok := length(2)
+			if !ok {
+				return bad
+			}
+			items = n
+		case b == 0xdd:
+			n, ok := length(4)
+			if !ok {
+				return bad
+			}
+			items = n
+		case b == 0xde:
+			n, ok := length(2)
+			if !ok {
+				return bad
+			}
+			items = 2 * n
+		case b == 0xdf:
+			n, ok := length(4)
+			if !ok {
+				return bad
+			}
+			items = 2 * n
+		default: // 0xc1, never used
+			return bad
+		}
+		if !need(skip) {
+			return bad
+		}
+		pos += skip
+		if items > 0 {
+			// Every element takes at least one byte.
+			if items > len(data)-pos || len(pending) >= maxMsgPackDepth {
+				return bad
+			}
+			pending = append(pending, items)
+		}
+	}
+	if pos != len(data) {
+		return bad
+	}
+	return nil
 }
