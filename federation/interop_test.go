@@ -17,8 +17,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,7 +38,7 @@ type dendrite struct {
 	ServerName string // localhost:PORT of its federation listener
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,7 +50,7 @@ func freePort(t *testing.T) int {
 
 // startDendrite runs Dendrite on SQLite in a temporary directory, its federation on
 // TLS at localhost:PORT (its server name), accepting self-signed certificates.
-func startDendrite(t *testing.T) *dendrite {
+func startDendrite(t testing.TB) *dendrite {
 	t.Helper()
 	bin := os.Getenv("HONGYAN_DENDRITE_BIN")
 	if bin == "" {
@@ -114,7 +118,7 @@ func startDendrite(t *testing.T) *dendrite {
 }
 
 // register creates a Dendrite user with m.login.dummy and returns a client for it.
-func (d *dendrite) register(t *testing.T, localpart string) *testserver.Client {
+func (d *dendrite) register(t testing.TB, localpart string) *testserver.Client {
 	t.Helper()
 	c := testserver.NewClient(t, d.URL)
 	var out struct {
@@ -244,4 +248,83 @@ func TestDendriteInterop(t *testing.T) {
 			})
 		})
 	}
+}
+
+// BenchmarkJoinDendriteRoom10k measures a Hongyan user joining a room hosted on
+// Dendrite with 10 000 joined members (HONGYAN_BENCH_MEMBERS overrides): the time
+// for the join and the Go heap growth of the Hongyan process during it. Run with
+// scripts/interop-dendrite.sh -run X -bench JoinDendriteRoom -benchtime 1x.
+func BenchmarkJoinDendriteRoom10k(b *testing.B) {
+	members := 10_000
+	if n, err := strconv.Atoi(os.Getenv("HONGYAN_BENCH_MEMBERS")); err == nil && n > 0 {
+		members = n
+	}
+	d := startDendrite(b)
+	dora := d.register(b, "dora")
+	var created map[string]string
+	dora.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
+	room := created["room_id"]
+	// Fill the room: registrations and joins, 8 at a time.
+	var wg sync.WaitGroup
+	next := make(chan int)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				c := d.register(b, fmt.Sprintf("member%05d", i))
+				c.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+			}
+		}()
+	}
+	start := time.Now()
+	for i := range members - 1 {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	b.Logf("filled the Dendrite room with %d members in %s", members, time.Since(start).Round(time.Second))
+
+	h := testserver.Start(b, storage.SQLite, testserver.Federated)
+	hana := h.Register(b, "hana", "pw")
+	b.ResetTimer()
+	var total time.Duration
+	var peak uint64
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var base runtime.MemStats
+		runtime.ReadMemStats(&base)
+		var top atomic.Uint64
+		done := make(chan struct{})
+		go func() {
+			var m runtime.MemStats
+			for {
+				select {
+				case <-done:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				runtime.ReadMemStats(&m)
+				if m.HeapInuse > top.Load() {
+					top.Store(m.HeapInuse)
+				}
+			}
+		}()
+		start := time.Now()
+		hana.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(d.ServerName), map[string]any{}, nil)
+		total += time.Since(start)
+		close(done)
+		if top.Load() > base.HeapInuse {
+			peak = max(peak, top.Load()-base.HeapInuse)
+		}
+		var joined struct {
+			Joined map[string]any `json:"joined"`
+		}
+		hana.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", nil, &joined)
+		if len(joined.Joined) != members+1 {
+			b.Fatalf("Hongyan sees %d joined members; want %d", len(joined.Joined), members+1)
+		}
+	}
+	b.ReportMetric(total.Seconds()/float64(b.N), "s/join")
+	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
 }
