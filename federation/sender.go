@@ -2,6 +2,8 @@ package federation
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -33,6 +35,7 @@ import (
 // exponentially while the destination is down, without holding up any other.
 type sender struct {
 	s      *Service
+	node   string // this process, for destination leases
 	ctx    context.Context
 	cancel context.CancelFunc
 	wake   chan struct{}
@@ -57,7 +60,9 @@ type destination struct {
 
 func newSender(ctx context.Context, s *Service) (*sender, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	snd := &sender{s: s, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), dests: map[string]*destination{}, servers: map[string][]string{}}
+	nodeID := make([]byte, 9)
+	rand.Read(nodeID)
+	snd := &sender{s: s, node: base64.RawURLEncoding.EncodeToString(nodeID), ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), dests: map[string]*destination{}, servers: map[string][]string{}}
 	if err := snd.initCursor(ctx); err != nil {
 		cancel()
 		return nil, err
@@ -104,6 +109,28 @@ func (snd *sender) close() {
 	}
 	snd.cancel()
 	snd.wg.Wait()
+	// Another node may take this one's destinations at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	snd.s.deps.DB.Exec(ctx, `DELETE FROM federation_leases WHERE node = $1`, snd.node)
+}
+
+// leaseFor is how long a destination lease lasts without renewal.
+const leaseFor = 30 * time.Second
+
+// lease takes or renews this node's lease on a destination; false means another
+// node holds it.
+func (snd *sender) lease(ctx context.Context, dest string) (bool, error) {
+	now := time.Now()
+	res, err := snd.s.deps.DB.Exec(ctx, `INSERT INTO federation_leases (destination, node, until_ts) VALUES ($1, $2, $3)
+		ON CONFLICT (destination) DO UPDATE SET node = excluded.node, until_ts = excluded.until_ts
+		WHERE federation_leases.node = excluded.node OR federation_leases.until_ts < $4`,
+		dest, snd.node, now.Add(leaseFor).UnixMilli(), now.UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("lease %s: %w", dest, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
 }
 
 // initCursor starts a new database's cursor at the current end of the events
@@ -390,7 +417,21 @@ func (snd *sender) alive(name string) {
 func (snd *sender) run(d *destination) {
 	defer snd.wg.Done()
 	for {
-		sent, err := snd.sendOnce(d)
+		var sent bool
+		leased, err := snd.lease(snd.ctx, d.name)
+		if err == nil && !leased {
+			// Another node sends this destination; look again when its lease
+			// would have run out.
+			select {
+			case <-snd.ctx.Done():
+				return
+			case <-time.After(leaseFor / 2):
+			}
+			continue
+		}
+		if err == nil {
+			sent, err = snd.sendOnce(d)
+		}
 		var wait time.Duration
 		switch {
 		case err != nil:
@@ -405,7 +446,9 @@ func (snd *sender) run(d *destination) {
 			snd.mu.Unlock()
 			continue // more may be queued
 		default:
-			wait = time.Hour // idle until kicked
+			// Idle until kicked — or until another node's scanner may have queued
+			// work for a destination this node holds the lease on.
+			wait = leaseFor / 2
 		}
 		timer := time.NewTimer(wait)
 		select {

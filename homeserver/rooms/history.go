@@ -199,6 +199,7 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 	cursor := from
 	exhausted := false
 	backfills := 0
+	backfillFailed := false
 	const page = 100
 	for pages := 0; len(res.Chunk) < limit && pages < 20; pages++ {
 		var rows []eventRow
@@ -238,6 +239,7 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 				backfills++
 				if n, err := s.backfill(ctx, roomID, limit-len(res.Chunk)); err != nil {
 					slog.Info("backfill", "room_id", roomID, "err", err)
+					backfillFailed = true
 				} else if n > 0 {
 					continue
 				}
@@ -248,8 +250,10 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			// servers hold history from before it, which the next page fetches.
 			if len(res.Chunk) < limit || read == len(rows) {
 				exhausted = true // no end token
-				if q.Backfill && q.Backward && q.To == "" && len(res.Chunk) == limit && s.remote != nil {
-					if more, err := s.historyElsewhere(ctx, roomID); err == nil && more {
+				if q.Backfill && q.Backward && q.To == "" && s.remote != nil && (backfillFailed || len(res.Chunk) == limit) {
+					// History may still be had from other servers (this time the
+					// asking failed, or the page is full): the client pages on.
+					if more, err := s.historyElsewhere(ctx, roomID); err != nil || more {
 						exhausted = false
 					}
 				}
