@@ -49,6 +49,12 @@ type Config struct {
 	// RetryMax bounds the backoff between attempts to reach a destination that is
 	// down. Zero means 10 minutes.
 	RetryMax time.Duration
+	// PartialStateJoins asks resident servers for partial state when joining
+	// (MSC3706): the join returns without the member events, which are fetched in
+	// the background. Off by default: clients see the members only once they ask
+	// again (/members, a new initial sync), as sync does not push the completed
+	// state yet.
+	PartialStateJoins bool
 	// RatePerSecond and RateBurst limit each origin's requests (after their
 	// signature is checked); past them an origin gets M_LIMIT_EXCEEDED. Zero
 	// RatePerSecond means no limit.
@@ -117,6 +123,15 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	var err error
 	if s.sender, err = newSender(ctx, s); err != nil {
 		return nil, err
+	}
+	// Rooms joined with partial state before a restart carry on fetching the rest.
+	partial, err := deps.Rooms.PartialStateRooms(ctx)
+	if err != nil {
+		s.sender.close()
+		return nil, err
+	}
+	for _, p := range partial {
+		s.completeLater(p)
 	}
 	deps.Rooms.SetRemote(s)
 	deps.E2EE.SetRemote(s)

@@ -132,8 +132,15 @@ func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessa
 	if err != nil {
 		return nil, err
 	}
-	if c.inRoom != nil {
+	if c.inRoom != nil && !ownMembership(ev, origin) {
 		return ev, c.inRoom
+	}
+	if c.inRoom != nil {
+		// A server not (yet) in the room may still send its own user's join,
+		// leave or knock: that is how it comes in; the auth rules decide.
+		if err := s.requireACL(ctx, roomID, origin); err != nil {
+			return ev, err
+		}
 	}
 	if _, sender, ok := strings.Cut(string(ev.SenderID()), ":"); ok && sender != origin {
 		if err := s.requireACL(ctx, roomID, sender); err != nil {
@@ -141,6 +148,13 @@ func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessa
 		}
 	}
 	return ev, s.verify(ctx, ev)
+}
+
+// ownMembership reports whether ev is a membership event of one of origin's users
+// about themselves.
+func ownMembership(ev gomatrixserverlib.PDU, origin string) bool {
+	sk := ev.StateKey()
+	return ev.Type() == spec.MRoomMember && sk != nil && *sk == string(ev.SenderID()) && strings.HasSuffix(*sk, ":"+origin)
 }
 
 // roomChecks remembers, for one transaction, each room's version and whether the
@@ -402,7 +416,15 @@ func (s *Service) sendJoin(r *fedRequest) (any, error) {
 	// matters, not every member; the auth chain then covers only what is sent.
 	omit := r.URL.Query().Get("omit_members") == "true"
 	if omit {
-		state = slices.DeleteFunc(state, func(e gomatrixserverlib.PDU) bool { return e.Type() == spec.MRoomMember })
+		// Kept: the member events the join itself rests on (the joiner's invite,
+		// the authorising user of a restricted join), so the joiner can check it.
+		keep := map[string]bool{}
+		for _, id := range ev.AuthEventIDs() {
+			keep[id] = true
+		}
+		state = slices.DeleteFunc(state, func(e gomatrixserverlib.PDU) bool {
+			return e.Type() == spec.MRoomMember && !keep[e.EventID()]
+		})
 	}
 	chain, err := s.deps.Rooms.AuthChain(ctx, append(eventIDs(state), ev.EventID()))
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
@@ -13,6 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/rooms"
 )
 
 // JoinRemote joins a local user to a room through another server (make_join, sign,
@@ -29,7 +32,8 @@ func (s *Service) JoinRemote(ctx context.Context, roomID, userID string, servers
 	}
 	var errs []error
 	for _, server := range servers {
-		res, ferr := gomatrixserverlib.PerformJoin(ctx, joinClient{s.client}, gomatrixserverlib.PerformJoinInput{
+		jc := &joinClient{c: s.client, partial: s.cfg.PartialStateJoins}
+		res, ferr := gomatrixserverlib.PerformJoin(ctx, jc, gomatrixserverlib.PerformJoinInput{
 			UserID: user, RoomID: room, ServerName: spec.ServerName(server), Content: content,
 			PrivateKey: s.cfg.Key.PrivateKey, KeyID: gomatrixserverlib.KeyID(s.cfg.Key.ID), KeyRing: s.keyRing,
 			EventProvider: s.remoteEvents(ctx, server), UserIDQuerier: userIDForSender,
@@ -45,7 +49,19 @@ func (s *Service) JoinRemote(ctx context.Context, roomID, userID string, servers
 		version := res.JoinEvent.Version()
 		state := res.StateSnapshot.GetStateEvents().TrustedEvents(version, false)
 		chain := res.StateSnapshot.GetAuthEvents().TrustedEvents(version, false)
-		return s.deps.Rooms.ImportJoin(ctx, res.JoinEvent, state, chain)
+		var partial []string
+		if jc.omitted {
+			// The resident server left the members out: join now, fetch the
+			// rest in the background (Synapse's "faster joins").
+			partial = append(slices.Clone(jc.servers), server)
+		}
+		if err := s.deps.Rooms.ImportJoin(ctx, res.JoinEvent, state, chain, partial); err != nil {
+			return err
+		}
+		if partial != nil {
+			s.completeLater(rooms.PartialRoom{RoomID: roomID, JoinEventID: res.JoinEvent.EventID(), Servers: append([]string{server}, jc.servers...)})
+		}
+		return nil
 	}
 	s.log.Info("remote join failed", "room_id", roomID, "user_id", userID, "err", errors.Join(errs...))
 	// A resident server's refusal (forbidden, incompatible room version) reaches
@@ -83,17 +99,84 @@ func (s *Service) remoteEvents(ctx context.Context, server string) gomatrixserve
 	}
 }
 
-// joinClient adapts the federation client to what PerformJoin calls.
-type joinClient struct{ c fclient.FederationClient }
+// joinClient adapts the federation client to what PerformJoin calls. With partial
+// set it asks for partial state (omit_members) and remembers whether the answer left
+// members out and which servers it named.
+type joinClient struct {
+	c       fclient.FederationClient
+	partial bool // ask for partial state
+	omitted bool
+	servers []string
+}
 
-func (j joinClient) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
+func (j *joinClient) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
 	res, err := j.c.MakeJoin(ctx, origin, s, roomID, userID)
 	return &res, err
 }
 
-func (j joinClient) SendJoin(ctx context.Context, origin, s spec.ServerName, ev gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
-	res, err := j.c.SendJoin(ctx, origin, s, ev)
+func (j *joinClient) SendJoin(ctx context.Context, origin, s spec.ServerName, ev gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
+	if !j.partial {
+		res, err := j.c.SendJoin(ctx, origin, s, ev)
+		return &res, err
+	}
+	res, err := j.c.SendJoinPartialState(ctx, origin, s, ev)
+	j.omitted, j.servers = res.MembersOmitted, res.ServersInRoom
 	return &res, err
+}
+
+// completeLater fetches the whole state of a room joined with partial state, in the
+// background, retrying with backoff until it has it or the server stops.
+func (s *Service) completeLater(p rooms.PartialRoom) {
+	s.sender.wg.Add(1)
+	go func() {
+		defer s.sender.wg.Done()
+		ctx := s.sender.ctx
+		for wait := time.Second; ; wait = min(2*wait, 5*time.Minute) {
+			err := s.completePartial(ctx, p)
+			if err == nil {
+				s.log.Info("partial state completed", "room_id", p.RoomID)
+				return
+			}
+			s.log.Info("completing partial state", "room_id", p.RoomID, "retry_in", wait, "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
+}
+
+func (s *Service) completePartial(ctx context.Context, p rooms.PartialRoom) error {
+	version, err := s.deps.Rooms.RoomVersion(ctx, p.RoomID)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, server := range p.Servers {
+		if server == s.cfg.ServerName {
+			continue
+		}
+		res, err := s.client.LookupState(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), p.RoomID, p.JoinEventID, version.Version())
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", server, err))
+			continue
+		}
+		chain := res.AuthEvents.UntrustedEvents(version.Version())
+		state := res.StateEvents.UntrustedEvents(version.Version())
+		if err := s.storeVerified(ctx, chain); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", server, err))
+			continue
+		}
+		var ok []gomatrixserverlib.PDU
+		for _, ev := range state {
+			if s.verify(ctx, ev) == nil {
+				ok = append(ok, ev)
+			}
+		}
+		return s.deps.Rooms.CompletePartialState(ctx, p.RoomID, p.JoinEventID, ok, chain)
+	}
+	return errors.Join(errs...)
 }
 
 // remoteMatrixError is the Matrix error another server answered with, if err is one.

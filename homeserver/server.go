@@ -206,6 +206,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 			ServerName: cfg.ServerName, Key: s.Key,
 			InsecureSkipVerify: cfg.Federation.InsecureSkipVerify, RetryMax: cfg.Federation.RetryMax,
 			RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.Federation.RatePerSecond), RateBurst: cfg.Federation.RateBurst,
+			PartialStateJoins: cfg.Federation.PartialStateJoins,
 		}, federation.Deps{DB: s.DB, Bus: s.Bus.Conn, Rooms: s.Rooms, Users: s.Users, E2EE: s.E2EE, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media})
 		if err != nil {
 			return nil, fmt.Errorf("federation: %w", err)

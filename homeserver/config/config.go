@@ -71,6 +71,10 @@ type Federation struct {
 	// RetryMax bounds the backoff between attempts to reach a server that is down.
 	// Default 10m.
 	RetryMax time.Duration `yaml:"retry_max"`
+	// PartialStateJoins joins other servers' rooms with partial state (MSC3706):
+	// the join returns without the member events, fetched in the background.
+	// Experimental: clients see the members once they ask again.
+	PartialStateJoins bool `yaml:"partial_state_joins"`
 	// RatePerSecond and RateBurst limit each other server's requests (0: no limit).
 	// Defaults 50/s with bursts of 500: a busy server's transactions and a join's
 	// reads fit, a misbehaving one is slowed.

@@ -230,6 +230,25 @@ func (s *Service) stateIDsBefore(ctx context.Context, roomID, eventID string) ([
 // ServersInRoom returns the servers with a joined member in the room, this one
 // included if it has one.
 func (s *Service) ServersInRoom(ctx context.Context, roomID string) ([]string, error) {
+	partial, listed, err := s.partialState(ctx, s.db, roomID)
+	if err != nil {
+		return nil, err
+	}
+	servers, err := s.joinedServers(ctx, roomID)
+	if err != nil || !partial {
+		return servers, err
+	}
+	// Until the state is complete, the members here are not all the room's: the
+	// servers send_join named are in it too.
+	for _, srv := range listed {
+		if !slices.Contains(servers, srv) {
+			servers = append(servers, srv)
+		}
+	}
+	return servers, nil
+}
+
+func (s *Service) joinedServers(ctx context.Context, roomID string) ([]string, error) {
 	rows, err := s.db.Query(ctx, `SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`, roomID)
 	if err != nil {
 		return nil, fmt.Errorf("read members: %w", err)
@@ -579,6 +598,13 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 		if err != nil {
 			return err
 		}
+		// While the room's state here is partial, the state before an event lacks
+		// members: it is checked against its own auth events only (step 1), as
+		// Synapse does during a partial-state join.
+		partial, _, err := s.partialState(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
 		// 2. The state before the event: the room's current state when it extends
 		// exactly our head, else resolved from the state after each prev event.
 		linear := sameSet(ev.PrevEventIDs(), h.prev) && given == nil
@@ -592,10 +618,10 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 			} else if before, err = s.stateAfterAll(ctx, tx, impl, ev.PrevEventIDs()); err != nil {
 				return err
 			}
-			if err := s.allowedAt(ctx, tx, ev, before); err != nil {
+			if err := s.allowedAt(ctx, tx, ev, before); err != nil && !partial {
 				return fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
 			}
-		} else {
+		} else if !partial {
 			// The common case, an event on our head: only the few current state
 			// events the auth rules look at are read, not the whole state.
 			current, err := currentStateEvents(ctx, tx, h, gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples())
@@ -607,7 +633,7 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 			}
 		}
 		// 3. Soft failure: allowed by history, but not by where the room is now.
-		if !linear {
+		if !linear && !partial {
 			current, err := s.currentStateMap(ctx, tx, roomID)
 			if err != nil {
 				return err
@@ -684,7 +710,12 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 // ImportJoin stores a join made through another server: the room's state before the
 // join and its auth chain, as send_join returned them and the caller verified, become
 // outliers and the room's state, and the join event the first of its timeline here.
-func (s *Service) ImportJoin(ctx context.Context, join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU) error {
+//
+// With partialServers not nil the state is partial (MSC3706: member events left
+// out): the room is marked so until CompletePartialState fills it in, its events are
+// checked against their own auth events only, and the sender reaches the servers
+// listed here.
+func (s *Service) ImportJoin(ctx context.Context, join gomatrixserverlib.PDU, state, authChain []gomatrixserverlib.PDU, partialServers []string) error {
 	roomID := join.RoomID().String()
 	var create gomatrixserverlib.PDU
 	for _, ev := range append(slices.Clone(state), authChain...) {
@@ -729,7 +760,12 @@ func (s *Service) ImportJoin(ctx context.Context, join gomatrixserverlib.PDU, st
 		}
 		h.depth = join.Depth()
 		notice = Notice{RoomID: roomID, EventID: join.EventID(), Type: join.Type(), StateKey: join.StateKey(), StreamPos: pos, Seq: h.seq}
-		_, err = tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3 WHERE room_id = $4`, h.snapshot, h.depth, h.seq, roomID)
+		servers, _ := json.Marshal(partialServers)
+		if partialServers == nil {
+			servers = []byte("[]")
+		}
+		_, err = tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3, partial_state = $5, partial_servers = $6 WHERE room_id = $4`,
+			h.snapshot, h.depth, h.seq, roomID, partialServers != nil, string(servers))
 		return err
 	})
 	if err != nil {
@@ -1135,6 +1171,10 @@ func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU)
 		if err != nil {
 			return err
 		}
+		partial, _, err := s.partialState(ctx, tx, roomID)
+		if err != nil {
+			return err
+		}
 		for i, ev := range evs {
 			switch {
 			case ev.RoomID().String() != roomID || ev.Version() != impl.Version():
@@ -1199,7 +1239,7 @@ func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU)
 					current = append(current, st)
 				}
 			}
-			if err := allowedBy(ev, current); err != nil {
+			if err := allowedBy(ev, current); err != nil && !partial {
 				errs[i] = fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
 				continue
 			}
@@ -1460,4 +1500,95 @@ func (s *Service) RemotePublicRooms(ctx context.Context, server string, limit in
 		return nil, mxerror.New(mxerror.NotFound, "federation is off: cannot list %s's rooms", server)
 	}
 	return s.remote.PublicRooms(ctx, server, limit, since, search)
+}
+
+// partialState reports whether the room's state here is still partial, and the
+// servers send_join listed.
+func (s *Service) partialState(ctx context.Context, q interface {
+	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
+}, roomID string) (bool, []string, error) {
+	var partial bool
+	var raw string
+	err := q.QueryRow(ctx, `SELECT partial_state, partial_servers FROM rooms WHERE room_id = $1`, roomID).Scan(&partial, &raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil, nil
+	}
+	if err != nil {
+		return false, nil, fmt.Errorf("read partial state: %w", err)
+	}
+	var servers []string
+	json.Unmarshal([]byte(raw), &servers)
+	return partial, servers, nil
+}
+
+// CompletePartialState fills in the state a partial-state join left out: the state
+// before the join, as a server in the room reported it (verified by the caller), is
+// added to the join's snapshot — which every later snapshot builds on — and to the
+// current state wherever nothing since has set the same key.
+func (s *Service) CompletePartialState(ctx context.Context, roomID, joinEventID string, state, authChain []gomatrixserverlib.PDU) error {
+	unlock := s.lockRoom(roomID)
+	defer unlock()
+	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		var before int64
+		if err := tx.QueryRow(ctx, `SELECT snapshot_before FROM events WHERE event_id = $1 AND room_id = $2`, joinEventID, roomID).Scan(&before); err != nil {
+			return fmt.Errorf("read join: %w", err)
+		}
+		if err := s.storeOutliers(ctx, tx, authChain); err != nil {
+			return err
+		}
+		if err := s.storeOutliers(ctx, tx, state); err != nil {
+			return err
+		}
+		for k, id := range stateMap(state) {
+			if _, err := tx.Exec(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (snapshot_id, type, state_key) DO NOTHING`, before, k[0], k[1], id); err != nil {
+				return fmt.Errorf("complete snapshot: %w", err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, stream_pos, membership)
+				SELECT $1, type, state_key, event_id, stream_pos, membership FROM events WHERE event_id = $2
+				ON CONFLICT (room_id, type, state_key) DO NOTHING`, roomID, id); err != nil {
+				return fmt.Errorf("complete current state: %w", err)
+			}
+		}
+		_, err := tx.Exec(ctx, `UPDATE rooms SET partial_state = FALSE, partial_servers = '[]' WHERE room_id = $1`, roomID)
+		return err
+	})
+}
+
+// PartialRoom is a room whose state here is still partial.
+type PartialRoom struct {
+	RoomID, JoinEventID string
+	Servers             []string
+}
+
+// PartialStateRooms lists the rooms still waiting for their whole state (after a
+// restart, their completion starts again).
+func (s *Service) PartialStateRooms(ctx context.Context) ([]PartialRoom, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id, partial_servers FROM rooms WHERE partial_state`)
+	if err != nil {
+		return nil, fmt.Errorf("read partial-state rooms: %w", err)
+	}
+	var out []PartialRoom
+	for rows.Next() {
+		var p PartialRoom
+		var raw string
+		if err := rows.Scan(&p.RoomID, &raw); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		json.Unmarshal([]byte(raw), &p.Servers)
+		out = append(out, p)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for i := range out {
+		// The join is the first event of the room's timeline here.
+		if err := s.db.QueryRow(ctx, `SELECT event_id FROM events WHERE room_id = $1 AND stream_pos > 0 AND NOT outlier
+			ORDER BY stream_pos LIMIT 1`, out[i].RoomID).Scan(&out[i].JoinEventID); err != nil {
+			return nil, fmt.Errorf("read partial-state join: %w", err)
+		}
+	}
+	return out, nil
 }
