@@ -1023,3 +1023,61 @@ func TestPartialStateJoin(t *testing.T) {
 		waitFor(t, "alice to hear bob", func() bool { return slices.Contains(bodies(t, alice, room), "talking with partial state") })
 	})
 }
+
+// TestJoinAndMessageInOneTransaction: a server not yet in a room sends its user's
+// join and a first message in the same /send transaction; both are admitted.
+func TestJoinAndMessageInOneTransaction(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		c := testserver.Start(t, d, testserver.Federated)
+		alice := a.Register(t, "alice", "pw")
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
+		room := created["room_id"]
+		ctx := context.Background()
+		origin := spec.ServerName(c.Config.ServerName)
+		client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: origin,
+			KeyID: gomatrixserverlib.KeyID(c.Key.ID), PrivateKey: c.Key.PrivateKey}}, fclient.WithSkipVerify(true))
+		dave := "@dave:" + c.Config.ServerName
+		mj, err := client.MakeJoin(ctx, origin, spec.ServerName(a.Config.ServerName), room, dave)
+		if err != nil {
+			t.Fatal(err)
+		}
+		impl := gomatrixserverlib.MustGetRoomVersion(mj.RoomVersion)
+		proto := mj.JoinEvent
+		join, err := impl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), origin, gomatrixserverlib.KeyID(c.Key.ID), c.Key.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var auth []string
+		for _, id := range join.AuthEventIDs() {
+			if id != join.EventID() {
+				auth = append(auth, id)
+			}
+		}
+		msgProto := gomatrixserverlib.ProtoEvent{SenderID: dave, RoomID: room, Type: "m.room.message",
+			Content: spec.RawJSON(`{"msgtype":"m.text","body":"first words"}`), PrevEvents: []string{join.EventID()},
+			AuthEvents: append(slices.DeleteFunc(slices.Clone(auth), func(id string) bool {
+				ev, _ := a.Rooms.PDU(ctx, id)
+				return ev != nil && ev.Type() == "m.room.join_rules"
+			}), join.EventID()), Depth: join.Depth() + 1}
+		msg, err := impl.NewEventBuilderFromProtoEvent(&msgProto).Build(time.Now(), origin, gomatrixserverlib.KeyID(c.Key.ID), c.Key.PrivateKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := client.SendTransaction(ctx, gomatrixserverlib.Transaction{TransactionID: "join-and-talk", Origin: origin,
+			Destination: spec.ServerName(a.Config.ServerName), OriginServerTS: spec.AsTimestamp(time.Now()),
+			PDUs: []json.RawMessage{join.JSON(), msg.JSON()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id, r := range res.PDUs {
+			if r.Error != "" {
+				t.Errorf("PDU %s refused: %s", id, r.Error)
+			}
+		}
+		if !slices.Contains(bodies(t, alice, room), "first words") {
+			t.Error("A does not show the message sent with the join")
+		}
+	})
+}

@@ -132,14 +132,19 @@ func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessa
 	if err != nil {
 		return nil, err
 	}
-	if c.inRoom != nil && !ownMembership(ev, origin) {
+	if c.inRoom != nil && !ownMembership(ev, origin) && !c.joining {
 		return ev, c.inRoom
 	}
 	if c.inRoom != nil {
 		// A server not (yet) in the room may still send its own user's join,
-		// leave or knock: that is how it comes in; the auth rules decide.
+		// leave or knock: that is how it comes in; the auth rules decide. What
+		// it sends after its join in the same transaction is checked the same way.
 		if err := s.requireACL(ctx, roomID, origin); err != nil {
 			return ev, err
+		}
+		if m, _ := ev.Membership(); ownMembership(ev, origin) && m == spec.Join {
+			c.joining = true
+			rc[roomID] = c
 		}
 	}
 	if _, sender, ok := strings.Cut(string(ev.SenderID()), ":"); ok && sender != origin {
@@ -163,6 +168,7 @@ type roomChecks map[string]struct {
 	version gomatrixserverlib.IRoomVersion
 	err     error
 	inRoom  error
+	joining bool // the origin's join came earlier in this transaction
 }
 
 // admit hands an event to the room engine, first fetching from origin what the
