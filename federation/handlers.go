@@ -294,6 +294,9 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, edu gomatrixser
 		if !fromOrigin(c.UserID) {
 			return fmt.Errorf("typing of %s from %s", c.UserID, origin)
 		}
+		if err := s.requireACL(ctx, c.RoomID, origin); err != nil {
+			return err
+		}
 		if err := s.deps.Rooms.RequireJoined(ctx, c.RoomID, c.UserID); err != nil {
 			return err
 		}
@@ -309,6 +312,9 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, edu gomatrixser
 			return err
 		}
 		for roomID, byType := range c {
+			if s.requireACL(ctx, roomID, origin) != nil {
+				continue // a denied server's receipts are dropped
+			}
 			for typ, byUser := range byType {
 				if typ != "m.read" {
 					continue // private receipts never leave their server
