@@ -29,7 +29,7 @@ args=(-I Hongyan -d "$out/bin" -B "${SYTEST_BLACKLIST:-$here/sytest-blacklist}")
 # "not ok N name # TODO …" (blacklisted, or outside the whitelist in whitelist mode:
 # expected to fail), "not ok N name" (a real failure).
 tap() { grep -E "^(not )?ok [0-9]+ " "$out/results.tap" || true; }
-name() { sed -E 's/^(not )?ok [0-9]+ //; s/ # .*//' | sort -u; }
+name() { sed -E 's/^(not )?ok [0-9]+ //; s/ # .*//; s/ \([0-9]+ subtests\)$//' | sort -u; }
 tap | grep -E '^ok ' | grep -viE ' # (skip|todo)' | name > "$out/passed.txt"
 tap | grep -E '^not ok ' | grep -vi ' # todo' | name > "$out/failed.txt"
 tap | grep -i ' # skip' | name > "$out/skipped.txt"
