@@ -1,22 +1,19 @@
 package federation
 
+// Memberships made through other servers: invites both ways, leaves and knocks.
+
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
-
-	"github.com/matrix-org/gomatrix"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
-	"github.com/hongyan/hongyan/homeserver/rooms"
-	"github.com/hongyan/hongyan/homeserver/users"
 )
 
 // InviteRemote sends an invite to the invitee's server (/v2/invite) and returns it
@@ -162,23 +159,6 @@ func (s *Service) inviteV1(r *fedRequest) (any, error) {
 	return v1(s.invite)(&r2)
 }
 
-// QueryAlias resolves another server's alias (/query/directory).
-func (s *Service) QueryAlias(ctx context.Context, server, alias string) (string, []string, error) {
-	res, err := s.client.LookupRoomAlias(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), alias)
-	if err != nil {
-		var httpErr gomatrix.HTTPError
-		if errors.As(err, &httpErr) && httpErr.Code == http.StatusNotFound {
-			return "", nil, rooms.ErrNotFound
-		}
-		return "", nil, fmt.Errorf("alias %s from %s: %w", alias, server, err)
-	}
-	servers := make([]string, len(res.Servers))
-	for i, srv := range res.Servers {
-		servers[i] = string(srv)
-	}
-	return res.RoomID, servers, nil
-}
-
 // KnockRemote knocks through a resident server: make_knock, sign, send_knock.
 func (s *Service) KnockRemote(ctx context.Context, roomID, userID, reason string, servers []string) (gomatrixserverlib.PDU, []json.RawMessage, error) {
 	var errs []error
@@ -243,74 +223,4 @@ func (s *Service) sendKnock(r *fedRequest) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"knock_room_state": state}, nil
-}
-
-// Backfill fetches events from before the given ones from a server in the room
-// (/backfill), keeping those whose signatures check out.
-func (s *Service) Backfill(ctx context.Context, roomID string, servers []string, before []string, limit int) ([]gomatrixserverlib.PDU, error) {
-	version, err := s.deps.Rooms.RoomVersion(ctx, roomID)
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	for _, server := range servers {
-		txn, err := s.client.Backfill(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), roomID, limit, before)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", server, err))
-			continue
-		}
-		var out []gomatrixserverlib.PDU
-		for _, raw := range txn.PDUs {
-			ev, err := version.NewEventFromUntrustedJSON(raw)
-			if err != nil || ev.RoomID().String() != roomID {
-				continue
-			}
-			if s.verify(ctx, ev) == nil {
-				out = append(out, ev)
-			}
-		}
-		return out, nil
-	}
-	return nil, errors.Join(errs...)
-}
-
-// PublicRooms reads another server's room directory (/publicRooms).
-func (s *Service) PublicRooms(ctx context.Context, server string, limit int, since, search string) (json.RawMessage, error) {
-	origin := spec.ServerName(s.cfg.ServerName)
-	var res fclient.RespPublicRooms
-	var err error
-	if search != "" {
-		filter, _ := json.Marshal(map[string]string{"generic_search_term": search})
-		res, err = s.client.GetPublicRoomsFiltered(ctx, origin, spec.ServerName(server), limit, since, string(filter), false, "")
-	} else {
-		res, err = s.client.GetPublicRooms(ctx, origin, spec.ServerName(server), limit, since, false, "")
-	}
-	if err != nil {
-		return nil, mxerror.New(mxerror.NotFound, "cannot read %s's room directory: %v", server, err)
-	}
-	return json.Marshal(res)
-}
-
-// QueryProfile asks a user's server for their profile (/query/profile).
-func (s *Service) QueryProfile(ctx context.Context, userID string) (users.Profile, error) {
-	_, server, ok := strings.Cut(userID, ":")
-	if !ok {
-		return users.Profile{}, users.ErrNotFound
-	}
-	res, err := s.client.LookupProfile(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), userID, "")
-	if err != nil {
-		var httpErr gomatrix.HTTPError
-		if errors.As(err, &httpErr) && httpErr.Code == http.StatusNotFound {
-			return users.Profile{}, users.ErrNotFound
-		}
-		return users.Profile{}, fmt.Errorf("profile of %s from %s: %w", userID, server, err)
-	}
-	var p users.Profile
-	if res.DisplayName != "" {
-		p.DisplayName = &res.DisplayName
-	}
-	if res.AvatarURL != "" {
-		p.AvatarURL = &res.AvatarURL
-	}
-	return p, nil
 }
