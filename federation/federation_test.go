@@ -91,7 +91,7 @@ func TestTwoServersChat(t *testing.T) {
 		var created map[string]string
 		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Across"}, &created)
 		room := created["room_id"]
-		send(t, alice, room, "a0", "before bob came")
+		before := send(t, alice, room, "a0", "before bob came")
 
 		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
 		// B now knows the room's state, including its name and alice.
@@ -108,7 +108,18 @@ func TestTwoServersChat(t *testing.T) {
 			return members.Joined[bob.UserID] != nil
 		})
 
-		send(t, bob, room, "b1", "hello from B")
+		// An event goes to the servers in the room at that event: what alice said
+		// before bob joined is not sent to B (B may only backfill it).
+		after := send(t, bob, room, "b1", "hello from B")
+		for _, tc := range []struct {
+			event string
+			want  []string
+		}{{before, []string{a.Config.ServerName}}, {after, sortedNames(a.Config.ServerName, b.Config.ServerName)}} {
+			waitFor(t, "A to hold the event", func() bool { ev, _ := a.Rooms.PDU(context.Background(), tc.event); return ev != nil })
+			if got, err := a.Rooms.ServersAt(context.Background(), tc.event); err != nil || !slices.Equal(got, tc.want) {
+				t.Errorf("servers at %s = %v, %v; want %v", tc.event, got, err, tc.want)
+			}
+		}
 		waitFor(t, "alice to get bob's message", func() bool { return slices.Contains(bodies(t, alice, room), "hello from B") })
 		send(t, alice, room, "a1", "hello from A")
 		waitFor(t, "bob to get alice's message", func() bool { return slices.Contains(bodies(t, bob, room), "hello from A") })
@@ -150,6 +161,11 @@ func TestTwoServersChat(t *testing.T) {
 			return members.Joined[bob.UserID] == nil
 		})
 	})
+}
+
+func sortedNames(names ...string) []string {
+	slices.Sort(names)
+	return names
 }
 
 // syncRoom returns one room's part of a full sync.
@@ -915,6 +931,25 @@ func TestHierarchyOverFederation(t *testing.T) {
 		}
 		if len(res.InaccessibleChildren) != 1 || res.InaccessibleChildren[0] != closed["room_id"] {
 			t.Errorf("inaccessible = %v; want the closed room", res.InaccessibleChildren)
+		}
+
+		// Bob on B joins the space (not its rooms); his client's /hierarchy shows the
+		// open room, which only A holds, as A described it.
+		bob := b.Register(t, "bob", "pw")
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(space["room_id"]), map[string]any{}, nil)
+		var h struct {
+			Rooms []struct {
+				RoomID string `json:"room_id"`
+				Name   string `json:"name"`
+			} `json:"rooms"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v1/rooms/"+url.PathEscape(space["room_id"])+"/hierarchy", nil, &h)
+		var names []string
+		for _, r := range h.Rooms {
+			names = append(names, r.Name)
+		}
+		if !slices.Equal(names, []string{"Space", "Open"}) {
+			t.Errorf("bob's hierarchy on B = %v; want the space and the open room", names)
 		}
 	})
 }

@@ -107,3 +107,30 @@ func (s *Service) QueryProfile(ctx context.Context, userID string) (users.Profil
 	}
 	return p, nil
 }
+
+// Hierarchy asks the servers a space child names for its summary (/hierarchy).
+func (s *Service) Hierarchy(ctx context.Context, roomID string, via []string, suggestedOnly bool) (rooms.HierarchyRoom, []rooms.HierarchyRoom, error) {
+	var errs []error
+	for _, server := range via {
+		if server == s.cfg.ServerName {
+			continue
+		}
+		res, err := s.client.RoomHierarchy(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), roomID, suggestedOnly)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", server, err))
+			continue
+		}
+		// The wire format and ours are the same JSON.
+		var room rooms.HierarchyRoom
+		var children []rooms.HierarchyRoom
+		raw, _ := json.Marshal(res.Room)
+		if err := json.Unmarshal(raw, &room); err != nil || room.RoomID != roomID {
+			errs = append(errs, fmt.Errorf("%s: bad hierarchy answer", server))
+			continue
+		}
+		raw, _ = json.Marshal(res.Children)
+		json.Unmarshal(raw, &children)
+		return room, children, nil
+	}
+	return rooms.HierarchyRoom{}, nil, errors.Join(errs...)
+}

@@ -244,8 +244,10 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 			}
 			dests, ok := snd.servers[r.room]
 			if !ok {
+				// The servers in the room at this event, not now: a server that
+				// joined later must not be sent what came before it.
 				var err error
-				if dests, err = snd.s.deps.Rooms.ServersInRoom(ctx, r.room); err != nil {
+				if dests, err = snd.s.deps.Rooms.ServersAt(ctx, r.id); err != nil {
 					return err
 				}
 				if len(snd.servers) > 10_000 {

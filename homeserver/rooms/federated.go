@@ -45,6 +45,9 @@ type Remote interface {
 	// Backfill fetches up to limit events of the room from before the given ones
 	// from a server in it, signatures checked.
 	Backfill(ctx context.Context, roomID string, servers []string, before []string, limit int) ([]gomatrixserverlib.PDU, error)
+	// Hierarchy asks one of via for a space's summary and its children's (federation
+	// /hierarchy), for rooms this server does not hold.
+	Hierarchy(ctx context.Context, roomID string, via []string, suggestedOnly bool) (HierarchyRoom, []HierarchyRoom, error)
 	// PublicRooms reads another server's public room directory.
 	PublicRooms(ctx context.Context, server string, limit int, since, search string) (json.RawMessage, error)
 	// QueryAlias asks server which room its alias names, and through which servers
@@ -1590,5 +1593,77 @@ func (s *Service) PartialStateRooms(ctx context.Context) ([]PartialRoom, error) 
 			return nil, fmt.Errorf("read partial-state join: %w", err)
 		}
 	}
+	return out, nil
+}
+
+// ServersAt returns the servers with a joined member in the room's state just after
+// a stored event: the servers that event is sent to. (The current membership would
+// send an event from before a server joined to that server too.)
+func (s *Service) ServersAt(ctx context.Context, eventID string) ([]string, error) {
+	var roomID string
+	var before int64
+	var typ string
+	var sk, membership sql.NullString
+	err := s.db.QueryRow(ctx, `SELECT room_id, snapshot_before, type, state_key, membership FROM events WHERE event_id = $1`, eventID).
+		Scan(&roomID, &before, &typ, &sk, &membership)
+	if err != nil {
+		return nil, fmt.Errorf("read event %s: %w", eventID, err)
+	}
+	state, err := s.snapshotState(ctx, before, nil)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for k, id := range state {
+		if k[0] == spec.MRoomMember && !(typ == spec.MRoomMember && sk.Valid && k[1] == sk.String) {
+			ids = append(ids, id)
+		}
+	}
+	joined := map[string]bool{}
+	if typ == spec.MRoomMember && sk.Valid && membership.String == spec.Join {
+		joined[sk.String] = true
+	}
+	for start := 0; start < len(ids); start += 500 {
+		batch := ids[start:min(start+500, len(ids))]
+		args := make([]any, len(batch))
+		marks := make([]string, len(batch))
+		for i, id := range batch {
+			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := s.db.Query(ctx, `SELECT state_key FROM events WHERE membership = 'join' AND event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("read members: %w", err)
+		}
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			joined[u] = true
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	seen := map[string]bool{}
+	var out []string
+	for u := range joined {
+		if _, server, ok := strings.Cut(u, ":"); ok && !seen[server] {
+			seen[server] = true
+			out = append(out, server)
+		}
+	}
+	// While the state is partial, the servers send_join named are in the room too.
+	if partial, listed, err := s.partialState(ctx, s.db, roomID); err == nil && partial {
+		for _, srv := range listed {
+			if !seen[srv] {
+				seen[srv] = true
+				out = append(out, srv)
+			}
+		}
+	}
+	slices.Sort(out)
 	return out, nil
 }

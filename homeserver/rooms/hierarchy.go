@@ -52,33 +52,61 @@ func (s *Service) SpaceHierarchy(ctx context.Context, roomID, userID string, q H
 	type item struct {
 		id    string
 		depth int
+		via   []string
 	}
-	queue := []item{{roomID, 0}}
+	queue := []item{{id: roomID}}
 	seen := map[string]bool{roomID: true}
+	// Summaries of rooms held elsewhere that a remote /hierarchy answer already gave.
+	fetched := map[string]HierarchyRoom{}
 	res := Hierarchy{Rooms: []HierarchyRoom{}}
 	index := 0
 	for len(queue) > 0 {
 		it := queue[0]
 		queue = queue[1:]
-		if ok, err := s.roomExists(ctx, it.id); err != nil {
+		var hr HierarchyRoom
+		var children []spaceChild
+		held, err := s.roomExists(ctx, it.id)
+		if err != nil {
 			return Hierarchy{}, err
-		} else if !ok || !s.mayPeek(ctx, it.id, userID) {
+		}
+		switch {
+		case held && s.mayPeek(ctx, it.id, userID) && !(it.id != roomID && s.partialOnly(ctx, it.id)):
+			pr, err := s.publicRoom(ctx, it.id)
+			if err != nil {
+				return Hierarchy{}, err
+			}
+			hr = HierarchyRoom{PublicRoom: pr, ChildrenState: []map[string]any{}}
+			if children, err = s.spaceChildren(ctx, it.id, q.SuggestedOnly); err != nil {
+				return Hierarchy{}, err
+			}
+			for _, c := range children {
+				hr.ChildrenState = append(hr.ChildrenState, c.event)
+			}
+		case held:
 			continue
-		}
-		pr, err := s.publicRoom(ctx, it.id)
-		if err != nil {
-			return Hierarchy{}, err
-		}
-		hr := HierarchyRoom{PublicRoom: pr, ChildrenState: []map[string]any{}}
-		children, err := s.spaceChildren(ctx, it.id, q.SuggestedOnly)
-		if err != nil {
-			return Hierarchy{}, err
+		default:
+			// Held only by other servers: ask one the parent named (via).
+			got, ok := fetched[it.id]
+			if !ok {
+				if s.remote == nil || len(it.via) == 0 {
+					continue
+				}
+				room, kids, err := s.remote.Hierarchy(ctx, it.id, it.via, q.SuggestedOnly)
+				if err != nil {
+					continue // unreachable or private: left out, as Synapse does
+				}
+				got = room
+				for _, k := range kids {
+					fetched[k.RoomID] = k
+				}
+			}
+			hr = got
+			children = childrenOf(hr, q.SuggestedOnly)
 		}
 		for _, c := range children {
-			hr.ChildrenState = append(hr.ChildrenState, c.event)
 			if (q.MaxDepth == 0 || it.depth < q.MaxDepth) && !seen[c.roomID] {
 				seen[c.roomID] = true
-				queue = append(queue, item{c.roomID, it.depth + 1})
+				queue = append(queue, item{c.roomID, it.depth + 1, c.via})
 			}
 		}
 		if index >= skip {
@@ -93,6 +121,32 @@ func (s *Service) SpaceHierarchy(ctx context.Context, roomID, userID string, q H
 	return res, nil
 }
 
+// partialOnly reports whether a room is known here only by an invite or knock
+// (no state to summarise it from).
+func (s *Service) partialOnly(ctx context.Context, roomID string) bool {
+	var n int
+	err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM current_state WHERE room_id = $1 AND type = 'm.room.create'`, roomID).Scan(&n)
+	return err == nil && n == 0
+}
+
+// childrenOf reads the space children out of a summary another server gave.
+func childrenOf(hr HierarchyRoom, suggestedOnly bool) []spaceChild {
+	var out []spaceChild
+	for _, ev := range hr.ChildrenState {
+		key, _ := ev["state_key"].(string)
+		raw, _ := json.Marshal(ev["content"])
+		var c struct {
+			Via       []string `json:"via"`
+			Suggested bool     `json:"suggested"`
+		}
+		if key == "" || json.Unmarshal(raw, &c) != nil || len(c.Via) == 0 || (suggestedOnly && !c.Suggested) {
+			continue
+		}
+		out = append(out, spaceChild{roomID: key, via: c.Via, event: ev})
+	}
+	return out
+}
+
 // mayPeek reports whether the user may see a room's summary in a hierarchy.
 func (s *Service) mayPeek(ctx context.Context, roomID, userID string) bool {
 	if m, err := s.CurrentMembership(ctx, roomID, userID); err == nil && (m == "join" || m == "invite") {
@@ -104,6 +158,7 @@ func (s *Service) mayPeek(ctx context.Context, roomID, userID string) bool {
 
 type spaceChild struct {
 	roomID string
+	via    []string
 	event  map[string]any
 }
 
@@ -124,7 +179,7 @@ func (s *Service) spaceChildren(ctx context.Context, roomID string, suggestedOnl
 		if json.Unmarshal(ev.Content, &c) != nil || len(c.Via) == 0 || (suggestedOnly && !c.Suggested) {
 			continue
 		}
-		out = append(out, spaceChild{roomID: *ev.StateKey, event: map[string]any{
+		out = append(out, spaceChild{roomID: *ev.StateKey, via: c.Via, event: map[string]any{
 			"type": ev.Type, "state_key": *ev.StateKey, "content": ev.Content, "sender": ev.Sender, "origin_server_ts": ev.OriginServerTS}})
 	}
 	return out, nil
