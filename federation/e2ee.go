@@ -12,7 +12,6 @@ import (
 
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
-	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
 // QueryRemoteKeys asks server for its users' keys (/user/keys/query).
@@ -52,13 +51,8 @@ func (s *Service) ClaimRemoteKeys(ctx context.Context, server string, want map[s
 
 // SendToDeviceRemote queues an m.direct_to_device EDU for server.
 func (s *Service) SendToDeviceRemote(ctx context.Context, server, sender, evType, messageID string, messages map[string]map[string]json.RawMessage) error {
-	content, _ := json.Marshal(map[string]any{"sender": sender, "type": evType, "message_id": messageID, "messages": messages})
-	edu, _ := json.Marshal(gomatrixserverlib.EDU{Type: spec.MDirectToDevice, Origin: s.cfg.ServerName, Destination: server, Content: content})
-	if err := s.deps.DB.WithTx(ctx, func(tx *storage.Tx) error { return insertQueue(ctx, tx, server, "edu", edu) }); err != nil {
-		return err
-	}
-	s.sender.kick(server)
-	return nil
+	return s.sender.queueEDUTo(ctx, []string{server}, spec.MDirectToDevice,
+		map[string]any{"sender": sender, "type": evType, "message_id": messageID, "messages": messages})
 }
 
 // onDeviceList tells the servers sharing a room with a local user that the user's
@@ -69,24 +63,13 @@ func (snd *sender) onDeviceList(m *nats.Msg) {
 	if json.Unmarshal(m.Data, &n) != nil || !n.DeviceList || !strings.HasSuffix(n.UserID, ":"+snd.s.cfg.ServerName) {
 		return
 	}
-	users, err := snd.s.deps.Rooms.SharedUsers(snd.ctx, n.UserID)
+	servers, err := snd.s.deps.Rooms.ServersSharing(snd.ctx, n.UserID)
 	if err != nil {
 		return
 	}
-	var servers []string
-	for _, u := range users {
-		if _, srv, ok := strings.Cut(u, ":"); ok && srv != snd.s.cfg.ServerName {
-			servers = append(servers, srv)
-		}
-	}
-	content, _ := json.Marshal(map[string]any{"user_id": n.UserID, "device_id": "", "stream_id": 0, "prev_id": []int{}, "deleted": false})
-	for _, srv := range unique(servers) {
-		edu, _ := json.Marshal(gomatrixserverlib.EDU{Type: spec.MDeviceListUpdate, Origin: snd.s.cfg.ServerName, Destination: srv, Content: content})
-		if err := snd.s.deps.DB.WithTx(snd.ctx, func(tx *storage.Tx) error { return insertQueue(snd.ctx, tx, srv, "edu", edu) }); err != nil {
-			snd.s.log.Warn("queue device list update", "err", err)
-			continue
-		}
-		snd.kick(srv)
+	update := map[string]any{"user_id": n.UserID, "device_id": "", "stream_id": 0, "prev_id": []int{}, "deleted": false}
+	if err := snd.queueEDUTo(snd.ctx, servers, spec.MDeviceListUpdate, update); err != nil {
+		snd.s.log.Warn("queue device list update", "err", err)
 	}
 }
 

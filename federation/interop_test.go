@@ -17,12 +17,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -291,32 +289,11 @@ func BenchmarkJoinDendriteRoom10k(b *testing.B) {
 	var total time.Duration
 	var peak uint64
 	for i := 0; i < b.N; i++ {
-		runtime.GC()
-		var base runtime.MemStats
-		runtime.ReadMemStats(&base)
-		var top atomic.Uint64
-		done := make(chan struct{})
-		go func() {
-			var m runtime.MemStats
-			for {
-				select {
-				case <-done:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-				runtime.ReadMemStats(&m)
-				if m.HeapInuse > top.Load() {
-					top.Store(m.HeapInuse)
-				}
-			}
-		}()
-		start := time.Now()
-		hana.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(d.ServerName), map[string]any{}, nil)
-		total += time.Since(start)
-		close(done)
-		if top.Load() > base.HeapInuse {
-			peak = max(peak, top.Load()-base.HeapInuse)
-		}
+		took, grew := heapDuring(func() {
+			hana.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(d.ServerName), map[string]any{}, nil)
+		})
+		total += took
+		peak = max(peak, grew)
 		var joined struct {
 			Joined map[string]any `json:"joined"`
 		}

@@ -326,29 +326,35 @@ func (snd *sender) queueEDU(ctx context.Context, roomID, typ string, content any
 	if err != nil {
 		return
 	}
-	data, _ := json.Marshal(content)
-	var dests []string
+	servers = slices.DeleteFunc(servers, func(d string) bool { return d == snd.s.cfg.ServerName })
+	if err := snd.queueEDUTo(ctx, servers, typ, content); err != nil {
+		snd.s.log.Warn("queue EDU", "type", typ, "err", err)
+	}
+}
+
+// queueEDUTo queues an EDU for destinations, durably in one transaction, and wakes
+// their workers.
+func (snd *sender) queueEDUTo(ctx context.Context, dests []string, typ string, content any) error {
+	data, err := json.Marshal(content)
+	if err != nil {
+		return err
+	}
 	err = snd.s.deps.DB.WithTx(ctx, func(tx *storage.Tx) error {
-		dests = dests[:0]
-		for _, d := range servers {
-			if d == snd.s.cfg.ServerName {
-				continue
-			}
+		for _, d := range dests {
 			edu, _ := json.Marshal(gomatrixserverlib.EDU{Type: typ, Origin: snd.s.cfg.ServerName, Destination: d, Content: data})
 			if err := insertQueue(ctx, tx, d, "edu", edu); err != nil {
 				return err
 			}
-			dests = append(dests, d)
 		}
 		return nil
 	})
 	if err != nil {
-		snd.s.log.Warn("queue EDU", "type", typ, "err", err)
-		return
+		return err
 	}
 	for _, d := range dests {
 		snd.kick(d)
 	}
+	return nil
 }
 
 func (snd *sender) onTyping(m *nats.Msg) {
@@ -573,26 +579,15 @@ func (snd *sender) onPresence(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	users, err := snd.s.deps.Rooms.SharedUsers(snd.ctx, n.UserID)
+	servers, err := snd.s.deps.Rooms.ServersSharing(snd.ctx, n.UserID)
 	if err != nil {
 		return
-	}
-	var servers []string
-	for _, u := range users {
-		if _, srv, ok := strings.Cut(u, ":"); ok && srv != snd.s.cfg.ServerName {
-			servers = append(servers, srv)
-		}
 	}
 	push := map[string]any{"user_id": n.UserID, "presence": st.Presence, "last_active_ago": st.LastActiveAgo, "currently_active": st.CurrentlyActive}
 	if st.StatusMsg != nil {
 		push["status_msg"] = *st.StatusMsg
 	}
-	content, _ := json.Marshal(map[string]any{"push": []any{push}})
-	for _, srv := range unique(servers) {
-		edu, _ := json.Marshal(gomatrixserverlib.EDU{Type: spec.MPresence, Origin: snd.s.cfg.ServerName, Destination: srv, Content: content})
-		if err := snd.s.deps.DB.WithTx(snd.ctx, func(tx *storage.Tx) error { return insertQueue(snd.ctx, tx, srv, "edu", edu) }); err != nil {
-			continue
-		}
-		snd.kick(srv)
+	if err := snd.queueEDUTo(snd.ctx, servers, spec.MPresence, map[string]any{"push": []any{push}}); err != nil {
+		snd.s.log.Warn("queue presence", "err", err)
 	}
 }

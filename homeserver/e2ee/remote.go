@@ -40,76 +40,58 @@ const remoteTimeout = 10 * time.Second
 // fail or are not reachable are reported in failures by name.
 func (s *Service) QueryRemote(ctx context.Context, want map[string][]string) (RemoteKeys, map[string]any) {
 	out := RemoteKeys{DeviceKeys: map[string]map[string]json.RawMessage{}, Master: map[string]json.RawMessage{}, SelfSigning: map[string]json.RawMessage{}}
-	failures := map[string]any{}
-	byServer := map[string]map[string][]string{}
-	for u, devices := range want {
-		_, server, ok := strings.Cut(u, ":")
-		if !ok {
-			continue
-		}
-		if byServer[server] == nil {
-			byServer[server] = map[string][]string{}
-		}
-		byServer[server][u] = devices
-	}
 	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for server, users := range byServer {
-		if s.remote == nil {
-			failures[server] = map[string]string{"status": "503", "message": "federation is off on this server"}
-			continue
+	failures := eachServer(ctx, s.remote != nil, want, func(ctx context.Context, server string, users map[string][]string) error {
+		res, err := s.remote.QueryRemoteKeys(ctx, server, users)
+		if err != nil {
+			return err
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			qctx, cancel := context.WithTimeout(ctx, remoteTimeout)
-			defer cancel()
-			res, err := s.remote.QueryRemoteKeys(qctx, server, users)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				failures[server] = map[string]string{"status": "503", "message": err.Error()}
-				return
-			}
-			// Only what the server may speak for: its own users.
-			for u, devs := range res.DeviceKeys {
-				if _, ok := users[u]; ok {
-					out.DeviceKeys[u] = devs
-				}
-			}
-			for u, k := range res.Master {
-				if _, ok := users[u]; ok {
-					out.Master[u] = k
-				}
-			}
-			for u, k := range res.SelfSigning {
-				if _, ok := users[u]; ok {
-					out.SelfSigning[u] = k
-				}
-			}
-		}()
-	}
-	wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		// Only what the server may speak for: its own users.
+		mergeFor(users, out.DeviceKeys, res.DeviceKeys)
+		mergeFor(users, out.Master, res.Master)
+		mergeFor(users, out.SelfSigning, res.SelfSigning)
+		return nil
+	})
 	return out, failures
 }
 
 // ClaimRemote claims other servers' users' one-time keys, concurrently per server.
 func (s *Service) ClaimRemote(ctx context.Context, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, map[string]any) {
 	out := map[string]map[string]map[string]json.RawMessage{}
-	failures := map[string]any{}
-	byServer := map[string]map[string]map[string]string{}
-	for u, devices := range want {
+	var mu sync.Mutex
+	failures := eachServer(ctx, s.remote != nil, want, func(ctx context.Context, server string, users map[string]map[string]string) error {
+		res, err := s.remote.ClaimRemoteKeys(ctx, server, users)
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		mergeFor(users, out, res)
+		return nil
+	})
+	return out, failures
+}
+
+// eachServer groups a request by the users' servers and calls ask for each server
+// concurrently, each bounded by remoteTimeout; the servers that fail (or all, when
+// federation is off) are returned as the spec's failures.
+func eachServer[V any](ctx context.Context, federating bool, want map[string]V, ask func(ctx context.Context, server string, users map[string]V) error) map[string]any {
+	byServer := map[string]map[string]V{}
+	for u, v := range want {
 		if _, server, ok := strings.Cut(u, ":"); ok {
 			if byServer[server] == nil {
-				byServer[server] = map[string]map[string]string{}
+				byServer[server] = map[string]V{}
 			}
-			byServer[server][u] = devices
+			byServer[server][u] = v
 		}
 	}
+	failures := map[string]any{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for server, users := range byServer {
-		if s.remote == nil {
+		if !federating {
 			failures[server] = map[string]string{"status": "503", "message": "federation is off on this server"}
 			continue
 		}
@@ -118,22 +100,24 @@ func (s *Service) ClaimRemote(ctx context.Context, want map[string]map[string]st
 			defer wg.Done()
 			qctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 			defer cancel()
-			res, err := s.remote.ClaimRemoteKeys(qctx, server, users)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
+			if err := ask(qctx, server, users); err != nil {
+				mu.Lock()
 				failures[server] = map[string]string{"status": "503", "message": err.Error()}
-				return
-			}
-			for u, devs := range res {
-				if _, ok := users[u]; ok {
-					out[u] = devs
-				}
+				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	return out, failures
+	return failures
+}
+
+// mergeFor copies into dst the entries of src for the users asked about.
+func mergeFor[V, W any](asked map[string]V, dst, src map[string]W) {
+	for u, w := range src {
+		if _, ok := asked[u]; ok {
+			dst[u] = w
+		}
+	}
 }
 
 // DeliverRemoteToDevice queues to-device messages another server sent for local

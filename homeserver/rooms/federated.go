@@ -108,16 +108,7 @@ func (s *Service) ForwardExtremities(ctx context.Context, roomID string) ([]stri
 	if err != nil {
 		return nil, fmt.Errorf("read forward extremities: %w", err)
 	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return scanStrings(rows)
 }
 
 type querier interface {
@@ -233,41 +224,66 @@ func (s *Service) stateIDsBefore(ctx context.Context, roomID, eventID string) ([
 // ServersInRoom returns the servers with a joined member in the room, this one
 // included if it has one.
 func (s *Service) ServersInRoom(ctx context.Context, roomID string) ([]string, error) {
-	partial, listed, err := s.partialState(ctx, s.db, roomID)
+	rows, err := s.db.Query(ctx, `SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("read members: %w", err)
+	}
+	users, err := scanStrings(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read members: %w", err)
+	}
+	return s.withPartialServers(ctx, roomID, serversOf(users))
+}
+
+// ServersSharing returns the other servers with a member in a room the user is in:
+// where news of the user's devices and presence goes.
+func (s *Service) ServersSharing(ctx context.Context, userID string) ([]string, error) {
+	users, err := s.SharedUsers(ctx, userID)
 	if err != nil {
 		return nil, err
 	}
-	servers, err := s.joinedServers(ctx, roomID)
+	return slices.DeleteFunc(serversOf(users), func(srv string) bool { return srv == s.cfg.ServerName }), nil
+}
+
+// serversOf returns the servers of users, once each, sorted.
+func serversOf(users []string) []string {
+	var out []string
+	for _, u := range users {
+		if _, server, ok := strings.Cut(u, ":"); ok && !slices.Contains(out, server) {
+			out = append(out, server)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// withPartialServers adds, while the room's state here is partial, the servers
+// send_join named: until the state is complete, the members here are not all the
+// room's.
+func (s *Service) withPartialServers(ctx context.Context, roomID string, servers []string) ([]string, error) {
+	partial, listed, err := s.partialState(ctx, s.db, roomID)
 	if err != nil || !partial {
 		return servers, err
 	}
-	// Until the state is complete, the members here are not all the room's: the
-	// servers send_join named are in it too.
 	for _, srv := range listed {
 		if !slices.Contains(servers, srv) {
 			servers = append(servers, srv)
 		}
 	}
+	slices.Sort(servers)
 	return servers, nil
 }
 
-func (s *Service) joinedServers(ctx context.Context, roomID string) ([]string, error) {
-	rows, err := s.db.Query(ctx, `SELECT state_key FROM current_state WHERE room_id = $1 AND type = 'm.room.member' AND membership = 'join'`, roomID)
-	if err != nil {
-		return nil, fmt.Errorf("read members: %w", err)
-	}
+// scanStrings reads one string column of rows and closes them.
+func scanStrings(rows *sql.Rows) ([]string, error) {
 	defer rows.Close()
-	seen := map[string]bool{}
 	var out []string
 	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
+		var v string
+		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}
-		if _, server, ok := strings.Cut(u, ":"); ok && !seen[server] {
-			seen[server] = true
-			out = append(out, server)
-		}
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
@@ -471,19 +487,13 @@ func (s *Service) storeOutOfRoom(ctx context.Context, ev gomatrixserverlib.PDU, 
 // leaveRemote rejects an invite (or leaves a room) this server has no member in,
 // through the servers that are in it.
 func (s *Service) leaveRemote(ctx context.Context, roomID string, m Membership) (Sent, error) {
-	var servers []string
 	var inviter string
 	err := s.db.QueryRow(ctx, `SELECT e.sender FROM current_state c JOIN events e ON e.event_id = c.event_id
 		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, m.Target).Scan(&inviter)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return Sent{}, fmt.Errorf("read membership: %w", err)
 	}
-	for _, u := range []string{inviter, roomID} {
-		if _, server, ok := strings.Cut(u, ":"); ok && server != s.cfg.ServerName && !slices.Contains(servers, server) {
-			servers = append(servers, server)
-		}
-	}
-	ev, err := s.remote.LeaveRemote(ctx, roomID, m.Target, servers)
+	ev, err := s.remote.LeaveRemote(ctx, roomID, m.Target, s.viaServers(inviter, roomID))
 	if err != nil {
 		return Sent{}, err
 	}
@@ -500,15 +510,7 @@ func (s *Service) leaveRemote(ctx context.Context, roomID string, m Membership) 
 // ID and the client name, and keeps the knock and the stripped state the resident
 // server answered with, for the knocker's sync.
 func (s *Service) knockRemote(ctx context.Context, roomID string, m Membership) (Sent, error) {
-	var servers []string
-	if _, server, ok := strings.Cut(roomID, ":"); ok && server != s.cfg.ServerName {
-		servers = append(servers, server)
-	}
-	for _, v := range m.Servers {
-		if v != s.cfg.ServerName && !slices.Contains(servers, v) {
-			servers = append(servers, v)
-		}
-	}
+	servers := s.viaServers(append([]string{roomID}, m.Servers...)...)
 	if len(servers) == 0 {
 		return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s and no server to knock through", roomID)
 	}
@@ -791,7 +793,7 @@ func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomat
 	for i, ev := range evs {
 		ids[i] = ev.EventID()
 	}
-	have, err := s.existing(ctx, tx, ids)
+	have, err := s.heldIDs(ctx, tx, ids, false)
 	if err != nil {
 		return err
 	}
@@ -836,8 +838,13 @@ func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomat
 	return nil
 }
 
-// existing reports which of ids are stored.
-func (s *Service) existing(ctx context.Context, tx *storage.Tx, ids []string) (map[string]bool, error) {
+// heldIDs reports which of ids are stored — only as timeline events (not outliers)
+// when timelineOnly.
+func (s *Service) heldIDs(ctx context.Context, q querier, ids []string, timelineOnly bool) (map[string]bool, error) {
+	cond := ""
+	if timelineOnly {
+		cond = "NOT outlier AND "
+	}
 	have := make(map[string]bool, len(ids))
 	for start := 0; start < len(ids); start += 500 {
 		batch := ids[start:min(start+500, len(ids))]
@@ -846,21 +853,16 @@ func (s *Service) existing(ctx context.Context, tx *storage.Tx, ids []string) (m
 		for i, id := range batch {
 			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
 		}
-		rows, err := tx.Query(ctx, `SELECT event_id FROM events WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		rows, err := q.Query(ctx, `SELECT event_id FROM events WHERE `+cond+`event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("check events: %w", err)
 		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			have[id] = true
+		found, err := scanStrings(rows)
+		if err != nil {
+			return nil, fmt.Errorf("check events: %w", err)
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
+		for _, id := range found {
+			have[id] = true
 		}
 	}
 	return have, nil
@@ -1306,7 +1308,7 @@ func (s *Service) backfill(ctx context.Context, roomID string, limit int) (int, 
 		for i, ev := range evs {
 			ids[i] = ev.EventID()
 		}
-		timeline, err := s.timelineIDs(ctx, ids)
+		timeline, err := s.heldIDs(ctx, tx, ids, true)
 		if err != nil {
 			return err
 		}
@@ -1375,7 +1377,7 @@ func (s *Service) oldestHeld(ctx context.Context, roomID string) (gomatrixserver
 	if len(oldest.PrevEventIDs()) == 0 {
 		return oldest, before, false, nil // the room's create event: nothing before it
 	}
-	held, err := s.timelineIDs(ctx, oldest.PrevEventIDs())
+	held, err := s.heldIDs(ctx, s.db, oldest.PrevEventIDs(), true)
 	if err != nil {
 		return nil, 0, false, err
 	}
@@ -1387,36 +1389,6 @@ func (s *Service) oldestHeld(ctx context.Context, roomID string) (gomatrixserver
 func (s *Service) historyElsewhere(ctx context.Context, roomID string) (bool, error) {
 	_, _, more, err := s.oldestHeld(ctx, roomID)
 	return more, err
-}
-
-// timelineIDs reports which of ids are held as timeline events (not outliers).
-func (s *Service) timelineIDs(ctx context.Context, ids []string) (map[string]bool, error) {
-	out := map[string]bool{}
-	for start := 0; start < len(ids); start += 500 {
-		batch := ids[start:min(start+500, len(ids))]
-		args := make([]any, len(batch))
-		marks := make([]string, len(batch))
-		for i, id := range batch {
-			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
-		}
-		rows, err := s.db.Query(ctx, `SELECT event_id FROM events WHERE NOT outlier AND event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
-		if err != nil {
-			return nil, fmt.Errorf("check events: %w", err)
-		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[id] = true
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
 }
 
 // ServerAllowed applies the room's server ACL (m.room.server_acl) to a server name:
@@ -1634,36 +1606,17 @@ func (s *Service) ServersAt(ctx context.Context, eventID string) ([]string, erro
 		if err != nil {
 			return nil, fmt.Errorf("read members: %w", err)
 		}
-		for rows.Next() {
-			var u string
-			if err := rows.Scan(&u); err != nil {
-				rows.Close()
-				return nil, err
-			}
+		users, err := scanStrings(rows)
+		if err != nil {
+			return nil, fmt.Errorf("read members: %w", err)
+		}
+		for _, u := range users {
 			joined[u] = true
 		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, err
-		}
 	}
-	seen := map[string]bool{}
-	var out []string
+	users := make([]string, 0, len(joined))
 	for u := range joined {
-		if _, server, ok := strings.Cut(u, ":"); ok && !seen[server] {
-			seen[server] = true
-			out = append(out, server)
-		}
+		users = append(users, u)
 	}
-	// While the state is partial, the servers send_join named are in the room too.
-	if partial, listed, err := s.partialState(ctx, s.db, roomID); err == nil && partial {
-		for _, srv := range listed {
-			if !seen[srv] {
-				seen[srv] = true
-				out = append(out, srv)
-			}
-		}
-	}
-	slices.Sort(out)
-	return out, nil
+	return s.withPartialServers(ctx, roomID, serversOf(users))
 }

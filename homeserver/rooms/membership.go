@@ -135,17 +135,27 @@ func (s *Service) joinsRemotely(ctx context.Context, roomID string) (bool, error
 	return !in, err
 }
 
-// joinRemote joins through the servers the room ID and the client name.
-func (s *Service) joinRemote(ctx context.Context, roomID string, m Membership, content map[string]any) (Sent, error) {
-	var servers []string
-	if _, server, ok := strings.Cut(roomID, ":"); ok && server != s.cfg.ServerName {
-		servers = append(servers, server)
-	}
-	for _, v := range m.Servers {
-		if v != s.cfg.ServerName && !slices.Contains(servers, v) {
-			servers = append(servers, v)
+// viaServers are the other servers among names — server names, or the user and
+// room IDs that carry one — in order, once each.
+func (s *Service) viaServers(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		if strings.HasPrefix(n, "!") || strings.HasPrefix(n, "@") || strings.HasPrefix(n, "#") {
+			var ok bool
+			if _, n, ok = strings.Cut(n, ":"); !ok {
+				continue // a v12 room ID names no server
+			}
+		}
+		if n != "" && n != s.cfg.ServerName && !slices.Contains(out, n) {
+			out = append(out, n)
 		}
 	}
+	return out
+}
+
+// joinRemote joins through the servers the room ID and the client name.
+func (s *Service) joinRemote(ctx context.Context, roomID string, m Membership, content map[string]any) (Sent, error) {
+	servers := s.viaServers(append([]string{roomID}, m.Servers...)...)
 	if len(servers) == 0 {
 		return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s and no server to join it through", roomID)
 	}
