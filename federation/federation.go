@@ -296,17 +296,12 @@ func (s *Service) requireInRoom(ctx context.Context, roomID, origin string) erro
 // requireACL refuses servers the room's server ACL denies, and every other server
 // when the room does not federate (m.federate false).
 func (s *Service) requireACL(ctx context.Context, roomID, server string) error {
-	if fed, err := s.deps.Rooms.Federates(ctx, roomID); err != nil {
-		return err
-	} else if !fed {
-		return mxerror.New(mxerror.Forbidden, "room %s does not federate", roomID)
-	}
 	ok, err := s.deps.Rooms.ServerAllowed(ctx, roomID, server)
 	if err != nil {
 		return err
 	}
 	if !ok {
-		return mxerror.New(mxerror.Forbidden, "%s is denied by the server ACL of %s", server, roomID)
+		return mxerror.New(mxerror.Forbidden, "%s may not take part in %s (server ACL or m.federate)", server, roomID)
 	}
 	return nil
 }

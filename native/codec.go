@@ -124,6 +124,22 @@ func UnmarshalData(c Codec, body []byte, v any) error {
 // maxMsgPackDepth bounds how deeply MessagePack arrays and maps may nest.
 const maxMsgPackDepth = 64
 
+// msgPackFixed are the MessagePack types of a fixed size after their type byte.
+var msgPackFixed = map[byte]int{
+	0xcc: 1, 0xd0: 1, 0xcd: 2, 0xd1: 2, 0xca: 4, 0xce: 4, 0xd2: 4, 0xcb: 8, 0xcf: 8, 0xd3: 8, // numbers
+	0xd4: 2, 0xd5: 3, 0xd6: 5, 0xd7: 9, 0xd8: 17, // fixext: type byte and data
+}
+
+// msgPackSized are the MessagePack types whose type byte is followed by a size-byte
+// big-endian length: of bytes (plus extra), or of elements, per values each.
+var msgPackSized = map[byte]struct{ size, extra, per int }{
+	0xc4: {1, 0, 0}, 0xc5: {2, 0, 0}, 0xc6: {4, 0, 0}, // bin
+	0xd9: {1, 0, 0}, 0xda: {2, 0, 0}, 0xdb: {4, 0, 0}, // str
+	0xc7: {1, 1, 0}, 0xc8: {2, 1, 0}, 0xc9: {4, 1, 0}, // ext: data and its type byte
+	0xdc: {2, 0, 1}, 0xdd: {4, 0, 1}, // array
+	0xde: {2, 0, 2}, 0xdf: {4, 0, 2}, // map: keys and values
+}
+
 // checkMsgPack walks a MessagePack value without decoding it and refuses what a
 // decoder would choke on: an array or map declaring more elements than bytes remain
 // (the msgpack library allocates the declared length up front, so a 47-byte frame
@@ -165,86 +181,24 @@ func checkMsgPack(data []byte) error {
 			items = int(b & 0x0f)
 		case b >= 0xa0 && b <= 0xbf:
 			skip = int(b & 0x1f)
-		case b == 0xc4 || b == 0xd9:
-			n, ok := length(1)
+		default:
+			if n, ok := msgPackFixed[b]; ok {
+				skip = n
+				break
+			}
+			h, ok := msgPackSized[b]
+			if !ok {
+				return bad // 0xc1, never used
+			}
+			n, ok := length(h.size)
 			if !ok {
 				return bad
 			}
-			skip = n
-		case b == 0xc5 || b == 0xda:
-			n, ok := length(2)
-			if !ok {
-				return bad
+			if h.per == 0 {
+				skip = n + h.extra
+			} else {
+				items = n * h.per
 			}
-			skip = n
-		case b == 0xc6 || b == 0xdb:
-			n, ok := length(4)
-			if !ok {
-				return bad
-			}
-			skip = n
-		case b == 0xc7:
-			n, ok := length(1)
-			if !ok {
-				return bad
-			}
-			skip = n + 1
-		case b == 0xc8:
-			n, ok := length(2)
-			if !ok {
-				return bad
-			}
-			skip = n + 1
-		case b == 0xc9:
-			n, ok := length(4)
-			if !ok {
-				return bad
-			}
-			skip = n + 1
-		case b == 0xca || b == 0xce || b == 0xd2:
-			skip = 4
-		case b == 0xcb || b == 0xcf || b == 0xd3:
-			skip = 8
-		case b == 0xcc || b == 0xd0:
-			skip = 1
-		case b == 0xcd || b == 0xd1:
-			skip = 2
-		case b == 0xd4:
-			skip = 2
-		case b == 0xd5:
-			skip = 3
-		case b == 0xd6:
-			skip = 5
-		case b == 0xd7:
-			skip = 9
-		case b == 0xd8:
-			skip = 17
-		case b == 0xdc:
-			n, ok := length(2)
-			if !ok {
-				return bad
-			}
-			items = n
-		case b == 0xdd:
-			n, ok := length(4)
-			if !ok {
-				return bad
-			}
-			items = n
-		case b == 0xde:
-			n, ok := length(2)
-			if !ok {
-				return bad
-			}
-			items = 2 * n
-		case b == 0xdf:
-			n, ok := length(4)
-			if !ok {
-				return bad
-			}
-			items = 2 * n
-		default: // 0xc1, never used
-			return bad
 		}
 		if !need(skip) {
 			return bad

@@ -1391,19 +1391,29 @@ func (s *Service) historyElsewhere(ctx context.Context, roomID string) (bool, er
 	return more, err
 }
 
-// ServerAllowed applies the room's server ACL (m.room.server_acl) to a server name:
-// without an ACL every server is allowed.
+// ServerAllowed reports whether another server may take part in the room: the room
+// federates (its create event's m.federate is not false) and its server ACL
+// (m.room.server_acl), if any, allows the server's name.
 func (s *Service) ServerAllowed(ctx context.Context, roomID, server string) (bool, error) {
-	var raw string
-	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
-		WHERE c.room_id = $1 AND c.type = 'm.room.server_acl' AND c.state_key = ''`, roomID).Scan(&raw)
-	if errors.Is(err, sql.ErrNoRows) {
-		return true, nil
-	}
+	rows, err := s.db.Query(ctx, `SELECT c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type IN ('m.room.create', 'm.room.server_acl') AND c.state_key = ''`, roomID)
 	if err != nil {
 		return false, fmt.Errorf("read server ACL: %w", err)
 	}
-	return aclAllows(gjson.Get(raw, "content"), server), nil
+	defer rows.Close()
+	allowed := true
+	for rows.Next() {
+		var typ, raw string
+		if err := rows.Scan(&typ, &raw); err != nil {
+			return false, err
+		}
+		if typ == spec.MRoomCreate {
+			allowed = allowed && federates(raw)
+		} else {
+			allowed = allowed && aclAllows(gjson.Get(raw, "content"), server)
+		}
+	}
+	return allowed, rows.Err()
 }
 
 // aclAllows applies ACL content to a server name: an IP literal needs
@@ -1465,8 +1475,12 @@ func (s *Service) Federates(ctx context.Context, roomID string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read create event: %w", err)
 	}
-	f := gjson.Get(raw, "content.m\\.federate")
-	return !f.Exists() || f.Type != gjson.False, nil
+	return federates(raw), nil
+}
+
+func federates(createJSON string) bool {
+	f := gjson.Get(createJSON, "content.m\\.federate")
+	return !f.Exists() || f.Type != gjson.False
 }
 
 // RemotePublicRooms reads another server's room directory over federation.
