@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"runtime"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -226,6 +227,84 @@ func BenchmarkFanout(b *testing.B) {
 					b.ReportMetric(r[k].(float64), k)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkSendManyRooms sends into 100 rooms in parallel (one sender per room at a
+// time, GOMAXPROCS×8 goroutines), the issue's "100 rooms" case beside
+// BenchmarkSendMessage's one room.
+func BenchmarkSendManyRooms(b *testing.B) {
+	for _, d := range storagetest.Engines() {
+		b.Run(string(d), func(b *testing.B) {
+			srv := testserver.Start(b, d)
+			owner := srv.Register(b, "owner", "pw")
+			roomIDs := make([]string, 100)
+			for i := range roomIDs {
+				var room map[string]string
+				owner.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &room)
+				roomIDs[i] = room["room_id"]
+			}
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := n.Add(1)
+					room := roomIDs[i%int64(len(roomIDs))]
+					if st := owner.Do("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/m%d", room, i),
+						map[string]string{"msgtype": "m.text", "body": "hello"}, nil); st != 200 {
+						b.Errorf("send = %d", st)
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkDeepHistory pages /messages back from deep inside a room of 100 000
+// events (HONGYAN_BENCH_EVENTS overrides) and reports the Go heap in use after
+// filling it.
+func BenchmarkDeepHistory(b *testing.B) {
+	events := 100_000
+	if v := os.Getenv("HONGYAN_BENCH_EVENTS"); v != "" {
+		fmt.Sscan(v, &events)
+	}
+	for _, d := range storagetest.Engines() {
+		b.Run(string(d), func(b *testing.B) {
+			srv := testserver.Start(b, d)
+			owner := srv.Register(b, "owner", "pw")
+			var room map[string]string
+			owner.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &room)
+			ctx := context.Background()
+			var deep rooms.Sent
+			for i := 0; i < events; i++ {
+				sent, err := srv.Rooms.Send(ctx, room["room_id"], rooms.Proto{Sender: owner.UserID, Type: "m.room.message",
+					Content: []byte(fmt.Sprintf(`{"msgtype":"m.text","body":"event %d"}`, i))})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if i == events/10 {
+					deep = sent // 90 % of the history is after it
+				}
+			}
+			runtime.GC()
+			var m runtime.MemStats
+			runtime.ReadMemStats(&m)
+			from := rooms.Token(deep.StreamPos)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				var page struct {
+					Chunk []any `json:"chunk"`
+				}
+				owner.MustDo("GET", "/_matrix/client/v3/rooms/"+room["room_id"]+"/messages?dir=b&limit=20&from="+from, nil, &page)
+				if len(page.Chunk) != 20 {
+					b.Fatalf("page of %d events; want 20", len(page.Chunk))
+				}
+			}
+			// Reported last: ResetTimer drops metrics reported before it.
+			b.ReportMetric(float64(m.HeapInuse)/(1<<20), "heap-MiB-after-fill")
 		})
 	}
 }
