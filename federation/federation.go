@@ -22,6 +22,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/presence"
@@ -60,6 +61,8 @@ type Config struct {
 	// RatePerSecond means no limit.
 	RatePerSecond float64
 	RateBurst     int
+	// TrustedKeyServers vouch for the keys of servers that do not answer.
+	TrustedKeyServers []config.KeyServer
 }
 
 // Deps are the core services federation calls.
@@ -116,9 +119,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	}); err != nil {
 		return nil, err
 	}
+	fetcher := &keyFetcher{s: s}
+	for _, ks := range cfg.TrustedKeyServers {
+		fetcher.notaries = append(fetcher.notaries, newNotary(ks))
+	}
 	s.keyRing = &gomatrixserverlib.KeyRing{
 		KeyDatabase: store,
-		KeyFetchers: []gomatrixserverlib.KeyFetcher{&gomatrixserverlib.DirectKeyFetcher{Client: s.client, IsLocalServerName: s.isLocal, LocalPublicKey: spec.Base64Bytes(cfg.Key.Public())}},
+		KeyFetchers: []gomatrixserverlib.KeyFetcher{fetcher},
 	}
 	var err error
 	if s.sender, err = newSender(ctx, s); err != nil {

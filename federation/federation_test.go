@@ -1031,17 +1031,23 @@ func TestPartialStateJoin(t *testing.T) {
 		}
 		waitFor(t, "A to see carol", func() bool { return joined(alice) == 5 })
 
-		// A stops right after the join: the rest of the state has to come from C.
+		// Neither A nor C answers /state until released: the room stays partial.
+		// A then stops, so the rest of the state has to come from C.
+		a.HoldFederation(t, "/state/")
+		releaseC := c.HoldFederation(t, "/state/")
+		since := syncToken(t, bob, "")
 		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
 		a.Stop()
+		if partial, err := b.Rooms.PartialStateRooms(context.Background()); err != nil || len(partial) != 1 || partial[0].RoomID != room {
+			t.Fatalf("partial-state rooms on B = %+v, %v; want this room", partial, err)
+		}
 		if n := joined(bob); n >= 6 {
-			// The completion may have raced the stop; then this run proves less.
-			t.Logf("B completed the state before A stopped (%d members)", n)
-		} else {
-			partial, err := b.Rooms.PartialStateRooms(context.Background())
-			if err != nil || len(partial) != 1 || partial[0].RoomID != room {
-				t.Errorf("partial-state rooms on B = %+v, %v; want this room", partial, err)
-			}
+			t.Fatalf("B lists %d joined members with partial state; want fewer than 6", n)
+		}
+		// Bob's client sees the room with the state B has so far.
+		members, since := syncedMembers(t, bob, since, room)
+		if !members[bob.UserID] || members["@m1:"+a.Config.ServerName] {
+			t.Errorf("members synced with partial state = %v", members)
 		}
 		// Bob talks at once; carol, on a server send_join named, hears him.
 		send(t, bob, room, "p1", "talking with partial state")
@@ -1049,14 +1055,60 @@ func TestPartialStateJoin(t *testing.T) {
 		send(t, carol, room, "p2", "heard you")
 		waitFor(t, "bob to hear carol", func() bool { return slices.Contains(bodies(t, bob, room), "heard you") })
 
+		releaseC()
 		waitFor(t, "B to complete the room's state", func() bool { return joined(bob) == 6 })
-		a.Resume(t)
 		partial, err := b.Rooms.PartialStateRooms(context.Background())
 		if err != nil || len(partial) != 0 {
 			t.Errorf("partial-state rooms on B after completion = %+v, %v; want none", partial, err)
 		}
+		// The next incremental sync brings the members B learned in the background.
+		members, _ = syncedMembers(t, bob, since, room)
+		for _, u := range []string{alice.UserID, "@m1:" + a.Config.ServerName, "@m3:" + a.Config.ServerName, carol.UserID} {
+			if !members[u] {
+				t.Errorf("incremental sync after completion lacks %s's membership (has %v)", u, members)
+			}
+		}
+		a.Resume(t)
 		waitFor(t, "alice to hear bob", func() bool { return slices.Contains(bodies(t, alice, room), "talking with partial state") })
 	})
+}
+
+// syncToken is the next_batch of a sync from since ("" for an initial sync).
+func syncToken(t *testing.T, c *testserver.Client, since string) string {
+	t.Helper()
+	var resp struct {
+		NextBatch string `json:"next_batch"`
+	}
+	path := "/_matrix/client/v3/sync?timeout=0"
+	if since != "" {
+		path += "&since=" + url.QueryEscape(since)
+	}
+	c.MustDo("GET", path, nil, &resp)
+	return resp.NextBatch
+}
+
+// syncedMembers syncs from since (waiting up to 10 s for something in room) and
+// returns the joined members in the room's state and timeline, with next_batch.
+func syncedMembers(t *testing.T, c *testserver.Client, since, room string) (map[string]bool, string) {
+	t.Helper()
+	var resp struct {
+		NextBatch string `json:"next_batch"`
+		Rooms     struct {
+			Join map[string]struct {
+				State    struct{ Events []event } `json:"state"`
+				Timeline struct{ Events []event } `json:"timeline"`
+			} `json:"join"`
+		} `json:"rooms"`
+	}
+	c.MustDo("GET", "/_matrix/client/v3/sync?timeout=10000&since="+url.QueryEscape(since), nil, &resp)
+	out := map[string]bool{}
+	jr := resp.Rooms.Join[room]
+	for _, ev := range append(jr.State.Events, jr.Timeline.Events...) {
+		if ev.Type == "m.room.member" && ev.Content["membership"] == "join" {
+			out[ev.StateKey] = true
+		}
+	}
+	return out, resp.NextBatch
 }
 
 // TestJoinAndMessageInOneTransaction: a server not yet in a room sends its user's
@@ -1114,5 +1166,38 @@ func TestJoinAndMessageInOneTransaction(t *testing.T) {
 		if !slices.Contains(bodies(t, alice, room), "first words") {
 			t.Error("A does not show the message sent with the join")
 		}
+	})
+}
+
+// TestTrustedKeyServer: A's room is joined by C; A goes down. B, trusting C as a
+// key server, joins through C and verifies A's events with A's key as C vouches
+// for it. D, trusting nobody, cannot: A's key is nowhere else to be had.
+func TestTrustedKeyServer(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		c := testserver.Start(t, d, testserver.Federated)
+		alice, carol := a.Register(t, "alice", "pw"), c.Register(t, "carol", "pw")
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
+		room := created["room_id"]
+		carol.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		a.Stop()
+
+		via := "?server_name=" + url.QueryEscape(c.Config.ServerName)
+		dsrv := testserver.Start(t, d, testserver.Federated)
+		dave := dsrv.Register(t, "dave", "pw")
+		if st := dave.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+via, map[string]any{}, nil); st == 200 {
+			t.Fatalf("D joined without any way to learn A's key")
+		}
+
+		b := testserver.Start(t, d, testserver.Federated, func(cfg *config.Config) {
+			cfg.Federation.TrustedKeyServers = []config.KeyServer{{ServerName: c.Config.ServerName}}
+		})
+		bob := b.Register(t, "bob", "pw")
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+via, map[string]any{}, nil)
+		var create map[string]any
+		bob.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.create", nil, &create)
+		send(t, bob, room, "hi", "hello via the notary")
+		waitFor(t, "carol to get bob's message", func() bool { return slices.Contains(bodies(t, carol, room), "hello via the notary") })
 	})
 }

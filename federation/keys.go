@@ -2,15 +2,18 @@ package federation
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/httpapi"
 )
@@ -146,14 +149,11 @@ func (s *Service) notaryQuery(r *httpapi.Request) (any, error) {
 				return nil, err
 			}
 		} else {
-			ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-			keys, err := s.client.GetServerKeys(ctx, spec.ServerName(server))
-			cancel()
-			if err != nil {
-				continue // unreachable servers are left out, as the spec allows
-			}
-			if doc, err = json.Marshal(keys); err != nil {
-				continue
+			keys, err := s.fetchServerKeys(r.Context(), spec.ServerName(server))
+			if err == nil {
+				doc = keys.Raw
+			} else if doc, err = s.storedKeyDoc(r.Context(), server); err != nil {
+				continue // unreachable and never seen: left out, as the spec allows
 			}
 		}
 		signed, err := gomatrixserverlib.SignJSON(s.cfg.ServerName, gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey, doc)
@@ -163,4 +163,142 @@ func (s *Service) notaryQuery(r *httpapi.Request) (any, error) {
 		out = append(out, signed)
 	}
 	return map[string]any{"server_keys": out}, nil
+}
+
+// keyFetcher asks servers for their own keys, keeping each document as signed
+// (for notary answers once the server is gone), then asks the trusted key
+// servers for what is still missing.
+type keyFetcher struct {
+	s        *Service
+	notaries []*notary
+}
+
+func (f *keyFetcher) FetcherName() string { return "direct, then trusted key servers" }
+
+func (f *keyFetcher) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	results := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	servers := map[spec.ServerName]bool{}
+	for req := range requests {
+		servers[req.ServerName] = true
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for server := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			keys, err := f.s.fetchServerKeys(ctx, server)
+			if err != nil {
+				f.s.log.Debug("server keys unreachable", "server", server, "err", err)
+				return
+			}
+			mu.Lock()
+			addKeys(results, keys)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	for _, n := range f.notaries {
+		missing := map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp{}
+		for req, ts := range requests {
+			if _, ok := results[req]; !ok {
+				missing[req] = ts
+			}
+		}
+		if len(missing) == 0 {
+			break
+		}
+		got, err := n.fetch(ctx, f.s, missing)
+		if err != nil {
+			f.s.log.Warn("trusted key server failed", "server", n.name, "err", err)
+			continue
+		}
+		for req, res := range got {
+			if _, asked := missing[req]; asked {
+				results[req] = res
+			}
+		}
+	}
+	return results, nil
+}
+
+// fetchServerKeys asks a server for its key document, checks it is self-signed
+// and current, and stores it as signed.
+func (s *Service) fetchServerKeys(ctx context.Context, server spec.ServerName) (gomatrixserverlib.ServerKeys, error) {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	keys, err := s.client.GetServerKeys(ctx, server)
+	if err != nil {
+		return keys, err
+	}
+	if checks, _ := gomatrixserverlib.CheckKeys(server, time.Unix(0, 0), keys); !checks.AllChecksOK {
+		return keys, fmt.Errorf("key document of %s failed its checks", server)
+	}
+	if _, err := s.deps.DB.Exec(ctx, `INSERT INTO server_key_docs (server_name, doc, valid_until_ts) VALUES ($1, $2, $3)
+		ON CONFLICT (server_name) DO UPDATE SET doc = excluded.doc, valid_until_ts = excluded.valid_until_ts
+		WHERE excluded.valid_until_ts >= server_key_docs.valid_until_ts`,
+		string(server), string(keys.Raw), int64(keys.ValidUntilTS)); err != nil {
+		s.log.Warn("storing a key document", "server", server, "err", err)
+	}
+	return keys, nil
+}
+
+// storedKeyDoc is the last key document a server gave us.
+func (s *Service) storedKeyDoc(ctx context.Context, server string) (json.RawMessage, error) {
+	var doc string
+	if err := s.deps.DB.QueryRow(ctx, `SELECT doc FROM server_key_docs WHERE server_name = $1`, server).Scan(&doc); err != nil {
+		return nil, err
+	}
+	return json.RawMessage(doc), nil
+}
+
+// addKeys adds a key document's current and old keys to results.
+func addKeys(results map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, keys gomatrixserverlib.ServerKeys) {
+	for id, key := range keys.VerifyKeys {
+		results[gomatrixserverlib.PublicKeyLookupRequest{ServerName: keys.ServerName, KeyID: id}] = gomatrixserverlib.PublicKeyLookupResult{
+			VerifyKey: key, ValidUntilTS: keys.ValidUntilTS, ExpiredTS: gomatrixserverlib.PublicKeyNotExpired,
+		}
+	}
+	for id, key := range keys.OldVerifyKeys {
+		results[gomatrixserverlib.PublicKeyLookupRequest{ServerName: keys.ServerName, KeyID: id}] = gomatrixserverlib.PublicKeyLookupResult{
+			VerifyKey: key.VerifyKey, ValidUntilTS: gomatrixserverlib.PublicKeyNotValid, ExpiredTS: key.ExpiredTS,
+		}
+	}
+}
+
+// notary is a trusted key server. Its answers must carry its signature with one
+// of keys; configured without keys, it is asked for them once and trusted.
+type notary struct {
+	name spec.ServerName
+	mu   sync.Mutex
+	keys map[gomatrixserverlib.KeyID]ed25519.PublicKey
+}
+
+func newNotary(ks config.KeyServer) *notary {
+	n := &notary{name: spec.ServerName(ks.ServerName), keys: map[gomatrixserverlib.KeyID]ed25519.PublicKey{}}
+	for id, key := range ks.VerifyKeys {
+		raw, _ := base64.RawStdEncoding.DecodeString(strings.TrimRight(key, "=")) // checked by config.Validate
+		n.keys[gomatrixserverlib.KeyID(id)] = raw
+	}
+	return n
+}
+
+func (n *notary) fetch(ctx context.Context, s *Service, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.keys) == 0 {
+		own, err := s.fetchServerKeys(ctx, n.name)
+		if err != nil {
+			return nil, fmt.Errorf("its own keys: %w", err)
+		}
+		for id, key := range own.VerifyKeys {
+			n.keys[id] = ed25519.PublicKey(key.Key)
+		}
+		s.log.Warn("trusting a key server's keys on first use; set verify_keys to pin them", "server", n.name)
+	}
+	fetcher := gomatrixserverlib.PerspectiveKeyFetcher{PerspectiveServerName: n.name, PerspectiveServerKeys: n.keys, Client: s.client}
+	return fetcher.FetchKeys(ctx, requests)
 }

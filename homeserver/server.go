@@ -62,6 +62,10 @@ type Server struct {
 	// Federation is nil when federation is off.
 	Federation *federation.Service
 
+	// FederationMiddleware, if set before ListenFederation, wraps the federation
+	// API's handler: tests use it to hold back requests of one kind.
+	FederationMiddleware func(http.Handler) http.Handler
+
 	notifier *hsync.Notifier
 
 	handler    http.Handler
@@ -140,7 +144,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	}
 	s.Presence = presence.New(s.DB, s.Bus.Conn)
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
-	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
+	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +210,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 			ServerName: cfg.ServerName, Key: s.Key,
 			InsecureSkipVerify: cfg.Federation.InsecureSkipVerify, RetryMax: cfg.Federation.RetryMax,
 			RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.Federation.RatePerSecond), RateBurst: cfg.Federation.RateBurst,
-			PartialStateJoins: cfg.Federation.PartialStateJoins,
+			PartialStateJoins: cfg.Federation.PartialStateJoins, TrustedKeyServers: cfg.Federation.TrustedKeyServers,
 		}, federation.Deps{DB: s.DB, Bus: s.Bus.Conn, Rooms: s.Rooms, Users: s.Users, E2EE: s.E2EE, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media})
 		if err != nil {
 			return nil, fmt.Errorf("federation: %w", err)
@@ -244,7 +248,11 @@ func (s *Server) ListenFederation(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("federation listen: %w", err)
 	}
-	go serveHTTP(ctx, ln, s.fedHandler)
+	h := s.fedHandler
+	if s.FederationMiddleware != nil {
+		h = s.FederationMiddleware(h)
+	}
+	go serveHTTP(ctx, ln, h)
 	return "https://" + ln.Addr().String(), nil
 }
 

@@ -9,6 +9,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -80,6 +82,20 @@ type Federation struct {
 	// reads fit, a misbehaving one is slowed.
 	RatePerSecond float64 `yaml:"rate_per_second"`
 	RateBurst     int     `yaml:"rate_burst"`
+	// TrustedKeyServers are notaries asked for a server's signing keys when the
+	// server itself does not answer (it is down, or its key was rotated away):
+	// events it signed stay verifiable. None by default.
+	TrustedKeyServers []KeyServer `yaml:"trusted_key_servers"`
+}
+
+// KeyServer is a notary (/_matrix/key/v2/query) trusted to vouch for other
+// servers' keys.
+type KeyServer struct {
+	ServerName string `yaml:"server_name"`
+	// VerifyKeys are the notary's own keys by ID (base64 ed25519), which its
+	// answers must be signed with. If empty, its key is fetched from it on first
+	// use and trusted from then on (logged).
+	VerifyKeys map[string]string `yaml:"verify_keys"`
 }
 
 // Native configures the native protocol's listeners. Its WebSocket transport is
@@ -404,6 +420,16 @@ func (c *Config) Validate() error {
 	if l := c.Federation.Listen; l != "" {
 		if _, _, err := net.SplitHostPort(l); err != nil {
 			return fmt.Errorf("federation.listen %q: %w", l, err)
+		}
+	}
+	for _, ks := range c.Federation.TrustedKeyServers {
+		if ks.ServerName == "" {
+			return errors.New("federation.trusted_key_servers: server_name is required")
+		}
+		for id, key := range ks.VerifyKeys {
+			if raw, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(key, "=")); err != nil || len(raw) != ed25519.PublicKeySize {
+				return fmt.Errorf("federation.trusted_key_servers: key %s of %s is not a base64 ed25519 public key", id, ks.ServerName)
+			}
 		}
 	}
 	if (c.Federation.TLSCert == "") != (c.Federation.TLSKey == "") {

@@ -831,7 +831,10 @@ func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomat
 				ev.Depth(), int64(ev.OriginServerTS()), membership, string(ev.JSON()), pos)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts,
-			snapshot_before, membership, json, room_seq, outlier) VALUES `+strings.Join(rows, ", "), args...); err != nil {
+			snapshot_before, membership, json, room_seq, outlier) VALUES `+strings.Join(rows, ", ")+`
+			ON CONFLICT (event_id) DO NOTHING`, args...); err != nil {
+			// Another input of the same events (a transaction and a state fetch)
+			// may have stored them since heldIDs looked: theirs stand.
 			return fmt.Errorf("insert outliers: %w", err)
 		}
 	}
@@ -1517,7 +1520,7 @@ func (s *Service) partialState(ctx context.Context, q interface {
 func (s *Service) CompletePartialState(ctx context.Context, roomID, joinEventID string, state, authChain []gomatrixserverlib.PDU) error {
 	unlock := s.lockRoom(roomID)
 	defer unlock()
-	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		var before int64
 		if err := tx.QueryRow(ctx, `SELECT snapshot_before FROM events WHERE event_id = $1 AND room_id = $2`, joinEventID, roomID).Scan(&before); err != nil {
 			return fmt.Errorf("read join: %w", err)
@@ -1539,9 +1542,20 @@ func (s *Service) CompletePartialState(ctx context.Context, roomID, joinEventID 
 				return fmt.Errorf("complete current state: %w", err)
 			}
 		}
-		_, err := tx.Exec(ctx, `UPDATE rooms SET partial_state = FALSE, partial_servers = '[]' WHERE room_id = $1`, roomID)
+		// The completion takes a position of the events stream (with no event at
+		// it) so that syncs across it send the room's whole state.
+		var pos int64
+		if err := tx.NextStreamPos(ctx, "events", &pos); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE rooms SET partial_state = FALSE, partial_servers = '[]', state_completed_pos = $2 WHERE room_id = $1`, roomID, pos)
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	s.publishTo(StateCompletedSubject, roomID)
+	return nil
 }
 
 // PartialRoom is a room whose state here is still partial.

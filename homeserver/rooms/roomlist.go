@@ -81,24 +81,43 @@ func (s *Service) RoomFacts(ctx context.Context, roomIDs []string) (map[string]F
 	return out, nil
 }
 
-// RoomsWithEventsBetween returns the rooms with an event after since, up to upTo.
-// An incremental sync asks this once instead of asking each of the user's rooms.
-func (s *Service) RoomsWithEventsBetween(ctx context.Context, since, upTo int64) (map[string]bool, error) {
-	out := map[string]bool{}
+// RoomChange is what happened to a room between two positions of the events
+// stream.
+type RoomChange struct {
+	// Events: the room has events in the range.
+	Events bool
+	// StateCompleted: the room's partial state was completed in the range, so a
+	// client should be sent its whole state again.
+	StateCompleted bool
+}
+
+// RoomsChangedBetween returns the rooms with an event, or a completed state, after
+// since, up to upTo. An incremental sync asks this once instead of asking each of
+// the user's rooms.
+func (s *Service) RoomsChangedBetween(ctx context.Context, since, upTo int64) (map[string]RoomChange, error) {
+	out := map[string]RoomChange{}
 	if since >= upTo {
 		return out, nil
 	}
-	rows, err := s.db.Query(ctx, `SELECT DISTINCT room_id FROM events WHERE stream_pos > $1 AND stream_pos <= $2`, since, upTo)
+	rows, err := s.db.Query(ctx, `SELECT DISTINCT room_id, FALSE FROM events WHERE stream_pos > $1 AND stream_pos <= $2
+		UNION ALL SELECT room_id, TRUE FROM rooms WHERE state_completed_pos > $1 AND state_completed_pos <= $2`, since, upTo)
 	if err != nil {
-		return nil, fmt.Errorf("rooms with events after %d: %w", since, err)
+		return nil, fmt.Errorf("rooms changed after %d: %w", since, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var id string
-		if err := rows.Scan(&id); err != nil {
+		var completed bool
+		if err := rows.Scan(&id, &completed); err != nil {
 			return nil, err
 		}
-		out[id] = true
+		c := out[id]
+		if completed {
+			c.StateCompleted = true
+		} else {
+			c.Events = true
+		}
+		out[id] = c
 	}
 	return out, rows.Err()
 }

@@ -38,6 +38,10 @@ var ErrNotFound = errors.New("not found")
 // event.
 const NoticeSubject = "hongyan.rooms.events"
 
+// StateCompletedSubject carries the ID of a room whose partial state (after a
+// faster join) has just been completed.
+const StateCompletedSubject = "hongyan.rooms.state_completed"
+
 // Notice says that an event was committed at a stream position.
 type Notice struct {
 	RoomID    string  `json:"room_id"`
@@ -113,14 +117,22 @@ func (s *Service) lockRoom(roomID string) func() {
 }
 
 func (s *Service) publish(n Notice) {
+	data, _ := json.Marshal(n)
+	s.publishTo(NoticeSubject, n.RoomID, data...)
+}
+
+// publishTo publishes data (by default the room ID) on subject after a commit.
+func (s *Service) publishTo(subject, roomID string, data ...byte) {
 	if s.cfg.Bus == nil {
 		return
 	}
-	data, _ := json.Marshal(n)
-	if err := s.cfg.Bus.Publish(NoticeSubject, data); err != nil {
-		// The event is committed; a lost wake-up only delays readers until their
+	if data == nil {
+		data = []byte(roomID)
+	}
+	if err := s.cfg.Bus.Publish(subject, data); err != nil {
+		// The change is committed; a lost wake-up only delays readers until their
 		// next poll, so it is logged, not returned.
-		slog.Warn("publish room notice", "room_id", n.RoomID, "err", err)
+		slog.Warn("publish room notice", "subject", subject, "room_id", roomID, "err", err)
 	}
 }
 

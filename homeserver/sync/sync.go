@@ -277,16 +277,20 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 	}
 	// An incremental sync reads which rooms had events once, not room by room: most
 	// wake-ups concern one room of many.
-	var active map[string]bool
+	var changes map[string]rooms.RoomChange
 	if req.Since != nil {
-		if active, err = s.rooms.RoomsWithEventsBetween(ctx, since.Events, cur.Events); err != nil {
+		if changes, err = s.rooms.RoomsChangedBetween(ctx, since.Events, cur.Events); err != nil {
 			return nil, false, err
 		}
 	}
 	var joinedIDs []string
 	type joinWork struct {
 		roomID string
-		fresh  bool
+		// fresh: the room is new to the client (initial sync, or joined since):
+		// its timeline starts afresh. fullState: its whole state is sent, also
+		// when asked for (full_state) or when the room's partial state was
+		// completed since; the timeline still starts at since.
+		fresh, fullState bool
 	}
 	var joins []joinWork
 	for _, m := range memberships {
@@ -299,11 +303,12 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 		newMembership := req.Since == nil || (m.StreamPos > since.Events && m.StreamPos <= cur.Events)
 		switch m.Membership {
 		case "join":
-			fresh := req.Since == nil || req.FullState || newMembership
-			if !fresh && !active[m.RoomID] && len(roomData[m.RoomID]) == 0 {
+			fresh := req.Since == nil || newMembership
+			fullState := fresh || req.FullState || changes[m.RoomID].StateCompleted
+			if !fullState && !changes[m.RoomID].Events && len(roomData[m.RoomID]) == 0 {
 				continue
 			}
-			joins = append(joins, joinWork{m.RoomID, fresh})
+			joins = append(joins, joinWork{m.RoomID, fresh, fullState})
 		case "invite":
 			if !newMembership {
 				continue
@@ -344,7 +349,7 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 	g.SetLimit(joinWorkers)
 	for i, w := range joins {
 		g.Go(func() error {
-			jr, err := s.joinedRoom(gctx, req, w.roomID, since, cur, w.fresh, roomFilter)
+			jr, err := s.joinedRoom(gctx, req, w.roomID, since, cur, w.fresh, w.fullState, roomFilter)
 			built[i] = jr
 			return err
 		})
@@ -557,7 +562,7 @@ func (s *Service) timeline(ctx context.Context, req Request, roomID string, sinc
 	return tl, nil
 }
 
-func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, since, cur Token, fresh bool, f *filter.RoomFilter) (*JoinedRoom, error) {
+func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, since, cur Token, fresh, fullState bool, f *filter.RoomFilter) (*JoinedRoom, error) {
 	jr := newJoinedRoom()
 	var sinceTok *Token
 	if !fresh {
@@ -569,7 +574,7 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 	}
 	// The summary is sent when it may have changed: with the room's state, or
 	// after membership events.
-	if fresh || jr.Timeline.Limited || slices.ContainsFunc(jr.Timeline.Events, func(ev rooms.ClientEvent) bool { return ev.Type == spec.MRoomMember }) {
+	if fullState || jr.Timeline.Limited || slices.ContainsFunc(jr.Timeline.Events, func(ev rooms.ClientEvent) bool { return ev.Type == spec.MRoomMember }) {
 		sum, err := s.rooms.RoomSummary(ctx, roomID, req.UserID)
 		if err != nil {
 			return nil, err
@@ -581,7 +586,7 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 		start = jr.Timeline.Events[0].StreamPos - 1
 	}
 	switch {
-	case fresh:
+	case fullState:
 		// A lazy-loading client gets only the members it needs; loading the rest
 		// of a large room's roster just to drop it would dominate the sync.
 		var members map[string]bool

@@ -36,6 +36,59 @@ type Server struct {
 	FederationURL string
 
 	stop func()
+
+	holdMu  sync.Mutex
+	holds   map[string]chan struct{} // federation path fragment → closed on release
+	stopped chan struct{}            // closed when the running server stops
+}
+
+// HoldFederation holds back every federation request to this server whose path
+// contains fragment until release is called (or the test ends): how a test keeps
+// a server from answering, say, /state_ids while the rest of federation works.
+func (srv *Server) HoldFederation(t testing.TB, fragment string) (release func()) {
+	srv.holdMu.Lock()
+	defer srv.holdMu.Unlock()
+	if srv.holds == nil {
+		srv.holds = map[string]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	srv.holds[fragment] = ch
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			srv.holdMu.Lock()
+			delete(srv.holds, fragment)
+			srv.holdMu.Unlock()
+			close(ch)
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+func (srv *Server) holdBack(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		srv.holdMu.Lock()
+		var wait []chan struct{}
+		for fragment, ch := range srv.holds {
+			if strings.Contains(r.URL.Path, fragment) {
+				wait = append(wait, ch)
+			}
+		}
+		stopped := srv.stopped
+		srv.holdMu.Unlock()
+		for _, ch := range wait {
+			select {
+			case <-ch:
+			case <-r.Context().Done():
+				return
+			case <-stopped: // as a server going down would
+				http.Error(w, "stopped", http.StatusServiceUnavailable)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Option adjusts the configuration before the server starts.
@@ -69,6 +122,10 @@ func (srv *Server) start(t testing.TB, cfg config.Config) {
 		t.Fatal(err)
 	}
 	cfg.Listen = ln.Addr().String()
+	stopped := make(chan struct{})
+	srv.holdMu.Lock()
+	srv.stopped = stopped
+	srv.holdMu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	hs, err := homeserver.New(ctx, cfg)
 	if err != nil {
@@ -76,6 +133,7 @@ func (srv *Server) start(t testing.TB, cfg config.Config) {
 		ln.Close()
 		t.Fatalf("start homeserver: %v", err)
 	}
+	hs.FederationMiddleware = srv.holdBack
 	native, err := hs.ListenNative(ctx)
 	if err == nil {
 		srv.FederationURL, err = hs.ListenFederation(ctx)
@@ -92,6 +150,7 @@ func (srv *Server) start(t testing.TB, cfg config.Config) {
 	var once sync.Once
 	srv.stop = func() {
 		once.Do(func() {
+			close(stopped)
 			cancel()
 			if err := <-done; err != nil {
 				t.Errorf("serve: %v", err)
