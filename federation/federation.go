@@ -52,9 +52,7 @@ type Config struct {
 	RetryMax time.Duration
 	// PartialStateJoins asks resident servers for partial state when joining
 	// (MSC3706): the join returns without the member events, which are fetched in
-	// the background. Off by default: clients see the members only once they ask
-	// again (/members, a new initial sync), as sync does not push the completed
-	// state yet.
+	// the background.
 	PartialStateJoins bool
 	// RatePerSecond and RateBurst limit each origin's requests (after their
 	// signature is checked); past them an origin gets M_LIMIT_EXCEEDED. Zero

@@ -1010,7 +1010,7 @@ func TestSendJoinOmitMembers(t *testing.T) {
 func TestPartialStateJoin(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
-		b := testserver.Start(t, d, testserver.Federated, func(c *config.Config) { c.Federation.PartialStateJoins = true })
+		b := testserver.Start(t, d, testserver.Federated) // partial-state joins are the default
 		c := testserver.Start(t, d, testserver.Federated)
 		alice := a.Register(t, "alice", "pw")
 		bob := b.Register(t, "bob", "pw")
@@ -1030,6 +1030,10 @@ func TestPartialStateJoin(t *testing.T) {
 			return len(m.Joined)
 		}
 		waitFor(t, "A to see carol", func() bool { return joined(alice) == 5 })
+		waitFor(t, "C to have the room's whole state", func() bool {
+			partial, err := c.Rooms.StatePartial(context.Background(), room)
+			return err == nil && !partial
+		})
 
 		// Neither A nor C answers /state until released: the room stays partial.
 		// A then stops, so the rest of the state has to come from C.
@@ -1040,9 +1044,6 @@ func TestPartialStateJoin(t *testing.T) {
 		a.Stop()
 		if partial, err := b.Rooms.PartialStateRooms(context.Background()); err != nil || len(partial) != 1 || partial[0].RoomID != room {
 			t.Fatalf("partial-state rooms on B = %+v, %v; want this room", partial, err)
-		}
-		if n := joined(bob); n >= 6 {
-			t.Fatalf("B lists %d joined members with partial state; want fewer than 6", n)
 		}
 		// Bob's client sees the room with the state B has so far.
 		members, since := syncedMembers(t, bob, since, room)
@@ -1181,11 +1182,16 @@ func TestTrustedKeyServer(t *testing.T) {
 		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
 		room := created["room_id"]
 		carol.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		waitFor(t, "C to have the room's whole state", func() bool {
+			partial, err := c.Rooms.StatePartial(context.Background(), room)
+			return err == nil && !partial
+		})
 		a.Stop()
 
 		via := "?server_name=" + url.QueryEscape(c.Config.ServerName)
 		dsrv := testserver.Start(t, d, testserver.Federated)
 		dave := dsrv.Register(t, "dave", "pw")
+		// The same join as B's below, without a trusted key server: refused.
 		if st := dave.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+via, map[string]any{}, nil); st == 200 {
 			t.Fatalf("D joined without any way to learn A's key")
 		}

@@ -385,6 +385,11 @@ func (s *Service) makeMembership(r *fedRequest, membership string) (any, error) 
 		// Everyone here has left: this server cannot vouch for the room's state.
 		return nil, mxerror.New(mxerror.NotFound, "no user of this server is in %s", roomID)
 	}
+	if membership == spec.Join {
+		if err := s.requireFullState(r.Context(), roomID); err != nil {
+			return nil, err
+		}
+	}
 	if membership == spec.Join || membership == spec.Knock {
 		supported := r.URL.Query()["ver"]
 		if len(supported) == 0 {
@@ -540,6 +545,9 @@ func (s *Service) stateAt(r *fedRequest) ([]gomatrixserverlib.PDU, []gomatrixser
 		return nil, nil, err
 	}
 	if err := s.requireInRoom(ctx, roomID, r.Origin); err != nil {
+		return nil, nil, err
+	}
+	if err := s.requireFullState(ctx, roomID); err != nil {
 		return nil, nil, err
 	}
 	state, err := s.deps.Rooms.StateBefore(ctx, roomID, eventID)
@@ -755,4 +763,19 @@ func (s *Service) hierarchy(r *fedRequest) (any, error) {
 		return nil, err
 	}
 	return map[string]any{"room": room, "children": children, "inaccessible_children": inaccessible}, nil
+}
+
+// requireFullState refuses, while this server's state of the room is partial, the
+// requests that would pass that partial state on as the room's (a joiner or a
+// server completing its own state would take it as whole): the asker turns to
+// another server, as it does with Synapse.
+func (s *Service) requireFullState(ctx context.Context, roomID string) error {
+	partial, err := s.deps.Rooms.StatePartial(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	if partial {
+		return mxerror.New(mxerror.NotFound, "the state of %s is not complete on this server yet", roomID)
+	}
+	return nil
 }

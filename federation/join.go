@@ -52,14 +52,20 @@ func (s *Service) JoinRemote(ctx context.Context, roomID, userID string, servers
 		var partial []string
 		if jc.omitted {
 			// The resident server left the members out: join now, fetch the
-			// rest in the background (Synapse's "faster joins").
-			partial = append(slices.Clone(jc.servers), server)
+			// rest in the background (Synapse's "faster joins"), first from
+			// the server joined through.
+			partial = []string{server}
+			for _, srv := range jc.servers {
+				if !slices.Contains(partial, srv) {
+					partial = append(partial, srv)
+				}
+			}
 		}
 		if err := s.deps.Rooms.ImportJoin(ctx, res.JoinEvent, state, chain, partial); err != nil {
 			return err
 		}
 		if partial != nil {
-			s.completeLater(rooms.PartialRoom{RoomID: roomID, JoinEventID: res.JoinEvent.EventID(), Servers: append([]string{server}, jc.servers...)})
+			s.completeLater(rooms.PartialRoom{RoomID: roomID, JoinEventID: res.JoinEvent.EventID(), Servers: partial})
 		}
 		return nil
 	}
@@ -137,7 +143,7 @@ func (s *Service) completeLater(p rooms.PartialRoom) {
 				s.log.Info("partial state completed", "room_id", p.RoomID)
 				return
 			}
-			s.log.Info("completing partial state", "room_id", p.RoomID, "retry_in", wait, "err", err)
+			s.log.Info("completing partial state", "room_id", p.RoomID, "servers", p.Servers, "retry_in", wait, "err", err)
 			select {
 			case <-ctx.Done():
 				return

@@ -73,9 +73,10 @@ type Federation struct {
 	// RetryMax bounds the backoff between attempts to reach a server that is down.
 	// Default 10m.
 	RetryMax time.Duration `yaml:"retry_max"`
-	// PartialStateJoins joins other servers' rooms with partial state (MSC3706):
-	// the join returns without the member events, fetched in the background.
-	// Experimental: clients see the members once they ask again.
+	// PartialStateJoins joins other servers' rooms with partial state (MSC3706,
+	// "faster joins"): the join returns without the member events, which are
+	// fetched in the background; member lists wait for them, and syncs across
+	// the completion send the room's whole state. Default on.
 	PartialStateJoins bool `yaml:"partial_state_joins"`
 	// RatePerSecond and RateBurst limit each other server's requests (0: no limit).
 	// Defaults 50/s with bursts of 500: a busy server's transactions and a join's
@@ -234,7 +235,7 @@ func Default() Config {
 		Limits:     Limits{MaxRequestBytes: 1 << 20},
 		Media:      Media{Backend: "fs", MaxUploadBytes: 100 << 20},
 		Native:     Native{Listen: "127.0.0.1:8009"},
-		Federation: Federation{RatePerSecond: 50, RateBurst: 500},
+		Federation: Federation{RatePerSecond: 50, RateBurst: 500, PartialStateJoins: true},
 		Log:        Log{Level: "info", Format: "text"},
 	}
 }

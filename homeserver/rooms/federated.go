@@ -1494,6 +1494,14 @@ func (s *Service) RemotePublicRooms(ctx context.Context, server string, limit in
 	return s.remote.PublicRooms(ctx, server, limit, since, search)
 }
 
+// StatePartial reports whether the room's state here is still partial (joined
+// with partial state, the rest not fetched yet): this server cannot vouch for
+// the room's state to others until it is whole.
+func (s *Service) StatePartial(ctx context.Context, roomID string) (bool, error) {
+	partial, _, err := s.partialState(ctx, s.db, roomID)
+	return partial, err
+}
+
 // partialState reports whether the room's state here is still partial, and the
 // servers send_join listed.
 func (s *Service) partialState(ctx context.Context, q interface {

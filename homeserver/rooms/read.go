@@ -475,6 +475,7 @@ func (s *Service) JoinedMembers(ctx context.Context, roomID, userID string) (map
 	if err := s.checkCanReadCurrent(ctx, roomID, userID); err != nil {
 		return nil, err
 	}
+	s.awaitFullState(ctx, roomID)
 	rows, err := s.db.Query(ctx, `SELECT c.state_key, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
 		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.membership = 'join'`, roomID)
 	if err != nil {
@@ -509,10 +510,12 @@ type MembersQuery struct {
 	NotMembership string
 }
 
-// Members returns the room's member events, now or at a position.
+// Members returns the room's member events, now or at a position. While the
+// room's state is partial it waits for the rest, as JoinedMembers does.
 func (s *Service) Members(ctx context.Context, roomID, userID string, q MembersQuery) ([]ClientEvent, error) {
 	var events []ClientEvent
 	var err error
+	s.awaitFullState(ctx, roomID)
 	if q.At == "" {
 		events, err = s.State(ctx, roomID, userID)
 	} else {
@@ -756,4 +759,26 @@ func (s *Service) SharedUsers(ctx context.Context, userID string) ([]string, err
 		out = append(out, u)
 	}
 	return out, rows.Err()
+}
+
+// fullStateWait bounds how long a member list waits for a partial-state room's
+// remaining members (fetched in the background after a faster join).
+const fullStateWait = 60 * time.Second
+
+// awaitFullState waits while the room's state here is partial, for at most
+// fullStateWait: the member list is what clients encrypt to, so it should be
+// whole (Synapse waits the same way). Past the bound, the caller gets what there is.
+func (s *Service) awaitFullState(ctx context.Context, roomID string) {
+	deadline := time.Now().Add(fullStateWait)
+	for delay := 20 * time.Millisecond; time.Now().Before(deadline); delay = min(delay*2, 500*time.Millisecond) {
+		partial, _, err := s.partialState(ctx, s.db, roomID)
+		if err != nil || !partial {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
 }
