@@ -7,6 +7,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/sync"
 	"github.com/hongyan/hongyan/httpapi"
@@ -17,6 +18,7 @@ const maxSyncTimeout = 5 * time.Minute
 
 func (h *handlers) registerSync(router, v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodGet, "/sync", h.syncHandler, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/events", h.eventStream, httpapi.Authed, httpapi.GuestsAllowed)
 	// Simplified sliding sync (MSC4186), under the prefix Element X and Synapse use.
 	api.Handle(router, http.MethodPost, "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", h.slidingSync, httpapi.Authed)
 }
@@ -87,4 +89,26 @@ func (h *handlers) syncHandler(r *httpapi.Request) (any, error) {
 	}
 	req.Filter = f
 	return h.syncer.Sync(r.Context(), req)
+}
+
+// eventStream is the legacy GET /events (deprecated, kept for older clients and
+// Sytest): from, timeout and room_id, answered from the sync machinery.
+func (h *handlers) eventStream(r *httpapi.Request) (any, error) {
+	q := r.URL.Query()
+	req := sync.Request{UserID: r.Caller.UserID, Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID}
+	if from := q.Get("from"); from != "" {
+		tok, err := sync.ParseToken(from)
+		if err != nil {
+			return nil, err
+		}
+		req.Since = &tok
+	}
+	var err error
+	if req.Timeout, err = parseTimeout(q.Get("timeout")); err != nil {
+		return nil, err
+	}
+	if room := q.Get("room_id"); room != "" {
+		req.Filter.Room = &filter.RoomFilter{Rooms: &[]string{room}}
+	}
+	return h.syncer.Events(r.Context(), req)
 }

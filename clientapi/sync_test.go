@@ -3,6 +3,7 @@ package clientapi_test
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 
@@ -227,6 +228,84 @@ func TestSyncNeverMissesOrDuplicates(t *testing.T) {
 		}
 		if n != senders*each || len(seen) != n {
 			t.Errorf("acknowledged %d, synced %d distinct; want %d", n, len(seen), senders*each)
+		}
+	})
+}
+
+// TestLegacyEventStream: GET /events from a token lists, flat and each with its
+// room_id, the invite, messages and typing after it — nothing from before — and
+// a long-poll returns when something arrives.
+func TestLegacyEventStream(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		type stream struct {
+			Start, End string
+			Chunk      []struct {
+				event
+				RoomID string `json:"room_id"`
+			}
+		}
+		var s stream
+		get := func(query string, out *stream) {
+			t.Helper()
+			bob.MustDo("GET", "/_matrix/client/r0/events?"+query, nil, out)
+			// Presence (bob's own, going online by polling) is not what this checks.
+			out.Chunk = slices.DeleteFunc(out.Chunk, func(ev struct {
+				event
+				RoomID string `json:"room_id"`
+			}) bool {
+				return ev.Type == "m.presence"
+			})
+		}
+		get("timeout=0", &s)
+		if s.End == "" || len(s.Chunk) != 0 {
+			t.Fatalf("initial /events = %+v; want an end token and nothing", s)
+		}
+		roomID := createRoom(t, alice, map[string]any{"preset": "private_chat"})
+		sendText(t, alice, roomID, "before", "before bob was invited")
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/invite", map[string]string{"user_id": bob.UserID}, nil)
+		from := s.End
+		get("timeout=0&from="+url.QueryEscape(from), &s)
+		if len(s.Chunk) != 1 || s.Chunk[0].Type != "m.room.member" || s.Chunk[0].RoomID != roomID || s.Chunk[0].Content["membership"] != "invite" {
+			t.Fatalf("/events after the invite = %+v; want the invite alone", s.Chunk)
+		}
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		from = s.End
+
+		// A long-poll, answered when alice talks.
+		done := make(chan stream, 1)
+		go func() {
+			var got stream
+			for {
+				get("timeout=5000&from="+url.QueryEscape(from), &got)
+				for _, ev := range got.Chunk {
+					if ev.Type == "m.room.message" {
+						done <- got
+						return
+					}
+				}
+				from = got.End
+			}
+		}()
+		sendText(t, alice, roomID, "after", "after bob joined")
+		got := <-done
+		for _, ev := range got.Chunk {
+			if ev.RoomID != roomID {
+				t.Errorf("event %s has room_id %q", ev.Type, ev.RoomID)
+			}
+			if ev.Content["body"] == "before bob was invited" {
+				t.Errorf("/events returned a message from before the token")
+			}
+		}
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+roomID+"/typing/"+alice.UserID, map[string]any{"typing": true, "timeout": 10000}, nil)
+		get("timeout=5000&from="+url.QueryEscape(got.End), &s)
+		if len(s.Chunk) == 0 || s.Chunk[len(s.Chunk)-1].Type != "m.typing" || s.Chunk[len(s.Chunk)-1].RoomID != roomID {
+			t.Errorf("/events after typing = %+v; want m.typing with the room_id", s.Chunk)
+		}
+		var e struct{ ErrCode string }
+		if st := bob.Do("GET", "/_matrix/client/r0/events?from=garbage", nil, &e); st != 400 {
+			t.Errorf("/events with a bad token = %d %s; want 400", st, e.ErrCode)
 		}
 	})
 }

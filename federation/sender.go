@@ -256,8 +256,12 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 				snd.servers[r.room] = dests
 			}
 			dests = slices.Clone(dests)
-			// A kicked, banned or invited user's server hears of it too.
-			if r.typ == spec.MRoomMember && r.hasKey {
+			// A rescinded invite reaches the invited user's server, which is not
+			// in the room (kicks and bans reach the target's server as a server
+			// in the room before the event). Invites themselves go by /invite,
+			// not in transactions: as with Synapse, a server not in the room is
+			// never sent the room's events.
+			if r.typ == spec.MRoomMember && r.hasKey && r.membership == spec.Leave && r.sender != r.skey {
 				if _, srv, ok := strings.Cut(r.skey, ":"); ok {
 					dests = append(dests, srv)
 				}

@@ -4,7 +4,7 @@
 # set-up it needs on these machines is described in ../../shared/sytest/README.md
 # (Debian Perl packages plus two stand-ins, and the run.sh that sets the Perl paths).
 #
-#   sytest/run.sh SYTEST_CHECKOUT NAHS_CHECKOUT [all|whitelist]
+#   sytest/run.sh SYTEST_CHECKOUT NAHS_CHECKOUT [all|whitelist] [TEST_FILE...]
 #
 # "whitelist" (the default) runs the tests in sytest-whitelist and fails if any of
 # them fails; "all" runs everything except sytest-blacklist, to find newly passing
@@ -14,6 +14,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 st=$(cd "${1:?sytest checkout}" && pwd)
 nahs=$(cd "${2:?Net-Async-HTTP-Server checkout}" && pwd)
 mode=${3:-whitelist}
+shift $(( $# < 3 ? $# : 3 ))  # the rest: test files (tests/…) to run alone
 shared=${SYTEST_SHARED:-$here/../../shared/sytest}
 out=$here/out
 mkdir -p "$out/bin"
@@ -23,6 +24,7 @@ cp -r "$here/lib/SyTest/." "$st/lib/SyTest/"
 
 args=(-I Hongyan -d "$out/bin" -B "${SYTEST_BLACKLIST:-$here/sytest-blacklist}")
 [ "$mode" = whitelist ] && args+=(-W "$here/sytest-whitelist")
+args+=("$@")
 "$shared/run.sh" "$st" "$nahs" "$out/work" "$out/results.tap" -- "${args[@]}"
 
 # TAP lines: "ok N name", "ok N name # skip why" (a precondition is missing),
