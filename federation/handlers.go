@@ -182,14 +182,17 @@ func (s *Service) admit(ctx context.Context, origin string, version gomatrixserv
 		if !errors.As(err, &missing) || attempt >= 3 {
 			return err
 		}
-		if len(missing.Auth) > 0 {
-			if err := s.fetchAuthChain(ctx, origin, version, ev); err != nil {
+		if len(missing.Prev) == 0 {
+			// Only auth events are missing: fetch the event's auth chain.
+			if err := s.fetchAuthChain(ctx, origin, version, ev, missing.Auth); err != nil {
 				return err
 			}
 			continue
 		}
-		// A gap: ask for the events between our extremities and this one.
-		if depth < 2 {
+		// A gap: ask for the events between our extremities and this one — for
+		// an event of the transaction only, as Synapse does; the events that
+		// answer brings are placed by the state route below.
+		if depth == 0 {
 			extremities, err := s.deps.Rooms.ForwardExtremities(ctx, roomID)
 			if err != nil {
 				return err
@@ -210,33 +213,150 @@ func (s *Service) admit(ctx context.Context, origin string, version gomatrixserv
 			}
 		}
 		// Still a gap: take the state before the event from origin.
-		state, err := s.client.LookupState(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), roomID, ev.EventID(), version.Version())
+		state, err := s.stateBefore(ctx, origin, version, ev, missing.Prev)
 		if err != nil {
-			return fmt.Errorf("state before %s from %s: %w", ev.EventID(), origin, err)
-		}
-		authChain := state.AuthEvents.UntrustedEvents(version.Version())
-		stateEvents := state.StateEvents.UntrustedEvents(version.Version())
-		if err := s.storeVerified(ctx, authChain); err != nil {
 			return err
 		}
-		for _, st := range stateEvents {
-			if err := s.verify(ctx, st); err != nil {
-				return err
-			}
-		}
-		return s.deps.Rooms.ReceiveWithState(ctx, ev, stateEvents)
+		return s.deps.Rooms.ReceiveWithState(ctx, ev, state)
 	}
 }
 
-// fetchAuthChain fetches an event's auth chain from origin and stores the events it
-// lacks, each checked by signature and by the auth rules at its own auth events.
-func (s *Service) fetchAuthChain(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) error {
-	res, err := s.client.GetEventAuth(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), version.Version(), ev.RoomID().String(), ev.EventID())
-	if err != nil {
-		return fmt.Errorf("auth chain of %s from %s: %w", ev.EventID(), origin, err)
+// stateBefore asks origin for the state before ev, whose prev events (missing
+// here) a gap left unknown. With one prev event it asks, as Synapse does, for the
+// state at that event (/state_ids, then the events it lacks with /state) and the
+// event itself, kept as an outlier; otherwise for the state before ev.
+func (s *Service) stateBefore(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, missing []string) ([]gomatrixserverlib.PDU, error) {
+	me, them, roomID := spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), ev.RoomID().String()
+	if prev := ev.PrevEventIDs(); len(prev) == 1 && len(missing) == 1 && missing[0] == prev[0] {
+		state, err := s.stateAfter(ctx, origin, version, roomID, prev[0])
+		if err == nil {
+			return state, nil
+		}
+		s.log.Info("state after a missing prev event", "origin", origin, "event_id", prev[0], "err", err)
 	}
-	return s.storeVerified(ctx, res.AuthEvents.UntrustedEvents(version.Version()))
+	res, err := s.client.LookupState(ctx, me, them, roomID, ev.EventID(), version.Version())
+	if err != nil {
+		return nil, fmt.Errorf("state before %s from %s: %w", ev.EventID(), origin, err)
+	}
+	return s.verifiedState(ctx, version, res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version()))
 }
+
+// stateAfter is the state after the event prevID, learned from origin: the state
+// before it, and it if it is a state event. The event is stored as an outlier.
+func (s *Service) stateAfter(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, roomID, prevID string) ([]gomatrixserverlib.PDU, error) {
+	me, them := spec.ServerName(s.cfg.ServerName), spec.ServerName(origin)
+	ids, err := s.client.LookupStateIDs(ctx, me, them, roomID, prevID)
+	if err != nil {
+		return nil, err
+	}
+	have, err := s.deps.Rooms.PDUs(ctx, append(slices.Clone(ids.StateEventIDs), ids.AuthEventIDs...))
+	if err != nil {
+		return nil, err
+	}
+	byID := map[string]gomatrixserverlib.PDU{}
+	for _, ev := range have {
+		byID[ev.EventID()] = ev
+	}
+	var chain, state []gomatrixserverlib.PDU
+	if len(byID) < len(ids.StateEventIDs)+len(ids.AuthEventIDs) {
+		res, err := s.client.LookupState(ctx, me, them, roomID, prevID, version.Version())
+		if err != nil {
+			return nil, err
+		}
+		chain, state = res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version())
+	} else {
+		for _, id := range ids.StateEventIDs {
+			state = append(state, byID[id])
+		}
+	}
+	txn, err := s.client.GetEvent(ctx, me, them, prevID)
+	if err != nil {
+		return nil, err
+	}
+	if len(txn.PDUs) != 1 {
+		return nil, fmt.Errorf("event %s: %d PDUs in the answer", prevID, len(txn.PDUs))
+	}
+	prev, err := version.NewEventFromUntrustedJSON(txn.PDUs[0])
+	if err != nil || prev.EventID() != prevID || prev.RoomID().String() != roomID {
+		return nil, fmt.Errorf("event %s: not the event asked for (%v)", prevID, err)
+	}
+	if state, err = s.verifiedState(ctx, version, chain, state); err != nil {
+		return nil, err
+	}
+	// The state is kept as the receiving event's would be (signatures checked,
+	// as resolved by origin), and the prev event checked at its auth events.
+	if err := s.deps.Rooms.StoreOutliers(ctx, state); err != nil {
+		return nil, err
+	}
+	if err := s.storeVerified(ctx, []gomatrixserverlib.PDU{prev}); err != nil {
+		return nil, err
+	}
+	if prev.StateKey() != nil {
+		state = slices.DeleteFunc(state, func(e gomatrixserverlib.PDU) bool {
+			return e.Type() == prev.Type() && *e.StateKey() == *prev.StateKey()
+		})
+		state = append(state, prev)
+	}
+	return state, nil
+}
+
+// verifiedState stores the auth chain behind a state another server gave (each
+// event checked) and returns the state once every event's signature holds.
+func (s *Service) verifiedState(ctx context.Context, version gomatrixserverlib.IRoomVersion, authChain, state []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	if err := s.storeVerified(ctx, authChain); err != nil {
+		return nil, err
+	}
+	for _, st := range state {
+		if err := s.verify(ctx, st); err != nil {
+			return nil, err
+		}
+	}
+	return state, nil
+}
+
+// fetchAuthChain fetches an event's missing auth events from origin — its auth
+// chain by /event_auth, or, from a server that does not answer that, the missing
+// events one by one — and stores them, each checked by signature and by the auth
+// rules at its own auth events.
+func (s *Service) fetchAuthChain(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, missing []string) error {
+	me, them := spec.ServerName(s.cfg.ServerName), spec.ServerName(origin)
+	res, err := s.client.GetEventAuth(ctx, me, them, version.Version(), ev.RoomID().String(), ev.EventID())
+	if err == nil {
+		return s.storeVerified(ctx, res.AuthEvents.UntrustedEvents(version.Version()))
+	}
+	var fetched []gomatrixserverlib.PDU
+	seen := map[string]bool{}
+	for len(missing) > 0 && len(fetched) < maxAuthFetch {
+		id := missing[0]
+		missing = missing[1:]
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		txn, gerr := s.client.GetEvent(ctx, me, them, id)
+		if gerr != nil || len(txn.PDUs) != 1 {
+			return fmt.Errorf("auth chain of %s from %s: %w", ev.EventID(), origin, errors.Join(err, gerr))
+		}
+		a, perr := version.NewEventFromUntrustedJSON(txn.PDUs[0])
+		if perr != nil || a.EventID() != id {
+			return fmt.Errorf("auth event %s from %s: not the event asked for (%v)", id, origin, perr)
+		}
+		fetched = append(fetched, a)
+		held, herr := s.deps.Rooms.PDUs(ctx, a.AuthEventIDs())
+		if herr != nil {
+			return herr
+		}
+		for _, next := range a.AuthEventIDs() {
+			if !slices.ContainsFunc(held, func(h gomatrixserverlib.PDU) bool { return h.EventID() == next }) {
+				missing = append(missing, next)
+			}
+		}
+	}
+	return s.storeVerified(ctx, fetched)
+}
+
+// maxAuthFetch bounds the auth events fetched one by one for one event.
+const maxAuthFetch = 100
 
 // storeVerified keeps the events of an auth chain, oldest first, each verified.
 func (s *Service) storeVerified(ctx context.Context, evs []gomatrixserverlib.PDU) error {

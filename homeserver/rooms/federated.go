@@ -588,7 +588,19 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 		return err
 	}
 	if missing := missingIDs(ev.AuthEventIDs(), authEvents); len(missing) > 0 {
-		return &MissingEventsError{Auth: missing}
+		// The prev events are reported too: a gap in the timeline is closed
+		// first, and closing it often brings the auth events along.
+		held, err := s.heldIDs(ctx, s.db, ev.PrevEventIDs(), true)
+		if err != nil {
+			return err
+		}
+		var prev []string
+		for _, id := range ev.PrevEventIDs() {
+			if !held[id] {
+				prev = append(prev, id)
+			}
+		}
+		return &MissingEventsError{Auth: missing, Prev: prev}
 	}
 	if err := allowedBy(ev, authEvents); err != nil {
 		return fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
