@@ -602,18 +602,36 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 		}
 		return &MissingEventsError{Auth: missing, Prev: prev}
 	}
+	// A refused event is kept as rejected (below), with the state before it
+	// when that is known, and reported as ErrRejected.
+	var rejectedWhy error
 	if err := allowedBy(ev, authEvents); err != nil {
-		return fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
+		rejectedWhy = fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
 	}
 
 	unlock := s.lockRoom(roomID)
 	defer unlock()
 	var notice *Notice
+	var rejected error
 	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		notice = nil
+		notice, rejected = nil, nil
 		h, err := loadHead(ctx, tx, roomID)
 		if err != nil {
 			return err
+		}
+		reject := func(why error, before map[[2]string]string) error {
+			snap := int64(0)
+			switch {
+			case before != nil:
+				var err error
+				if snap, err = s.fullSnapshot(ctx, tx, roomID, before); err != nil {
+					return err
+				}
+			case sameSet(ev.PrevEventIDs(), h.prev):
+				snap = h.snapshot
+			}
+			rejected = why
+			return s.storeRejected(ctx, tx, ev, snap)
 		}
 		// While the room's state here is partial, the state before an event lacks
 		// members: it is checked against its own auth events only (step 1), as
@@ -633,11 +651,20 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 					return err
 				}
 			} else if before, err = s.stateAfterAll(ctx, tx, impl, ev.PrevEventIDs()); err != nil {
+				var missing *MissingEventsError
+				if rejectedWhy != nil && errors.As(err, &missing) {
+					return reject(rejectedWhy, nil) // refused whatever came before it
+				}
 				return err
 			}
-			if err := s.allowedAt(ctx, tx, ev, before); err != nil && !partial {
-				return fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
+			if rejectedWhy != nil {
+				return reject(rejectedWhy, before)
 			}
+			if err := s.allowedAt(ctx, tx, ev, before); err != nil && !partial {
+				return reject(fmt.Errorf("%w at the state before it: %v", ErrRejected, err), before)
+			}
+		} else if rejectedWhy != nil {
+			return reject(rejectedWhy, nil)
 		} else if !partial {
 			// The common case, an event on our head: only the few current state
 			// events the auth rules look at are read, not the whole state.
@@ -646,7 +673,7 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 				return err
 			}
 			if err := allowedBy(ev, current); err != nil {
-				return fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
+				return reject(fmt.Errorf("%w at the state before it: %v", ErrRejected, err), nil)
 			}
 		}
 		// 3. Soft failure: allowed by history, but not by where the room is now.
@@ -717,6 +744,9 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 	})
 	if err != nil {
 		return err
+	}
+	if rejected != nil {
+		return rejected
 	}
 	if notice != nil {
 		s.publish(*notice)
@@ -799,6 +829,16 @@ func (s *Service) StoreOutliers(ctx context.Context, evs []gomatrixserverlib.PDU
 }
 
 func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomatrixserverlib.PDU) error {
+	return s.insertOutliers(ctx, tx, evs, 0, false)
+}
+
+// storeRejected keeps an event the auth rules refused, with the state before it
+// (snapshot 0: unknown), so that events built on it place themselves after it.
+func (s *Service) storeRejected(ctx context.Context, tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotBefore int64) error {
+	return s.insertOutliers(ctx, tx, []gomatrixserverlib.PDU{ev}, snapshotBefore, true)
+}
+
+func (s *Service) insertOutliers(ctx context.Context, tx *storage.Tx, evs []gomatrixserverlib.PDU, snapshotBefore int64, rejected bool) error {
 	// A join into a large room brings tens of thousands of events: they are
 	// written in multi-row statements, not one round trip (or three) each.
 	ids := make([]string, len(evs))
@@ -823,7 +863,7 @@ func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomat
 	if err != nil {
 		return err
 	}
-	const cols = 11
+	const cols = 13
 	for start := 0; start < len(fresh); start += 200 {
 		batch := fresh[start:min(start+200, len(fresh))]
 		args := make([]any, 0, cols*len(batch))
@@ -837,13 +877,13 @@ func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomat
 			}
 			pos := -(first + int64(start+i))
 			n := len(args)
-			rows = append(rows, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, 0, $%d, $%d, $%d, TRUE)",
-				n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11))
+			rows = append(rows, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, TRUE, $%d)",
+				n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11, n+12, n+13))
 			args = append(args, pos, ev.EventID(), ev.RoomID().String(), ev.Type(), ev.StateKey(), string(ev.SenderID()),
-				ev.Depth(), int64(ev.OriginServerTS()), membership, string(ev.JSON()), pos)
+				ev.Depth(), int64(ev.OriginServerTS()), snapshotBefore, membership, string(ev.JSON()), pos, rejected)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts,
-			snapshot_before, membership, json, room_seq, outlier) VALUES `+strings.Join(rows, ", ")+`
+			snapshot_before, membership, json, room_seq, outlier, rejected) VALUES `+strings.Join(rows, ", ")+`
 			ON CONFLICT (event_id) DO NOTHING`, args...); err != nil {
 			// Another input of the same events (a transaction and a state fetch)
 			// may have stored them since heldIDs looked: theirs stand.
@@ -858,7 +898,9 @@ func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomat
 func (s *Service) heldIDs(ctx context.Context, q querier, ids []string, timelineOnly bool) (map[string]bool, error) {
 	cond := ""
 	if timelineOnly {
-		cond = "NOT outlier AND "
+		// A rejected event is placed in the DAG (its successors build on it),
+		// though never shown.
+		cond = "(NOT outlier OR rejected) AND "
 	}
 	have := make(map[string]bool, len(ids))
 	for start := 0; start < len(ids); start += 500 {
@@ -901,8 +943,9 @@ func (s *Service) stateAfterAll(ctx context.Context, tx *storage.Tx, impl gomatr
 		var before, pos int64
 		var typ string
 		var sk sql.NullString
-		err := tx.QueryRow(ctx, `SELECT snapshot_before, stream_pos, type, state_key FROM events WHERE event_id = $1`, id).Scan(&before, &pos, &typ, &sk)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && pos < 0) {
+		var rejected bool
+		err := tx.QueryRow(ctx, `SELECT snapshot_before, stream_pos, type, state_key, rejected FROM events WHERE event_id = $1`, id).Scan(&before, &pos, &typ, &sk, &rejected)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && pos < 0 && !(rejected && before != 0)) {
 			missing = append(missing, id)
 			continue
 		}
@@ -913,7 +956,7 @@ func (s *Service) stateAfterAll(ctx context.Context, tx *storage.Tx, impl gomatr
 		if err != nil {
 			return nil, err
 		}
-		if sk.Valid {
+		if sk.Valid && !rejected { // the state after a rejected event is the state before it
 			state[[2]string{typ, sk.String}] = id
 		}
 		sets = append(sets, state)

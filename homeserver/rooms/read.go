@@ -24,6 +24,11 @@ func (s *Service) isLocalRoom(roomID string) bool {
 	return strings.HasSuffix(roomID, ":"+s.cfg.ServerName)
 }
 
+// isLocal reports whether a user ID is one of this server's users.
+func (s *Service) isLocal(userID string) bool {
+	return strings.HasSuffix(userID, ":"+s.cfg.ServerName)
+}
+
 func (s *Service) roomExists(ctx context.Context, roomID string) (bool, error) {
 	var one int
 	err := s.db.QueryRow(ctx, `SELECT 1 FROM rooms WHERE room_id = $1`, roomID).Scan(&one)

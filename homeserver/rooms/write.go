@@ -394,6 +394,11 @@ func (s *Service) applyRedaction(ctx context.Context, tx *storage.Tx, h *head, r
 		}
 		levels, err := pl[0].PowerLevels()
 		if err != nil || levels.UserLevel(red.SenderID()) < levels.Redact {
+			if !s.isLocal(string(red.SenderID())) {
+				// Another server's redaction stays in the room, unapplied: the
+				// auth rules let it in, only its effect needs the power.
+				return nil
+			}
 			return mxerror.New(mxerror.Forbidden, "you may not redact other users' events")
 		}
 	}
