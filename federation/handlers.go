@@ -191,7 +191,10 @@ func (s *Service) admit(ctx context.Context, origin string, version gomatrixserv
 		}
 		// A gap: ask for the events between our extremities and this one — for
 		// an event of the transaction only, as Synapse does; the events that
-		// answer brings are placed by the state route below.
+		// answer brings are placed by the state route below. An event pushed to
+		// us whose predecessors its server will not give is refused: taking the
+		// state for it on that server's word could make it our only extremity
+		// on state nobody else vouched for.
 		if depth == 0 {
 			extremities, err := s.deps.Rooms.ForwardExtremities(ctx, roomID)
 			if err != nil {
@@ -211,6 +214,10 @@ func (s *Service) admit(ctx context.Context, origin string, version gomatrixserv
 					return err
 				}
 			}
+			if len(missing.Prev) > 0 {
+				return mxerror.New(mxerror.Forbidden, "%s did not give the prev events %v of %s", origin, missing.Prev, ev.EventID())
+			}
+			continue
 		}
 		// Still a gap: take the state before the event from origin.
 		state, err := s.stateBefore(ctx, origin, version, ev, missing.Prev)

@@ -683,8 +683,12 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 				return err
 			}
 			if err := s.allowedAt(ctx, tx, ev, current); err != nil {
-				// Kept so that later events can reference it; never shown.
-				return s.storeOutliers(ctx, tx, []gomatrixserverlib.PDU{ev})
+				// Kept so that later events can build on it; never shown.
+				snap, err := s.fullSnapshot(ctx, tx, roomID, before)
+				if err != nil {
+					return err
+				}
+				return s.storeSoftFailed(ctx, tx, ev, snap)
 			}
 		}
 
@@ -829,16 +833,22 @@ func (s *Service) StoreOutliers(ctx context.Context, evs []gomatrixserverlib.PDU
 }
 
 func (s *Service) storeOutliers(ctx context.Context, tx *storage.Tx, evs []gomatrixserverlib.PDU) error {
-	return s.insertOutliers(ctx, tx, evs, 0, false)
+	return s.insertOutliers(ctx, tx, evs, 0, false, false)
 }
 
 // storeRejected keeps an event the auth rules refused, with the state before it
 // (snapshot 0: unknown), so that events built on it place themselves after it.
 func (s *Service) storeRejected(ctx context.Context, tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotBefore int64) error {
-	return s.insertOutliers(ctx, tx, []gomatrixserverlib.PDU{ev}, snapshotBefore, true)
+	return s.insertOutliers(ctx, tx, []gomatrixserverlib.PDU{ev}, snapshotBefore, true, false)
 }
 
-func (s *Service) insertOutliers(ctx context.Context, tx *storage.Tx, evs []gomatrixserverlib.PDU, snapshotBefore int64, rejected bool) error {
+// storeSoftFailed keeps a soft-failed event, never shown, with the state before
+// it, so that events built on it place themselves after it (and its state).
+func (s *Service) storeSoftFailed(ctx context.Context, tx *storage.Tx, ev gomatrixserverlib.PDU, snapshotBefore int64) error {
+	return s.insertOutliers(ctx, tx, []gomatrixserverlib.PDU{ev}, snapshotBefore, false, true)
+}
+
+func (s *Service) insertOutliers(ctx context.Context, tx *storage.Tx, evs []gomatrixserverlib.PDU, snapshotBefore int64, rejected, softFailed bool) error {
 	// A join into a large room brings tens of thousands of events: they are
 	// written in multi-row statements, not one round trip (or three) each.
 	ids := make([]string, len(evs))
@@ -863,7 +873,7 @@ func (s *Service) insertOutliers(ctx context.Context, tx *storage.Tx, evs []goma
 	if err != nil {
 		return err
 	}
-	const cols = 13
+	const cols = 14
 	for start := 0; start < len(fresh); start += 200 {
 		batch := fresh[start:min(start+200, len(fresh))]
 		args := make([]any, 0, cols*len(batch))
@@ -877,13 +887,13 @@ func (s *Service) insertOutliers(ctx context.Context, tx *storage.Tx, evs []goma
 			}
 			pos := -(first + int64(start+i))
 			n := len(args)
-			rows = append(rows, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, TRUE, $%d)",
-				n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11, n+12, n+13))
+			rows = append(rows, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, TRUE, $%d, $%d)",
+				n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9, n+10, n+11, n+12, n+13, n+14))
 			args = append(args, pos, ev.EventID(), ev.RoomID().String(), ev.Type(), ev.StateKey(), string(ev.SenderID()),
-				ev.Depth(), int64(ev.OriginServerTS()), snapshotBefore, membership, string(ev.JSON()), pos, rejected)
+				ev.Depth(), int64(ev.OriginServerTS()), snapshotBefore, membership, string(ev.JSON()), pos, rejected, softFailed)
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO events (stream_pos, event_id, room_id, type, state_key, sender, depth, origin_ts,
-			snapshot_before, membership, json, room_seq, outlier, rejected) VALUES `+strings.Join(rows, ", ")+`
+			snapshot_before, membership, json, room_seq, outlier, rejected, soft_failed) VALUES `+strings.Join(rows, ", ")+`
 			ON CONFLICT (event_id) DO NOTHING`, args...); err != nil {
 			// Another input of the same events (a transaction and a state fetch)
 			// may have stored them since heldIDs looked: theirs stand.
@@ -900,7 +910,7 @@ func (s *Service) heldIDs(ctx context.Context, q querier, ids []string, timeline
 	if timelineOnly {
 		// A rejected event is placed in the DAG (its successors build on it),
 		// though never shown.
-		cond = "(NOT outlier OR rejected) AND "
+		cond = "(NOT outlier OR ((rejected OR soft_failed) AND snapshot_before <> 0)) AND "
 	}
 	have := make(map[string]bool, len(ids))
 	for start := 0; start < len(ids); start += 500 {
@@ -943,9 +953,10 @@ func (s *Service) stateAfterAll(ctx context.Context, tx *storage.Tx, impl gomatr
 		var before, pos int64
 		var typ string
 		var sk sql.NullString
-		var rejected bool
-		err := tx.QueryRow(ctx, `SELECT snapshot_before, stream_pos, type, state_key, rejected FROM events WHERE event_id = $1`, id).Scan(&before, &pos, &typ, &sk, &rejected)
-		if errors.Is(err, sql.ErrNoRows) || (err == nil && pos < 0 && !(rejected && before != 0)) {
+		var rejected, softFailed bool
+		err := tx.QueryRow(ctx, `SELECT snapshot_before, stream_pos, type, state_key, rejected, soft_failed FROM events WHERE event_id = $1`, id).
+			Scan(&before, &pos, &typ, &sk, &rejected, &softFailed)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && pos < 0 && !((rejected || softFailed) && before != 0)) {
 			missing = append(missing, id)
 			continue
 		}
@@ -1279,8 +1290,13 @@ func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU)
 				errs[i] = ErrUnbatched
 				continue
 			}
+			// A refused event is kept as rejected, on the state before it (the
+			// head's: the batch extends it event by event).
 			if err := allowedBy(ev, authEvents); err != nil {
 				errs[i] = fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
+				if err := s.storeRejected(ctx, tx, ev, h.snapshot); err != nil {
+					return err
+				}
 				continue
 			}
 			var current []gomatrixserverlib.PDU
@@ -1304,6 +1320,9 @@ func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU)
 			}
 			if err := allowedBy(ev, current); err != nil && !partial {
 				errs[i] = fmt.Errorf("%w at the state before it: %v", ErrRejected, err)
+				if err := s.storeRejected(ctx, tx, ev, h.snapshot); err != nil {
+					return err
+				}
 				continue
 			}
 			depth := h.depth
