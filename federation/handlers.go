@@ -228,19 +228,28 @@ func (s *Service) admit(ctx context.Context, origin string, version gomatrixserv
 	}
 }
 
-// stateBefore asks origin for the state before ev, whose prev events (missing
-// here) a gap left unknown. With one prev event it asks, as Synapse does, for the
-// state at that event (/state_ids, then the events it lacks with /state) and the
-// event itself, kept as an outlier; otherwise for the state before ev.
+// stateBefore learns from origin the state before ev, some of whose prev events
+// (missing) a gap left unknown here: as Synapse does, it asks for the state at
+// each missing prev event (/state_ids, then the events it lacks with /state) and
+// for the event itself, kept as an outlier, and resolves those states with the
+// states after the prev events held here. If that fails it asks for the state
+// before ev itself.
 func (s *Service) stateBefore(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, missing []string) ([]gomatrixserverlib.PDU, error) {
 	me, them, roomID := spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), ev.RoomID().String()
-	if prev := ev.PrevEventIDs(); len(prev) == 1 && len(missing) == 1 && missing[0] == prev[0] {
-		state, err := s.stateAfter(ctx, origin, version, roomID, prev[0])
+	after := map[string][]gomatrixserverlib.PDU{}
+	var err error
+	for _, prev := range missing {
+		if after[prev], err = s.stateAfter(ctx, origin, version, roomID, prev); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		state, err := s.deps.Rooms.StateBeforeFrom(ctx, roomID, ev.PrevEventIDs(), after)
 		if err == nil {
 			return state, nil
 		}
-		s.log.Info("state after a missing prev event", "origin", origin, "event_id", prev[0], "err", err)
 	}
+	s.log.Info("state after missing prev events", "origin", origin, "event_id", ev.EventID(), "err", err)
 	res, err := s.client.LookupState(ctx, me, them, roomID, ev.EventID(), version.Version())
 	if err != nil {
 		return nil, fmt.Errorf("state before %s from %s: %w", ev.EventID(), origin, err)

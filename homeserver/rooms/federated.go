@@ -709,7 +709,11 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 		if !linear {
 			// The room's state is now the resolution of the state after the new
 			// event and the state at the other extremities.
-			others := slices.DeleteFunc(slices.Clone(prevExtremities), func(id string) bool { return slices.Contains(ev.PrevEventIDs(), id) })
+			behind, err := s.behindFailed(ctx, tx, ev.PrevEventIDs())
+			if err != nil {
+				return err
+			}
+			others := slices.DeleteFunc(slices.Clone(prevExtremities), func(id string) bool { return slices.Contains(ev.PrevEventIDs(), id) || behind[id] })
 			after := maps.Clone(before)
 			if sk := ev.StateKey(); sk != nil {
 				after[[2]string{ev.Type(), *sk}] = ev.EventID()
@@ -942,6 +946,79 @@ func (s *Service) known(ctx context.Context, eventID string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// StateBeforeFrom is the state before an event whose prev events are prevs: the
+// state after each, from after (the states after prev events this server does not
+// hold, as another server gave them; their events stored already) or as stored
+// here, resolved when they differ.
+func (s *Service) StateBeforeFrom(ctx context.Context, roomID string, prevs []string, after map[string][]gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	impl, err := s.RoomVersion(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	var out []gomatrixserverlib.PDU
+	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
+		var sets []map[[2]string]string
+		for _, id := range prevs {
+			if given, ok := after[id]; ok {
+				sets = append(sets, stateMap(given))
+				continue
+			}
+			set, err := s.stateAfterAll(ctx, tx, impl, []string{id})
+			if err != nil {
+				return err
+			}
+			sets = append(sets, set)
+		}
+		if len(sets) == 0 {
+			return fmt.Errorf("no prev events")
+		}
+		resolved, err := s.resolve(ctx, tx, impl, sets)
+		if err != nil {
+			return err
+		}
+		ids := make([]string, 0, len(resolved))
+		for _, id := range resolved {
+			ids = append(ids, id)
+		}
+		out, err = s.pdus(ctx, tx, ids)
+		return err
+	})
+	return out, err
+}
+
+// behindFailed returns the events an event's prev events reach through rejected
+// and soft-failed events: an event built on a soft-failed one also succeeds what
+// that one was built on, which must stop being a forward extremity (as in
+// Synapse), or it would dangle there.
+func (s *Service) behindFailed(ctx context.Context, tx *storage.Tx, prevs []string) (map[string]bool, error) {
+	out := map[string]bool{}
+	frontier := slices.Clone(prevs)
+	for steps := 0; len(frontier) > 0 && steps < 100; steps++ {
+		id := frontier[0]
+		frontier = frontier[1:]
+		var raw string
+		var failed bool
+		err := tx.QueryRow(ctx, `SELECT json, rejected OR soft_failed FROM events WHERE event_id = $1`, id).Scan(&raw, &failed)
+		if errors.Is(err, sql.ErrNoRows) || (err == nil && !failed) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read prev event: %w", err)
+		}
+		for _, p := range gjson.Get(raw, "prev_events").Array() {
+			pid := p.String()
+			if p.IsArray() { // room versions 1 and 2: [event_id, hashes]
+				pid = p.Array()[0].String()
+			}
+			if !out[pid] {
+				out[pid] = true
+				frontier = append(frontier, pid)
+			}
+		}
+	}
+	return out, nil
 }
 
 // stateAfterAll is the state after the given events, resolved when they differ. An
