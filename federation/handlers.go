@@ -254,7 +254,7 @@ func (s *Service) stateBefore(ctx context.Context, origin string, version gomatr
 	if err != nil {
 		return nil, fmt.Errorf("state before %s from %s: %w", ev.EventID(), origin, err)
 	}
-	return s.verifiedState(ctx, version, res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version()))
+	return s.verifiedState(ctx, res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version())), nil
 }
 
 // stateAfter is the state after the event prevID, learned from origin: the state
@@ -265,7 +265,8 @@ func (s *Service) stateAfter(ctx context.Context, origin string, version gomatri
 	if err != nil {
 		return nil, err
 	}
-	have, err := s.deps.Rooms.PDUs(ctx, append(slices.Clone(ids.StateEventIDs), ids.AuthEventIDs...))
+	wanted := append(slices.Clone(ids.StateEventIDs), ids.AuthEventIDs...)
+	have, err := s.deps.Rooms.PDUs(ctx, wanted)
 	if err != nil {
 		return nil, err
 	}
@@ -273,32 +274,46 @@ func (s *Service) stateAfter(ctx context.Context, origin string, version gomatri
 	for _, ev := range have {
 		byID[ev.EventID()] = ev
 	}
-	var chain, state []gomatrixserverlib.PDU
-	if len(byID) < len(ids.StateEventIDs)+len(ids.AuthEventIDs) {
-		res, err := s.client.LookupState(ctx, me, them, roomID, prevID, version.Version())
-		if err != nil {
-			return nil, err
-		}
-		chain, state = res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version())
-	} else {
-		for _, id := range ids.StateEventIDs {
-			state = append(state, byID[id])
+	var lacking []string
+	for _, id := range wanted {
+		if byID[id] == nil && !slices.Contains(lacking, id) {
+			lacking = append(lacking, id)
 		}
 	}
-	txn, err := s.client.GetEvent(ctx, me, them, prevID)
+	// A few lacking events are fetched one by one, many with one /state (as
+	// Synapse decides); either way falls back on the other.
+	var fetched []gomatrixserverlib.PDU
+	if len(lacking) > maxEventFetch {
+		if res, err := s.client.LookupState(ctx, me, them, roomID, prevID, version.Version()); err == nil {
+			fetched = append(res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version())...)
+			lacking = nil
+		}
+	}
+	if len(lacking) > 0 {
+		if fetched, err = s.fetchEvents(ctx, origin, version, roomID, lacking); err != nil {
+			return nil, err
+		}
+	}
+	for _, ev := range fetched {
+		byID[ev.EventID()] = ev
+	}
+	prevs, err := s.fetchEvents(ctx, origin, version, roomID, []string{prevID})
 	if err != nil {
 		return nil, err
 	}
-	if len(txn.PDUs) != 1 {
-		return nil, fmt.Errorf("event %s: %d PDUs in the answer", prevID, len(txn.PDUs))
+	prev := prevs[0]
+	var chain, state []gomatrixserverlib.PDU
+	for _, id := range ids.AuthEventIDs {
+		if ev := byID[id]; ev != nil {
+			chain = append(chain, ev)
+		}
 	}
-	prev, err := version.NewEventFromUntrustedJSON(txn.PDUs[0])
-	if err != nil || prev.EventID() != prevID || prev.RoomID().String() != roomID {
-		return nil, fmt.Errorf("event %s: not the event asked for (%v)", prevID, err)
+	for _, id := range ids.StateEventIDs {
+		if ev := byID[id]; ev != nil {
+			state = append(state, ev)
+		}
 	}
-	if state, err = s.verifiedState(ctx, version, chain, state); err != nil {
-		return nil, err
-	}
+	state = s.verifiedState(ctx, chain, state)
 	// The state is kept as the receiving event's would be (signatures checked,
 	// as resolved by origin), and the prev event checked at its auth events.
 	if err := s.deps.Rooms.StoreOutliers(ctx, state); err != nil {
@@ -316,18 +331,50 @@ func (s *Service) stateAfter(ctx context.Context, origin string, version gomatri
 	return state, nil
 }
 
-// verifiedState stores the auth chain behind a state another server gave (each
-// event checked) and returns the state once every event's signature holds.
-func (s *Service) verifiedState(ctx context.Context, version gomatrixserverlib.IRoomVersion, authChain, state []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
-	if err := s.storeVerified(ctx, authChain); err != nil {
-		return nil, err
+// maxEventFetch is how many events are fetched one by one before one /state
+// request is cheaper.
+const maxEventFetch = 20
+
+// fetchEvents fetches events of a room from origin with /event, each checked to be
+// the one asked for.
+func (s *Service) fetchEvents(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, roomID string, ids []string) ([]gomatrixserverlib.PDU, error) {
+	if len(ids) > maxFetchedEvents {
+		return nil, fmt.Errorf("%d events to fetch from %s: too many", len(ids), origin)
 	}
-	for _, st := range state {
-		if err := s.verify(ctx, st); err != nil {
-			return nil, err
+	out := make([]gomatrixserverlib.PDU, 0, len(ids))
+	for _, id := range ids {
+		txn, err := s.client.GetEvent(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), id)
+		if err != nil {
+			return nil, fmt.Errorf("event %s from %s: %w", id, origin, err)
 		}
+		if len(txn.PDUs) != 1 {
+			return nil, fmt.Errorf("event %s from %s: %d PDUs in the answer", id, origin, len(txn.PDUs))
+		}
+		ev, err := version.NewEventFromUntrustedJSON(txn.PDUs[0])
+		if err != nil || ev.EventID() != id || ev.RoomID().String() != roomID {
+			return nil, fmt.Errorf("event %s from %s: not the event asked for (%v)", id, origin, err)
+		}
+		out = append(out, ev)
 	}
-	return state, nil
+	return out, nil
+}
+
+// maxFetchedEvents bounds the events fetched one by one for one event.
+const maxFetchedEvents = 500
+
+// verifiedState stores the auth chain behind a state another server gave and
+// returns the state events whose signatures hold. An event that fails its checks
+// is left out (logged), as Synapse and gomatrixserverlib's join do: what rests on
+// it then fails the auth rules in turn.
+func (s *Service) verifiedState(ctx context.Context, authChain, state []gomatrixserverlib.PDU) []gomatrixserverlib.PDU {
+	s.storeVerified(ctx, authChain)
+	return slices.DeleteFunc(state, func(st gomatrixserverlib.PDU) bool {
+		if err := s.verify(ctx, st); err != nil {
+			s.log.Info("state event dropped", "event_id", st.EventID(), "err", err)
+			return true
+		}
+		return false
+	})
 }
 
 // fetchAuthChain fetches an event's missing auth events from origin — its auth
@@ -381,34 +428,48 @@ func (s *Service) storeVerified(ctx context.Context, evs []gomatrixserverlib.PDU
 	for _, ev := range evs {
 		byID[ev.EventID()] = ev
 	}
+	// An event failing its checks is left out, and with it whatever rests on
+	// it; the others are stored, and the failures reported.
 	var ok []gomatrixserverlib.PDU
+	var failed []error
 	for _, ev := range evs {
-		if err := s.verify(ctx, ev); err != nil {
-			return err
-		}
-		var auth []gomatrixserverlib.PDU
-		for _, id := range ev.AuthEventIDs() {
-			if a, found := byID[id]; found {
-				auth = append(auth, a)
-			}
-		}
-		if len(auth) < len(ev.AuthEventIDs()) {
-			stored, err := s.deps.Rooms.PDUs(ctx, ev.AuthEventIDs())
-			if err != nil {
-				return err
-			}
-			auth = append(auth, stored...)
-		}
-		provider, err := gomatrixserverlib.NewAuthEvents(auth)
-		if err != nil {
-			return err
-		}
-		if err := gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
-			return fmt.Errorf("auth event %s: %w", ev.EventID(), err)
+		if err := s.checkAuthEvent(ctx, ev, byID); err != nil {
+			delete(byID, ev.EventID())
+			failed = append(failed, fmt.Errorf("auth event %s: %w", ev.EventID(), err))
+			continue
 		}
 		ok = append(ok, ev)
 	}
-	return s.deps.Rooms.StoreOutliers(ctx, ok)
+	if err := s.deps.Rooms.StoreOutliers(ctx, ok); err != nil {
+		return err
+	}
+	return errors.Join(failed...)
+}
+
+// checkAuthEvent checks an event's signatures and the auth rules at its auth
+// events, found among batch or stored.
+func (s *Service) checkAuthEvent(ctx context.Context, ev gomatrixserverlib.PDU, batch map[string]gomatrixserverlib.PDU) error {
+	if err := s.verify(ctx, ev); err != nil {
+		return err
+	}
+	var auth []gomatrixserverlib.PDU
+	for _, id := range ev.AuthEventIDs() {
+		if a, found := batch[id]; found {
+			auth = append(auth, a)
+		}
+	}
+	if len(auth) < len(ev.AuthEventIDs()) {
+		stored, err := s.deps.Rooms.PDUs(ctx, ev.AuthEventIDs())
+		if err != nil {
+			return err
+		}
+		auth = append(auth, stored...)
+	}
+	provider, err := gomatrixserverlib.NewAuthEvents(auth)
+	if err != nil {
+		return err
+	}
+	return gomatrixserverlib.Allowed(ev, provider, userIDForSender)
 }
 
 // receiveEDU applies an EDU about the origin's own users.
