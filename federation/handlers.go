@@ -319,6 +319,19 @@ func (s *Service) stateAfter(ctx context.Context, origin string, version gomatri
 	if err := s.deps.Rooms.StoreOutliers(ctx, state); err != nil {
 		return nil, err
 	}
+	// Its auth events may be none of the state's (a state_ids answer may even
+	// leave the auth chain out): fetched like any missing auth events.
+	held, err := s.deps.Rooms.PDUs(ctx, prev.AuthEventIDs())
+	if err != nil {
+		return nil, err
+	}
+	if missing := slices.DeleteFunc(slices.Clone(prev.AuthEventIDs()), func(id string) bool {
+		return slices.ContainsFunc(held, func(h gomatrixserverlib.PDU) bool { return h.EventID() == id })
+	}); len(missing) > 0 {
+		if err := s.fetchAuthChain(ctx, origin, version, prev, missing); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.storeVerified(ctx, []gomatrixserverlib.PDU{prev}); err != nil {
 		return nil, err
 	}
@@ -967,7 +980,9 @@ func (s *Service) hierarchy(r *fedRequest) (any, error) {
 // server completing its own state would take it as whole): the asker turns to
 // another server, as it does with Synapse.
 func (s *Service) requireFullState(ctx context.Context, roomID string) error {
-	partial, err := s.deps.Rooms.StatePartial(ctx, roomID)
+	// A completion under way (they take a second or two for small rooms) is
+	// waited for briefly rather than sending the asker elsewhere at once.
+	partial, err := s.deps.Rooms.AwaitFullState(ctx, roomID, 3*time.Second)
 	if err != nil {
 		return err
 	}

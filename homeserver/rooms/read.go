@@ -774,16 +774,21 @@ const fullStateWait = 60 * time.Second
 // fullStateWait: the member list is what clients encrypt to, so it should be
 // whole (Synapse waits the same way). Past the bound, the caller gets what there is.
 func (s *Service) awaitFullState(ctx context.Context, roomID string) {
-	deadline := time.Now().Add(fullStateWait)
-	for delay := 20 * time.Millisecond; time.Now().Before(deadline); delay = min(delay*2, 500*time.Millisecond) {
-		partial, _, err := s.partialState(ctx, s.db, roomID)
-		if err != nil || !partial {
-			return
+	s.AwaitFullState(ctx, roomID, fullStateWait)
+}
+
+// AwaitFullState waits up to limit while the room's state here is partial and
+// reports whether it still is.
+func (s *Service) AwaitFullState(ctx context.Context, roomID string, limit time.Duration) (partial bool, err error) {
+	deadline := time.Now().Add(limit)
+	for delay := 20 * time.Millisecond; ; delay = min(delay*2, 500*time.Millisecond) {
+		if partial, _, err = s.partialState(ctx, s.db, roomID); err != nil || !partial || !time.Now().Before(deadline) {
+			return partial, err
 		}
 		select {
 		case <-ctx.Done():
-			return
-		case <-time.After(delay):
+			return partial, ctx.Err()
+		case <-time.After(min(delay, time.Until(deadline))):
 		}
 	}
 }
