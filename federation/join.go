@@ -191,12 +191,20 @@ func remoteMatrixError(err error) *mxerror.Error {
 	if !errors.As(err, &httpErr) || httpErr.Code < 400 || httpErr.Code >= 500 {
 		return nil
 	}
-	var body struct {
-		ErrCode string `json:"errcode"`
-		Error   string `json:"error"`
-	}
-	if json.Unmarshal(httpErr.Contents, &body) != nil || body.ErrCode == "" {
+	var body map[string]any
+	if json.Unmarshal(httpErr.Contents, &body) != nil {
 		return nil
 	}
-	return &mxerror.Error{Code: mxerror.Code(body.ErrCode), Message: body.Error, Status: httpErr.Code}
+	code, _ := body["errcode"].(string)
+	msg, _ := body["error"].(string)
+	if code == "" {
+		return nil
+	}
+	delete(body, "errcode")
+	delete(body, "error")
+	if len(body) == 0 {
+		body = nil
+	}
+	// Further fields (room_version of M_INCOMPATIBLE_ROOM_VERSION) go along.
+	return &mxerror.Error{Code: mxerror.Code(code), Message: msg, Status: httpErr.Code, Extra: body}
 }

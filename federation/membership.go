@@ -45,7 +45,9 @@ func (s *Service) InviteRemote(ctx context.Context, invite gomatrixserverlib.PDU
 	}
 	signed, err := impl.NewEventFromUntrustedJSON(res.Event)
 	if err != nil {
-		return nil, fmt.Errorf("invite signed by %s: %w", server, err)
+		// Invalid JSON for the room version (floats, out-of-range integers):
+		// the invitee's server answered with something that is not an event.
+		return nil, mxerror.New(mxerror.BadJSON, "the invite %s signed is not a valid event: %v", server, err)
 	}
 	if signed.EventID() != invite.EventID() {
 		return nil, fmt.Errorf("%s changed the invite it signed", server)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"regexp"
@@ -113,6 +114,11 @@ func (s *Service) ForwardExtremities(ctx context.Context, roomID string) ([]stri
 
 type querier interface {
 	Query(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// rowQuerier reads one row, from the database or inside a transaction.
+type rowQuerier interface {
+	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // pdus loads the events among ids that are stored, in no particular order.
@@ -487,13 +493,21 @@ func (s *Service) storeOutOfRoom(ctx context.Context, ev gomatrixserverlib.PDU, 
 // leaveRemote rejects an invite (or leaves a room) this server has no member in,
 // through the servers that are in it.
 func (s *Service) leaveRemote(ctx context.Context, roomID string, m Membership) (Sent, error) {
-	var inviter string
-	err := s.db.QueryRow(ctx, `SELECT e.sender FROM current_state c JOIN events e ON e.event_id = c.event_id
-		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, m.Target).Scan(&inviter)
+	var inviter, inviteID string
+	var depth int64
+	err := s.db.QueryRow(ctx, `SELECT e.sender, e.event_id, e.depth FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key = $2`, roomID, m.Target).Scan(&inviter, &inviteID, &depth)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return Sent{}, fmt.Errorf("read membership: %w", err)
 	}
 	ev, err := s.remote.LeaveRemote(ctx, roomID, m.Target, s.viaServers(inviter, roomID))
+	if err != nil && inviteID != "" {
+		// The room's servers cannot be reached or refuse: the invite is still
+		// declined here (an out-of-band leave, as Synapse makes), so the user
+		// is rid of it; the inviter's server learns nothing.
+		slog.Info("declining an invite locally", "room_id", roomID, "user_id", m.Target, "err", err)
+		ev, err = s.outOfBandLeave(ctx, roomID, m.Target, inviteID, depth)
+	}
 	if err != nil {
 		return Sent{}, err
 	}
@@ -504,6 +518,28 @@ func (s *Service) leaveRemote(ctx context.Context, roomID string, m Membership) 
 		return Sent{}, err
 	}
 	return s.sentOf(ctx, ev.EventID())
+}
+
+// outOfBandLeave builds, signed by this server, a leave of userID after the invite
+// (or knock) that is all this server holds of the room: valid for no other server,
+// it only ends the membership here.
+func (s *Service) outOfBandLeave(ctx context.Context, roomID, userID, afterID string, depth int64) (gomatrixserverlib.PDU, error) {
+	version, err := s.RoomVersion(ctx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	content, _ := json.Marshal(map[string]string{"membership": spec.Leave})
+	sk := userID
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &sk, Content: content,
+		PrevEvents: []string{afterID}, AuthEvents: []string{afterID}, Depth: depth + 1,
+	}
+	ev, err := version.NewEventBuilderFromProtoEvent(&proto).Build(now(), spec.ServerName(s.cfg.ServerName),
+		gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey)
+	if err != nil {
+		return nil, fmt.Errorf("build out-of-band leave: %w", err)
+	}
+	return ev, nil
 }
 
 // knockRemote knocks on a room this server is not in through the servers the room
@@ -607,6 +643,8 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 	var rejectedWhy error
 	if err := allowedBy(ev, authEvents); err != nil {
 		rejectedWhy = fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
+	} else if err := s.redactsElsewhere(ctx, s.db, ev); err != nil {
+		rejectedWhy = err
 	}
 
 	unlock := s.lockRoom(roomID)
@@ -946,6 +984,24 @@ func (s *Service) known(ctx context.Context, eventID string) (bool, error) {
 		return false, nil
 	}
 	return err == nil, err
+}
+
+// redactsElsewhere refuses a redaction of an event held here in another room: a
+// server may not reach across rooms (Synapse rejects it the same way).
+func (s *Service) redactsElsewhere(ctx context.Context, q rowQuerier, ev gomatrixserverlib.PDU) error {
+	if ev.Type() != spec.MRoomRedaction {
+		return nil
+	}
+	target := ev.Redacts()
+	if target == "" {
+		target = gjson.GetBytes(ev.Content(), "redacts").String()
+	}
+	var room string
+	err := q.QueryRow(ctx, `SELECT room_id FROM events WHERE event_id = $1`, target).Scan(&room)
+	if err == nil && room != ev.RoomID().String() {
+		return fmt.Errorf("%w: it redacts %s, an event of another room", ErrRejected, target)
+	}
+	return nil
 }
 
 // StateBeforeFrom is the state before an event whose prev events are prevs: the
@@ -1369,8 +1425,8 @@ func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU)
 			}
 			// A refused event is kept as rejected, on the state before it (the
 			// head's: the batch extends it event by event).
-			if err := allowedBy(ev, authEvents); err != nil {
-				errs[i] = fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
+			if err := allowedBy(ev, authEvents); err != nil || s.redactsElsewhere(ctx, tx, ev) != nil {
+				errs[i] = fmt.Errorf("%w at its auth events: %v", ErrRejected, errors.Join(err, s.redactsElsewhere(ctx, tx, ev)))
 				if err := s.storeRejected(ctx, tx, ev, h.snapshot); err != nil {
 					return err
 				}
@@ -1655,9 +1711,7 @@ func (s *Service) StatePartial(ctx context.Context, roomID string) (bool, error)
 
 // partialState reports whether the room's state here is still partial, and the
 // servers send_join listed.
-func (s *Service) partialState(ctx context.Context, q interface {
-	QueryRow(ctx context.Context, query string, args ...any) *sql.Row
-}, roomID string) (bool, []string, error) {
+func (s *Service) partialState(ctx context.Context, q rowQuerier, roomID string) (bool, []string, error) {
 	var partial bool
 	var raw string
 	err := q.QueryRow(ctx, `SELECT partial_state, partial_servers FROM rooms WHERE room_id = $1`, roomID).Scan(&partial, &raw)
