@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -119,48 +120,79 @@ func (s *Service) getServerKeys(*httpapi.Request) (any, error) {
 }
 
 // notaryQuery answers /_matrix/key/v2/query: the keys of the servers asked for, as
-// each server signed them, countersigned by this one.
+// each server signed them, countersigned by this one. A key is answered from the
+// documents kept here when one valid long enough (minimum_valid_until_ts) lists
+// it, else the server is asked again; a key the server no longer lists is still
+// answered with the document that did (an origin cannot make us forget it).
 func (s *Service) notaryQuery(r *httpapi.Request) (any, error) {
-	want := map[string][]string{}
+	ctx := r.Context()
+	type want struct {
+		keyID    string
+		minValid int64
+	}
+	wanted := map[string][]want{}
 	if server := r.Vars["serverName"]; server != "" {
-		want[server] = nil
+		minValid, _ := strconv.ParseInt(r.URL.Query().Get("minimum_valid_until_ts"), 10, 64)
+		wanted[server] = []want{{r.Vars["keyID"], minValid}}
 	} else {
 		var body struct {
-			ServerKeys map[string]map[string]json.RawMessage `json:"server_keys"`
+			ServerKeys map[string]map[string]struct {
+				MinValid int64 `json:"minimum_valid_until_ts"`
+			} `json:"server_keys"`
 		}
 		if err := r.Decode(&body); err != nil {
 			return nil, err
 		}
 		for server, ids := range body.ServerKeys {
-			for id := range ids {
-				want[server] = append(want[server], id)
+			wanted[server] = []want{}
+			for id, c := range ids {
+				wanted[server] = append(wanted[server], want{id, c.MinValid})
 			}
-			if _, ok := want[server]; !ok {
-				want[server] = nil
+			if len(ids) == 0 {
+				wanted[server] = []want{{"", 0}}
 			}
 		}
 	}
 	out := []json.RawMessage{}
-	for server := range want {
-		var doc json.RawMessage
+	for server, keys := range wanted {
+		docs := map[string]bool{}
 		if server == s.cfg.ServerName {
-			var err error
-			if doc, err = s.serverKeys(); err != nil {
+			doc, err := s.serverKeys()
+			if err != nil {
 				return nil, err
 			}
+			docs[string(doc)] = true
 		} else {
-			keys, err := s.fetchServerKeys(r.Context(), spec.ServerName(server))
-			if err == nil {
-				doc = keys.Raw
-			} else if doc, err = s.storedKeyDoc(r.Context(), server); err != nil {
-				continue // unreachable and never seen: left out, as the spec allows
+			fetched := false
+			for _, k := range keys {
+				doc, validUntil, err := s.storedKeyDoc(ctx, server, k.keyID)
+				if err == nil && validUntil >= k.minValid {
+					docs[string(doc)] = true
+					continue
+				}
+				if !fetched {
+					fetched = true
+					if keys, err := s.fetchServerKeys(ctx, spec.ServerName(server)); err == nil {
+						if k.keyID == "" {
+							docs[string(keys.Raw)] = true
+							continue
+						}
+					}
+				}
+				// What is kept now, fresh or not: better than nothing for a
+				// server that is down (the asker judges the validity).
+				if doc, _, err := s.storedKeyDoc(ctx, server, k.keyID); err == nil {
+					docs[string(doc)] = true
+				}
 			}
 		}
-		signed, err := gomatrixserverlib.SignJSON(s.cfg.ServerName, gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey, doc)
-		if err != nil {
-			return nil, err
+		for doc := range docs {
+			signed, err := gomatrixserverlib.SignJSON(s.cfg.ServerName, gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey, []byte(doc))
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, signed)
 		}
-		out = append(out, signed)
 	}
 	return map[string]any{"server_keys": out}, nil
 }
@@ -237,22 +269,35 @@ func (s *Service) fetchServerKeys(ctx context.Context, server spec.ServerName) (
 	if checks, _ := gomatrixserverlib.CheckKeys(server, time.Unix(0, 0), keys); !checks.AllChecksOK {
 		return keys, fmt.Errorf("key document of %s failed its checks", server)
 	}
-	if _, err := s.deps.DB.Exec(ctx, `INSERT INTO server_key_docs (server_name, doc, valid_until_ts) VALUES ($1, $2, $3)
-		ON CONFLICT (server_name) DO UPDATE SET doc = excluded.doc, valid_until_ts = excluded.valid_until_ts
-		WHERE excluded.valid_until_ts >= server_key_docs.valid_until_ts`,
-		string(server), string(keys.Raw), int64(keys.ValidUntilTS)); err != nil {
-		s.log.Warn("storing a key document", "server", server, "err", err)
+	ids := make([]gomatrixserverlib.KeyID, 0, len(keys.VerifyKeys)+len(keys.OldVerifyKeys))
+	for id := range keys.VerifyKeys {
+		ids = append(ids, id)
+	}
+	for id := range keys.OldVerifyKeys {
+		ids = append(ids, id)
+	}
+	for _, id := range ids {
+		if _, err := s.deps.DB.Exec(ctx, `INSERT INTO server_key_docs (server_name, key_id, doc, valid_until_ts) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (server_name, key_id) DO UPDATE SET doc = excluded.doc, valid_until_ts = excluded.valid_until_ts
+			WHERE excluded.valid_until_ts >= server_key_docs.valid_until_ts`,
+			string(server), string(id), string(keys.Raw), int64(keys.ValidUntilTS)); err != nil {
+			s.log.Warn("storing a key document", "server", server, "err", err)
+		}
 	}
 	return keys, nil
 }
 
-// storedKeyDoc is the last key document a server gave us.
-func (s *Service) storedKeyDoc(ctx context.Context, server string) (json.RawMessage, error) {
+// storedKeyDoc is the latest kept key document of a server listing keyID (any
+// key when empty), with its validity.
+func (s *Service) storedKeyDoc(ctx context.Context, server, keyID string) (json.RawMessage, int64, error) {
 	var doc string
-	if err := s.deps.DB.QueryRow(ctx, `SELECT doc FROM server_key_docs WHERE server_name = $1`, server).Scan(&doc); err != nil {
-		return nil, err
+	var validUntil int64
+	err := s.deps.DB.QueryRow(ctx, `SELECT doc, valid_until_ts FROM server_key_docs WHERE server_name = $1 AND (key_id = $2 OR $2 = '')
+		ORDER BY valid_until_ts DESC LIMIT 1`, server, keyID).Scan(&doc, &validUntil)
+	if err != nil {
+		return nil, 0, err
 	}
-	return json.RawMessage(doc), nil
+	return json.RawMessage(doc), validUntil, nil
 }
 
 // addKeys adds a key document's current and old keys to results.
