@@ -1207,3 +1207,30 @@ func TestTrustedKeyServer(t *testing.T) {
 		waitFor(t, "carol to get bob's message", func() bool { return slices.Contains(bodies(t, carol, room), "hello via the notary") })
 	})
 }
+
+// TestPresenceOnJoin: alice (A) and bob (B) set their presence before they share a
+// room; once bob joins alice's room each sees the other's, with no change after
+// the join to carry it.
+func TestPresenceOnJoin(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice, bob := a.Register(t, "alice", "pw"), b.Register(t, "bob", "pw")
+		for _, c := range []*testserver.Client{alice, bob} {
+			c.MustDo("PUT", "/_matrix/client/v3/presence/"+url.PathEscape(c.UserID)+"/status",
+				map[string]any{"presence": "online", "status_msg": "before the room"}, nil)
+		}
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(created["room_id"]), map[string]any{}, nil)
+		sees := func(viewer, other *testserver.Client) func() bool {
+			return func() bool {
+				var p map[string]any
+				viewer.Do("GET", "/_matrix/client/v3/presence/"+url.PathEscape(other.UserID)+"/status", nil, &p)
+				return p["presence"] == "online" && p["status_msg"] == "before the room"
+			}
+		}
+		waitFor(t, "bob to see alice's presence", sees(bob, alice))
+		waitFor(t, "alice to see bob's presence", sees(alice, bob))
+	})
+}

@@ -183,9 +183,10 @@ func (snd *sender) scan() {
 func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 	db := snd.s.deps.DB
 	var queued []string
+	var joins [][2]string // room, user
 	n := 0
 	err := db.WithTx(ctx, func(tx *storage.Tx) error {
-		queued, n = queued[:0], 0
+		queued, joins, n = queued[:0], joins[:0], 0
 		var cursor int64
 		// The no-op update locks the cursor row: one node scans at a time.
 		if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos WHERE name = 'federation_out' RETURNING pos`).Scan(&cursor); err != nil {
@@ -224,6 +225,9 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 		n = len(evs)
 		for _, r := range evs {
 			cursor = r.pos
+			if r.typ == spec.MRoomMember && r.membership == spec.Join {
+				joins = append(joins, [2]string{r.room, r.skey})
+			}
 			if r.before < 0 {
 				// Built on state the engine replaced wholesale (a join through
 				// another server, a resolved fork): the members may all have changed.
@@ -289,7 +293,70 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 	for _, d := range unique(queued) {
 		snd.kick(d)
 	}
+	snd.presenceOnJoins(ctx, joins)
 	return n, nil
+}
+
+// presenceOnJoins tells servers newly sharing a room the presence they have not
+// heard, as Synapse does: a remote user's join brings its server the presence of
+// this server's members of the room, a local user's join takes that user's
+// presence to the room's other servers. Without it two users who just started
+// sharing a room would see each other's presence only at its next change.
+func (snd *sender) presenceOnJoins(ctx context.Context, joins [][2]string) {
+	if snd.s.deps.Presence == nil {
+		return
+	}
+	for _, j := range joins {
+		room, user := j[0], j[1]
+		_, srv, _ := strings.Cut(user, ":")
+		var dests, users []string
+		if srv == snd.s.cfg.ServerName {
+			servers, err := snd.s.deps.Rooms.ServersInRoom(ctx, room)
+			if err != nil {
+				continue
+			}
+			dests = slices.DeleteFunc(servers, func(d string) bool { return d == snd.s.cfg.ServerName })
+			users = []string{user}
+		} else {
+			members, err := snd.s.deps.Rooms.JoinedUserIDs(ctx, room)
+			if err != nil {
+				continue
+			}
+			for _, m := range members {
+				if strings.HasSuffix(m, ":"+snd.s.cfg.ServerName) && len(users) < maxPresenceOnJoin {
+					users = append(users, m)
+				}
+			}
+			dests = []string{srv}
+		}
+		if len(dests) == 0 || len(users) == 0 {
+			continue
+		}
+		for start := 0; start < len(users); start += 100 {
+			var pushes []any
+			for _, u := range users[start:min(start+100, len(users))] {
+				if st, err := snd.s.deps.Presence.Get(ctx, u); err == nil {
+					pushes = append(pushes, presencePush(u, st))
+				}
+			}
+			if err := snd.queueEDUTo(ctx, dests, spec.MPresence, map[string]any{"push": pushes}); err != nil {
+				snd.s.log.Warn("queue presence", "err", err)
+			}
+		}
+	}
+}
+
+// maxPresenceOnJoin bounds the presence sent for one join of another server's
+// user into a room with many of ours.
+const maxPresenceOnJoin = 500
+
+// presencePush is a user's presence as an m.presence EDU carries it.
+func presencePush(userID string, st presence.Status) map[string]any {
+	push := map[string]any{"user_id": userID, "presence": st.Presence, "last_active_ago": st.LastActiveAgo, "currently_active": st.CurrentlyActive}
+	if st.StatusMsg != nil {
+		push["status_msg"] = *st.StatusMsg
+	}
+	return push
 }
 
 func insertQueue(ctx context.Context, tx *storage.Tx, dest, kind string, data []byte) error {
@@ -587,11 +654,7 @@ func (snd *sender) onPresence(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	push := map[string]any{"user_id": n.UserID, "presence": st.Presence, "last_active_ago": st.LastActiveAgo, "currently_active": st.CurrentlyActive}
-	if st.StatusMsg != nil {
-		push["status_msg"] = *st.StatusMsg
-	}
-	if err := snd.queueEDUTo(snd.ctx, servers, spec.MPresence, map[string]any{"push": []any{push}}); err != nil {
+	if err := snd.queueEDUTo(snd.ctx, servers, spec.MPresence, map[string]any{"push": []any{presencePush(n.UserID, st)}}); err != nil {
 		snd.s.log.Warn("queue presence", "err", err)
 	}
 }
