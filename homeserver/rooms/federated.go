@@ -689,10 +689,9 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 					return err
 				}
 			} else if before, err = s.stateAfterAll(ctx, tx, impl, ev.PrevEventIDs()); err != nil {
-				var missing *MissingEventsError
-				if rejectedWhy != nil && errors.As(err, &missing) {
-					return reject(rejectedWhy, nil) // refused whatever came before it
-				}
+				// Missing prev events are fetched first even for an event that
+				// will be rejected (as Synapse does): it is then kept with the
+				// state before it, and what it was built on is known.
 				return err
 			}
 			if rejectedWhy != nil {
