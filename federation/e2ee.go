@@ -4,11 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/nats-io/nats.go"
+	"github.com/tidwall/gjson"
+	"github.com/tidwall/sjson"
 
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -89,7 +93,13 @@ func (s *Service) receiveE2EEEDU(ctx context.Context, origin string, edu gomatri
 		return true, s.deps.E2EE.DeliverRemoteToDevice(ctx, origin, c.Sender, c.Type, c.MessageID, c.Messages, s.cfg.ServerName)
 	case spec.MDeviceListUpdate, "m.signing_key_update":
 		var c struct {
-			UserID string `json:"user_id"`
+			UserID      string          `json:"user_id"`
+			DeviceID    string          `json:"device_id"`
+			DisplayName string          `json:"device_display_name"`
+			StreamID    int64           `json:"stream_id"`
+			PrevID      []int64         `json:"prev_id"`
+			Deleted     bool            `json:"deleted"`
+			Keys        json.RawMessage `json:"keys"`
 		}
 		if err := json.Unmarshal(edu.Content, &c); err != nil {
 			return true, err
@@ -97,7 +107,13 @@ func (s *Service) receiveE2EEEDU(ctx context.Context, origin string, edu gomatri
 		if !strings.HasSuffix(c.UserID, ":"+origin) {
 			return true, fmt.Errorf("%s cannot speak for %s's devices", origin, c.UserID)
 		}
-		return true, s.deps.E2EE.RemoteDeviceListChanged(ctx, c.UserID)
+		if edu.Type == "m.signing_key_update" {
+			return true, s.deps.E2EE.SigningKeysChanged(ctx, c.UserID)
+		}
+		return true, s.deps.E2EE.ApplyDeviceListUpdate(ctx, e2ee.DeviceListUpdate{
+			UserID: c.UserID, DeviceID: c.DeviceID, DisplayName: c.DisplayName,
+			StreamID: c.StreamID, PrevID: c.PrevID, Deleted: c.Deleted, Keys: c.Keys,
+		})
 	}
 	return false, nil
 }
@@ -146,4 +162,57 @@ func (s *Service) userDevices(r *fedRequest) (any, error) {
 		res["self_signing_key"] = k
 	}
 	return res, nil
+}
+
+// UserDevices fetches another server's user's device list (GET /user/devices),
+// the keys kept as the server sent them, byte for byte: clients check their
+// signatures.
+func (s *Service) UserDevices(ctx context.Context, userID string) (e2ee.RemoteDeviceList, error) {
+	_, server, ok := strings.Cut(userID, ":")
+	if !ok {
+		return e2ee.RemoteDeviceList{}, fmt.Errorf("invalid user ID %q", userID)
+	}
+	req := fclient.NewFederationRequest("GET", spec.ServerName(s.cfg.ServerName), spec.ServerName(server),
+		"/_matrix/federation/v1/user/devices/"+url.PathEscape(userID))
+	if err := req.Sign(spec.ServerName(s.cfg.ServerName), gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey); err != nil {
+		return e2ee.RemoteDeviceList{}, err
+	}
+	hr, err := req.HTTPRequest()
+	if err != nil {
+		return e2ee.RemoteDeviceList{}, err
+	}
+	var res struct {
+		UserID   string `json:"user_id"`
+		StreamID int64  `json:"stream_id"`
+		Devices  []struct {
+			DeviceID    string          `json:"device_id"`
+			DisplayName string          `json:"device_display_name"`
+			Keys        json.RawMessage `json:"keys"`
+		} `json:"devices"`
+		Master      json.RawMessage `json:"master_key"`
+		SelfSigning json.RawMessage `json:"self_signing_key"`
+	}
+	if err := s.client.DoRequestAndParseResponse(ctx, hr, &res); err != nil {
+		return e2ee.RemoteDeviceList{}, err
+	}
+	if res.UserID != userID {
+		return e2ee.RemoteDeviceList{}, fmt.Errorf("%s answered for %q, not %s", server, res.UserID, userID)
+	}
+	out := e2ee.RemoteDeviceList{StreamID: res.StreamID, Devices: map[string]json.RawMessage{}, Master: res.Master, SelfSigning: res.SelfSigning}
+	for _, d := range res.Devices {
+		keys := string(d.Keys)
+		if !gjson.Valid(keys) || !gjson.Parse(keys).IsObject() {
+			keys = "{}"
+		}
+		if d.DisplayName != "" {
+			keys, _ = sjson.Set(keys, "unsigned.device_display_name", d.DisplayName)
+		}
+		out.Devices[d.DeviceID] = json.RawMessage(keys)
+	}
+	return out, nil
+}
+
+// SharesRoom reports whether a local user shares a room with userID.
+func (s *Service) SharesRoom(ctx context.Context, userID string) (bool, error) {
+	return s.deps.Rooms.SharesRoomWithLocal(ctx, userID)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -1232,5 +1233,80 @@ func TestPresenceOnJoin(t *testing.T) {
 		}
 		waitFor(t, "bob to see alice's presence", sees(bob, alice))
 		waitFor(t, "alice to see bob's presence", sees(alice, bob))
+	})
+}
+
+// uploadDeviceKeys gives the client's device self-signed ed25519/curve25519 keys
+// and returns the ed25519 key.
+func uploadDeviceKeys(t *testing.T, c *testserver.Client) string {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	curve := make([]byte, 32)
+	copy(curve, pub)
+	edKey := base64.RawStdEncoding.EncodeToString(pub)
+	keys := map[string]any{
+		"user_id": c.UserID, "device_id": c.Device,
+		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
+		"keys":       map[string]string{"ed25519:" + c.Device: edKey, "curve25519:" + c.Device: base64.RawStdEncoding.EncodeToString(curve)},
+	}
+	raw, _ := json.Marshal(keys)
+	signed, err := gomatrixserverlib.SignJSON(c.UserID, gomatrixserverlib.KeyID("ed25519:"+c.Device), priv, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": json.RawMessage(signed)}, nil)
+	return edKey
+}
+
+// queriedKey returns the ed25519 key of user's device as /keys/query on c reports it.
+func queriedKey(t *testing.T, c *testserver.Client, user, device string) string {
+	t.Helper()
+	var out struct {
+		DeviceKeys map[string]map[string]struct {
+			Keys map[string]string `json:"keys"`
+		} `json:"device_keys"`
+		Failures map[string]any `json:"failures"`
+	}
+	c.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string][]string{user: {}}}, &out)
+	return out.DeviceKeys[user][device].Keys["ed25519:"+device]
+}
+
+// TestRemoteDeviceListCache: alice (A) queries bob's (B) keys once; the list is
+// kept, so with B down her query still answers with bob's device and no failure.
+// When bob adds a device, B's update marks the kept list stale and the next query
+// fetches both.
+func TestRemoteDeviceListCache(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a, b, alice, bob, _ := joinedPair(t, d)
+		bobKey := uploadDeviceKeys(t, bob)
+		if got := queriedKey(t, alice, bob.UserID, bob.Device); got != bobKey {
+			t.Fatalf("alice's query of bob's key = %q; want %q", got, bobKey)
+		}
+		b.Stop()
+		var out struct {
+			DeviceKeys map[string]map[string]json.RawMessage `json:"device_keys"`
+			Failures   map[string]any                        `json:"failures"`
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string][]string{bob.UserID: {}}}, &out)
+		if out.DeviceKeys[bob.UserID][bob.Device] == nil || len(out.Failures) != 0 {
+			t.Fatalf("with B down, alice's query = %s, failures %v; want bob's device from the kept list", out.DeviceKeys, out.Failures)
+		}
+		b.Resume(t)
+		var login struct {
+			AccessToken string `json:"access_token"`
+			DeviceID    string `json:"device_id"`
+		}
+		b.Client(t).MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password",
+			"identifier": map[string]string{"type": "m.id.user", "user": "bob"}, "password": "pw"}, &login)
+		second := b.Client(t)
+		second.Token, second.UserID, second.Device = login.AccessToken, bob.UserID, login.DeviceID
+		secondKey := uploadDeviceKeys(t, second)
+		waitFor(t, "alice to see bob's second device", func() bool {
+			return queriedKey(t, alice, bob.UserID, second.Device) == secondKey
+		})
+		if got := queriedKey(t, alice, bob.UserID, bob.Device); got != bobKey {
+			t.Errorf("bob's first device after the update = %q; want %q", got, bobKey)
+		}
+		_ = a
 	})
 }

@@ -8,9 +8,6 @@ package federation_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,8 +20,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -137,41 +132,6 @@ func (d *dendrite) register(t testing.TB, localpart string) *testserver.Client {
 	}
 	c.Token, c.UserID, c.Device = out.AccessToken, out.UserID, out.DeviceID
 	return c
-}
-
-// uploadDeviceKeys gives the client's device self-signed ed25519/curve25519 keys
-// and returns the ed25519 key.
-func uploadDeviceKeys(t *testing.T, c *testserver.Client) string {
-	t.Helper()
-	pub, priv, _ := ed25519.GenerateKey(nil)
-	curve := make([]byte, 32)
-	copy(curve, pub)
-	edKey := base64.RawStdEncoding.EncodeToString(pub)
-	keys := map[string]any{
-		"user_id": c.UserID, "device_id": c.Device,
-		"algorithms": []string{"m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"},
-		"keys":       map[string]string{"ed25519:" + c.Device: edKey, "curve25519:" + c.Device: base64.RawStdEncoding.EncodeToString(curve)},
-	}
-	raw, _ := json.Marshal(keys)
-	signed, err := gomatrixserverlib.SignJSON(c.UserID, gomatrixserverlib.KeyID("ed25519:"+c.Device), priv, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.MustDo("POST", "/_matrix/client/v3/keys/upload", map[string]any{"device_keys": json.RawMessage(signed)}, nil)
-	return edKey
-}
-
-// queriedKey returns the ed25519 key of user's device as /keys/query on c reports it.
-func queriedKey(t *testing.T, c *testserver.Client, user, device string) string {
-	t.Helper()
-	var out struct {
-		DeviceKeys map[string]map[string]struct {
-			Keys map[string]string `json:"keys"`
-		} `json:"device_keys"`
-		Failures map[string]any `json:"failures"`
-	}
-	c.MustDo("POST", "/_matrix/client/v3/keys/query", map[string]any{"device_keys": map[string][]string{user: {}}}, &out)
-	return out.DeviceKeys[user][device].Keys["ed25519:"+device]
 }
 
 func joinedMembers(t testing.TB, c *testserver.Client, room string) map[string]any {

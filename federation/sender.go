@@ -294,7 +294,31 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 		snd.kick(d)
 	}
 	snd.presenceOnJoins(ctx, joins)
+	snd.deviceListsOnJoins(ctx, joins)
 	return n, nil
+}
+
+// deviceListsOnJoins marks the kept device lists of other servers' users stale
+// when they start sharing a room with this server again — a remote user joining,
+// or a local user joining a room with remote members — since updates sent while
+// no room was shared never reached us.
+func (snd *sender) deviceListsOnJoins(ctx context.Context, joins [][2]string) {
+	for _, j := range joins {
+		room, user := j[0], j[1]
+		var remote []string
+		if strings.HasSuffix(user, ":"+snd.s.cfg.ServerName) {
+			members, err := snd.s.deps.Rooms.JoinedUserIDs(ctx, room)
+			if err != nil {
+				continue
+			}
+			remote = slices.DeleteFunc(members, func(m string) bool { return strings.HasSuffix(m, ":"+snd.s.cfg.ServerName) })
+		} else {
+			remote = []string{user}
+		}
+		if err := snd.s.deps.E2EE.DeviceListsMaybeChanged(ctx, remote); err != nil {
+			snd.s.log.Warn("mark device lists stale", "err", err)
+		}
+	}
 }
 
 // presenceOnJoins tells servers newly sharing a room the presence they have not

@@ -20,6 +20,11 @@ type Remote interface {
 	ClaimRemoteKeys(ctx context.Context, server string, want map[string]map[string]string) (map[string]map[string]map[string]json.RawMessage, error)
 	// SendToDeviceRemote queues to-device messages for server's users, durably.
 	SendToDeviceRemote(ctx context.Context, server, sender, evType, messageID string, messages map[string]map[string]json.RawMessage) error
+	// UserDevices fetches another server's user's whole device list.
+	UserDevices(ctx context.Context, userID string) (RemoteDeviceList, error)
+	// SharesRoom reports whether a local user shares a room with another server's
+	// user: only then do that user's device list updates reach this server.
+	SharesRoom(ctx context.Context, userID string) (bool, error)
 }
 
 // RemoteKeys is another server's answer to a key query.
@@ -41,7 +46,39 @@ const remoteTimeout = 10 * time.Second
 func (s *Service) QueryRemote(ctx context.Context, want map[string][]string) (RemoteKeys, map[string]any) {
 	out := RemoteKeys{DeviceKeys: map[string]map[string]json.RawMessage{}, Master: map[string]json.RawMessage{}, SelfSigning: map[string]json.RawMessage{}}
 	var mu sync.Mutex
-	failures := eachServer(ctx, s.remote != nil, want, func(ctx context.Context, server string, users map[string][]string) error {
+	// Users sharing a room are answered from their kept device lists (fetched
+	// whole when needed, a few at a time); the rest ask their servers.
+	live := map[string][]string{}
+	if s.remote != nil {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8)
+		for user, devices := range want {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				keys, master, selfSigning, ok := s.cachedOrFetched(ctx, user, devices)
+				mu.Lock()
+				defer mu.Unlock()
+				if !ok {
+					live[user] = devices
+					return
+				}
+				out.DeviceKeys[user] = keys
+				if master != nil {
+					out.Master[user] = master
+				}
+				if selfSigning != nil {
+					out.SelfSigning[user] = selfSigning
+				}
+			}()
+		}
+		wg.Wait()
+	} else {
+		live = want
+	}
+	failures := eachServer(ctx, s.remote != nil, live, func(ctx context.Context, server string, users map[string][]string) error {
 		res, err := s.remote.QueryRemoteKeys(ctx, server, users)
 		if err != nil {
 			return err

@@ -766,6 +766,24 @@ func (s *Service) SharedUsers(ctx context.Context, userID string) ([]string, err
 	return out, rows.Err()
 }
 
+// SharesRoomWithLocal reports whether a local user is joined to a room userID is
+// joined to.
+func (s *Service) SharesRoomWithLocal(ctx context.Context, userID string) (bool, error) {
+	// The server name is escaped for LIKE: only its suffix position matters.
+	pattern := "%:" + strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(s.cfg.ServerName)
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM current_state o JOIN current_state me ON me.room_id = o.room_id
+		WHERE o.type = 'm.room.member' AND o.state_key = $1 AND o.membership = 'join'
+		AND me.type = 'm.room.member' AND me.membership = 'join' AND me.state_key LIKE $2 ESCAPE '\' LIMIT 1`, userID, pattern).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("rooms shared with %s: %w", userID, err)
+	}
+	return true, nil
+}
+
 // fullStateWait bounds how long a member list waits for a partial-state room's
 // remaining members (fetched in the background after a faster join).
 const fullStateWait = 60 * time.Second
