@@ -1046,10 +1046,16 @@ func TestPartialStateJoin(t *testing.T) {
 		if partial, err := b.Rooms.PartialStateRooms(context.Background()); err != nil || len(partial) != 1 || partial[0].RoomID != room {
 			t.Fatalf("partial-state rooms on B = %+v, %v; want this room", partial, err)
 		}
-		// Bob's client sees the room with the state B has so far.
-		members, since := syncedMembers(t, bob, since, room)
-		if !members[bob.UserID] || members["@m1:"+a.Config.ServerName] {
-			t.Errorf("members synced with partial state = %v", members)
+		// A client lazy-loading members sees the room at once; one that is not
+		// does not until the state is whole (it would take the partial member
+		// list for the room's), as with Synapse.
+		lazy := "&filter=" + url.QueryEscape(`{"room":{"state":{"lazy_load_members":true}}}`)
+		if members, ok, _ := syncedMembers(t, bob, since, room, lazy); !ok || !members[bob.UserID] || members["@m1:"+a.Config.ServerName] {
+			t.Errorf("lazy-loading sync with partial state: room there %v, members %v", ok, members)
+		}
+		_, ok, since := syncedMembers(t, bob, since, room, "&timeout=0")
+		if ok {
+			t.Errorf("a sync that does not lazy-load members shows the partial-state room")
 		}
 		// Bob talks at once; carol, on a server send_join named, hears him.
 		send(t, bob, room, "p1", "talking with partial state")
@@ -1063,8 +1069,9 @@ func TestPartialStateJoin(t *testing.T) {
 		if err != nil || len(partial) != 0 {
 			t.Errorf("partial-state rooms on B after completion = %+v, %v; want none", partial, err)
 		}
-		// The next incremental sync brings the members B learned in the background.
-		members, _ = syncedMembers(t, bob, since, room)
+		// The next incremental sync brings the room, as newly joined, with the
+		// members B learned in the background.
+		members, _, _ := syncedMembers(t, bob, since, room, "&timeout=10000")
 		for _, u := range []string{alice.UserID, "@m1:" + a.Config.ServerName, "@m3:" + a.Config.ServerName, carol.UserID} {
 			if !members[u] {
 				t.Errorf("incremental sync after completion lacks %s's membership (has %v)", u, members)
@@ -1089,9 +1096,10 @@ func syncToken(t *testing.T, c *testserver.Client, since string) string {
 	return resp.NextBatch
 }
 
-// syncedMembers syncs from since (waiting up to 10 s for something in room) and
-// returns the joined members in the room's state and timeline, with next_batch.
-func syncedMembers(t *testing.T, c *testserver.Client, since, room string) (map[string]bool, string) {
+// syncedMembers syncs from since (query adds parameters) and returns the joined
+// members in the room's state and timeline, whether the room was in the answer,
+// and next_batch.
+func syncedMembers(t *testing.T, c *testserver.Client, since, room, query string) (map[string]bool, bool, string) {
 	t.Helper()
 	var resp struct {
 		NextBatch string `json:"next_batch"`
@@ -1102,15 +1110,15 @@ func syncedMembers(t *testing.T, c *testserver.Client, since, room string) (map[
 			} `json:"join"`
 		} `json:"rooms"`
 	}
-	c.MustDo("GET", "/_matrix/client/v3/sync?timeout=10000&since="+url.QueryEscape(since), nil, &resp)
+	c.MustDo("GET", "/_matrix/client/v3/sync?since="+url.QueryEscape(since)+query, nil, &resp)
 	out := map[string]bool{}
-	jr := resp.Rooms.Join[room]
+	jr, ok := resp.Rooms.Join[room]
 	for _, ev := range append(jr.State.Events, jr.Timeline.Events...) {
 		if ev.Type == "m.room.member" && ev.Content["membership"] == "join" {
 			out[ev.StateKey] = true
 		}
 	}
-	return out, resp.NextBatch
+	return out, ok, resp.NextBatch
 }
 
 // TestJoinAndMessageInOneTransaction: a server not yet in a room sends its user's

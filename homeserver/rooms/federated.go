@@ -1770,6 +1770,23 @@ func (s *Service) CompletePartialState(ctx context.Context, roomID, joinEventID 
 	return nil
 }
 
+// PartialStateRoomIDs lists the rooms whose state here is still partial.
+func (s *Service) PartialStateRoomIDs(ctx context.Context) (map[string]bool, error) {
+	rows, err := s.db.Query(ctx, `SELECT room_id FROM rooms WHERE partial_state`)
+	if err != nil {
+		return nil, fmt.Errorf("read partial-state rooms: %w", err)
+	}
+	ids, err := scanStrings(rows)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}
+
 // PartialRoom is a room whose state here is still partial.
 type PartialRoom struct {
 	RoomID, JoinEventID string

@@ -283,18 +283,31 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 			return nil, false, err
 		}
 	}
+	// As with Synapse, a room joined with partial state is left out for clients
+	// that do not lazy-load members (they would take the partial member list for
+	// the room's) and comes, once completed, as newly joined with its whole state.
+	lazy := roomFilter.State != nil && roomFilter.State.LazyLoadMembers
+	var partial map[string]bool
+	if !lazy {
+		if partial, err = s.rooms.PartialStateRoomIDs(ctx); err != nil {
+			return nil, false, err
+		}
+	}
 	var joinedIDs []string
 	type joinWork struct {
 		roomID string
-		// fresh: the room is new to the client (initial sync, or joined since):
-		// its timeline starts afresh. fullState: its whole state is sent, also
-		// when asked for (full_state) or when the room's partial state was
-		// completed since; the timeline still starts at since.
+		// fresh: the room is new to the client (initial sync, joined since, or
+		// its partial state completed since): its timeline starts afresh.
+		// fullState: its whole state is sent, also when asked for (full_state);
+		// the timeline still starts at since.
 		fresh, fullState bool
 	}
 	var joins []joinWork
 	for _, m := range memberships {
 		if !roomAllowed(roomFilter, m.RoomID) {
+			continue
+		}
+		if m.Membership == "join" && partial[m.RoomID] {
 			continue
 		}
 		if m.Membership == "join" {
@@ -303,8 +316,8 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 		newMembership := req.Since == nil || (m.StreamPos > since.Events && m.StreamPos <= cur.Events)
 		switch m.Membership {
 		case "join":
-			fresh := req.Since == nil || newMembership
-			fullState := fresh || req.FullState || changes[m.RoomID].StateCompleted
+			fresh := req.Since == nil || newMembership || (changes[m.RoomID].StateCompleted && !lazy)
+			fullState := fresh || req.FullState
 			if !fullState && !changes[m.RoomID].Events && len(roomData[m.RoomID]) == 0 {
 				continue
 			}
