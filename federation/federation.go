@@ -82,6 +82,8 @@ type Service struct {
 	cfg    Config
 	deps   Deps
 	client fclient.FederationClient
+	// slow is a client with a long timeout, for answers that are large to build.
+	slow fclient.FederationClient
 	// plain makes unsigned requests through the same discovery (media of servers
 	// from before authenticated media).
 	plain   *fclient.Client
@@ -103,9 +105,13 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if cfg.InsecureSkipVerify {
 		s.log.Warn("federation: NOT verifying other servers' TLS certificates (federation.insecure_skip_verify); use this on test networks only")
 	}
-	s.client = fclient.NewFederationClient([]*fclient.SigningIdentity{{
+	identity := []*fclient.SigningIdentity{{
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: gomatrixserverlib.KeyID(cfg.Key.ID), PrivateKey: cfg.Key.PrivateKey,
-	}}, fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(30*time.Second), fclient.WithUserAgent("Hongyan"))
+	}}
+	s.client = fclient.NewFederationClient(identity, fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(30*time.Second), fclient.WithUserAgent("Hongyan"))
+	// A large room's send_join or /state answer takes the resident server a
+	// while to build (Dendrite: over 30 s for 7 000 members): those wait longer.
+	s.slow = fclient.NewFederationClient(identity, fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(10*time.Minute), fclient.WithUserAgent("Hongyan"))
 	s.plain = fclient.NewClient(fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(2*time.Minute), fclient.WithWellKnownSRVLookups(true))
 	store := &keyStore{db: deps.DB}
 	// Our own key verifies our own events and requests without a round trip.

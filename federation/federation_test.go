@@ -235,6 +235,12 @@ func joinedPair(t *testing.T, d storage.Dialect) (a, b *testserver.Server, alice
 		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/joined_members", nil, &members)
 		return members.Joined[bob.UserID] != nil
 	})
+	// B joined with partial state (the default); the tests built on this pair
+	// start from a whole one (TestPartialStateJoin covers the partial time).
+	waitFor(t, "B to have the room's whole state", func() bool {
+		partial, err := b.Rooms.StatePartial(context.Background(), room)
+		return err == nil && !partial
+	})
 	return a, b, alice, bob, room
 }
 

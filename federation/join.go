@@ -32,7 +32,7 @@ func (s *Service) JoinRemote(ctx context.Context, roomID, userID string, servers
 	}
 	var errs []error
 	for _, server := range servers {
-		jc := &joinClient{c: s.client, partial: s.cfg.PartialStateJoins}
+		jc := &joinClient{c: s.slow, partial: s.cfg.PartialStateJoins}
 		res, ferr := gomatrixserverlib.PerformJoin(ctx, jc, gomatrixserverlib.PerformJoinInput{
 			UserID: user, RoomID: room, ServerName: spec.ServerName(server), Content: content,
 			PrivateKey: s.cfg.Key.PrivateKey, KeyID: gomatrixserverlib.KeyID(s.cfg.Key.ID), KeyRing: s.keyRing,
@@ -163,7 +163,7 @@ func (s *Service) completePartial(ctx context.Context, p rooms.PartialRoom) erro
 		if server == s.cfg.ServerName {
 			continue
 		}
-		res, err := s.client.LookupState(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), p.RoomID, p.JoinEventID, version.Version())
+		res, err := s.slow.LookupState(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(server), p.RoomID, p.JoinEventID, version.Version())
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", server, err))
 			continue

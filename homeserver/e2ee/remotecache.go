@@ -39,10 +39,11 @@ type DeviceListUpdate struct {
 // there is one that is not stale: devices (all when empty) and cross-signing keys.
 func (s *Service) cachedKeys(ctx context.Context, userID string, devices []string, allowStale bool) (map[string]json.RawMessage, json.RawMessage, json.RawMessage, bool, error) {
 	var stale bool
+	var streamID int64
 	var master, selfSigning sql.NullString
-	err := s.db.QueryRow(ctx, `SELECT stale, master_key, self_signing_key FROM remote_device_lists WHERE user_id = $1`, userID).
-		Scan(&stale, &master, &selfSigning)
-	if errors.Is(err, sql.ErrNoRows) || (err == nil && stale && !allowStale) {
+	err := s.db.QueryRow(ctx, `SELECT stale, stream_id, master_key, self_signing_key FROM remote_device_lists WHERE user_id = $1`, userID).
+		Scan(&stale, &streamID, &master, &selfSigning)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && (streamID < 0 || stale && !allowStale)) {
 		return nil, nil, nil, false, nil
 	}
 	if err != nil {
@@ -72,8 +73,17 @@ func (s *Service) cachedKeys(ctx context.Context, userID string, devices []strin
 	return out, raw(master), raw(selfSigning), true, rows.Err()
 }
 
-// storeDeviceList replaces the kept device list of a remote user.
-func (s *Service) storeDeviceList(ctx context.Context, userID string, list RemoteDeviceList) error {
+// deviceListChanges is the count of updates received for a remote user's list.
+func (s *Service) deviceListChanges(ctx context.Context, userID string) int64 {
+	var n int64
+	s.db.QueryRow(ctx, `SELECT changes FROM remote_device_lists WHERE user_id = $1`, userID).Scan(&n)
+	return n
+}
+
+// storeDeviceList replaces the kept device list of a remote user with one fetched
+// when changes updates had been received: if more arrived during the fetch, the
+// list stays stale.
+func (s *Service) storeDeviceList(ctx context.Context, userID string, list RemoteDeviceList, changes int64) error {
 	return s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM remote_devices WHERE user_id = $1`, userID); err != nil {
 			return err
@@ -83,10 +93,10 @@ func (s *Service) storeDeviceList(ctx context.Context, userID string, list Remot
 				return err
 			}
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, stale, master_key, self_signing_key) VALUES ($1, $2, FALSE, $3, $4)
-			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, stale = FALSE,
+		_, err := tx.Exec(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, stale, changes, master_key, self_signing_key) VALUES ($1, $2, FALSE, $5, $3, $4)
+			ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id, stale = remote_device_lists.changes <> $5,
 			master_key = excluded.master_key, self_signing_key = excluded.self_signing_key`,
-			userID, list.StreamID, nullable(list.Master), nullable(list.SelfSigning))
+			userID, list.StreamID, nullable(list.Master), nullable(list.SelfSigning), changes)
 		return err
 	})
 }
@@ -109,7 +119,12 @@ func (s *Service) ApplyDeviceListUpdate(ctx context.Context, u DeviceListUpdate)
 		err := tx.QueryRow(ctx, `SELECT stream_id, stale FROM remote_device_lists WHERE user_id = $1`, u.UserID).Scan(&streamID, &stale)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			// Not tracked: the next query fetches the whole list.
+			// Not kept yet: a placeholder (never fetched: stream_id -1) counts
+			// the change, so a fetch under way does not take itself for current.
+			if _, err := tx.Exec(ctx, `INSERT INTO remote_device_lists (user_id, stream_id, stale, changes) VALUES ($1, -1, TRUE, 1)
+				ON CONFLICT (user_id) DO UPDATE SET stale = TRUE, changes = remote_device_lists.changes + 1`, u.UserID); err != nil {
+				return err
+			}
 		case err != nil:
 			return err
 		case !stale && u.DeviceID != "" && u.StreamID > streamID && slices.Contains(u.PrevID, streamID):
@@ -130,13 +145,13 @@ func (s *Service) ApplyDeviceListUpdate(ctx context.Context, u DeviceListUpdate)
 					return err
 				}
 			}
-			if _, err := tx.Exec(ctx, `UPDATE remote_device_lists SET stream_id = $2 WHERE user_id = $1`, u.UserID, u.StreamID); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE remote_device_lists SET stream_id = $2, changes = changes + 1 WHERE user_id = $1`, u.UserID, u.StreamID); err != nil {
 				return err
 			}
 		case u.StreamID <= streamID && u.StreamID > 0:
 			// Already applied (a retried transaction).
 		default:
-			if _, err := tx.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE WHERE user_id = $1`, u.UserID); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE, changes = changes + 1 WHERE user_id = $1`, u.UserID); err != nil {
 				return err
 			}
 		}
@@ -152,7 +167,7 @@ func (s *Service) ApplyDeviceListUpdate(ctx context.Context, u DeviceListUpdate)
 // update (m.signing_key_update), so the next query fetches the new keys.
 func (s *Service) SigningKeysChanged(ctx context.Context, userID string) error {
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE WHERE user_id = $1`, userID); err != nil {
+		if _, err := tx.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE, changes = changes + 1 WHERE user_id = $1`, userID); err != nil {
 			return err
 		}
 		return markDeviceListChange(ctx, tx, userID)
@@ -186,7 +201,7 @@ func (s *Service) DeviceListsMaybeChanged(ctx context.Context, userIDs []string)
 		for i, u := range batch {
 			args[i], marks[i] = u, fmt.Sprintf("$%d", i+1)
 		}
-		if _, err := s.db.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE WHERE user_id IN (`+strings.Join(marks, ", ")+`)`, args...); err != nil {
+		if _, err := s.db.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE, changes = changes + 1 WHERE user_id IN (`+strings.Join(marks, ", ")+`)`, args...); err != nil {
 			return fmt.Errorf("mark device lists stale: %w", err)
 		}
 	}
@@ -210,11 +225,12 @@ func (s *Service) cachedOrFetched(ctx context.Context, userID string, devices []
 	if keys, master, selfSigning, ok, err = s.cachedKeys(ctx, userID, devices, false); err != nil || ok {
 		return keys, master, selfSigning, err == nil
 	}
+	changes := s.deviceListChanges(ctx, userID)
 	fctx, cancel := context.WithTimeout(ctx, remoteTimeout)
 	list, err := s.remote.UserDevices(fctx, userID)
 	cancel()
 	if err == nil {
-		err = s.storeDeviceList(ctx, userID, list)
+		err = s.storeDeviceList(ctx, userID, list, changes)
 	}
 	keys, master, selfSigning, ok, rerr := s.cachedKeys(ctx, userID, devices, true)
 	return keys, master, selfSigning, ok && rerr == nil

@@ -248,7 +248,28 @@ func (s *Service) ServersSharing(ctx context.Context, userID string) ([]string, 
 	if err != nil {
 		return nil, err
 	}
-	return slices.DeleteFunc(serversOf(users), func(srv string) bool { return srv == s.cfg.ServerName }), nil
+	servers := serversOf(users)
+	// In a room joined with partial state the members here are not all the
+	// room's: the servers send_join named count too.
+	rows, err := s.db.Query(ctx, `SELECT r.partial_servers FROM rooms r JOIN current_state c ON c.room_id = r.room_id
+		WHERE r.partial_state AND c.type = 'm.room.member' AND c.state_key = $1 AND c.membership = 'join'`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("partial-state rooms of %s: %w", userID, err)
+	}
+	lists, err := scanStrings(rows)
+	if err != nil {
+		return nil, err
+	}
+	for _, raw := range lists {
+		var listed []string
+		json.Unmarshal([]byte(raw), &listed)
+		for _, srv := range listed {
+			if !slices.Contains(servers, srv) {
+				servers = append(servers, srv)
+			}
+		}
+	}
+	return slices.DeleteFunc(servers, func(srv string) bool { return srv == s.cfg.ServerName }), nil
 }
 
 // serversOf returns the servers of users, once each, sorted.
@@ -546,7 +567,7 @@ func (s *Service) outOfBandLeave(ctx context.Context, roomID, userID, afterID st
 // ID and the client name, and keeps the knock and the stripped state the resident
 // server answered with, for the knocker's sync.
 func (s *Service) knockRemote(ctx context.Context, roomID string, m Membership) (Sent, error) {
-	servers := s.viaServers(append([]string{roomID}, m.Servers...)...)
+	servers := s.viaServers(append(slices.Clone(m.Servers), roomID)...)
 	if len(servers) == 0 {
 		return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s and no server to knock through", roomID)
 	}

@@ -153,9 +153,10 @@ func (s *Service) viaServers(names ...string) []string {
 	return out
 }
 
-// joinRemote joins through the servers the room ID and the client name.
+// joinRemote joins through the servers the client names (they are the ones it
+// knows to be in the room), then the one the room ID names.
 func (s *Service) joinRemote(ctx context.Context, roomID string, m Membership, content map[string]any) (Sent, error) {
-	servers := s.viaServers(append([]string{roomID}, m.Servers...)...)
+	servers := s.viaServers(append(slices.Clone(m.Servers), roomID)...)
 	if len(servers) == 0 {
 		return Sent{}, mxerror.New(mxerror.NotFound, "unknown room %s and no server to join it through", roomID)
 	}
