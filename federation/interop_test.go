@@ -240,8 +240,12 @@ func BenchmarkJoinDendriteRoom10k(b *testing.B) {
 	d := startDendrite(b)
 	dora := d.register(b, "dora")
 	start := time.Now()
-	dora.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.Config.ServerName), map[string]any{}, nil)
-	b.Logf("Dendrite joined the %d-member room in %s", members-1, time.Since(start).Round(100*time.Millisecond))
+	// Dendrite answers 202 when the join outlasts its request and carries on
+	// in the background.
+	if st := dora.Do("POST", "/_matrix/client/v3/join/"+url.PathEscape(room)+"?server_name="+url.QueryEscape(a.Config.ServerName), map[string]any{}, nil); st != 200 && st != 202 {
+		b.Fatalf("Dendrite's join = %d", st)
+	}
+	b.Logf("Dendrite's join request returned after %s", time.Since(start).Round(100*time.Millisecond))
 	for deadline := time.Now().Add(30 * time.Minute); ; time.Sleep(2 * time.Second) {
 		if n := len(joinedMembers(b, dora, room)); n == members {
 			break

@@ -183,7 +183,7 @@ func (snd *sender) scan() {
 func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 	db := snd.s.deps.DB
 	var queued []string
-	var joins [][2]string // room, user
+	var joins []joinSeen
 	n := 0
 	err := db.WithTx(ctx, func(tx *storage.Tx) error {
 		queued, joins, n = queued[:0], joins[:0], 0
@@ -225,8 +225,8 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 		n = len(evs)
 		for _, r := range evs {
 			cursor = r.pos
-			if r.typ == spec.MRoomMember && r.membership == spec.Join {
-				joins = append(joins, [2]string{r.room, r.skey})
+			if r.typ == spec.MRoomMember && r.membership == spec.Join && !strings.HasSuffix(r.skey, ":"+snd.s.cfg.ServerName) {
+				joins = append(joins, joinSeen{room: r.room, user: r.skey})
 			}
 			if r.before < 0 {
 				// Built on state the engine replaced wholesale (a join through
@@ -260,6 +260,10 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 				snd.servers[r.room] = dests
 			}
 			dests = slices.Clone(dests)
+			if r.typ == spec.MRoomMember && r.membership == spec.Join && r.hasKey && r.skey == r.sender {
+				// A local user's join: the servers in the room then hear their presence.
+				joins = append(joins, joinSeen{room: r.room, user: r.skey, dests: dests})
+			}
 			// A rescinded invite reaches the invited user's server, which is not
 			// in the room (kicks and bans reach the target's server as a server
 			// in the room before the event). Invites themselves go by /invite,
@@ -302,18 +306,20 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 // when they start sharing a room with this server again — a remote user joining,
 // or a local user joining a room with remote members — since updates sent while
 // no room was shared never reached us.
-func (snd *sender) deviceListsOnJoins(ctx context.Context, joins [][2]string) {
+func (snd *sender) deviceListsOnJoins(ctx context.Context, joins []joinSeen) {
 	for _, j := range joins {
-		room, user := j[0], j[1]
 		var remote []string
-		if strings.HasSuffix(user, ":"+snd.s.cfg.ServerName) {
-			members, err := snd.s.deps.Rooms.JoinedUserIDs(ctx, room)
+		if strings.HasSuffix(j.user, ":"+snd.s.cfg.ServerName) {
+			if len(j.dests) == 0 {
+				continue // a room with no other server
+			}
+			members, err := snd.s.deps.Rooms.JoinedUserIDs(ctx, j.room)
 			if err != nil {
 				continue
 			}
 			remote = slices.DeleteFunc(members, func(m string) bool { return strings.HasSuffix(m, ":"+snd.s.cfg.ServerName) })
 		} else {
-			remote = []string{user}
+			remote = []string{j.user}
 		}
 		if err := snd.s.deps.E2EE.DeviceListsMaybeChanged(ctx, remote); err != nil {
 			snd.s.log.Warn("mark device lists stale", "err", err)
@@ -321,49 +327,52 @@ func (snd *sender) deviceListsOnJoins(ctx context.Context, joins [][2]string) {
 	}
 }
 
+// joinSeen is a join the scanner passed: a remote user's, or a local user's with
+// the servers in the room at it.
+type joinSeen struct {
+	room, user string
+	dests      []string
+}
+
 // presenceOnJoins tells servers newly sharing a room the presence they have not
 // heard, as Synapse does: a remote user's join brings its server the presence of
 // this server's members of the room, a local user's join takes that user's
-// presence to the room's other servers. Without it two users who just started
-// sharing a room would see each other's presence only at its next change.
-func (snd *sender) presenceOnJoins(ctx context.Context, joins [][2]string) {
+// presence to the servers in the room at the join. Without it two users who just
+// started sharing a room would see each other's presence only at its next change.
+// Offline users are left out: that is what a server assumes of a user it has not
+// heard of.
+func (snd *sender) presenceOnJoins(ctx context.Context, joins []joinSeen) {
 	if snd.s.deps.Presence == nil {
 		return
 	}
 	for _, j := range joins {
-		room, user := j[0], j[1]
-		_, srv, _ := strings.Cut(user, ":")
-		var dests, users []string
-		if srv == snd.s.cfg.ServerName {
-			servers, err := snd.s.deps.Rooms.ServersInRoom(ctx, room)
+		dests, users := j.dests, []string{j.user}
+		if !strings.HasSuffix(j.user, ":"+snd.s.cfg.ServerName) {
+			members, err := snd.s.deps.Rooms.JoinedUserIDs(ctx, j.room)
 			if err != nil {
 				continue
 			}
-			dests = slices.DeleteFunc(servers, func(d string) bool { return d == snd.s.cfg.ServerName })
-			users = []string{user}
-		} else {
-			members, err := snd.s.deps.Rooms.JoinedUserIDs(ctx, room)
-			if err != nil {
-				continue
-			}
+			users = users[:0]
 			for _, m := range members {
 				if strings.HasSuffix(m, ":"+snd.s.cfg.ServerName) && len(users) < maxPresenceOnJoin {
 					users = append(users, m)
 				}
 			}
+			_, srv, _ := strings.Cut(j.user, ":")
 			dests = []string{srv}
 		}
+		dests = slices.DeleteFunc(dests, func(d string) bool { return d == snd.s.cfg.ServerName })
 		if len(dests) == 0 || len(users) == 0 {
 			continue
 		}
-		for start := 0; start < len(users); start += 100 {
-			var pushes []any
-			for _, u := range users[start:min(start+100, len(users))] {
-				if st, err := snd.s.deps.Presence.Get(ctx, u); err == nil {
-					pushes = append(pushes, presencePush(u, st))
-				}
+		var pushes []any
+		for _, u := range users {
+			if st, err := snd.s.deps.Presence.Get(ctx, u); err == nil && st.Presence != presence.Offline {
+				pushes = append(pushes, presencePush(u, st))
 			}
-			if err := snd.queueEDUTo(ctx, dests, spec.MPresence, map[string]any{"push": pushes}); err != nil {
+		}
+		for start := 0; start < len(pushes); start += 100 {
+			if err := snd.queueEDUTo(ctx, dests, spec.MPresence, map[string]any{"push": pushes[start:min(start+100, len(pushes))]}); err != nil {
 				snd.s.log.Warn("queue presence", "err", err)
 			}
 		}
