@@ -6,12 +6,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -106,16 +108,29 @@ func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 	cfg.Database.URL = storagetest.DSN(t, d)
 	cfg.Auth.PasswordHashMemoryKiB, cfg.Auth.PasswordHashIterations = 64, 1
 	cfg.Native.Listen = "127.0.0.1:0"
-	for _, o := range opts {
-		o(&cfg)
-	}
 	srv := &Server{}
-	srv.start(t, cfg)
+	for attempt := 1; ; attempt++ {
+		try := cfg
+		for _, o := range opts {
+			o(&try)
+		}
+		err := srv.start(t, try)
+		if err == nil {
+			break
+		}
+		// A port picked free (Federated) may be taken by another test before
+		// the server binds it: pick again.
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(func() { srv.stop() }) // the server running at the end, after any Restart
 	return srv
 }
 
-func (srv *Server) start(t testing.TB, cfg config.Config) {
+// start starts the server; a listener that cannot bind is returned as an error,
+// anything else fails the test.
+func (srv *Server) start(t testing.TB, cfg config.Config) error {
 	t.Helper()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -142,7 +157,7 @@ func (srv *Server) start(t testing.TB, cfg config.Config) {
 		cancel()
 		ln.Close()
 		hs.Close()
-		t.Fatalf("native and federation listeners: %v", err)
+		return fmt.Errorf("native and federation listeners: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ctx, ln) }()
@@ -166,6 +181,7 @@ func (srv *Server) start(t testing.TB, cfg config.Config) {
 		}
 	}
 	srv.NativeWS = "ws://" + ln.Addr().String() + "/_hongyan/native"
+	return nil
 }
 
 // Restart stops the server and starts it again on the same data, database and
@@ -188,7 +204,9 @@ func (srv *Server) Resume(t testing.TB) {
 	if srv.NativeTLSAddr != "" {
 		cfg.Native.TLSListen = strings.TrimPrefix(srv.NativeTLSAddr, "tls://")
 	}
-	srv.start(t, cfg)
+	if err := srv.start(t, cfg); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Federated turns federation on: a TLS listener on a free loopback port, the server
