@@ -230,10 +230,9 @@ func (s *Service) admit(ctx context.Context, origin string, version gomatrixserv
 
 // stateBefore learns from origin the state before ev, some of whose prev events
 // (missing) a gap left unknown here: as Synapse does, it asks for the state at
-// each missing prev event (/state_ids, then the events it lacks with /state) and
-// for the event itself, kept as an outlier, and resolves those states with the
-// states after the prev events held here. If that fails it asks for the state
-// before ev itself.
+// each missing prev event (stateAfter) and resolves those states with the states
+// after the prev events held here. If that fails it asks for the state before ev
+// itself.
 func (s *Service) stateBefore(ctx context.Context, origin string, version gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU, missing []string) ([]gomatrixserverlib.PDU, error) {
 	me, them, roomID := spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), ev.RoomID().String()
 	after := map[string][]gomatrixserverlib.PDU{}
@@ -244,8 +243,8 @@ func (s *Service) stateBefore(ctx context.Context, origin string, version gomatr
 		}
 	}
 	if err == nil {
-		state, err := s.deps.Rooms.StateBeforeFrom(ctx, roomID, ev.PrevEventIDs(), after)
-		if err == nil {
+		var state []gomatrixserverlib.PDU
+		if state, err = s.deps.Rooms.StateBeforeFrom(ctx, roomID, ev.PrevEventIDs(), after); err == nil {
 			return state, nil
 		}
 	}
@@ -321,13 +320,11 @@ func (s *Service) stateAfter(ctx context.Context, origin string, version gomatri
 	}
 	// Its auth events may be none of the state's (a state_ids answer may even
 	// leave the auth chain out): fetched like any missing auth events.
-	held, err := s.deps.Rooms.PDUs(ctx, prev.AuthEventIDs())
+	missing, err := s.lacking(ctx, prev.AuthEventIDs())
 	if err != nil {
 		return nil, err
 	}
-	if missing := slices.DeleteFunc(slices.Clone(prev.AuthEventIDs()), func(id string) bool {
-		return slices.ContainsFunc(held, func(h gomatrixserverlib.PDU) bool { return h.EventID() == id })
-	}); len(missing) > 0 {
+	if len(missing) > 0 {
 		if err := s.fetchAuthChain(ctx, origin, version, prev, missing); err != nil {
 			return nil, err
 		}
@@ -409,26 +406,29 @@ func (s *Service) fetchAuthChain(ctx context.Context, origin string, version gom
 			continue
 		}
 		seen[id] = true
-		txn, gerr := s.client.GetEvent(ctx, me, them, id)
-		if gerr != nil || len(txn.PDUs) != 1 {
-			return fmt.Errorf("auth chain of %s from %s: %w", ev.EventID(), origin, errors.Join(err, gerr))
+		got, ferr := s.fetchEvents(ctx, origin, version, ev.RoomID().String(), []string{id})
+		if ferr != nil {
+			return fmt.Errorf("auth chain of %s from %s: %w", ev.EventID(), origin, errors.Join(err, ferr))
 		}
-		a, perr := version.NewEventFromUntrustedJSON(txn.PDUs[0])
-		if perr != nil || a.EventID() != id {
-			return fmt.Errorf("auth event %s from %s: not the event asked for (%v)", id, origin, perr)
+		fetched = append(fetched, got[0])
+		next, err := s.lacking(ctx, got[0].AuthEventIDs())
+		if err != nil {
+			return err
 		}
-		fetched = append(fetched, a)
-		held, herr := s.deps.Rooms.PDUs(ctx, a.AuthEventIDs())
-		if herr != nil {
-			return herr
-		}
-		for _, next := range a.AuthEventIDs() {
-			if !slices.ContainsFunc(held, func(h gomatrixserverlib.PDU) bool { return h.EventID() == next }) {
-				missing = append(missing, next)
-			}
-		}
+		missing = append(missing, next...)
 	}
 	return s.storeVerified(ctx, fetched)
+}
+
+// lacking returns the events among ids not stored here.
+func (s *Service) lacking(ctx context.Context, ids []string) ([]string, error) {
+	held, err := s.deps.Rooms.PDUs(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(slices.Clone(ids), func(id string) bool {
+		return slices.ContainsFunc(held, func(h gomatrixserverlib.PDU) bool { return h.EventID() == id })
+	}), nil
 }
 
 // maxAuthFetch bounds the auth events fetched one by one for one event.
