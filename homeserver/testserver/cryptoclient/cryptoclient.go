@@ -93,10 +93,23 @@ func (c *Client) WaitMessage(t *testing.T, sender id.UserID, body string) *meven
 }
 
 // WaitMember waits until the client's state store has user joined to room.
+//
+// It also waits until the client knows whether the room is encrypted: a sync
+// brings a room's state events in no set order, and a client that sent before it
+// had stored m.room.encryption would send in the clear.
 func (c *Client) WaitMember(t *testing.T, ctx context.Context, room id.RoomID, user id.UserID) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for !c.Cli.StateStore.IsInRoom(ctx, room, user) {
+	knowsEncryption := func() bool {
+		var content mevent.EncryptionEventContent
+		err := c.Cli.StateEvent(ctx, room, mevent.StateEncryption, "", &content)
+		if err != nil {
+			return true // not encrypted: nothing to wait for
+		}
+		encrypted, err := c.Cli.StateStore.IsEncrypted(ctx, room)
+		return err == nil && encrypted
+	}
+	for !c.Cli.StateStore.IsInRoom(ctx, room, user) || !knowsEncryption() {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s's client never saw %s join %s", c.Cli.UserID, user, room)
 		}
