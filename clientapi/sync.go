@@ -59,18 +59,27 @@ func (h *handlers) slidingSync(r *httpapi.Request) (any, error) {
 	return h.syncer.SlidingSync(r.Context(), req)
 }
 
-func (h *handlers) syncHandler(r *httpapi.Request) (any, error) {
+// pollRequest reads what /sync and /events share: the caller, the token to go on
+// from (in the since or from parameter) and the long-poll timeout.
+func pollRequest(r *httpapi.Request, tokenParam string) (sync.Request, error) {
 	q := r.URL.Query()
 	req := sync.Request{UserID: r.Caller.UserID, Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID}
-	if since := q.Get("since"); since != "" {
+	if since := q.Get(tokenParam); since != "" {
 		tok, err := sync.ParseToken(since)
 		if err != nil {
-			return nil, err
+			return req, err
 		}
 		req.Since = &tok
 	}
 	var err error
-	if req.Timeout, err = parseTimeout(q.Get("timeout")); err != nil {
+	req.Timeout, err = parseTimeout(q.Get("timeout"))
+	return req, err
+}
+
+func (h *handlers) syncHandler(r *httpapi.Request) (any, error) {
+	q := r.URL.Query()
+	req, err := pollRequest(r, "since")
+	if err != nil {
 		return nil, err
 	}
 	switch q.Get("full_state") {
@@ -94,20 +103,11 @@ func (h *handlers) syncHandler(r *httpapi.Request) (any, error) {
 // eventStream is the legacy GET /events (deprecated, kept for older clients and
 // Sytest): from, timeout and room_id, answered from the sync machinery.
 func (h *handlers) eventStream(r *httpapi.Request) (any, error) {
-	q := r.URL.Query()
-	req := sync.Request{UserID: r.Caller.UserID, Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID}
-	if from := q.Get("from"); from != "" {
-		tok, err := sync.ParseToken(from)
-		if err != nil {
-			return nil, err
-		}
-		req.Since = &tok
-	}
-	var err error
-	if req.Timeout, err = parseTimeout(q.Get("timeout")); err != nil {
+	req, err := pollRequest(r, "from")
+	if err != nil {
 		return nil, err
 	}
-	if room := q.Get("room_id"); room != "" {
+	if room := r.URL.Query().Get("room_id"); room != "" {
 		req.Filter.Room = &filter.RoomFilter{Rooms: &[]string{room}}
 	}
 	return h.syncer.Events(r.Context(), req)

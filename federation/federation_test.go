@@ -477,6 +477,48 @@ func TestDirectoryOverFederation(t *testing.T) {
 	})
 }
 
+// lowerTopicLevel lets everyone set the topic and gives bob level in the room's
+// power levels, waits until B has them, and returns them.
+func lowerTopicLevel(t *testing.T, alice, bob *testserver.Client, room string, level int) map[string]any {
+	t.Helper()
+	var pl map[string]any
+	alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &pl)
+	pl["events"].(map[string]any)["m.room.topic"] = 0
+	pl["users"].(map[string]any)[bob.UserID] = level
+	alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", pl, nil)
+	waitFor(t, "B to get the power levels", func() bool {
+		var got map[string]any
+		bob.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &got)
+		ev, _ := got["events"].(map[string]any)
+		return ev["m.room.topic"] == float64(0)
+	})
+	return pl
+}
+
+// stateField is a string field of a state event of the room as c sees it.
+func stateField(c *testserver.Client, room, typ, field string) string {
+	var m map[string]any
+	c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/"+typ, nil, &m)
+	s, _ := m[field].(string)
+	return s
+}
+
+// waitBothHold waits until every client holds every message body in the room.
+func waitBothHold(t *testing.T, room string, a, b *testserver.Client, want ...string) {
+	t.Helper()
+	waitFor(t, "both servers to hold every message", func() bool {
+		for _, c := range []*testserver.Client{a, b} {
+			got := bodies(t, c, room)
+			for _, w := range want {
+				if !slices.Contains(got, w) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
 // TestForkResolvesTheSameOnBothServers partitions A and B, has each change the
 // room's topic while the other cannot hear it, and heals the partition. Each server
 // then holds two forward extremities with conflicting state and must resolve them
@@ -487,24 +529,8 @@ func TestForkResolvesTheSameOnBothServers(t *testing.T) {
 		a, b, alice, bob, room := joinedPair(t, d)
 		// Bob may set the topic (its level lowered for everyone) and, as an admin, the
 		// join rules.
-		var pl map[string]any
-		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &pl)
-		pl["events"].(map[string]any)["m.room.topic"] = 0
-		pl["users"].(map[string]any)[bob.UserID] = 100
-		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", pl, nil)
-		waitFor(t, "B to get the power levels", func() bool {
-			var got map[string]any
-			bob.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &got)
-			ev, _ := got["events"].(map[string]any)
-			return ev["m.room.topic"] == float64(0)
-		})
-
-		topic := func(c *testserver.Client) string {
-			var m map[string]any
-			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic", nil, &m)
-			s, _ := m["topic"].(string)
-			return s
-		}
+		lowerTopicLevel(t, alice, bob, room, 100)
+		topic := func(c *testserver.Client) string { return stateField(c, room, "m.room.topic", "topic") }
 		// Partition: each side changes the topic without the other.
 		b.Stop()
 		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]string{"topic": "A's topic"}, nil)
@@ -518,22 +544,9 @@ func TestForkResolvesTheSameOnBothServers(t *testing.T) {
 		a.Resume(t)
 		send(t, alice, room, "fork-a", "said on A after the partition")
 
-		waitFor(t, "both servers to hold every message", func() bool {
-			for _, c := range []*testserver.Client{alice, bob} {
-				got := bodies(t, c, room)
-				if !slices.Contains(got, "said on B during the partition") || !slices.Contains(got, "said on A after the partition") {
-					return false
-				}
-			}
-			return true
-		})
+		waitBothHold(t, room, alice, bob, "said on B during the partition", "said on A after the partition")
 		waitFor(t, "the topic to converge", func() bool { return topic(alice) == "B's topic" && topic(bob) == "B's topic" })
-		joinRule := func(c *testserver.Client) string {
-			var m map[string]any
-			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.join_rules", nil, &m)
-			s, _ := m["join_rule"].(string)
-			return s
-		}
+		joinRule := func(c *testserver.Client) string { return stateField(c, room, "m.room.join_rules", "join_rule") }
 		// Join rules are power events: resolved first, by reverse topological power
 		// ordering — equal power, so the earlier timestamp sorts first and the later
 		// change is applied last and stands.
@@ -554,24 +567,8 @@ func TestPowerForkResolvesTheSameOnBothServers(t *testing.T) {
 		a, b, alice, bob, room := joinedPair(t, d)
 		// Bob may set the topic (its level lowered for everyone) and, as an admin, the
 		// join rules.
-		var pl map[string]any
-		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &pl)
-		pl["events"].(map[string]any)["m.room.topic"] = 0
-		pl["users"].(map[string]any)[bob.UserID] = 50
-		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels/", pl, nil)
-		waitFor(t, "B to get the power levels", func() bool {
-			var got map[string]any
-			bob.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &got)
-			ev, _ := got["events"].(map[string]any)
-			return ev["m.room.topic"] == float64(0)
-		})
-
-		topic := func(c *testserver.Client) string {
-			var m map[string]any
-			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic", nil, &m)
-			s, _ := m["topic"].(string)
-			return s
-		}
+		pl := lowerTopicLevel(t, alice, bob, room, 50)
+		topic := func(c *testserver.Client) string { return stateField(c, room, "m.room.topic", "topic") }
 		// Partition: each side changes the topic without the other.
 		b.Stop()
 		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.topic/", map[string]string{"topic": "A's topic"}, nil)
@@ -595,22 +592,9 @@ func TestPowerForkResolvesTheSameOnBothServers(t *testing.T) {
 		a.Resume(t)
 		send(t, alice, room, "fork-a", "said on A after the partition")
 
-		waitFor(t, "both servers to hold every message", func() bool {
-			for _, c := range []*testserver.Client{alice, bob} {
-				got := bodies(t, c, room)
-				if !slices.Contains(got, "said on B during the partition") || !slices.Contains(got, "said on A after the partition") {
-					return false
-				}
-			}
-			return true
-		})
+		waitBothHold(t, room, alice, bob, "said on B during the partition", "said on A after the partition")
 		waitFor(t, "the topic to converge", func() bool { return topic(alice) == "B's topic" && topic(bob) == "B's topic" })
-		joinRule := func(c *testserver.Client) string {
-			var m map[string]any
-			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.join_rules", nil, &m)
-			s, _ := m["join_rule"].(string)
-			return s
-		}
+		joinRule := func(c *testserver.Client) string { return stateField(c, room, "m.room.join_rules", "join_rule") }
 		bobLevel := func(c *testserver.Client) any {
 			var m map[string]any
 			c.Do("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/state/m.room.power_levels", nil, &m)

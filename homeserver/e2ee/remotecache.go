@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/tidwall/gjson"
 	"github.com/tidwall/sjson"
@@ -21,7 +20,7 @@ type RemoteDeviceList struct {
 	StreamID int64
 	// Devices maps device IDs to their device keys (with the display name in
 	// unsigned.device_display_name); a device without keys maps to nil.
-	Devices           map[string]json.RawMessage
+	Devices             map[string]json.RawMessage
 	Master, SelfSigning json.RawMessage
 }
 
@@ -196,12 +195,8 @@ func (s *Service) ForgetDeviceList(ctx context.Context, userID string) error {
 func (s *Service) DeviceListsMaybeChanged(ctx context.Context, userIDs []string) error {
 	for start := 0; start < len(userIDs); start += 500 {
 		batch := userIDs[start:min(start+500, len(userIDs))]
-		args := make([]any, len(batch))
-		marks := make([]string, len(batch))
-		for i, u := range batch {
-			args[i], marks[i] = u, fmt.Sprintf("$%d", i+1)
-		}
-		if _, err := s.db.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE, changes = changes + 1 WHERE user_id IN (`+strings.Join(marks, ", ")+`)`, args...); err != nil {
+		marks, args := storage.InList(batch)
+		if _, err := s.db.Exec(ctx, `UPDATE remote_device_lists SET stale = TRUE, changes = changes + 1 WHERE user_id IN (`+marks+`)`, args...); err != nil {
 			return fmt.Errorf("mark device lists stale: %w", err)
 		}
 	}
@@ -218,8 +213,13 @@ func (s *Service) cachedOrFetched(ctx context.Context, userID string, devices []
 		return nil, nil, nil, false
 	}
 	if !tracked {
-		// No updates arrive for users no local user shares a room with.
-		s.ForgetDeviceList(ctx, userID)
+		// No updates arrive for users no local user shares a room with: a list
+		// kept from before would go stale unseen. (Read first: most such users
+		// never had one, and a key query should not write.)
+		var kept int
+		if s.db.QueryRow(ctx, `SELECT 1 FROM remote_device_lists WHERE user_id = $1`, userID).Scan(&kept) == nil {
+			s.ForgetDeviceList(ctx, userID)
+		}
 		return nil, nil, nil, false
 	}
 	if keys, master, selfSigning, ok, err = s.cachedKeys(ctx, userID, devices, false); err != nil || ok {

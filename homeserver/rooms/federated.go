@@ -126,14 +126,9 @@ func (s *Service) pdus(ctx context.Context, q querier, ids []string) ([]gomatrix
 	var out []gomatrixserverlib.PDU
 	for start := 0; start < len(ids); start += 500 {
 		batch := ids[start:min(start+500, len(ids))]
-		args := make([]any, len(batch))
-		marks := make([]string, len(batch))
-		for i, id := range batch {
-			args[i] = id
-			marks[i] = fmt.Sprintf("$%d", i+1)
-		}
+		marks, args := storage.InList(batch)
 		rows, err := q.Query(ctx, `SELECT e.event_id, e.json, e.redacted_by IS NOT NULL, r.room_version FROM events e
-			JOIN rooms r ON r.room_id = e.room_id WHERE e.event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+			JOIN rooms r ON r.room_id = e.room_id WHERE e.event_id IN (`+marks+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("read events: %w", err)
 		}
@@ -977,12 +972,8 @@ func (s *Service) heldIDs(ctx context.Context, q querier, ids []string, timeline
 	have := make(map[string]bool, len(ids))
 	for start := 0; start < len(ids); start += 500 {
 		batch := ids[start:min(start+500, len(ids))]
-		args := make([]any, len(batch))
-		marks := make([]string, len(batch))
-		for i, id := range batch {
-			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
-		}
-		rows, err := q.Query(ctx, `SELECT event_id FROM events WHERE `+cond+`event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		marks, args := storage.InList(batch)
+		rows, err := q.Query(ctx, `SELECT event_id FROM events WHERE `+cond+`event_id IN (`+marks+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("check events: %w", err)
 		}
@@ -1875,12 +1866,8 @@ func (s *Service) ServersAt(ctx context.Context, eventID string) ([]string, erro
 	}
 	for start := 0; start < len(ids); start += 500 {
 		batch := ids[start:min(start+500, len(ids))]
-		args := make([]any, len(batch))
-		marks := make([]string, len(batch))
-		for i, id := range batch {
-			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
-		}
-		rows, err := s.db.Query(ctx, `SELECT state_key FROM events WHERE membership = 'join' AND event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		marks, args := storage.InList(batch)
+		rows, err := s.db.Query(ctx, `SELECT state_key FROM events WHERE membership = 'join' AND event_id IN (`+marks+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("read members: %w", err)
 		}

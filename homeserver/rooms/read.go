@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/gjson"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
 func isNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
@@ -432,14 +433,9 @@ func (s *Service) eventsByID(ctx context.Context, ids map[[2]string]string) ([]C
 	const batch = 500
 	for len(all) > 0 {
 		n := min(batch, len(all))
-		args := make([]any, n)
-		marks := make([]string, n)
-		for i := 0; i < n; i++ {
-			args[i] = all[i]
-			marks[i] = fmt.Sprintf("$%d", i+1)
-		}
+		marks, args := storage.InList(all[:n])
 		all = all[n:]
-		rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id IN (`+marks+`)`, args...)
 		if err != nil {
 			return nil, err
 		}

@@ -3,7 +3,8 @@ package rooms
 import (
 	"context"
 	"fmt"
-	"strings"
+
+	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
 // Events by room sequence number (room_seq): the native protocol's view of a room.
@@ -80,12 +81,8 @@ func (s *Service) LatestSeqs(ctx context.Context, roomIDs []string) (map[string]
 	if len(roomIDs) == 0 {
 		return out, nil
 	}
-	marks := make([]string, len(roomIDs))
-	args := make([]any, len(roomIDs))
-	for i, id := range roomIDs {
-		marks[i], args[i] = fmt.Sprintf("$%d", i+1), id
-	}
-	rows, err := s.db.Query(ctx, `SELECT room_id, seq FROM rooms WHERE room_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+	marks, args := storage.InList(roomIDs)
+	rows, err := s.db.Query(ctx, `SELECT room_id, seq FROM rooms WHERE room_id IN (`+marks+`)`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("latest seqs: %w", err)
 	}
