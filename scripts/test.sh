@@ -52,6 +52,15 @@ tags=goolm
 echo "== go vet"
 go vet -tags "$tags" ./...
 
+echo "== staticcheck"
+# honnef.co/go/tools, installed once per machine (about a minute); the tree is kept
+# clean of its findings.
+staticcheck=$(command -v staticcheck || echo "$(go env GOPATH)/bin/staticcheck")
+if [ ! -x "$staticcheck" ]; then
+  GOFLAGS= go install honnef.co/go/tools/cmd/staticcheck@v0.8.2 >&2
+fi
+"$staticcheck" -tags "$tags" ./...
+
 echo "== spec coverage"
 # Probes a fresh server for every endpoint of the spec and fails if one that
 # docs/spec-coverage.md lists as covered stopped answering.
