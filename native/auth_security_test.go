@@ -102,7 +102,7 @@ func TestAuthThrottledPerAddress(t *testing.T) {
 // the native protocol and on HTTP /login alike; other accounts log in.
 func TestAuthThrottledPerAccount(t *testing.T) {
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
-		srv.Register(t, "alice", "pw")
+		alice := srv.Register(t, "alice", "pw")
 		srv.Register(t, "bob", "pw")
 		throttledAt := 0
 		for i := 1; i <= 50 && throttledAt == 0; i++ {
@@ -134,6 +134,12 @@ func TestAuthThrottledPerAccount(t *testing.T) {
 		login := map[string]any{"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": "alice"}, "password": "pw"}
 		if st := anon.Do("POST", "/_matrix/client/v3/login", login, &body); st != 429 || body.ErrCode != "M_LIMIT_EXCEEDED" {
 			t.Errorf("HTTP /login of the throttled account = %d %s; want 429 M_LIMIT_EXCEEDED", st, body.ErrCode)
+		}
+		// And the password stage of user-interactive auth: 429, not a failed stage.
+		if st := alice.Do("POST", "/_matrix/client/v3/delete_devices", map[string]any{"devices": []string{"X"},
+			"auth": map[string]any{"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": "alice"}, "password": "pw"}},
+			&body); st != 429 || body.ErrCode != "M_LIMIT_EXCEEDED" {
+			t.Errorf("UIA password stage of the throttled account = %d %s; want 429 M_LIMIT_EXCEEDED", st, body.ErrCode)
 		}
 		if e := tryAuth(t, srv, "127.0.2.3", "bob", "pw"); e != nil {
 			t.Errorf("another account's right password = %v; want a session", e)

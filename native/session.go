@@ -267,7 +267,8 @@ func (s *session) handle(body []byte) bool {
 		s.closeWith(CloseProtocol, "the first frame must be a hello")
 		return false
 	}
-	if s.hello { // the hello that opens the session is free; anything after counts
+	// The hello that opens the session and a close are free; anything else counts.
+	if s.hello && env.Op != "close" {
 		if err := s.throttle(env.Op); err != nil {
 			s.replyErr(env.ID, err)
 			return true
