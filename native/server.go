@@ -79,8 +79,9 @@ func (c *Config) defaults() {
 // Deps are the core services the ops call.
 type Deps struct {
 	// Limiter is the rate limiter the front-ends share (the HTTP API's), so that an
-	// address or a user has one budget on every front-end. Nil builds one from
-	// RatePerSecond and RateBurst when they are set.
+	// address or a user has one budget on every front-end; it is used when
+	// Config.RatePerSecond turns limits on, and nil then builds one of the native
+	// server's own.
 	Limiter  *ratelimit.Limiter
 	Rooms    *rooms.Service
 	Users    *users.Service
@@ -110,9 +111,9 @@ type Server struct {
 // New returns a server; it listens to the bus for the events it pushes.
 func New(cfg Config, d Deps) (*Server, error) {
 	cfg.defaults()
-	s := &Server{cfg: cfg, d: d, sessions: map[*session]struct{}{}, authed: sessionSet{}, limiter: d.Limiter}
+	s := &Server{cfg: cfg, d: d, sessions: map[*session]struct{}{}, authed: sessionSet{}}
 	if cfg.RatePerSecond > 0 {
-		if s.limiter == nil {
+		if s.limiter = d.Limiter; s.limiter == nil {
 			s.limiter = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst)
 		}
 		s.reads = ratelimit.New(cfg.RatePerSecond*ReadAllowance, cfg.RateBurst*ReadAllowance)
