@@ -107,7 +107,14 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		return nil, err
 	}
 
+	// One limiter for every front-end: a user or an address has one budget whether
+	// it speaks HTTP or the native protocol, and an account one for password checks.
+	var limiter *ratelimit.Limiter
+	if cfg.RateLimit.Enabled {
+		limiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
+	}
 	s.Users = users.New(s.DB, users.Config{
+		Limiter:                  limiter,
 		ServerName:               cfg.ServerName,
 		AccessTokenLifetime:      cfg.Auth.AccessTokenLifetime,
 		LoginTokenLifetime:       cfg.Auth.LoginTokenLifetime,
@@ -158,9 +165,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		MaxBodyBytes: cfg.Limits.MaxRequestBytes,
 		Metrics:      httpapi.NewMetrics(reg),
 	}
-	if cfg.RateLimit.Enabled {
-		api.Limiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
-	}
+	api.Limiter = limiter
 	router := httpapi.NewRouter()
 	router.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
 	clientapi.Register(router, api, clientapi.Config{
@@ -198,7 +203,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
 		TokenRecheck:  cfg.Native.TokenRecheck,
 		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.RateLimit.PerSecond), RateBurst: cfg.RateLimit.Burst},
-		native.Deps{Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
+		native.Deps{Limiter: limiter, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
 	if err != nil {
 		return nil, fmt.Errorf("native protocol: %w", err)
 	}

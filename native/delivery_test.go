@@ -321,7 +321,7 @@ func TestRateLimit(t *testing.T) {
 	c := dial(t, srv, sdk.Options{User: "alice", Password: "pw"})
 	var limited *native.Error
 	for range 20 {
-		if err := c.Call(context.Background(), "rooms", struct{}{}, nil); err != nil {
+		if err := c.Call(context.Background(), "presence", native.Presence{Presence: "online"}, nil); err != nil {
 			limited, _ = err.(*native.Error)
 			break
 		}

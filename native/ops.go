@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
+	"net"
 	"strings"
 	"time"
 
@@ -118,11 +118,23 @@ func opAuth(ctx context.Context, s *session, body []byte) (any, error) {
 		return nil, mxerror.New(mxerror.MissingParam, "auth needs a token, or a user and password")
 	}
 	s.userID, s.deviceID, s.tokenChecked = reply.UserID, reply.DeviceID, time.Now()
+	s.srv.addAuthed(s)
+	// A revocation that committed between the token's check and addAuthed found
+	// no session to close: look once more now that later ones will find it.
+	if s.checkToken(ctx) {
+		return nil, errEnd
+	}
 	return reply, nil
 }
 
+// remoteIP is the peer's address without the port: the key of its rate-limit
+// bucket, the same as the HTTP API's for the same peer.
 func remoteIP(s *session) string {
-	host, _, _ := strings.Cut(s.conn.RemoteAddr().String(), ":")
+	addr := s.conn.RemoteAddr().String()
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
 	return host
 }
 
@@ -130,12 +142,8 @@ func remoteIP(s *session) string {
 func opPing(ctx context.Context, s *session, _ []byte) (any, error) {
 	if s.token != "" && time.Since(s.tokenChecked) >= s.srv.cfg.TokenRecheck {
 		s.tokenChecked = time.Now()
-		if _, err := s.srv.d.Users.Authenticate(ctx, s.token, remoteIP(s)); err != nil {
-			var me *mxerror.Error
-			if errors.As(err, &me) && me.Code == mxerror.UnknownToken {
-				s.closeWith(CloseLoggedOut, "the access token is no longer valid")
-				return nil, errEnd
-			}
+		if s.checkToken(ctx) {
+			return nil, errEnd
 		}
 	}
 	return struct{}{}, nil

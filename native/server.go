@@ -43,10 +43,17 @@ type Config struct {
 	// logged-out device's session ends within it. Default 5 min: 10 000 idle
 	// sessions then cost ~30 token lookups a second, not one per heartbeat.
 	TokenRecheck time.Duration
-	// RatePerSecond and RateBurst limit requests per user; 0 turns the limit off.
+	// RatePerSecond and RateBurst limit requests: per address before auth (the auth
+	// op above all, against password guessing), per user after it; 0 turns the
+	// limits off. Ops whose HTTP twins are not rate-limited (reads, acks,
+	// heartbeats) draw on a bucket of their own ReadAllowance times as large, so a
+	// busy reader does not starve its own sends and a flood of reads is still bounded.
 	RatePerSecond float64
 	RateBurst     int
 }
+
+// ReadAllowance is how many times the write rate the ops in readOps may run.
+const ReadAllowance = 10
 
 func (c *Config) defaults() {
 	if c.MaxFrame <= 0 || c.MaxFrame > MaxFrame {
@@ -71,6 +78,11 @@ func (c *Config) defaults() {
 
 // Deps are the core services the ops call.
 type Deps struct {
+	// Limiter is the rate limiter the front-ends share (the HTTP API's), so that an
+	// address or a user has one budget on every front-end; it is used when
+	// Config.RatePerSecond turns limits on, and nil then builds one of the native
+	// server's own.
+	Limiter  *ratelimit.Limiter
 	Rooms    *rooms.Service
 	Users    *users.Service
 	Typing   *typing.Service
@@ -84,28 +96,34 @@ type Deps struct {
 type Server struct {
 	cfg     Config
 	d       Deps
-	limiter *ratelimit.Limiter
+	limiter *ratelimit.Limiter // per address before auth, per user after; nil: off
+	reads   *ratelimit.Limiter // per user, for readOps; nil: off
 	hub     *hub
 	subs    []*nats.Subscription
 
 	mu       sync.Mutex
 	sessions map[*session]struct{} // guarded by mu
+	authed   sessionSet            // user → authenticated sessions; guarded by mu
 	closed   bool                  // guarded by mu
-	wg       sync.WaitGroup
+	wg       sync.WaitGroup        // sessions and revocation checks
 }
 
 // New returns a server; it listens to the bus for the events it pushes.
 func New(cfg Config, d Deps) (*Server, error) {
 	cfg.defaults()
-	s := &Server{cfg: cfg, d: d, sessions: map[*session]struct{}{}}
+	s := &Server{cfg: cfg, d: d, sessions: map[*session]struct{}{}, authed: sessionSet{}}
 	if cfg.RatePerSecond > 0 {
-		s.limiter = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst)
+		if s.limiter = d.Limiter; s.limiter == nil {
+			s.limiter = ratelimit.New(cfg.RatePerSecond, cfg.RateBurst)
+		}
+		s.reads = ratelimit.New(cfg.RatePerSecond*ReadAllowance, cfg.RateBurst*ReadAllowance)
 	}
 	s.hub = newHub(s)
 	for subject, fn := range map[string]func([]byte){
-		rooms.NoticeSubject: s.hub.onRoomNotice,
-		typing.Subject:      s.hub.onTyping,
-		receipts.Subject:    s.hub.onReceipt,
+		rooms.NoticeSubject:  s.hub.onRoomNotice,
+		typing.Subject:       s.hub.onTyping,
+		receipts.Subject:     s.hub.onReceipt,
+		users.RevokedSubject: s.onRevoked,
 	} {
 		sub, err := d.Bus.Subscribe(subject, func(m *nats.Msg) { fn(m.Data) })
 		if err != nil {
@@ -174,7 +192,51 @@ func (s *Server) serveConn(conn net.Conn) {
 		sess.run()
 		s.mu.Lock()
 		delete(s.sessions, sess)
+		if sess.userID != "" {
+			s.authed.drop(sess.userID, sess)
+		}
 		s.mu.Unlock()
+	}()
+}
+
+// addAuthed indexes a session that just authenticated, for revocations. Its
+// userID, deviceID and token are set and never change after.
+func (s *Server) addAuthed(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.authed.add(sess.userID, sess)
+}
+
+// onRevoked handles a users.Revoked notice: the sessions of the devices it names
+// check their tokens at once, and those whose tokens are gone close with
+// logged_out. Checking rather than closing outright keeps a session that logged in
+// again on the same device ID after the revocation (its new token is valid).
+func (s *Server) onRevoked(data []byte) {
+	var n users.Revoked
+	if json.Unmarshal(data, &n) != nil {
+		return
+	}
+	s.mu.Lock()
+	var hit []*session
+	for sess := range s.authed[n.UserID] {
+		if n.Covers(sess.deviceID) {
+			hit = append(hit, sess)
+		}
+	}
+	if len(hit) == 0 || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	// Off the bus's delivery goroutine: the checks read the database.
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, sess := range hit {
+			sess.checkToken(ctx)
+		}
 	}()
 }
 

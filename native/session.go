@@ -267,6 +267,13 @@ func (s *session) handle(body []byte) bool {
 		s.closeWith(CloseProtocol, "the first frame must be a hello")
 		return false
 	}
+	// The hello that opens the session and a close are free; anything else counts.
+	if s.hello && env.Op != "close" {
+		if err := s.throttle(env.Op); err != nil {
+			s.replyErr(env.ID, err)
+			return true
+		}
+	}
 	op, ok := ops[env.Op]
 	if !ok {
 		s.replyErr(env.ID, mxerror.New(mxerror.Unrecognized, "unknown op %q", env.Op))
@@ -275,13 +282,6 @@ func (s *session) handle(body []byte) bool {
 	if op.authed && s.userID == "" {
 		s.replyErr(env.ID, mxerror.New(mxerror.MissingToken, "authenticate first"))
 		return true
-	}
-	if op.authed && s.srv.limiter != nil {
-		if ok, retry := s.srv.limiter.Allow(s.userID); !ok {
-			e := &mxerror.Error{Code: mxerror.LimitExceeded, Message: "too many requests", RetryAfterMs: retry.Milliseconds()}
-			s.replyErr(env.ID, e)
-			return true
-		}
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	res, err := op.fn(ctx, s, body)
@@ -297,6 +297,48 @@ func (s *session) handle(body []byte) bool {
 		s.send(Message[any]{ID: env.ID, Op: "reply", Data: res})
 	}
 	return true
+}
+
+// readOps are the ops whose HTTP twins are not rate-limited (/sync, /messages,
+// /state, /joined_rooms, receipts, profile and presence reads, downloads) and the
+// heartbeat: after auth they draw on the user's read allowance (Config), not on the
+// bucket the HTTP API's rate-limited routes share. Every other op, and every op
+// not named here, draws on that shared bucket.
+var readOps = map[string]bool{
+	"ping": true, "resume": true, "ack": true, "history": true, "rooms": true, "state": true,
+	"receipt": true, "get_presence": true, "profile": true, "download": true,
+}
+
+// throttle takes one request's token: before auth from the remote address's bucket
+// (the one the HTTP API's unauthenticated routes, /login among them, use), after
+// auth from the user's, or from the user's read allowance for readOps. Past it the
+// request is answered M_LIMIT_EXCEEDED with retry_after_ms and not run.
+func (s *session) throttle(op string) error {
+	lim, key := s.srv.limiter, remoteIP(s)
+	if s.userID != "" {
+		key = s.userID
+		if readOps[op] {
+			lim = s.srv.reads
+		}
+	}
+	if ok, wait := lim.Allow(key); !ok {
+		return &mxerror.Error{Code: mxerror.LimitExceeded, Message: "too many requests", RetryAfterMs: wait.Milliseconds() + 1}
+	}
+	return nil
+}
+
+// checkToken looks the session's access token up again and closes the session with
+// logged_out if it is no longer valid. Safe from any goroutine once authenticated.
+func (s *session) checkToken(ctx context.Context) (closed bool) {
+	_, err := s.srv.d.Users.Authenticate(ctx, s.token, remoteIP(s))
+	if mxerror.Is(err, mxerror.UnknownToken) {
+		s.closeWith(CloseLoggedOut, "the access token is no longer valid")
+		return true
+	}
+	if err != nil && ctx.Err() == nil {
+		slog.Warn("native: check access token", "session", s.id, "user", s.userID, "err", err)
+	}
+	return false
 }
 
 // errEnd is returned by an op that ends the session (close, a repeated hello).

@@ -172,7 +172,14 @@ func (s *Service) LoginPassword(ctx context.Context, user, password string, opts
 
 // CheckPassword returns nil if password is the account's password, M_FORBIDDEN if it
 // is not or the account does not exist, and M_USER_DEACTIVATED for a deactivated one.
+// Past the account's rate limit (Config.Limiter) it answers M_LIMIT_EXCEEDED without
+// looking, right password or not: guesses spread over many addresses and
+// front-ends still share one bucket per account.
 func (s *Service) CheckPassword(ctx context.Context, localpart, password string) error {
+	if ok, wait := s.cfg.Limiter.Allow(passwordKey(localpart)); !ok {
+		return &mxerror.Error{Code: mxerror.LimitExceeded, Message: "too many password attempts for this account",
+			RetryAfterMs: wait.Milliseconds() + 1}
+	}
 	var hash string
 	var deactivated bool
 	err := s.db.QueryRow(ctx, `SELECT password_hash, deactivated FROM accounts WHERE localpart = $1`, localpart).Scan(&hash, &deactivated)
@@ -195,6 +202,11 @@ func (s *Service) CheckPassword(ctx context.Context, localpart, password string)
 	return nil
 }
 
+// passwordKey is an account's key in the rate limiter, apart from the user ID's own
+// key (requests of the logged-in user), so that someone guessing a password does not
+// use up the owner's request budget.
+func passwordKey(localpart string) string { return "password:" + localpart }
+
 // Login opens a session for an account whose identity was already proven.
 func (s *Service) Login(ctx context.Context, localpart string, opts LoginOptions) (Session, error) {
 	var sess Session
@@ -215,6 +227,10 @@ func (s *Service) Login(ctx context.Context, localpart string, opts LoginOptions
 	})
 	if err != nil {
 		return Session{}, fmt.Errorf("login %q: %w", localpart, err)
+	}
+	if opts.DeviceID != "" {
+		// A login that names an existing device replaced its tokens (createSession).
+		s.revoked(localpart, []string{opts.DeviceID}, false)
 	}
 	sess.HomeServer = s.cfg.ServerName
 	return sess, nil
@@ -358,7 +374,7 @@ func (s *Service) LogoutAll(ctx context.Context, localpart string) error {
 	if err != nil {
 		return err
 	}
-	return s.devicesDeleted(ctx, localpart, ids)
+	return s.devicesDeleted(ctx, localpart, ids, true)
 }
 
 // ChangePassword sets a new password. With logoutDevices, every other device of the
@@ -392,7 +408,7 @@ func (s *Service) ChangePassword(ctx context.Context, localpart, newPassword str
 	if err != nil {
 		return err
 	}
-	return s.devicesDeleted(ctx, localpart, gone)
+	return s.devicesDeleted(ctx, localpart, gone, false)
 }
 
 // Deactivate closes an account for good: it can no longer log in, every session ends,
@@ -422,7 +438,7 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 	if err != nil {
 		return err
 	}
-	return s.devicesDeleted(ctx, localpart, ids)
+	return s.devicesDeleted(ctx, localpart, ids, true)
 }
 
 // Account returns the stored account.

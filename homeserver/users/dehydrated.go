@@ -51,7 +51,7 @@ func (s *Service) SetDehydratedDevice(ctx context.Context, localpart, deviceID, 
 	if err != nil {
 		return err
 	}
-	return s.devicesDeleted(ctx, localpart, replaced)
+	return s.devicesDeleted(ctx, localpart, replaced, false)
 }
 
 // DehydratedDevice returns the user's dehydrated device and its data, or ErrNotFound.

@@ -82,15 +82,7 @@ func (s *Service) DeleteDevices(ctx context.Context, localpart string, deviceIDs
 	if err != nil {
 		return err
 	}
-	return s.devicesDeleted(ctx, localpart, deviceIDs)
-}
-
-// devicesDeleted runs the DevicesDeleted hook.
-func (s *Service) devicesDeleted(ctx context.Context, localpart string, deviceIDs []string) error {
-	if s.cfg.DevicesDeleted == nil || len(deviceIDs) == 0 {
-		return nil
-	}
-	return s.cfg.DevicesDeleted(ctx, s.UserID(localpart), deviceIDs)
+	return s.devicesDeleted(ctx, localpart, deviceIDs, false)
 }
 
 // deviceIDs lists the user's device IDs, optionally without one.

@@ -129,7 +129,9 @@ func (s *Service) Interactive(ctx context.Context, op Interactive, raw json.RawM
 			return Completed{}, s.failedChallenge(op, auth.Session, done, mxerror.Unrecognized, "auth type "+auth.Type+" is not offered here")
 		}
 		if err := s.runStage(ctx, op, auth); err != nil {
-			if e, ok := mxerror.As(err); ok {
+			// A throttled stage is answered as 429 with its retry_after_ms, not as a
+			// failed stage the client would retry at once.
+			if e, ok := mxerror.As(err); ok && e.Code != mxerror.LimitExceeded {
 				return Completed{}, s.failedChallenge(op, auth.Session, done, e.Code, e.Message)
 			}
 			return Completed{}, err

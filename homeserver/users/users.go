@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
@@ -44,7 +45,8 @@ type Config struct {
 	GuestsAllowed bool
 	// Hasher hashes passwords. The zero value uses argon2id with OWASP's parameters.
 	Hasher Hasher
-	// Bus, if not nil, is told about every account data write (AccountDataSubject).
+	// Bus, if not nil, is told about every account data write (AccountDataSubject)
+	// and every revocation of devices' tokens (RevokedSubject).
 	Bus *nats.Conn
 	// ProfileChanged, if not nil, is called after a user's displayname or avatar
 	// changed, so their member events can follow (the room engine does that).
@@ -52,6 +54,11 @@ type Config struct {
 	// DevicesDeleted, if not nil, is called after devices were deleted (logout,
 	// device deletion, password change, deactivation), so their keys go too.
 	DevicesDeleted func(ctx context.Context, userID string, deviceIDs []string) error
+	// Limiter, if not nil, limits password checks (login, and the password stage of
+	// user-interactive auth) per account. The front-ends pass the limiter they
+	// share, so one configuration and one budget govern an account everywhere;
+	// the account's key is its own, apart from its user's requests.
+	Limiter *ratelimit.Limiter
 }
 
 // AccountDataSubject is the NATS subject an AccountDataNotice is published on.

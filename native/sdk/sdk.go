@@ -41,6 +41,9 @@ type Options struct {
 	DeviceID       string
 	// TLS configures tls:// and wss:// connections.
 	TLS *tls.Config
+	// Dialer, if set, dials tcp:// and tls:// addresses (to pick the local
+	// address, say).
+	Dialer *net.Dialer
 	// NoReconnect turns automatic reconnection off.
 	NoReconnect bool
 	// Resume seeds the last seq per room, to continue a previous client's stream.
@@ -132,6 +135,12 @@ func (c *Client) LastSeqs() map[string]int64 {
 	return out
 }
 
+// Done is closed when the client is closed: by Close, when the connection drops
+// with NoReconnect, or when the server ends the session because its access token
+// was revoked (CloseCode then says logged_out), since reconnecting with that token
+// could only fail.
+func (c *Client) Done() <-chan struct{} { return c.closed }
+
 // CloseCode is the code of the last close push the server sent.
 func (c *Client) CloseCode() string {
 	c.mu.Lock()
@@ -144,12 +153,15 @@ func dialConn(ctx context.Context, opts Options) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sdk: address %q: %w", opts.Addr, err)
 	}
-	var d net.Dialer
+	d := opts.Dialer
+	if d == nil {
+		d = &net.Dialer{}
+	}
 	switch u.Scheme {
 	case "tcp":
 		return d.DialContext(ctx, "tcp", u.Host)
 	case "tls":
-		td := tls.Dialer{NetDialer: &d, Config: opts.TLS}
+		td := tls.Dialer{NetDialer: d, Config: opts.TLS}
 		return td.DialContext(ctx, "tcp", u.Host)
 	case "ws", "wss":
 		wo := &websocket.DialOptions{}
@@ -279,8 +291,12 @@ func (c *Client) reader(conn net.Conn) {
 		delete(c.pending, id)
 	}
 	current := c.conn == conn
+	loggedOut := c.closeCode == native.CloseLoggedOut
 	c.mu.Unlock()
-	if current {
+	switch {
+	case current && loggedOut:
+		c.Close()
+	case current:
 		go c.reconnect()
 	}
 }
@@ -311,6 +327,12 @@ func (c *Client) reconnect() {
 		err := c.connect(ctx)
 		cancel()
 		if err == nil {
+			return
+		}
+		// A token the server no longer knows will not work on the next try either.
+		var ne *native.Error
+		if errors.As(err, &ne) && ne.Code == "M_UNKNOWN_TOKEN" {
+			c.Close()
 			return
 		}
 		backoff = min(backoff*2, 5*time.Second)
