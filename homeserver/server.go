@@ -70,6 +70,9 @@ type Server struct {
 
 	handler    http.Handler
 	fedHandler http.Handler
+	// metricsHandler serves /metrics on Config.Metrics.Listen; nil when /metrics
+	// is on the client API's listener.
+	metricsHandler http.Handler
 }
 
 // New opens everything the configuration names and builds the server. The caller
@@ -107,6 +110,14 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		return nil, err
 	}
 
+	if cfg.RegistrationOpen() {
+		why := "registration.enabled is true"
+		if cfg.Registration.Enabled == nil {
+			why = "the server name is a development one and registration.enabled is unset"
+		}
+		slog.Warn("REGISTRATION IS OPEN: anyone who reaches the client API can create an account; set registration.enabled: false to close it",
+			"server_name", cfg.ServerName, "because", why)
+	}
 	s.Users = users.New(s.DB, users.Config{
 		ServerName:               cfg.ServerName,
 		AccessTokenLifetime:      cfg.Auth.AccessTokenLifetime,
@@ -162,7 +173,15 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		api.Limiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
 	}
 	router := httpapi.NewRouter()
-	router.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if cfg.Metrics.Listen == "" {
+		// Today's default: on the client API's listener, for anyone who reaches it.
+		router.Handle("/metrics", metrics).Methods(http.MethodGet)
+	} else {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics)
+		s.metricsHandler = mux
+	}
 	clientapi.Register(router, api, clientapi.Config{
 		ServerName:         cfg.ServerName,
 		PublicBaseURL:      cfg.PublicBaseURL,
@@ -254,6 +273,21 @@ func (s *Server) ListenFederation(ctx context.Context) (string, error) {
 	}
 	go serveHTTP(ctx, ln, h)
 	return "https://" + ln.Addr().String(), nil
+}
+
+// ListenMetrics opens metrics.listen, if configured, and serves /metrics there
+// until ctx ends. It returns the endpoint's URL, or "" when /metrics is on the
+// client API's listener instead.
+func (s *Server) ListenMetrics(ctx context.Context) (string, error) {
+	if s.metricsHandler == nil {
+		return "", nil
+	}
+	ln, err := net.Listen("tcp", s.Config.Metrics.Listen)
+	if err != nil {
+		return "", fmt.Errorf("metrics listen: %w", err)
+	}
+	go serveHTTP(ctx, ln, s.metricsHandler)
+	return "http://" + ln.Addr().String() + "/metrics", nil
 }
 
 // newMedia opens the configured media backend and builds the repository.
