@@ -153,7 +153,10 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	if s.Typing, err = typing.New(s.Bus.Conn); err != nil {
 		return nil, err
 	}
-	s.Presence = presence.New(s.DB, s.Bus.Conn)
+	s.Presence = presence.New(s.DB, s.Bus.Conn, presence.Config{
+		Disabled:     !cfg.Presence.Enabled,
+		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
+	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
 	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
