@@ -504,6 +504,10 @@ func (c *Config) Validate() error {
 func validHostPort(s string) bool {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
+		if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") { // an IPv6 literal without a port
+			ip := net.ParseIP(s[1 : len(s)-1])
+			return ip != nil && ip.To4() == nil
+		}
 		return !strings.ContainsAny(s, "/@:!#")
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {

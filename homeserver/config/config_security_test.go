@@ -32,7 +32,6 @@ func TestRegistrationOpenOnlyForDevelopmentNames(t *testing.T) {
 		{"localhost.example.org", "127.0.0.1:8008", nil, false},
 		{"127.0.0.2", "127.0.0.1:8008", nil, false},
 		{"192.0.2.10", "127.0.0.1:8008", nil, false},
-		{"localhost:notaport", "127.0.0.1:8008", nil, false},
 		// An explicit setting always wins.
 		{"chat.example.org", "127.0.0.1:8008", &yes, true},
 		{"localhost:8008", "127.0.0.1:8008", &no, false},
@@ -40,6 +39,9 @@ func TestRegistrationOpenOnlyForDevelopmentNames(t *testing.T) {
 	for _, c := range cases {
 		cfg := Default()
 		cfg.ServerName, cfg.Listen, cfg.Registration.Enabled = c.serverName, c.listen, c.explicit
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("Validate(server_name %s, listen %s) = %v", c.serverName, c.listen, err)
+		}
 		if got := cfg.RegistrationOpen(); got != c.want {
 			t.Errorf("RegistrationOpen(server_name %s, listen %s, enabled %v) = %v; want %v", c.serverName, c.listen, ptr(c.explicit), got, c.want)
 		}
@@ -196,6 +198,14 @@ func TestRedactValue(t *testing.T) {
 	for _, c := range cases {
 		if got := RedactValue(c.mode, c.in); got != c.want {
 			t.Errorf("RedactValue(%q, %q) = %q; want %q", c.mode, c.in, got, c.want)
+		}
+	}
+}
+
+func TestDevelopmentServerNameRejectsLookAlikes(t *testing.T) {
+	for _, name := range []string{"localhost:notaport", "localhost:99999", "localhost.", "::1", "[::2]", "127.0.0.1.example.org", ""} {
+		if DevelopmentServerName(name) {
+			t.Errorf("DevelopmentServerName(%q) = true; want false", name)
 		}
 	}
 }
