@@ -26,7 +26,8 @@ func (h *handlers) presenceStatus(r *httpapi.Request) (any, error) {
 	if _, err := spec.NewUserID(userID, false); err != nil {
 		return nil, mxerror.New(mxerror.InvalidParam, "%q is not a user ID", userID)
 	}
-	st, err := h.presence.Get(r.Context(), userID)
+	// A stranger is refused before anything about the user is looked up.
+	st, err := h.presence.GetFor(r.Context(), r.Caller.UserID, userID)
 	if err != nil {
 		return nil, err
 	}

@@ -179,7 +179,7 @@ func TestPresence(t *testing.T) {
 			{alice, "PUT", "/presence/@bob:localhost/status", `{"presence":"online"}`, 403, "M_FORBIDDEN"},
 			{alice, "PUT", "/presence/@alice:localhost/status", `{"presence":"asleep"}`, 400, "M_INVALID_PARAM"},
 			{alice, "PUT", "/presence/@alice:localhost/status", `{}`, 400, "M_MISSING_PARAM"},
-			{alice, "GET", "/presence/@x:elsewhere/status", ``, 404, "M_NOT_FOUND"},
+			{alice, "GET", "/presence/@x:elsewhere/status", ``, 403, "M_FORBIDDEN"}, // shares no room with alice
 		} {
 			var e errBody
 			if st := tc.c.Do(tc.method, "/_matrix/client/v3"+tc.path, tc.body, &e); st != tc.status || e.ErrCode != tc.code {

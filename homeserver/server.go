@@ -70,6 +70,9 @@ type Server struct {
 
 	handler    http.Handler
 	fedHandler http.Handler
+	// metricsHandler serves /metrics on Config.Metrics.Listen; nil when /metrics
+	// is on the client API's listener.
+	metricsHandler http.Handler
 }
 
 // New opens everything the configuration names and builds the server. The caller
@@ -107,6 +110,14 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		return nil, err
 	}
 
+	if cfg.RegistrationOpen() {
+		why := "registration.enabled is true"
+		if cfg.Registration.Enabled == nil {
+			why = "the server name is a development one and registration.enabled is unset"
+		}
+		slog.Warn("REGISTRATION IS OPEN: anyone who reaches the client API can create an account; set registration.enabled: false to close it",
+			"server_name", cfg.ServerName, "because", why)
+	}
 	// One limiter for every front-end: a user or an address has one budget whether
 	// it speaks HTTP or the native protocol, and an account one for password checks.
 	var limiter *ratelimit.Limiter
@@ -149,7 +160,10 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	if s.Typing, err = typing.New(s.Bus.Conn); err != nil {
 		return nil, err
 	}
-	s.Presence = presence.New(s.DB, s.Bus.Conn)
+	s.Presence = presence.New(s.DB, s.Bus.Conn, presence.Config{
+		Disabled:     !cfg.Presence.Enabled,
+		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
+	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
 	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
@@ -167,7 +181,15 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	}
 	api.Limiter = limiter
 	router := httpapi.NewRouter()
-	router.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})).Methods(http.MethodGet)
+	metrics := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if cfg.Metrics.Listen == "" {
+		// Today's default: on the client API's listener, for anyone who reaches it.
+		router.Handle("/metrics", metrics).Methods(http.MethodGet)
+	} else {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics)
+		s.metricsHandler = mux
+	}
 	clientapi.Register(router, api, clientapi.Config{
 		ServerName:         cfg.ServerName,
 		PublicBaseURL:      cfg.PublicBaseURL,
@@ -259,6 +281,21 @@ func (s *Server) ListenFederation(ctx context.Context) (string, error) {
 	}
 	go serveHTTP(ctx, ln, h)
 	return "https://" + ln.Addr().String(), nil
+}
+
+// ListenMetrics opens metrics.listen, if configured, and serves /metrics there
+// until ctx ends. It returns the endpoint's URL, or "" when /metrics is on the
+// client API's listener instead.
+func (s *Server) ListenMetrics(ctx context.Context) (string, error) {
+	if s.metricsHandler == nil {
+		return "", nil
+	}
+	ln, err := net.Listen("tcp", s.Config.Metrics.Listen)
+	if err != nil {
+		return "", fmt.Errorf("metrics listen: %w", err)
+	}
+	go serveHTTP(ctx, ln, s.metricsHandler)
+	return "http://" + ln.Addr().String() + "/metrics", nil
 }
 
 // newMedia opens the configured media backend and builds the repository.

@@ -447,7 +447,11 @@ func opGetPresence(ctx context.Context, s *session, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := s.srv.d.Presence.Get(ctx, req.UserID)
+	if req.UserID == "" {
+		req.UserID = s.userID
+	}
+	// The same rule as GET /presence: a stranger's presence is refused.
+	st, err := s.srv.d.Presence.GetFor(ctx, s.userID, req.UserID)
 	if err != nil {
 		return nil, err
 	}

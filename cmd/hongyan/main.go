@@ -92,6 +92,8 @@ func configFlags(fs *flag.FlagSet) func() (config.Config, error) {
 		"tls-cert":            "federation.tls_cert",
 		"tls-key":             "federation.tls_key",
 		"federation-insecure": "federation.insecure_skip_verify",
+		// /metrics on a listener of its own, off the client API's.
+		"metrics-listen": "metrics.listen",
 	} {
 		overrides[setting] = new(string)
 		set := func(v string) error { *overrides[setting] = v; return nil }
@@ -197,8 +199,15 @@ func runServer(args []string) error {
 	if err != nil {
 		return err
 	}
+	metrics, err := s.ListenMetrics(ctx)
+	if err != nil {
+		return err
+	}
+	if metrics == "" {
+		metrics = "http://" + ln.Addr().String() + "/metrics"
+	}
 	slog.Info("hongyan is serving", "server_name", cfg.ServerName, "client_api", "http://"+ln.Addr().String(),
-		"native", native, "federation", fed, "database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
+		"native", native, "federation", fed, "metrics", metrics, "database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
 	err = s.Serve(ctx, ln)
 	slog.Info("hongyan stopped")
 	return err
@@ -271,6 +280,8 @@ func createUser(args []string) error {
 	return nil
 }
 
+// printConfig prints the effective configuration with every secret redacted
+// (config.Config.YAML): its output ends up in bug reports and chat.
 func printConfig(args []string) error {
 	cfg, err := parseConfig("config", args, nil)
 	if err != nil {
@@ -280,6 +291,6 @@ func printConfig(args []string) error {
 	if err != nil {
 		return err
 	}
-	os.Stdout.Write(out)
-	return nil
+	_, err = os.Stdout.Write(out)
+	return err
 }

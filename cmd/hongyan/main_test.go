@@ -63,6 +63,9 @@ func TestSubcommands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "server_name: example.org") || !strings.Contains(out, "enabled: false") {
 		t.Errorf("config = %q, %v; want the overrides in the YAML", out, err)
 	}
+	if out, err := hongyan(t, "config", "--metrics-listen", "127.0.0.1:9102"); err != nil || !strings.Contains(out, "metrics:\n    listen: 127.0.0.1:9102") {
+		t.Errorf("config --metrics-listen = %q, %v; want metrics.listen set", out, err)
+	}
 	if out, err := hongyan(t, "migrate", "--data-dir", filepath.Join(dir, "m")); err != nil || !strings.Contains(out, "applied") {
 		t.Errorf("migrate = %q, %v", out, err)
 	}
@@ -134,6 +137,10 @@ func TestRunServesAndStopsGracefully(t *testing.T) {
 				}
 			case <-time.After(20 * time.Second):
 				t.Fatalf("server did not stop within 20s of SIGTERM\n%s", logs.String())
+			}
+			// localhost:8008 is a development name: registration is open, and said loudly.
+			if !strings.Contains(logs.String(), "level=WARN msg=\"REGISTRATION IS OPEN") {
+				t.Errorf("logs lack the open-registration warning:\n%s", logs.String())
 			}
 			if !strings.Contains(logs.String(), "hongyan stopped") {
 				t.Errorf("logs lack the shutdown line:\n%s", logs.String())

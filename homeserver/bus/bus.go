@@ -14,6 +14,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hongyan/hongyan/homeserver/config"
 )
 
 // Config selects the bus.
@@ -61,7 +63,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		b.Close()
-		return nil, fmt.Errorf("connect nats %s: %w", url, err)
+		return nil, fmt.Errorf("connect nats %s: %w", config.RedactValue("userinfo", url), err)
 	}
 	b.Conn = nc
 	js, err := jetstream.New(nc)
@@ -72,7 +74,7 @@ func Open(ctx context.Context, cfg Config) (*Bus, error) {
 	b.JetStream = js
 	if _, err := js.AccountInfo(ctx); err != nil {
 		b.Close()
-		return nil, fmt.Errorf("jetstream not available at %s: %w", url, err)
+		return nil, fmt.Errorf("jetstream not available at %s: %w", config.RedactValue("userinfo", url), err)
 	}
 	return b, nil
 }

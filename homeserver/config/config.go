@@ -55,6 +55,8 @@ type Config struct {
 	Native       Native       `yaml:"native"`
 	Federation   Federation   `yaml:"federation"`
 	Log          Log          `yaml:"log"`
+	Metrics      Metrics      `yaml:"metrics"`
+	Presence     Presence     `yaml:"presence"`
 }
 
 // Federation configures the server–server API. It is off until Listen is set.
@@ -145,11 +147,12 @@ type Media struct {
 // S3 is the s3 media backend's bucket.
 type S3 struct {
 	// Endpoint is HOST:PORT of the S3 API.
-	Endpoint  string `yaml:"endpoint"`
-	Bucket    string `yaml:"bucket"`
-	Prefix    string `yaml:"prefix"`
+	Endpoint string `yaml:"endpoint"`
+	Bucket   string `yaml:"bucket"`
+	Prefix   string `yaml:"prefix"`
+	// AccessKey is the key's ID, which identifies it like a user name.
 	AccessKey string `yaml:"access_key"`
-	SecretKey string `yaml:"secret_key"`
+	SecretKey string `yaml:"secret_key" secret:"true"`
 	// Secure selects HTTPS.
 	Secure bool `yaml:"secure"`
 }
@@ -157,20 +160,23 @@ type S3 struct {
 // Database selects the SQL engine.
 type Database struct {
 	// URL is a postgres:// URL for PostgreSQL. If empty, SQLite in DataDir.
-	URL string `yaml:"url"`
+	URL string `yaml:"url" secret:"url"`
 }
 
 // NATS selects the event bus.
 type NATS struct {
 	// URL of an external NATS JetStream server or cluster (comma-separated). If empty,
-	// a NATS server runs embedded in the process, storing in DataDir/nats.
-	URL string `yaml:"url"`
+	// a NATS server runs embedded in the process, storing in DataDir/nats. A user
+	// name alone in it is a token (nats://TOKEN@host), so all of it is a secret.
+	URL string `yaml:"url" secret:"userinfo"`
 }
 
 // Registration controls who may create accounts.
 type Registration struct {
-	// Enabled opens /register to everyone. If unset, registration is open only while
-	// the client API listens on a loopback address.
+	// Enabled opens /register to everyone (true) or closes it (false). If unset,
+	// registration is open only for a development server name (localhost,
+	// 127.0.0.1 or [::1], with or without a port), never because of the listener:
+	// a production server behind a reverse proxy listens on loopback too.
 	Enabled *bool `yaml:"enabled"`
 	// RequireToken makes registration need an m.login.registration_token stage.
 	RequireToken bool `yaml:"require_token"`
@@ -178,7 +184,7 @@ type Registration struct {
 	Guests bool `yaml:"guests"`
 	// SharedSecret enables the Synapse-compatible /_synapse/admin/v1/register
 	// endpoint used by bots and tools. If empty, that endpoint is off.
-	SharedSecret string `yaml:"shared_secret"`
+	SharedSecret string `yaml:"shared_secret" secret:"true"`
 }
 
 // Auth sets token lifetimes.
@@ -210,6 +216,34 @@ type Limits struct {
 	MaxRequestBytes int64 `yaml:"max_request_bytes"`
 }
 
+// Metrics configures the Prometheus metrics endpoint.
+type Metrics struct {
+	// Listen, if set, is a HOST:PORT of its own for /metrics, which is then not
+	// served on the client API's listener. Empty: /metrics is on the client API's
+	// listener, where anyone who reaches it can read it (fine on loopback, not on
+	// a public address).
+	Listen string `yaml:"listen"`
+}
+
+// Presence configures who sees whether users are online, in the spirit of
+// Synapse's presence options.
+type Presence struct {
+	// Enabled records and shares presence. Off, presence updates are accepted and
+	// dropped, everyone shows as offline and /sync carries no presence. Default on.
+	Enabled bool `yaml:"enabled"`
+	// VisibleTo is who may look up a user's presence (GET /presence/{userId}/status,
+	// the native get_presence op): "shared_rooms" (the default, as Synapse: the user
+	// and those who share a joined room with them) or "all" (any local user). /sync
+	// carries the presence of room-mates either way.
+	VisibleTo string `yaml:"visible_to"`
+}
+
+// The values of Presence.VisibleTo.
+const (
+	PresenceVisibleSharedRooms = "shared_rooms"
+	PresenceVisibleAll         = "all"
+)
+
 // Log configures logging.
 type Log struct {
 	// Level is debug, info, warn or error.
@@ -237,6 +271,7 @@ func Default() Config {
 		Native:     Native{Listen: "127.0.0.1:8009"},
 		Federation: Federation{RatePerSecond: 50, RateBurst: 500, PartialStateJoins: true},
 		Log:        Log{Level: "info", Format: "text"},
+		Presence:   Presence{Enabled: true, VisibleTo: PresenceVisibleSharedRooms},
 	}
 }
 
@@ -455,12 +490,24 @@ func (c *Config) Validate() error {
 	if c.RateLimit.Enabled && (c.RateLimit.PerSecond <= 0 || c.RateLimit.Burst <= 0) {
 		return errors.New("rate_limit.per_second and rate_limit.burst must be positive when rate limiting is on")
 	}
+	if l := c.Metrics.Listen; l != "" {
+		if _, _, err := net.SplitHostPort(l); err != nil {
+			return fmt.Errorf("metrics.listen %q: %w", l, err)
+		}
+	}
+	if v := c.Presence.VisibleTo; v != PresenceVisibleSharedRooms && v != PresenceVisibleAll {
+		return fmt.Errorf("presence.visible_to %q: want %s or %s", v, PresenceVisibleSharedRooms, PresenceVisibleAll)
+	}
 	return nil
 }
 
 func validHostPort(s string) bool {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
+		if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") { // an IPv6 literal without a port
+			ip := net.ParseIP(s[1 : len(s)-1])
+			return ip != nil && ip.To4() == nil
+		}
 		return !strings.ContainsAny(s, "/@:!#")
 	}
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
@@ -469,28 +516,39 @@ func validHostPort(s string) bool {
 	return host != "" && !strings.ContainsAny(host, "/@!#")
 }
 
-// RegistrationOpen reports whether anyone may register: explicitly configured, or by
-// default only while the client API listens on loopback, where only this machine can
-// reach it.
+// RegistrationOpen reports whether anyone may register: as registration.enabled
+// says, or, when it is unset, only for a development server name. The listener
+// plays no part: a production server behind a reverse proxy listens on loopback.
 func (c *Config) RegistrationOpen() bool {
 	if c.Registration.Enabled != nil {
 		return *c.Registration.Enabled
 	}
-	host, _, err := net.SplitHostPort(c.Listen)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
+	return DevelopmentServerName(c.ServerName)
 }
 
-// YAML renders the configuration as YAML, for `hongyan config`. Secrets are hidden.
-func (c Config) YAML() ([]byte, error) {
-	if c.Registration.SharedSecret != "" {
-		c.Registration.SharedSecret = "(set)"
+// DevelopmentServerName reports whether name is one only this machine can own:
+// localhost, 127.0.0.1 or [::1], with or without a port. No one else can have
+// an account on such a server, so an open registration there harms no one.
+func DevelopmentServerName(name string) bool {
+	host := name
+	if h, port, err := net.SplitHostPort(name); err == nil {
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return false
+		}
+		host = "[" + h + "]" // put back the brackets SplitHostPort takes off an IPv6 literal
+		if !strings.Contains(h, ":") {
+			host = h
+		}
 	}
-	return yaml.Marshal(c)
+	switch strings.ToLower(host) {
+	case "localhost", "127.0.0.1", "[::1]":
+		return true
+	}
+	return false
+}
+
+// YAML renders the configuration as YAML, for `hongyan config`, with every
+// secret redacted (see Redacted).
+func (c Config) YAML() ([]byte, error) {
+	return yaml.Marshal(c.Redacted())
 }

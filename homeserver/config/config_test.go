@@ -74,27 +74,3 @@ func TestLoadRejectsBadInput(t *testing.T) {
 		t.Error("Validate(listen: nonsense) = nil; want an error")
 	}
 }
-
-func TestRegistrationOpenOnlyOnLoopbackByDefault(t *testing.T) {
-	yes, no := true, false
-	cases := []struct {
-		listen   string
-		explicit *bool
-		want     bool
-	}{
-		{"127.0.0.1:8008", nil, true},
-		{"[::1]:8008", nil, true},
-		{"localhost:8008", nil, true},
-		{"0.0.0.0:8008", nil, false},
-		{"192.0.2.10:8008", nil, false},
-		{"0.0.0.0:8008", &yes, true},
-		{"127.0.0.1:8008", &no, false},
-	}
-	for _, c := range cases {
-		cfg := Default()
-		cfg.Listen, cfg.Registration.Enabled = c.listen, c.explicit
-		if got := cfg.RegistrationOpen(); got != c.want {
-			t.Errorf("RegistrationOpen(listen %s, enabled %v) = %v; want %v", c.listen, c.explicit, got, c.want)
-		}
-	}
-}

@@ -1,5 +1,6 @@
-// Package presence stores whether users are online, unavailable or offline, and hands
-// sync the changes of the users who share a room with someone.
+// Package presence stores whether users are online, unavailable or offline, hands
+// sync the changes of the users who share a room with someone, and decides who may
+// look up whose presence (CanSee), for every front-end alike.
 package presence
 
 import (
@@ -45,10 +46,22 @@ type Status struct {
 	StreamPos       int64   `json:"-"`
 }
 
+// Config says what presence is shared with whom. The zero value records presence
+// and shows it only to the user and those who share a joined room with them.
+type Config struct {
+	// Disabled drops presence updates: everyone shows as offline and sync carries
+	// no presence, as Synapse's presence.enabled: false.
+	Disabled bool
+	// VisibleToAll lets any user look up anyone's presence. Sync still carries
+	// only room-mates' presence.
+	VisibleToAll bool
+}
+
 // Service stores presence.
 type Service struct {
 	db  *storage.DB
 	bus *nats.Conn
+	cfg Config
 
 	mu     gosync.Mutex
 	recent map[string]recentSet // user → last activity-only write; guarded by mu
@@ -60,14 +73,51 @@ type recentSet struct {
 }
 
 // New returns the service; bus may be nil.
-func New(db *storage.DB, bus *nats.Conn) *Service {
-	return &Service{db: db, bus: bus, recent: map[string]recentSet{}}
+func New(db *storage.DB, bus *nats.Conn, cfg Config) *Service {
+	return &Service{db: db, bus: bus, cfg: cfg, recent: map[string]recentSet{}}
+}
+
+// CanSee reports whether observer may see subject's presence: their own, that of
+// users they share a joined room with, or anyone's when VisibleToAll. A stranger
+// learns nothing, not even whether the subject exists.
+func (s *Service) CanSee(ctx context.Context, observer, subject string) (bool, error) {
+	if observer == subject || s.cfg.VisibleToAll {
+		return true, nil
+	}
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM current_state me JOIN current_state o ON o.room_id = me.room_id
+		WHERE me.type = 'm.room.member' AND me.state_key = $1 AND me.membership = 'join'
+		AND o.type = 'm.room.member' AND o.state_key = $2 AND o.membership = 'join' LIMIT 1`, observer, subject).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("shared rooms of %s and %s: %w", observer, subject, err)
+	}
+	return true, nil
+}
+
+// GetFor returns subject's presence as observer may see it, or M_FORBIDDEN when
+// CanSee says no. Every front-end's presence lookup goes through it.
+func (s *Service) GetFor(ctx context.Context, observer, subject string) (Status, error) {
+	ok, err := s.CanSee(ctx, observer, subject)
+	if err != nil {
+		return Status{}, err
+	}
+	if !ok {
+		// Synapse's words.
+		return Status{}, mxerror.New(mxerror.Forbidden, "You are not allowed to see their presence.")
+	}
+	return s.Get(ctx, subject)
 }
 
 // Touch records activity in a state without a status message change, the call every
 // /sync makes. It skips the database while the same state was written less than a
 // minute ago, so polling clients do not turn reads into writes.
 func (s *Service) Touch(ctx context.Context, userID, state string) error {
+	if s.cfg.Disabled {
+		return nil
+	}
 	now := time.Now()
 	s.mu.Lock()
 	r, ok := s.recent[userID]
@@ -103,6 +153,9 @@ func (s *Service) set(ctx context.Context, userID, state string, statusMsg *stri
 	}
 	if statusMsg != nil && len(*statusMsg) > 1024 {
 		return mxerror.New(mxerror.InvalidParam, "status_msg may not be longer than 1024 bytes")
+	}
+	if s.cfg.Disabled {
+		return nil // accepted and dropped, as Synapse does with presence off
 	}
 	var moved bool
 	var pos int64
@@ -143,9 +196,14 @@ func (s *Service) set(ctx context.Context, userID, state string, statusMsg *stri
 	return nil
 }
 
-// Get returns a user's presence; users never seen are offline.
+// Get returns a user's presence; users never seen are offline, and so is
+// everyone while presence is disabled. It checks no permission: lookups on a
+// user's behalf use GetFor.
 func (s *Service) Get(ctx context.Context, userID string) (Status, error) {
 	st := Status{UserID: userID, Presence: Offline}
+	if s.cfg.Disabled {
+		return st, nil
+	}
 	var msg sql.NullString
 	var lastActive int64
 	err := s.db.QueryRow(ctx, `SELECT state, status_msg, last_active_ts, stream_pos FROM presence WHERE user_id = $1`, userID).
@@ -184,6 +242,9 @@ func (s *Service) Position(ctx context.Context) (int64, error) {
 // ChangedForUser returns presence changes after since (up to upTo) of the users who
 // share a joined room with userID, the user included.
 func (s *Service) ChangedForUser(ctx context.Context, userID string, since, upTo int64) ([]Status, error) {
+	if s.cfg.Disabled {
+		return nil, nil
+	}
 	rows, err := s.db.Query(ctx, `SELECT p.user_id, p.state, p.status_msg, p.last_active_ts, p.stream_pos FROM presence p
 		WHERE p.stream_pos > $2 AND p.stream_pos <= $3 AND (p.user_id = $1 OR p.user_id IN (
 			SELECT o.state_key FROM current_state me JOIN current_state o ON o.room_id = me.room_id

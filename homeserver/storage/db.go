@@ -29,6 +29,8 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/hongyan/hongyan/homeserver/config"
 )
 
 // Dialect names the SQL engine behind a DB.
@@ -337,14 +339,8 @@ func IsUniqueViolation(err error) bool {
 	return false
 }
 
-// redact hides the password in a database URL for logs and errors.
+// redact hides the password in a database URL (in its user part or its query)
+// for logs and errors.
 func redact(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil || u.User == nil {
-		return dsn
-	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxxxx")
-	}
-	return u.String()
+	return config.RedactValue("url", dsn)
 }

@@ -36,6 +36,8 @@ type Server struct {
 	// FederationURL is the federation listener's https://127.0.0.1:PORT when the
 	// server runs with Federated.
 	FederationURL string
+	// MetricsURL is http://127.0.0.1:PORT/metrics when metrics.listen is set.
+	MetricsURL string
 
 	stop func()
 
@@ -153,11 +155,14 @@ func (srv *Server) start(t testing.TB, cfg config.Config) error {
 	if err == nil {
 		srv.FederationURL, err = hs.ListenFederation(ctx)
 	}
+	if err == nil {
+		srv.MetricsURL, err = hs.ListenMetrics(ctx)
+	}
 	if err != nil {
 		cancel()
 		ln.Close()
 		hs.Close()
-		return fmt.Errorf("native and federation listeners: %w", err)
+		return fmt.Errorf("native, federation and metrics listeners: %w", err)
 	}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ctx, ln) }()
@@ -203,6 +208,9 @@ func (srv *Server) Resume(t testing.TB) {
 	cfg.Native.Listen = strings.TrimPrefix(srv.NativeAddr, "tcp://")
 	if srv.NativeTLSAddr != "" {
 		cfg.Native.TLSListen = strings.TrimPrefix(srv.NativeTLSAddr, "tls://")
+	}
+	if srv.MetricsURL != "" {
+		cfg.Metrics.Listen = strings.TrimSuffix(strings.TrimPrefix(srv.MetricsURL, "http://"), "/metrics")
 	}
 	if err := srv.start(t, cfg); err != nil {
 		t.Fatal(err)
