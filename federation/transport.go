@@ -17,6 +17,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/outbound"
 )
 
@@ -106,7 +107,8 @@ func (t *matrixTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			}
 			lastErr = err
 			if errors.Is(err, outbound.ErrRefused) {
-				return nil, err // the same name resolves the same way: no retry
+				// The same name resolves the same way: no retry.
+				return nil, refusedServer{err: err, mx: mxerror.New(mxerror.Forbidden, "federation with %s is not allowed from this server", name)}
 			}
 		}
 		t.forget(name)
@@ -116,6 +118,16 @@ func (t *matrixTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	}
 	return nil, lastErr
 }
+
+// refusedServer is the guard's refusal, carrying a Matrix error too: a client
+// whose request needed a refused server gets M_FORBIDDEN, not a 500.
+type refusedServer struct {
+	err error
+	mx  *mxerror.Error
+}
+
+func (e refusedServer) Error() string   { return e.err.Error() }
+func (e refusedServer) Unwrap() []error { return []error{e.err, e.mx} }
 
 // transport returns the transport for one TLS server name: the name a
 // certificate is checked against differs from the address dialled after SRV or
