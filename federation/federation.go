@@ -122,7 +122,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		s.limiter = ratelimit.New(cfg.RatePerSecond, max(cfg.RateBurst, 1))
 	}
 	if cfg.InsecureSkipVerify {
-		s.log.Warn("federation: NOT verifying other servers' TLS certificates (federation.insecure_skip_verify); use this on test networks only")
+		s.log.Warn("federation: NOT verifying other servers' TLS certificates, and reaching loopback and private addresses (federation.insecure_skip_verify); use this on test networks only")
 	}
 	identity := []*fclient.SigningIdentity{{
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: gomatrixserverlib.KeyID(cfg.Key.ID), PrivateKey: cfg.Key.PrivateKey,

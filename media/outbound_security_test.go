@@ -173,6 +173,10 @@ func TestRemoteMediaLocationRefused(t *testing.T) {
 	certFile, keyFile := filepath.Join(dir, "remote.crt"), filepath.Join(dir, "remote.key")
 	remote := serveCounted(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := strings.TrimPrefix(r.URL.Path, "/_matrix/federation/v1/media/download/")
+		if id == "302" { // an HTTP redirect instead of the multipart Location
+			http.Redirect(w, r, "http://"+targets.v4.Addr+"/secret", http.StatusFound)
+			return
+		}
 		loc, ok := locations[id]
 		if !ok {
 			http.NotFound(w, r)
@@ -204,6 +208,13 @@ func TestRemoteMediaLocationRefused(t *testing.T) {
 			if d, c := guard.Dials()-dials, remote.conns.Load()+cdn.conns.Load()-conns; d != c {
 				t.Errorf("download whose Location is %s: guard dialled %d, the allowed servers accepted %d", loc, d, c)
 			}
+		}
+		dials, conns := guard.Dials(), remote.conns.Load()
+		if r := do(t, bob, "GET", "/_matrix/client/v1/media/download/"+origin+"/302", nil); r.status < 400 || r.status == 500 {
+			t.Errorf("download answered by a redirect = %d %s; want an error other than 500", r.status, r.body)
+		}
+		if d, c := guard.Dials()-dials, remote.conns.Load()-conns; d != c {
+			t.Errorf("download answered by a redirect: guard dialled %d, the remote accepted %d", d, c)
 		}
 		targets.assertUntouched(t)
 	}, notInsecure, func(c *config.Config) {
