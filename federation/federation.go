@@ -101,6 +101,8 @@ type Service struct {
 	client fclient.FederationClient
 	// slow is a client with a long timeout, for answers that are large to build.
 	slow fclient.FederationClient
+	// mediaClient downloads other servers' media (signed, long timeout, no JSON cap).
+	mediaClient fclient.FederationClient
 	// plain makes unsigned requests through the same discovery (media of servers
 	// from before authenticated media).
 	plain *fclient.Client
@@ -140,6 +142,9 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	// while to build (Dendrite: over 30 s for 7 000 members): those wait longer.
 	s.slow = fclient.NewFederationClient(identity, fclient.WithTransport(outbound.CapBodies(tr, maxSlowResponse)),
 		fclient.WithTimeout(10*time.Minute), fclient.WithUserAgent("Hongyan"))
+	// Media bodies are bounded by the media repository's upload limit as they
+	// are stored, not by the JSON caps above.
+	s.mediaClient = fclient.NewFederationClient(identity, fclient.WithTransport(tr), fclient.WithTimeout(2*time.Minute), fclient.WithUserAgent("Hongyan"))
 	s.plain = fclient.NewClient(fclient.WithTransport(tr), fclient.WithTimeout(2*time.Minute), fclient.WithUserAgent("Hongyan"))
 	// Media a remote server redirects to is fetched from wherever it says, so
 	// through the guard, with bounded redirects.

@@ -25,7 +25,7 @@ func (s *Service) FetchMedia(ctx context.Context, origin, mediaID string) (strin
 	if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(origin)); !ok || origin == s.cfg.ServerName {
 		return "", "", nil, mxerror.New(mxerror.InvalidParam, "invalid media origin %q", origin)
 	}
-	resp, err := s.client.DownloadMedia(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), mediaID)
+	resp, err := s.mediaClient.DownloadMedia(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), mediaID)
 	if err == nil && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadRequest) && isUnrecognized(resp) {
 		resp, err = s.plain.CreateMediaDownloadRequest(ctx, spec.ServerName(origin), mediaID)
 		if err == nil && resp.StatusCode == http.StatusOK {

@@ -245,3 +245,32 @@ func TestLimitBody(t *testing.T) {
 		}
 	}
 }
+
+type fixedBody struct {
+	body   string
+	length int64
+}
+
+func (f fixedBody) RoundTrip(*http.Request) (*http.Response, error) {
+	return &http.Response{StatusCode: 200, ContentLength: f.length, Body: io.NopCloser(strings.NewReader(f.body))}, nil
+}
+
+// TestCapBodies: a client that reads whole bodies gets an error past the cap,
+// whether the length was declared or not.
+func TestCapBodies(t *testing.T) {
+	req, _ := http.NewRequest("GET", "https://example.org/", nil)
+	if _, err := outbound.CapBodies(fixedBody{"0123456789", 10}, 9).RoundTrip(req); !errors.Is(err, outbound.ErrTooLarge) {
+		t.Errorf("RoundTrip(declared 10 bytes, cap 9) = %v; want ErrTooLarge", err)
+	}
+	resp, err := outbound.CapBodies(fixedBody{"0123456789", -1}, 9).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); !errors.Is(err, outbound.ErrTooLarge) {
+		t.Errorf("read of 10 undeclared bytes, cap 9 = %v; want ErrTooLarge", err)
+	}
+	resp, _ = outbound.CapBodies(fixedBody{"0123456789", -1}, 10).RoundTrip(req)
+	if b, err := io.ReadAll(resp.Body); err != nil || len(b) != 10 {
+		t.Errorf("read of 10 bytes, cap 10 = %d bytes, %v", len(b), err)
+	}
+}
