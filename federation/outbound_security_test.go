@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/outbound/outboundtest"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/testserver"
 )
@@ -16,7 +17,7 @@ import (
 // for profiles, not for joins, not even to another Hongyan on the same machine.
 // Nothing is dialled (10.0.0.1 included), nothing is accepted.
 func TestFederationRefusesInternalServers(t *testing.T) {
-	v4, v6 := testserver.Watch(t, "tcp4", "127.0.0.1"), testserver.Watch(t, "tcp6", "::1")
+	v4, v6 := outboundtest.Watch(t, "tcp4", "127.0.0.1"), outboundtest.Watch(t, "tcp6", "::1")
 	_, port, _ := net.SplitHostPort(v4.Addr)
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		// A runs with federation on as usual, so it could answer; B may not reach it.
@@ -48,7 +49,7 @@ func TestFederationRefusesInternalServers(t *testing.T) {
 		if n := guard.Dials(); n != 0 {
 			t.Errorf("B's federation guard dialled %d times; want 0", n)
 		}
-		for _, w := range []*testserver.Watched{v4, v6} {
+		for _, w := range []*outboundtest.Watched{v4, v6} {
 			if n := w.Accepted(t); n != 0 {
 				t.Errorf("listener %s accepted %d connections; want 0", w.Addr, n)
 			}

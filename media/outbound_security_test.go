@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/outbound/outboundtest"
 	"github.com/hongyan/hongyan/homeserver/storage/storagetest"
 	"github.com/hongyan/hongyan/homeserver/testserver"
 	"github.com/hongyan/hongyan/homeserver/tlscert"
@@ -62,11 +63,11 @@ func serveCounted(t *testing.T, h http.Handler, certFile, keyFile string) *count
 // internalTargets are listeners on loopback that must never be connected to,
 // and 10.0.0.1, which must never even be dialled.
 type internalTargets struct {
-	v4, v6 *testserver.Watched
+	v4, v6 *outboundtest.Watched
 }
 
 func watchInternal(t *testing.T) internalTargets {
-	return internalTargets{v4: testserver.Watch(t, "tcp4", "127.0.0.1"), v6: testserver.Watch(t, "tcp6", "::1")}
+	return internalTargets{v4: outboundtest.Watch(t, "tcp4", "127.0.0.1"), v6: outboundtest.Watch(t, "tcp6", "::1")}
 }
 
 // hosts are the HOST:PORTs a request may be aimed at.
@@ -76,7 +77,7 @@ func (it internalTargets) hosts() []string {
 
 func (it internalTargets) assertUntouched(t *testing.T) {
 	t.Helper()
-	for _, w := range []*testserver.Watched{it.v4, it.v6} {
+	for _, w := range []*outboundtest.Watched{it.v4, it.v6} {
 		if n := w.Accepted(t); n != 0 {
 			t.Errorf("internal listener %s accepted %d connections; want 0", w.Addr, n)
 		}

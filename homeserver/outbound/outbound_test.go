@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/hongyan/hongyan/homeserver/outbound"
-	"github.com/hongyan/hongyan/homeserver/testserver"
+	"github.com/hongyan/hongyan/homeserver/outbound/outboundtest"
 )
 
 func prefixes(t *testing.T, list string) []netip.Prefix {
@@ -118,11 +118,11 @@ func TestParsePrefixes(t *testing.T) {
 // listener accepts nothing and the guard counts no dial — while an allowed one
 // is. 10.0.0.1 is only ever refused, never dialled.
 func TestDialRefusedBeforeConnect(t *testing.T) {
-	v4 := testserver.Watch(t, "tcp4", "127.0.0.1")
-	v6 := testserver.Watch(t, "tcp6", "::1")
+	v4 := outboundtest.Watch(t, "tcp4", "127.0.0.1")
+	v6 := outboundtest.Watch(t, "tcp6", "::1")
 	for _, tc := range []struct {
 		name, addr string
-		watched    *testserver.Watched
+		watched    *outboundtest.Watched
 	}{
 		{"loopback", v4.Addr, v4},
 		{"loopback by name", net.JoinHostPort("localhost", strconv.Itoa(v4.Port())), v4},
@@ -179,8 +179,8 @@ func TestDialRefusedBeforeConnect(t *testing.T) {
 // TestClientRedirects: every hop of a redirect is checked again; other schemes
 // and long chains are refused.
 func TestClientRedirects(t *testing.T) {
-	target := testserver.Watch(t, "tcp4", "127.0.0.1")
-	target6 := testserver.Watch(t, "tcp6", "::1")
+	target := outboundtest.Watch(t, "tcp4", "127.0.0.1")
+	target6 := outboundtest.Watch(t, "tcp6", "::1")
 	// The site itself lives on 127.0.0.2, the one address the guard allows.
 	ln, err := net.Listen("tcp4", "127.0.0.2:0")
 	if err != nil {
@@ -223,7 +223,7 @@ func TestClientRedirects(t *testing.T) {
 	if err := get("/loop"); err == nil || !strings.Contains(err.Error(), "redirects") {
 		t.Errorf("redirect loop = %v; want stopped after %d", err, outbound.MaxRedirects)
 	}
-	for _, w := range []*testserver.Watched{target, target6} {
+	for _, w := range []*outboundtest.Watched{target, target6} {
 		if n := w.Accepted(t); n != 0 {
 			t.Errorf("redirect target %s accepted %d connections; want 0", w.Addr, n)
 		}

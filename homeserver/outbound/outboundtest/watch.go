@@ -1,4 +1,6 @@
-package testserver
+// Package outboundtest holds what tests of outbound requests share: a listener
+// that proves nothing connected to it.
+package outboundtest
 
 import (
 	"net"
