@@ -151,6 +151,9 @@ func (t *matrixTransport) transport(tlsName string) http.RoundTripper {
 			MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(0)}
 		// One connection per request, as gomatrixserverlib's transport does.
 		h.DisableKeepAlives = true
+		// A large room's send_join is built before its headers are sent: the
+		// clients' own timeouts (30 s, or 10 min for the slow one) bound the wait.
+		h.ResponseHeaderTimeout = 0
 		tr = &destinationTransport{Transport: h}
 		t.transports[tlsName] = tr
 	}
