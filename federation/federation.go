@@ -9,6 +9,8 @@ package federation
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +27,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/outbound"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
@@ -61,7 +64,21 @@ type Config struct {
 	RateBurst     int
 	// TrustedKeyServers vouch for the keys of servers that do not answer.
 	TrustedKeyServers []config.KeyServer
+	// Guard dials every connection to other servers: federation requests,
+	// well-known lookups, key and notary queries, media downloads and the
+	// redirects of media downloads. Nil: a guard that admits global unicast
+	// addresses only.
+	Guard *outbound.Guard
+	// RootCAs verify other servers' certificates. Nil: the system's.
+	RootCAs *x509.CertPool
 }
+
+// Response size caps of federation requests. Media bodies are bounded again by
+// the media repository's upload limit.
+const (
+	maxResponse     = 64 << 20
+	maxSlowResponse = 512 << 20 // a large room's send_join or /state
+)
 
 // Deps are the core services federation calls.
 type Deps struct {
@@ -84,13 +101,17 @@ type Service struct {
 	client fclient.FederationClient
 	// slow is a client with a long timeout, for answers that are large to build.
 	slow fclient.FederationClient
+	// mediaClient downloads other servers' media (signed, long timeout, no JSON cap).
+	mediaClient fclient.FederationClient
 	// plain makes unsigned requests through the same discovery (media of servers
 	// from before authenticated media).
-	plain   *fclient.Client
-	keyRing *gomatrixserverlib.KeyRing
-	sender  *sender
-	limiter *ratelimit.Limiter // nil: no per-origin limit
-	log     *slog.Logger
+	plain *fclient.Client
+	// redirects follows the Location a remote server's media download names.
+	redirects *http.Client
+	keyRing   *gomatrixserverlib.KeyRing
+	sender    *sender
+	limiter   *ratelimit.Limiter // nil: no per-origin limit
+	log       *slog.Logger
 }
 
 // New builds federation and starts its sender; Close stops it.
@@ -103,16 +124,33 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 		s.limiter = ratelimit.New(cfg.RatePerSecond, max(cfg.RateBurst, 1))
 	}
 	if cfg.InsecureSkipVerify {
-		s.log.Warn("federation: NOT verifying other servers' TLS certificates (federation.insecure_skip_verify); use this on test networks only")
+		s.log.Warn("federation: NOT verifying other servers' TLS certificates, and reaching loopback and private addresses (federation.insecure_skip_verify); use this on test networks only")
 	}
 	identity := []*fclient.SigningIdentity{{
 		ServerName: spec.ServerName(cfg.ServerName), KeyID: gomatrixserverlib.KeyID(cfg.Key.ID), PrivateKey: cfg.Key.PrivateKey,
 	}}
-	s.client = fclient.NewFederationClient(identity, fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(30*time.Second), fclient.WithUserAgent("Hongyan"))
+	if cfg.Guard == nil {
+		cfg.Guard = outbound.New(outbound.Policy{Purpose: "federation"})
+		s.cfg.Guard = cfg.Guard
+	}
+	// Every client below sends through one transport, which resolves server
+	// names and dials through the guard.
+	tr := newMatrixTransport(cfg.Guard, cfg.InsecureSkipVerify, cfg.RootCAs)
+	s.client = fclient.NewFederationClient(identity, fclient.WithTransport(outbound.CapBodies(tr, maxResponse)),
+		fclient.WithTimeout(30*time.Second), fclient.WithUserAgent("Hongyan"))
 	// A large room's send_join or /state answer takes the resident server a
 	// while to build (Dendrite: over 30 s for 7 000 members): those wait longer.
-	s.slow = fclient.NewFederationClient(identity, fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(10*time.Minute), fclient.WithUserAgent("Hongyan"))
-	s.plain = fclient.NewClient(fclient.WithSkipVerify(cfg.InsecureSkipVerify), fclient.WithTimeout(2*time.Minute), fclient.WithWellKnownSRVLookups(true))
+	s.slow = fclient.NewFederationClient(identity, fclient.WithTransport(outbound.CapBodies(tr, maxSlowResponse)),
+		fclient.WithTimeout(10*time.Minute), fclient.WithUserAgent("Hongyan"))
+	// Media bodies are bounded by the media repository's upload limit as they
+	// are stored, not by the JSON caps above.
+	s.mediaClient = fclient.NewFederationClient(identity, fclient.WithTransport(tr), fclient.WithTimeout(2*time.Minute), fclient.WithUserAgent("Hongyan"))
+	s.plain = fclient.NewClient(fclient.WithTransport(tr), fclient.WithTimeout(2*time.Minute), fclient.WithUserAgent("Hongyan"))
+	// Media a remote server redirects to is fetched from wherever it says, so
+	// through the guard, with bounded redirects.
+	s.redirects = cfg.Guard.Client(2 * time.Minute)
+	s.redirects.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: cfg.InsecureSkipVerify, RootCAs: cfg.RootCAs, // #nosec G402 -- test networks only, logged
+		MinVersion: tls.VersionTLS12}
 	store := &keyStore{db: deps.DB}
 	// Our own key verifies our own events and requests without a round trip.
 	if err := store.StoreKeys(ctx, map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -13,6 +14,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/outbound"
 )
 
 // FetchMedia downloads another server's media through the authenticated federation
@@ -23,7 +25,7 @@ func (s *Service) FetchMedia(ctx context.Context, origin, mediaID string) (strin
 	if _, _, ok := spec.ParseAndValidateServerName(spec.ServerName(origin)); !ok || origin == s.cfg.ServerName {
 		return "", "", nil, mxerror.New(mxerror.InvalidParam, "invalid media origin %q", origin)
 	}
-	resp, err := s.client.DownloadMedia(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), mediaID)
+	resp, err := s.mediaClient.DownloadMedia(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), mediaID)
 	if err == nil && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusBadRequest) && isUnrecognized(resp) {
 		resp, err = s.plain.CreateMediaDownloadRequest(ctx, spec.ServerName(origin), mediaID)
 		if err == nil && resp.StatusCode == http.StatusOK {
@@ -31,7 +33,7 @@ func (s *Service) FetchMedia(ctx context.Context, origin, mediaID string) (strin
 		}
 	}
 	if err != nil {
-		return "", "", nil, err
+		return "", "", nil, refusedMedia(origin, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
@@ -61,9 +63,9 @@ func (s *Service) FetchMedia(ctx context.Context, origin, mediaID string) (strin
 		if err != nil {
 			return "", "", nil, err
 		}
-		r2, err := http.DefaultClient.Do(req)
+		r2, err := s.redirects.Do(req)
 		if err != nil {
-			return "", "", nil, err
+			return "", "", nil, refusedMedia(origin, err)
 		}
 		if r2.StatusCode != http.StatusOK {
 			r2.Body.Close()
@@ -73,6 +75,15 @@ func (s *Service) FetchMedia(ctx context.Context, origin, mediaID string) (strin
 	}
 	return part.Header.Get("Content-Type"), fileName(part.Header.Get("Content-Disposition")),
 		readCloser{Reader: part, Closer: resp.Body}, nil
+}
+
+// refusedMedia turns the guard's refusal into M_FORBIDDEN, so the client learns
+// the media will not be fetched rather than that its server is down.
+func refusedMedia(origin string, err error) error {
+	if errors.Is(err, outbound.ErrRefused) {
+		return mxerror.New(mxerror.Forbidden, "media of %s cannot be fetched from this server", origin)
+	}
+	return err
 }
 
 type readCloser struct {

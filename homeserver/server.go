@@ -6,15 +6,14 @@ package homeserver
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,6 +26,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
+	"github.com/hongyan/hongyan/homeserver/outbound"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/push"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
@@ -61,6 +61,10 @@ type Server struct {
 	Native   *native.Server
 	// Federation is nil when federation is off.
 	Federation *federation.Service
+	// FederationGuard dials federation and remote media, PreviewGuard URL
+	// previews (nil FederationGuard: federation is off). Tests read their
+	// counters to prove a refused address was never dialled.
+	FederationGuard, PreviewGuard *outbound.Guard
 
 	// FederationMiddleware, if set before ListenFederation, wraps the federation
 	// API's handler: tests use it to hold back requests of one kind.
@@ -209,18 +213,9 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	if s.Media, err = newMedia(ctx, cfg, s.DB); err != nil {
 		return nil, err
 	}
-	var allow []netip.Prefix
-	for _, p := range strings.Split(cfg.Media.PreviewAllow, ",") {
-		if p = strings.TrimSpace(p); p == "" {
-			continue
-		}
-		prefix, err := netip.ParsePrefix(p)
-		if err != nil {
-			return nil, fmt.Errorf("media.preview_allow: %w", err)
-		}
-		allow = append(allow, prefix)
-	}
-	media.Register(router, api, s.Media, media.NewPreviewer(allow))
+	previewAllow, _ := outbound.ParsePrefixes(cfg.Media.PreviewAllow) // validated
+	s.PreviewGuard = outbound.New(outbound.Policy{Purpose: "url preview", Allow: previewAllow})
+	media.Register(router, api, s.Media, media.NewPreviewer(s.PreviewGuard))
 	s.Native, err = native.New(native.Config{ServerName: cfg.ServerName, MaxFrame: cfg.Native.MaxFrameBytes,
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
 		TokenRecheck:  cfg.Native.TokenRecheck,
@@ -233,7 +228,14 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	s.handler = httpapi.CORS(router)
 
 	if cfg.Federation.Listen != "" {
+		fedAllow, _ := outbound.ParsePrefixes(cfg.Federation.AllowCIDRs) // validated
+		s.FederationGuard = outbound.New(outbound.Policy{Purpose: "federation", Allow: fedAllow, Internal: cfg.Federation.InsecureSkipVerify})
+		var roots *x509.CertPool
+		if roots, err = federationRoots(cfg.Federation.CAFile); err != nil {
+			return nil, err
+		}
 		s.Federation, err = federation.New(ctx, federation.Config{
+			Guard: s.FederationGuard, RootCAs: roots,
 			ServerName: cfg.ServerName, Key: s.Key,
 			InsecureSkipVerify: cfg.Federation.InsecureSkipVerify, RetryMax: cfg.Federation.RetryMax,
 			RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.Federation.RatePerSecond), RateBurst: cfg.Federation.RateBurst,
@@ -323,6 +325,26 @@ func newMedia(ctx context.Context, cfg config.Config, db *storage.DB) (*media.Se
 	}
 	return media.New(db, backend, media.Config{ServerName: cfg.ServerName, MaxUploadBytes: cfg.Media.MaxUploadBytes,
 		TempDir: tmp, LegacyCutoff: cutoff}), nil
+}
+
+// federationRoots is the system's certificate pool plus the CAs in caFile, or
+// nil (the system's alone) when caFile is empty.
+func federationRoots(caFile string) (*x509.CertPool, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("federation.ca_file: %w", err)
+	}
+	roots, err := x509.SystemCertPool()
+	if err != nil {
+		roots = x509.NewCertPool()
+	}
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("federation.ca_file %s: no PEM certificates", caFile)
+	}
+	return roots, nil
 }
 
 func rateIf(on bool, perSecond float64) float64 {

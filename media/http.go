@@ -118,14 +118,12 @@ func (h *handlers) download(r *httpapi.Request) (any, error) {
 }
 
 // legacyDownload serves the unauthenticated endpoint only for media from before
-// the cut-off; newer media answers as if missing, like Synapse.
+// the cut-off that this server holds; newer media answers as if missing, like
+// Synapse, and nothing is fetched from other servers for an anonymous caller.
 func (h *handlers) legacyDownload(r *httpapi.Request) (any, error) {
-	info, err := h.s.Get(r.Context(), r.Vars["server"], r.Vars["mediaID"])
+	info, err := h.s.GetLegacy(r.Context(), r.Vars["server"], r.Vars["mediaID"])
 	if err != nil {
 		return nil, err
-	}
-	if !h.s.LegacyAllowed(info) {
-		return nil, mxerror.New(mxerror.NotFound, "media not found; use the authenticated endpoint /_matrix/client/v1/media")
 	}
 	return h.serve(r.Context(), info, r.Vars["fileName"])
 }
@@ -180,12 +178,9 @@ func (h *handlers) thumbnail(r *httpapi.Request) (any, error) {
 }
 
 func (h *handlers) legacyThumbnail(r *httpapi.Request) (any, error) {
-	info, err := h.s.Get(r.Context(), r.Vars["server"], r.Vars["mediaID"])
+	info, err := h.s.GetLegacy(r.Context(), r.Vars["server"], r.Vars["mediaID"])
 	if err != nil {
 		return nil, err
-	}
-	if !h.s.LegacyAllowed(info) {
-		return nil, mxerror.New(mxerror.NotFound, "media not found; use the authenticated endpoint /_matrix/client/v1/media")
 	}
 	return h.serveThumbnail(r, info)
 }

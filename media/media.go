@@ -201,6 +201,11 @@ func (s *Service) Get(ctx context.Context, origin, mediaID string) (Info, error)
 	if errors.As(err, &mx) && mx.Code == mxerror.NotFound && origin != s.cfg.ServerName && s.remote != nil {
 		info, err = s.fetchRemote(ctx, origin, mediaID)
 	}
+	return servable(info, err)
+}
+
+// servable passes on what a row lookup found if it may be served.
+func servable(info Info, err error) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
@@ -209,6 +214,27 @@ func (s *Service) Get(ctx context.Context, origin, mediaID string) (Info, error)
 		return Info{}, mxerror.New(mxerror.NotFound, "media not found")
 	case info.Pending:
 		return Info{}, &mxerror.Error{Code: "M_NOT_YET_UPLOADED", Message: "media not uploaded yet", Status: http.StatusGatewayTimeout}
+	}
+	return info, nil
+}
+
+// errLegacy answers the unauthenticated endpoints for media they do not serve.
+var errLegacy = mxerror.New(mxerror.NotFound, "media not found; use the authenticated endpoint /_matrix/client/v1/media")
+
+// GetLegacy is Get for the unauthenticated /_matrix/media/v3 endpoints: only
+// media this server already holds from before the cut-off. It never fetches
+// from another server, so an anonymous caller cannot make this server connect
+// anywhere (remote media fetched now is newer than any cut-off anyway).
+func (s *Service) GetLegacy(ctx context.Context, origin, mediaID string) (Info, error) {
+	if s.cfg.LegacyCutoff.IsZero() {
+		return Info{}, errLegacy
+	}
+	info, err := servable(s.row(ctx, origin, mediaID))
+	if err != nil {
+		return Info{}, err
+	}
+	if !s.LegacyAllowed(info) {
+		return Info{}, errLegacy
 	}
 	return info, nil
 }

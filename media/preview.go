@@ -6,19 +6,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/net/html"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/outbound"
 	"github.com/hongyan/hongyan/httpapi"
 )
 
@@ -30,12 +28,12 @@ const (
 	previewCacheTTL = time.Hour
 )
 
-// Previewer fetches pages for URL previews. Its dialer refuses loopback, private,
-// link-local and other special addresses at connect time, after DNS, so neither a
-// hostname that resolves inward nor a redirect can reach the server's network
-// (SSRF); Allow lists prefixes that may be reached anyway.
+// Previewer fetches pages for URL previews. A user picks the URL, so every
+// connection, redirects included, dials through its guard, which refuses
+// loopback, private, link-local and other special addresses after DNS (SSRF)
+// unless the guard's allow-list (media.preview_allow) names them.
 type Previewer struct {
-	Allow  []netip.Prefix
+	guard  *outbound.Guard
 	client *http.Client
 
 	mu    sync.Mutex
@@ -47,70 +45,13 @@ type cachedPreview struct {
 	at time.Time
 }
 
-// NewPreviewer returns a previewer with the given allow-list.
-func NewPreviewer(allow []netip.Prefix) *Previewer {
-	p := &Previewer{Allow: allow, cache: map[string]cachedPreview{}}
-	dialer := &net.Dialer{Timeout: previewTimeout, Control: p.checkAddr}
-	p.client = &http.Client{
-		Timeout: previewTimeout,
-		Transport: &http.Transport{
-			DialContext:           dialer.DialContext,
-			Proxy:                 nil, // a proxy would dial for us, past the check
-			TLSHandshakeTimeout:   previewTimeout,
-			ResponseHeaderTimeout: previewTimeout,
-		},
-		CheckRedirect: func(req *http.Request, via []*http.Request) error {
-			if len(via) >= 5 {
-				return errors.New("too many redirects")
-			}
-			return nil
-		},
+// NewPreviewer returns a previewer that connects through guard. Nil: a guard
+// that admits global unicast addresses only.
+func NewPreviewer(guard *outbound.Guard) *Previewer {
+	if guard == nil {
+		guard = outbound.New(outbound.Policy{Purpose: "url preview"})
 	}
-	return p
-}
-
-var errBlockedAddress = errors.New("address not allowed for previews")
-
-// checkAddr runs for every connection the previewer makes, with the resolved IP.
-func (p *Previewer) checkAddr(_, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return err
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return err
-	}
-	ip = ip.Unmap()
-	for _, pre := range p.Allow {
-		if pre.Contains(ip) {
-			return nil
-		}
-	}
-	if !ip.IsGlobalUnicast() || ip.IsPrivate() || ip.IsLoopback() || ip.IsLinkLocalUnicast() || isSpecial(ip) {
-		return fmt.Errorf("%w: %s", errBlockedAddress, ip)
-	}
-	return nil
-}
-
-// specialRanges are global-unicast-looking ranges that are not the public internet.
-var specialRanges = []netip.Prefix{
-	netip.MustParsePrefix("100.64.0.0/10"), // carrier-grade NAT
-	netip.MustParsePrefix("192.0.0.0/24"),  // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"), // benchmarking
-	netip.MustParsePrefix("0.0.0.0/8"),     // "this network"
-	netip.MustParsePrefix("64:ff9b::/96"),  // NAT64, which may map to private IPv4
-	netip.MustParsePrefix("2001:db8::/32"), // documentation
-	netip.MustParsePrefix("fc00::/7"),      // unique local
-}
-
-func isSpecial(ip netip.Addr) bool {
-	for _, p := range specialRanges {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
+	return &Previewer{guard: guard, client: guard.Client(previewTimeout), cache: map[string]cachedPreview{}}
 }
 
 // Preview fetches rawURL and returns its Open Graph data; an og:image is fetched
@@ -130,7 +71,7 @@ func (s *Service) Preview(ctx context.Context, p *Previewer, requester, rawURL s
 	defer cancel()
 	resp, err := p.get(ctx, rawURL)
 	if err != nil {
-		if errors.Is(err, errBlockedAddress) {
+		if errors.Is(err, outbound.ErrRefused) {
 			return nil, mxerror.New(mxerror.Forbidden, "previews of this address are not allowed")
 		}
 		slog.Info("url preview failed", "url", rawURL, "err", err)

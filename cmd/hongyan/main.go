@@ -86,8 +86,9 @@ func configFlags(fs *flag.FlagSet) func() (config.Config, error) {
 		"native-listen":     "native.listen",
 		"native-tls-listen": "native.tls_listen",
 		// Federation: its TLS listener (off unless set), its certificate (self-signed
-		// into the data dir if not given), and skipping verification of other
-		// servers' certificates on test networks.
+		// into the data dir if not given), and, on test networks, skipping
+		// verification of other servers' certificates and reaching loopback and
+		// private addresses.
 		"federation-listen":   "federation.listen",
 		"tls-cert":            "federation.tls_cert",
 		"tls-key":             "federation.tls_key",

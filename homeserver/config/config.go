@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/hongyan/hongyan/homeserver/outbound"
 )
 
 // Config is the whole server configuration. The zero value is not useful; start from
@@ -69,9 +71,18 @@ type Federation struct {
 	// other servers skip verification; public federation needs a real certificate.
 	TLSCert string `yaml:"tls_cert"`
 	TLSKey  string `yaml:"tls_key"`
-	// InsecureSkipVerify accepts any certificate from other servers. Test networks
-	// only: it is logged loudly at start.
+	// InsecureSkipVerify (--federation-insecure) accepts any certificate from
+	// other servers and lets federation and remote media reach loopback and
+	// private addresses, so servers on one machine federate. Test networks only:
+	// it is logged loudly at start.
 	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
+	// AllowCIDRs is a comma-separated list of CIDR prefixes that federation and
+	// remote media may reach although they are loopback, private or otherwise
+	// not public (a private deployment's network). Empty: public addresses only.
+	AllowCIDRs string `yaml:"allow_cidrs"`
+	// CAFile is a PEM file of certificate authorities trusted for other servers'
+	// certificates besides the system's (a private federation's own CA).
+	CAFile string `yaml:"ca_file"`
 	// RetryMax bounds the backoff between attempts to reach a server that is down.
 	// Default 10m.
 	RetryMax time.Duration `yaml:"retry_max"`
@@ -139,7 +150,8 @@ type Media struct {
 	// none is, as the spec intends since v1.11.
 	LegacyCutoff string `yaml:"legacy_cutoff"`
 	// PreviewAllow is a comma-separated list of CIDR prefixes URL previews may reach
-	// although they are private, loopback or link-local.
+	// although they are private, loopback, link-local or otherwise not public.
+	// Empty: public addresses only.
 	PreviewAllow string `yaml:"preview_allow"`
 	S3           S3     `yaml:"s3"`
 }
@@ -467,6 +479,12 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("federation.trusted_key_servers: key %s of %s is not a base64 ed25519 public key", id, ks.ServerName)
 			}
 		}
+	}
+	if _, err := outbound.ParsePrefixes(c.Federation.AllowCIDRs); err != nil {
+		return fmt.Errorf("federation.allow_cidrs: %w", err)
+	}
+	if _, err := outbound.ParsePrefixes(c.Media.PreviewAllow); err != nil {
+		return fmt.Errorf("media.preview_allow: %w", err)
 	}
 	if (c.Federation.TLSCert == "") != (c.Federation.TLSKey == "") {
 		return errors.New("federation.tls_cert and federation.tls_key go together")

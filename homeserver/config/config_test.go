@@ -73,4 +73,18 @@ func TestLoadRejectsBadInput(t *testing.T) {
 	if err := bad.Validate(); err == nil {
 		t.Error("Validate(listen: nonsense) = nil; want an error")
 	}
+	cfg, err := Load("", []string{"HONGYAN_FEDERATION_ALLOW_CIDRS=10.0.0.0/8, fd00::/8", "HONGYAN_MEDIA_PREVIEW_ALLOW=192.168.0.0/16"})
+	if err != nil || cfg.Federation.AllowCIDRs != "10.0.0.0/8, fd00::/8" || cfg.Media.PreviewAllow != "192.168.0.0/16" {
+		t.Errorf("Load(allow-list variables) = %q, %q, %v", cfg.Federation.AllowCIDRs, cfg.Media.PreviewAllow, err)
+	}
+	for _, set := range []func(*Config){
+		func(c *Config) { c.Federation.AllowCIDRs = "10.0.0.0/33" },
+		func(c *Config) { c.Media.PreviewAllow = "10.0.0.0/8,intranet" },
+	} {
+		c := Default()
+		set(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("Validate(allow-lists %q, %q) = nil; want an error", c.Federation.AllowCIDRs, c.Media.PreviewAllow)
+		}
+	}
 }
