@@ -247,3 +247,81 @@ func syncedRoom(t *testing.T, c *testserver.Client, since, room, userID string) 
 	}
 	return membership, timeline
 }
+
+// TestPartialStateCompletionResolvesSecurity: the state send_join gave B names
+// stale power levels — as a lying or lagging resident server would answer; the
+// test writes them into B's partial state, since a real server answers honestly —
+// and the whole state B fetches afterwards names the current ones. The completion
+// resolves the two rather than keeping what it had (ON CONFLICT DO NOTHING did):
+// B ends with A's power levels and A's state.
+func TestPartialStateCompletionResolvesSecurity(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		ctx := context.Background()
+		a := testserver.Start(t, d, testserver.Federated)
+		b := testserver.Start(t, d, testserver.Federated)
+		alice, bob := a.Register(t, "alice", "pw"), b.Register(t, "bob", "pw")
+		m1 := a.Register(t, "m1", "pw")
+		var created map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
+		room := created["room_id"]
+		path := "/_matrix/client/v3/rooms/" + url.PathEscape(room)
+		m1.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		stale := roomState(t, alice, room)[[2]string{"m.room.power_levels", ""}]
+		var levels map[string]any
+		alice.MustDo("GET", path+"/state/m.room.power_levels", nil, &levels)
+		levels["users"] = map[string]any{alice.UserID: 100, m1.UserID: 50}
+		var current map[string]string
+		alice.MustDo("PUT", path+"/state/m.room.power_levels", levels, &current)
+
+		release := a.HoldFederation(t, "/state/")
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		partial, err := b.Rooms.PartialStateRooms(ctx)
+		if err != nil || len(partial) != 1 {
+			t.Fatalf("partial-state rooms on B = %+v, %v; want this room", partial, err)
+		}
+		if ev, err := b.Rooms.PDU(ctx, stale); err != nil || ev == nil {
+			t.Fatalf("B lacks the stale power levels %s (its auth chain should bring them): %v", stale, err)
+		}
+		// send_join's answer, as a lying resident server would have given it.
+		var snap int64
+		if err := b.DB.QueryRow(ctx, `SELECT snapshot_before FROM events WHERE event_id = $1`, partial[0].JoinEventID).Scan(&snap); err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []struct {
+			sql  string
+			args []any
+		}{
+			{`UPDATE state_snapshot_entries SET event_id = $1 WHERE snapshot_id = $2 AND type = 'm.room.power_levels'`, []any{stale, snap}},
+			{`UPDATE current_state SET event_id = $1 WHERE room_id = $2 AND type = 'm.room.power_levels'`, []any{stale, room}},
+		} {
+			if _, err := b.DB.Exec(ctx, q.sql, q.args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := roomState(t, bob, room)[[2]string{"m.room.power_levels", ""}]; got != stale {
+			t.Fatalf("B's power levels while partial = %s; want the stale %s", got, stale)
+		}
+
+		release()
+		waitFor(t, "B to complete the room's state", func() bool {
+			partial, err := b.Rooms.StatePartial(ctx, room)
+			return err == nil && !partial
+		})
+		onA, onB := roomState(t, alice, room), roomState(t, bob, room)
+		if got := onB[[2]string{"m.room.power_levels", ""}]; got != current["event_id"] {
+			t.Errorf("B's power levels after completion = %s; want A's %s (stale: %s)", got, current["event_id"], stale)
+		}
+		if !maps.Equal(onA, onB) {
+			t.Errorf("B's current state after completion differs from A's:\n B %v\n A %v", onB, onA)
+		}
+		// The state before the join, which history and later snapshots rest on,
+		// is resolved too.
+		before, err := b.Rooms.StateIDsBefore(ctx, room, partial[0].JoinEventID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(before, current["event_id"]) || slices.Contains(before, stale) {
+			t.Errorf("state before bob's join on B = %v; want A's power levels %s, not the stale %s", before, current["event_id"], stale)
+		}
+	})
+}
