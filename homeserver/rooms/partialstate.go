@@ -29,9 +29,11 @@ import (
 // extremities, not the partial one with the fetched entries added where free.
 //
 // What clients see: an event rejected or soft-failed by the replay leaves the
-// timeline (it becomes an outlier, as if it had been refused on arrival), so
-// /messages, /context, sync and native history no longer return it; a client that
-// already received it keeps its copy (Matrix has no retraction). The current state
+// timeline (it becomes an outlier under a fresh negative position and seq, as if
+// it had been refused on arrival), so /messages, sync and native history no longer
+// return it (asked for by ID it is found as any refused event is); a client that
+// already received it keeps its copy (Matrix has no retraction), and a native
+// client sees a gap at its seq. The current state
 // (/state, /members, auth of new events) is right at once, and a sync across the
 // completion that does not lazy-load members gets the room's whole state again.
 // A redaction applied during the partial period and rejected by the replay stays
