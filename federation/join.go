@@ -174,11 +174,25 @@ func (s *Service) completePartial(ctx context.Context, p rooms.PartialRoom) erro
 			errs = append(errs, fmt.Errorf("%s: %w", server, err))
 			continue
 		}
+		// Each state event must be of this room, signed, and allowed by its own
+		// auth events (in the chain just stored, or held already): the room
+		// engine combines what is left with what the partial period brought and
+		// re-checks that period against it, so nothing here is taken on the
+		// answering server's word alone.
+		inChain := make(map[string]gomatrixserverlib.PDU, len(chain))
+		for _, ev := range chain {
+			inChain[ev.EventID()] = ev
+		}
 		var ok []gomatrixserverlib.PDU
 		for _, ev := range state {
-			if s.verify(ctx, ev) == nil {
-				ok = append(ok, ev)
+			if ev.RoomID().String() != p.RoomID || ev.StateKey() == nil {
+				continue
 			}
+			if err := s.checkAuthEvent(ctx, ev, inChain); err != nil {
+				s.log.Info("state event refused", "room_id", p.RoomID, "server", server, "event_id", ev.EventID(), "err", err)
+				continue
+			}
+			ok = append(ok, ev)
 		}
 		return s.deps.Rooms.CompletePartialState(ctx, p.RoomID, p.JoinEventID, ok, chain)
 	}

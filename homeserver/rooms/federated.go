@@ -1243,6 +1243,15 @@ func (s *Service) fullSnapshot(ctx context.Context, tx *storage.Tx, roomID strin
 	if _, err := tx.Exec(ctx, `INSERT INTO state_snapshots (snapshot_id, room_id, parent, chain_len) VALUES ($1, $2, NULL, 0)`, id, roomID); err != nil {
 		return 0, fmt.Errorf("insert snapshot: %w", err)
 	}
+	if err := insertSnapshotEntries(ctx, tx, id, state); err != nil {
+		return 0, err
+	}
+	return id, nil
+}
+
+// insertSnapshotEntries writes state as the entries of snapshot id, in multi-row
+// statements (a large room's state is tens of thousands of entries).
+func insertSnapshotEntries(ctx context.Context, tx *storage.Tx, id int64, state map[[2]string]string) error {
 	keys := make([][2]string, 0, len(state))
 	for k := range state {
 		keys = append(keys, k)
@@ -1256,10 +1265,10 @@ func (s *Service) fullSnapshot(ctx context.Context, tx *storage.Tx, roomID strin
 			rows[i] = fmt.Sprintf("($1, $%d, $%d, $%d)", len(args)-2, len(args)-1, len(args))
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES `+strings.Join(rows, ", "), args...); err != nil {
-			return 0, fmt.Errorf("insert snapshot entries: %w", err)
+			return fmt.Errorf("insert snapshot entries: %w", err)
 		}
 	}
-	return id, nil
+	return nil
 }
 
 // Backfill returns up to limit events before (and including) the given ones,
@@ -1735,51 +1744,6 @@ func (s *Service) partialState(ctx context.Context, q rowQuerier, roomID string)
 	var servers []string
 	json.Unmarshal([]byte(raw), &servers)
 	return partial, servers, nil
-}
-
-// CompletePartialState fills in the state a partial-state join left out: the state
-// before the join, as a server in the room reported it (verified by the caller), is
-// added to the join's snapshot — which every later snapshot builds on — and to the
-// current state wherever nothing since has set the same key.
-func (s *Service) CompletePartialState(ctx context.Context, roomID, joinEventID string, state, authChain []gomatrixserverlib.PDU) error {
-	unlock := s.lockRoom(roomID)
-	defer unlock()
-	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
-		var before int64
-		if err := tx.QueryRow(ctx, `SELECT snapshot_before FROM events WHERE event_id = $1 AND room_id = $2`, joinEventID, roomID).Scan(&before); err != nil {
-			return fmt.Errorf("read join: %w", err)
-		}
-		if err := s.storeOutliers(ctx, tx, authChain); err != nil {
-			return err
-		}
-		if err := s.storeOutliers(ctx, tx, state); err != nil {
-			return err
-		}
-		for k, id := range stateMap(state) {
-			if _, err := tx.Exec(ctx, `INSERT INTO state_snapshot_entries (snapshot_id, type, state_key, event_id) VALUES ($1, $2, $3, $4)
-				ON CONFLICT (snapshot_id, type, state_key) DO NOTHING`, before, k[0], k[1], id); err != nil {
-				return fmt.Errorf("complete snapshot: %w", err)
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO current_state (room_id, type, state_key, event_id, stream_pos, membership)
-				SELECT $1, type, state_key, event_id, stream_pos, membership FROM events WHERE event_id = $2
-				ON CONFLICT (room_id, type, state_key) DO NOTHING`, roomID, id); err != nil {
-				return fmt.Errorf("complete current state: %w", err)
-			}
-		}
-		// The completion takes a position of the events stream (with no event at
-		// it) so that syncs across it send the room's whole state.
-		var pos int64
-		if err := tx.NextStreamPos(ctx, "events", &pos); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `UPDATE rooms SET partial_state = FALSE, partial_servers = '[]', state_completed_pos = $2 WHERE room_id = $1`, roomID, pos)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	s.publishTo(StateCompletedSubject, roomID)
-	return nil
 }
 
 // PartialStateRoomIDs lists the rooms whose state here is still partial.
