@@ -132,7 +132,7 @@ func (s *Service) ThreadRoots(ctx context.Context, roomID, userID string, partic
 		res.NextBatch = Token(roots[limit-1].last)
 		roots = roots[:limit]
 	}
-	v, err := s.newVisibility(ctx, roomID, userID)
+	v, err := s.newVisibility(ctx, roomID, User(userID))
 	if err != nil {
 		return Threads{}, err
 	}
