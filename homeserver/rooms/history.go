@@ -293,6 +293,31 @@ func (s *Service) filterRows(ctx context.Context, roomID string, r Reader, rows 
 	return out, nil
 }
 
+// filterMixedRows is filterRows for rows that may come from several rooms, keeping
+// their order.
+func (s *Service) filterMixedRows(ctx context.Context, r Reader, rows []eventRow) ([]eventRow, error) {
+	byRoom := map[string]*visibility{}
+	out := rows[:0:0]
+	for _, row := range rows {
+		v := byRoom[row.roomID]
+		if v == nil {
+			var err error
+			if v, err = s.newVisibility(ctx, row.roomID, r); err != nil {
+				return nil, err
+			}
+			byRoom[row.roomID] = v
+		}
+		ok, err := v.canSee(ctx, row)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, row)
+		}
+	}
+	return out, nil
+}
+
 // Event returns one event if the user may see it.
 func (s *Service) Event(ctx context.Context, roomID, userID, eventID string) (ClientEvent, error) {
 	rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1 AND room_id = $2`, eventID, roomID)

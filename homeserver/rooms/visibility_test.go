@@ -202,3 +202,51 @@ func messageBodies(evs []ClientEvent) []string {
 	}
 	return out
 }
+
+// TestBundledEditsFollowVisibility: an edit bob may not see (sent after he left a
+// room whose history is for joined members) does not show through the bundled
+// aggregations of the message he may see.
+func TestBundledEditsFollowVisibility(t *testing.T) {
+	storagetest.ForEach(t, func(t *testing.T, db *storage.DB) {
+		ctx := context.Background()
+		key, err := serverkey.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := New(db, Config{ServerName: "hv.test", Key: key})
+		alice, bob := "@alice:hv.test", "@bob:hv.test"
+		room, err := s.CreateRoom(ctx, alice, CreateRequest{Preset: "public_chat", InitialState: []StateEvent{{
+			Type: "m.room.history_visibility", Content: json.RawMessage(`{"history_visibility":"joined"}`)}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetMembership(ctx, room, Membership{Sender: bob, Target: bob, Membership: "join"}); err != nil {
+			t.Fatal(err)
+		}
+		msg, err := s.Send(ctx, room, Proto{Sender: alice, Type: "m.room.message", Content: json.RawMessage(`{"msgtype":"m.text","body":"seen"}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.SetMembership(ctx, room, Membership{Sender: bob, Target: bob, Membership: "leave"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Send(ctx, room, Proto{Sender: alice, Type: "m.room.message", Content: json.RawMessage(fmt.Sprintf(
+			`{"msgtype":"m.text","body":"* secret","m.new_content":{"msgtype":"m.text","body":"secret"},"m.relates_to":{"rel_type":"m.replace","event_id":%q}}`,
+			msg.EventID))}); err != nil {
+			t.Fatal(err)
+		}
+		for _, who := range []struct {
+			user     string
+			wantEdit bool
+		}{{alice, true}, {bob, false}} {
+			ev, err := s.Event(ctx, room, who.user, msg.EventID)
+			if err != nil {
+				t.Fatalf("Event(%s) for %s: %v", msg.EventID, who.user, err)
+			}
+			rel, _ := ev.Unsigned["m.relations"].(map[string]any)
+			if _, got := rel["m.replace"]; got != who.wantEdit {
+				t.Errorf("Event(%s) for %s bundles an edit: %v; want %v", msg.EventID, who.user, got, who.wantEdit)
+			}
+		}
+	})
+}
