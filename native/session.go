@@ -504,11 +504,14 @@ func (s *session) pushHistory(roomID string, after, upTo int64) (bool, error) {
 			return false, nil
 		}
 	}
+	if reached <= after {
+		reached = upTo // nothing more to read before the join
+	}
 	s.mu.Lock()
 	if _, ok := s.joined[roomID]; ok {
-		s.joined[roomID] = max(after, reached)
+		s.joined[roomID] = reached
 	}
-	if reached >= upTo || reached <= after {
+	if reached >= upTo {
 		delete(s.catchUp, roomID) // from the join on, the feed
 	}
 	s.mu.Unlock()

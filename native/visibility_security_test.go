@@ -59,6 +59,7 @@ func TestLateJoinerCannotReadHistoryNatively(t *testing.T) {
 			if slices.Contains(got, secretBody) || !slices.Contains(got, openBody) {
 				t.Errorf("history for bob = %q; want %q and nothing sent before he joined", got, openBody)
 			}
+			hangUp(t, srv, c)
 		})
 		t.Run("resume from 0", func(t *testing.T) {
 			c := dial(t, srv, sdk.Options{Token: bob.Token, NoReconnect: true, Resume: map[string]int64{room: 0}})
@@ -73,6 +74,21 @@ func TestLateJoinerCannotReadHistoryNatively(t *testing.T) {
 			if slices.Contains(got, secretBody) {
 				t.Errorf("resume from seq 0 pushed %q; want nothing sent before bob joined", got)
 			}
+			hangUp(t, srv, c)
 		})
 	})
+}
+
+// hangUp closes the client and waits until the server has ended its session, so
+// that the server's shutdown finds none to close.
+func hangUp(t *testing.T, srv *testserver.Server, c *sdk.Client) {
+	t.Helper()
+	c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Native.Sessions() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server still holds %d native sessions 10 s after the client closed", srv.Native.Sessions())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
