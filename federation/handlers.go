@@ -728,16 +728,26 @@ func (s *Service) receiveMembership(r *fedRequest, membership string) (gomatrixs
 	return ev, version, nil
 }
 
-// getEvent serves one event to a server in its room.
+// getEvent serves one event to a server in its room, if the room's history
+// visibility lets the server see it (else 404, as for an unknown event).
 func (s *Service) getEvent(r *fedRequest) (any, error) {
-	ev, err := s.deps.Rooms.PDU(r.Context(), r.Vars["eventId"])
+	ctx := r.Context()
+	eventID := r.Vars["eventId"]
+	roomID, err := s.deps.Rooms.RoomOfEvent(ctx, eventID)
 	if errors.Is(err, rooms.ErrNotFound) {
 		return nil, mxerror.New(mxerror.NotFound, "unknown event")
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := s.requireInRoom(r.Context(), ev.RoomID().String(), r.Origin); err != nil {
+	if err := s.requireInRoom(ctx, roomID, r.Origin); err != nil {
+		return nil, err
+	}
+	ev, err := s.deps.Rooms.EventFor(ctx, roomID, rooms.Server(r.Origin), eventID)
+	if errors.Is(err, rooms.ErrNotFound) {
+		return nil, mxerror.New(mxerror.NotFound, "unknown event")
+	}
+	if err != nil {
 		return nil, err
 	}
 	return map[string]any{"origin": s.cfg.ServerName, "origin_server_ts": time.Now().UnixMilli(),
@@ -793,7 +803,12 @@ func (s *Service) eventAuth(r *fedRequest) (any, error) {
 	if err := s.requireInRoom(ctx, roomID, r.Origin); err != nil {
 		return nil, err
 	}
-	chain, err := s.deps.Rooms.AuthChain(ctx, []string{r.Vars["eventId"]})
+	// The event must be one of the room the origin is in: naming a room it is in
+	// does not open another room's events.
+	chain, err := s.deps.Rooms.EventAuthChain(ctx, roomID, r.Vars["eventId"])
+	if errors.Is(err, rooms.ErrNotFound) {
+		return nil, mxerror.New(mxerror.NotFound, "room %s holds no event %s", roomID, r.Vars["eventId"])
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -810,7 +825,7 @@ func (s *Service) backfill(r *fedRequest) (any, error) {
 	if limit <= 0 || limit > 100 {
 		limit = 100
 	}
-	evs, err := s.deps.Rooms.Backfill(ctx, roomID, r.URL.Query()["v"], limit)
+	evs, err := s.deps.Rooms.Backfill(ctx, roomID, rooms.Server(r.Origin), r.URL.Query()["v"], limit)
 	if err != nil {
 		return nil, err
 	}
@@ -830,7 +845,7 @@ func (s *Service) missingEvents(r *fedRequest) (any, error) {
 	if body.Limit <= 0 || body.Limit > 100 {
 		body.Limit = 10
 	}
-	evs, err := s.deps.Rooms.MissingEvents(ctx, roomID, body.EarliestEvents, body.LatestEvents, body.Limit)
+	evs, err := s.deps.Rooms.MissingEvents(ctx, roomID, rooms.Server(r.Origin), body.EarliestEvents, body.LatestEvents, body.Limit)
 	if err != nil {
 		return nil, err
 	}
@@ -954,7 +969,7 @@ func (s *Service) timestampToEvent(r *fedRequest) (any, error) {
 	if d := q.Get("dir"); d != "f" && d != "b" {
 		return nil, mxerror.New(mxerror.InvalidParam, "dir must be b or f")
 	}
-	id, at, err := s.deps.Rooms.EventAtTimeForServer(ctx, roomID, ts, q.Get("dir") == "f")
+	id, at, err := s.deps.Rooms.EventAtTimeForServer(ctx, roomID, r.Origin, ts, q.Get("dir") == "f")
 	if err != nil {
 		return nil, err
 	}

@@ -516,7 +516,7 @@ func (f *feed) after(ctx context.Context, rs *rooms.Service, after int64, limit 
 }
 
 func loadFeedEvents(ctx context.Context, rs *rooms.Service, roomID string, after int64, limit int) ([]*feedEvent, error) {
-	evs, err := rs.RoomEventsAfter(ctx, roomID, after, limit)
+	evs, err := rs.FeedAfter(ctx, roomID, after, limit)
 	if err != nil {
 		return nil, err
 	}

@@ -53,6 +53,11 @@ type session struct {
 	nUnacked int                    // guarded by mu
 	wake     chan struct{}
 	retx     *time.Timer // armed while pushes are unacknowledged
+
+	// catchUp holds, for a room resumed from before the user's current join, the
+	// seq just before that join: events up to it are history, read through the
+	// visibility filter (EventsAfterSeq), never from the unfiltered feed.
+	catchUp map[string]int64 // guarded by mu
 }
 
 type unackedAt struct {
@@ -66,7 +71,7 @@ func newSession(s *Server, conn net.Conn) *session {
 	return &session{
 		srv: s, conn: conn, id: newID(), ctx: ctx, stop: cancel,
 		notify: make(chan struct{}, 1), closing: make(chan struct{}),
-		joined: map[string]int64{}, dirty: map[string]bool{}, members: map[string]int64{},
+		joined: map[string]int64{}, dirty: map[string]bool{}, members: map[string]int64{}, catchUp: map[string]int64{},
 		unacked: map[string][]unackedAt{}, wake: make(chan struct{}, 1),
 	}
 }
@@ -375,6 +380,10 @@ func (s *session) start(ctx context.Context, from map[string]int64) error {
 	if err != nil {
 		return err
 	}
+	joinSeqs, err := s.srv.d.Rooms.JoinSeqs(ctx, s.userID)
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	if s.started {
 		s.mu.Unlock()
@@ -385,6 +394,15 @@ func (s *session) start(ctx context.Context, from map[string]int64) error {
 		seq := latest[r]
 		if given, ok := from[r]; ok && given >= 0 && given < seq {
 			seq = given
+			// The client picks where to resume from: what came before the
+			// user's join is history, which the room's visibility rules decide.
+			floor := joinSeqs[r] - 1
+			if joinSeqs[r] <= 0 {
+				floor = latest[r] // join seq unknown: filter all of it
+			}
+			if seq < floor {
+				s.catchUp[r] = floor
+			}
 		}
 		s.joined[r] = seq
 		s.dirty[r] = true
@@ -441,7 +459,8 @@ func (s *session) pushPending() error {
 	// Membership events in rooms not pushed yet: the event itself, and on a join
 	// the room's events from there on.
 	for roomID, seq := range members {
-		evs, err := s.srv.d.Rooms.RoomEventsAfter(s.ctx, roomID, seq-1, 1)
+		// The user's own membership event, which the visibility rules always show.
+		evs, _, err := s.srv.d.Rooms.EventsAfterSeq(s.ctx, roomID, s.userID, seq-1, 1)
 		if err != nil || len(evs) == 0 {
 			return err
 		}
@@ -470,8 +489,15 @@ func (s *session) pushPending() error {
 	for _, roomID := range dirty {
 		s.mu.Lock()
 		after, ok := s.joined[roomID]
+		upTo, catching := s.catchUp[roomID]
 		s.mu.Unlock()
 		if !ok {
+			continue
+		}
+		if catching && after < upTo {
+			if more, err := s.pushHistory(roomID, after, upTo); err != nil || !more {
+				return err
+			}
 			continue
 		}
 		evs, err := s.srv.hub.feedOf(roomID).after(s.ctx, s.srv.d.Rooms, after, pushBatch)
@@ -504,6 +530,35 @@ func (s *session) pushPending() error {
 		}
 	}
 	return nil
+}
+
+// pushHistory pushes the next batch of a room's events after seq after, up to
+// upTo (the seq before the user's join), that the user may see, and moves the
+// room's cursor past the batch even when it was all hidden. It reports false when
+// the session is closing.
+func (s *session) pushHistory(roomID string, after, upTo int64) (bool, error) {
+	evs, reached, err := s.srv.d.Rooms.EventsAfterSeq(s.ctx, roomID, s.userID, after, int(min(pushBatch, upTo-after)))
+	if err != nil {
+		return false, err
+	}
+	for _, e := range evs {
+		if !s.pushEvent(roomID, newFeedEvent(e)) {
+			return false, nil
+		}
+	}
+	if reached <= after {
+		reached = upTo // nothing more to read before the join
+	}
+	s.mu.Lock()
+	if _, ok := s.joined[roomID]; ok {
+		s.joined[roomID] = reached
+	}
+	if reached >= upTo {
+		delete(s.catchUp, roomID) // from the join on, the feed
+	}
+	s.mu.Unlock()
+	s.markDirty(roomID)
+	return true, nil
 }
 
 // pushEvent queues an event push and holds it until acknowledged.

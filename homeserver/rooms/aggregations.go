@@ -26,6 +26,11 @@ func (s *Service) bundle(ctx context.Context, userID string, events []ClientEven
 	if err != nil {
 		return err
 	}
+	// An edit or a thread reply the user may not see (sent after they left) does
+	// not show through the event it relates to either.
+	if rows, err = s.filterMixedRows(ctx, User(userID), rows); err != nil {
+		return err
+	}
 	type thread struct {
 		count        int
 		latest       eventRow
@@ -132,7 +137,7 @@ func (s *Service) ThreadRoots(ctx context.Context, roomID, userID string, partic
 		res.NextBatch = Token(roots[limit-1].last)
 		roots = roots[:limit]
 	}
-	v, err := s.newVisibility(ctx, roomID, userID)
+	v, err := s.newVisibility(ctx, roomID, User(userID))
 	if err != nil {
 		return Threads{}, err
 	}

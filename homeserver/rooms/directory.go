@@ -251,7 +251,7 @@ func (s *Service) RelationsOf(ctx context.Context, roomID, userID, eventID strin
 	if err != nil {
 		return Relations{}, err
 	}
-	v, err := s.newVisibility(ctx, roomID, userID)
+	v, err := s.newVisibility(ctx, roomID, User(userID))
 	if err != nil {
 		return Relations{}, err
 	}
@@ -305,19 +305,24 @@ func (s *Service) Report(ctx context.Context, roomID, userID, eventID, reason st
 	return nil
 }
 
-// EventAtTime finds the visible event closest to ts in the direction given.
+// EventAtTime finds the event closest to ts in the direction given that the user
+// may see.
 func (s *Service) EventAtTime(ctx context.Context, roomID, userID string, ts int64, forward bool) (string, int64, error) {
-	v, err := s.newVisibility(ctx, roomID, userID)
+	return s.eventAtTimeFor(ctx, roomID, User(userID), ts, forward)
+}
+
+// EventAtTimeForServer answers /timestamp_to_event for a server: the closest event
+// its users' history visibility lets it see.
+func (s *Service) EventAtTimeForServer(ctx context.Context, roomID, server string, ts int64, forward bool) (string, int64, error) {
+	return s.eventAtTimeFor(ctx, roomID, Server(server), ts, forward)
+}
+
+func (s *Service) eventAtTimeFor(ctx context.Context, roomID string, r Reader, ts int64, forward bool) (string, int64, error) {
+	v, err := s.newVisibility(ctx, roomID, r)
 	if err != nil {
 		return "", 0, err
 	}
 	return s.eventAtTime(ctx, roomID, ts, forward, func(r eventRow) (bool, error) { return v.canSee(ctx, r) })
-}
-
-// EventAtTimeForServer answers /timestamp_to_event for a server in the room, which
-// holds the room's events itself and may see them all.
-func (s *Service) EventAtTimeForServer(ctx context.Context, roomID string, ts int64, forward bool) (string, int64, error) {
-	return s.eventAtTime(ctx, roomID, ts, forward, func(eventRow) (bool, error) { return true, nil })
 }
 
 func (s *Service) eventAtTime(ctx context.Context, roomID string, ts int64, forward bool, canSee func(eventRow) (bool, error)) (string, int64, error) {

@@ -1272,24 +1272,35 @@ func insertSnapshotEntries(ctx context.Context, tx *storage.Tx, id int64, state 
 }
 
 // Backfill returns up to limit events before (and including) the given ones,
-// walking prev_events backwards, for a server in the room paginating its history.
-func (s *Service) Backfill(ctx context.Context, roomID string, from []string, limit int) ([]gomatrixserverlib.PDU, error) {
-	return s.walkBack(ctx, roomID, from, nil, limit)
+// walking prev_events backwards, for a server in the room paginating its history:
+// those its history visibility hides come redacted.
+func (s *Service) Backfill(ctx context.Context, roomID string, r Reader, from []string, limit int) ([]gomatrixserverlib.PDU, error) {
+	evs, err := s.walkBack(ctx, roomID, from, nil, limit)
+	if err != nil {
+		return nil, err
+	}
+	return s.visiblePDUs(ctx, roomID, r, evs, true)
 }
 
 // MissingEvents answers get_missing_events: events reachable backwards from latest,
-// stopping at earliest, at most limit, oldest first.
-func (s *Service) MissingEvents(ctx context.Context, roomID string, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error) {
+// stopping at earliest, at most limit, oldest first; those the reader's history
+// visibility hides come redacted.
+func (s *Service) MissingEvents(ctx context.Context, roomID string, r Reader, earliest, latest []string, limit int) ([]gomatrixserverlib.PDU, error) {
 	var start []string
 	evs, err := s.pdus(ctx, s.db, latest)
 	if err != nil {
 		return nil, err
 	}
 	for _, ev := range evs {
-		start = append(start, ev.PrevEventIDs()...)
+		if ev.RoomID().String() == roomID {
+			start = append(start, ev.PrevEventIDs()...)
+		}
 	}
 	out, err := s.walkBack(ctx, roomID, start, earliest, limit)
 	if err != nil {
+		return nil, err
+	}
+	if out, err = s.visiblePDUs(ctx, roomID, r, out, true); err != nil {
 		return nil, err
 	}
 	slices.SortFunc(out, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })

@@ -13,56 +13,145 @@ import (
 
 	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
-// visibility decides which historical events a user may see, by the room's
-// m.room.history_visibility and the user's membership at each event. One instance
-// serves one request and caches per state snapshot.
+// Reader is who reads a room's events: a user (through any front-end) or another
+// server (over federation, on behalf of its users). Exactly one field is set; build
+// one with User or Server. Every read of events, whatever the front-end, is
+// filtered for its Reader by the same rules (see visibleTo).
+type Reader struct {
+	UserID     string
+	ServerName string
+}
+
+// User is the Reader for a user.
+func User(userID string) Reader { return Reader{UserID: userID} }
+
+// Server is the Reader for another server.
+func Server(name string) Reader { return Reader{ServerName: name} }
+
+func (r Reader) String() string {
+	if r.UserID != "" {
+		return r.UserID
+	}
+	return "server " + r.ServerName
+}
+
+// cacheKey names the reader in the visibility cache: user IDs start with '@' and
+// server names never do, so the two never collide.
+func (r Reader) cacheKey() string {
+	if r.UserID != "" {
+		return r.UserID
+	}
+	return r.ServerName
+}
+
+// serverOf is the server part of a user ID ("" if it has none).
+func serverOf(userID string) string {
+	_, server, _ := strings.Cut(userID, ":")
+	return server
+}
+
+// ownsMembership reports whether the event sets the membership of the reader (a
+// user) or of one of the reader's users (a server): those a reader always sees, so
+// that it learns of its own join, invite, leave or kick.
+func (r Reader) ownsMembership(typ string, stateKey *string) bool {
+	if typ != spec.MRoomMember || stateKey == nil {
+		return false
+	}
+	if r.UserID != "" {
+		return *stateKey == r.UserID
+	}
+	return serverOf(*stateKey) == r.ServerName
+}
+
+// visibleTo is the history visibility rule, apart from the database. hv is the
+// room's m.room.history_visibility in the state before the event and membership
+// the reader's membership there (for a server: "join" if any of its users was
+// joined, else "invite" if any was invited); currentlyJoined says whether a user
+// reader is joined to the room now.
+//
+// For a user, as the spec's "History visibility" and Synapse's
+// filter_events_for_client: world_readable shows everything; a member joined at the
+// event sees it; shared shows everything to current members (not to those who
+// left, whose window closed at their leave); invited shows the event to a user
+// invited at it. For a server, as Synapse's filter_events_for_server: world_readable
+// and shared show everything; invited shows the event if one of its users was
+// invited or joined at it; joined only if one was joined. An unknown value is
+// treated as the strictest, joined.
+func visibleTo(r Reader, hv, membership string, currentlyJoined bool) bool {
+	switch {
+	case hv == "world_readable", membership == "join":
+		return true
+	case hv == "shared":
+		return r.ServerName != "" || currentlyJoined
+	case hv == "invited":
+		return membership == "invite"
+	}
+	return false
+}
+
+// visibility decides which events of one room a reader may see, by the room's
+// m.room.history_visibility and the reader's membership at each event. It is the one
+// filter every read of events goes through. One instance serves one request and
+// caches per state snapshot.
 type visibility struct {
 	s           *Service
-	userID      string
+	reader      Reader
 	roomID      string
 	currentlyIn bool
 	bySnapshot  map[int64][2]string // snapshot → (history visibility, membership)
 }
 
-func (s *Service) newVisibility(ctx context.Context, roomID, userID string) (*visibility, error) {
-	m, err := s.CurrentMembership(ctx, roomID, userID)
-	if err != nil {
-		return nil, err
+// errNoReader is a programming error: a Reader with neither a user nor a server.
+var errNoReader = errors.New("rooms: read without a reader")
+
+func (s *Service) newVisibility(ctx context.Context, roomID string, r Reader) (*visibility, error) {
+	v := &visibility{s: s, reader: r, roomID: roomID, bySnapshot: map[int64][2]string{}}
+	switch {
+	case r.UserID != "":
+		m, err := s.CurrentMembership(ctx, roomID, r.UserID)
+		if err != nil {
+			return nil, err
+		}
+		v.currentlyIn = m == "join"
+	case r.ServerName == "":
+		return nil, errNoReader
 	}
-	return &visibility{s: s, userID: userID, roomID: roomID, currentlyIn: m == "join", bySnapshot: map[int64][2]string{}}, nil
+	return v, nil
 }
 
 func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
-	at, ok := v.bySnapshot[r.snapshotBefore]
-	key := seenKey{r.snapshotBefore, v.userID}
-	if !ok {
-		v.s.seenMu.Lock()
-		at, ok = v.s.seen[key]
-		v.s.seenMu.Unlock()
+	if v.reader.ownsMembership(r.typ, r.stateKey) {
+		return true, nil
 	}
+	at, err := v.at(ctx, r)
+	if err != nil {
+		return false, err
+	}
+	return visibleTo(v.reader, at[0], at[1], v.currentlyIn), nil
+}
+
+// at is (history visibility, membership) in the state before the event.
+func (v *visibility) at(ctx context.Context, r eventRow) ([2]string, error) {
+	if r.snapshotBefore == 0 && r.typ != spec.MRoomCreate {
+		// The state before the event is unknown here (an outlier: an auth event
+		// fetched from another server, a rejected event): judged by the room as
+		// it is now, not as if it had no history visibility at all.
+		return v.s.visibilityNow(ctx, v.roomID, v.reader)
+	}
+	if at, ok := v.bySnapshot[r.snapshotBefore]; ok {
+		return at, nil
+	}
+	key := seenKey{r.snapshotBefore, v.reader.cacheKey()}
+	v.s.seenMu.Lock()
+	at, ok := v.s.seen[key]
+	v.s.seenMu.Unlock()
 	if !ok {
-		ids, err := v.s.snapshotState(ctx, r.snapshotBefore, [][2]string{{"m.room.history_visibility", ""}, {spec.MRoomMember, v.userID}})
-		if err != nil {
-			return false, err
-		}
-		at = [2]string{"shared", ""}
-		if id, ok := ids[[2]string{"m.room.history_visibility", ""}]; ok {
-			var raw string
-			if err := v.s.db.QueryRow(ctx, `SELECT json FROM events WHERE event_id = $1`, id).Scan(&raw); err != nil {
-				return false, fmt.Errorf("read history visibility: %w", err)
-			}
-			if hv := gjson.Get(raw, "content.history_visibility").String(); hv != "" {
-				at[0] = hv
-			}
-		}
-		if id, ok := ids[[2]string{spec.MRoomMember, v.userID}]; ok {
-			var m sql.NullString
-			if err := v.s.db.QueryRow(ctx, `SELECT membership FROM events WHERE event_id = $1`, id).Scan(&m); err != nil {
-				return false, fmt.Errorf("read membership: %w", err)
-			}
-			at[1] = m.String
+		var err error
+		if at, err = v.s.visibilityAt(ctx, r.snapshotBefore, v.reader); err != nil {
+			return at, err
 		}
 		v.s.seenMu.Lock()
 		if len(v.s.seen) >= maxSeen {
@@ -72,20 +161,161 @@ func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
 		v.s.seenMu.Unlock()
 	}
 	v.bySnapshot[r.snapshotBefore] = at
-	hv, membership := at[0], at[1]
-	// A user always sees their own membership changes.
-	if r.typ == spec.MRoomMember && r.stateKey != nil && *r.stateKey == v.userID {
-		return true, nil
+	return at, nil
+}
+
+// visibilityAt reads (history visibility, membership) in a state snapshot.
+func (s *Service) visibilityAt(ctx context.Context, snapshot int64, r Reader) ([2]string, error) {
+	keys := [][2]string{{"m.room.history_visibility", ""}}
+	if r.UserID != "" {
+		keys = append(keys, [2]string{spec.MRoomMember, r.UserID})
 	}
-	switch {
-	case hv == "world_readable", membership == "join":
-		return true, nil
-	case hv == "shared":
-		return v.currentlyIn, nil
-	case hv == "invited":
-		return membership == "invite", nil
+	ids, err := s.snapshotState(ctx, snapshot, keys)
+	if err != nil {
+		return [2]string{}, err
 	}
-	return false, nil
+	at := [2]string{"shared", ""}
+	if id, ok := ids[[2]string{"m.room.history_visibility", ""}]; ok {
+		var raw string
+		if err := s.db.QueryRow(ctx, `SELECT json FROM events WHERE event_id = $1`, id).Scan(&raw); err != nil {
+			return at, fmt.Errorf("read history visibility %s: %w", id, err)
+		}
+		if hv := gjson.Get(raw, "content.history_visibility").String(); hv != "" {
+			at[0] = hv
+		}
+	}
+	var memberIDs []string
+	if r.UserID != "" {
+		if id, ok := ids[[2]string{spec.MRoomMember, r.UserID}]; ok {
+			memberIDs = []string{id}
+		}
+	} else if memberIDs, err = s.serverMemberIDsAt(ctx, snapshot, r.ServerName); err != nil {
+		return at, err
+	}
+	if len(memberIDs) > 0 {
+		marks, args := storage.InList(memberIDs)
+		rows, err := s.db.Query(ctx, `SELECT membership FROM events WHERE event_id IN (`+marks+`)`, args...)
+		if err != nil {
+			return at, fmt.Errorf("read memberships: %w", err)
+		}
+		ms, err := scanNullStrings(rows)
+		if err != nil {
+			return at, fmt.Errorf("read memberships: %w", err)
+		}
+		at[1] = bestMembership(ms)
+	}
+	return at, nil
+}
+
+// visibilityNow is (history visibility, membership) in the room's current state.
+func (s *Service) visibilityNow(ctx context.Context, roomID string, r Reader) ([2]string, error) {
+	hv, err := s.currentHistoryVisibility(ctx, roomID)
+	if err != nil {
+		return [2]string{}, fmt.Errorf("read history visibility of %s: %w", roomID, err)
+	}
+	if hv == "" {
+		hv = "shared"
+	}
+	if r.UserID != "" {
+		m, err := s.CurrentMembership(ctx, roomID, r.UserID)
+		return [2]string{hv, m}, err
+	}
+	rows, err := s.db.Query(ctx, `SELECT state_key, membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member'
+		AND state_key LIKE $2 ESCAPE '\'`, roomID, serverSuffixPattern(r.ServerName))
+	if err != nil {
+		return [2]string{}, fmt.Errorf("read memberships of %s in %s: %w", r.ServerName, roomID, err)
+	}
+	defer rows.Close()
+	var ms []string
+	for rows.Next() {
+		var user string
+		var m sql.NullString
+		if err := rows.Scan(&user, &m); err != nil {
+			return [2]string{}, err
+		}
+		if serverOf(user) == r.ServerName {
+			ms = append(ms, m.String)
+		}
+	}
+	return [2]string{hv, bestMembership(ms)}, rows.Err()
+}
+
+// serverSuffixPattern is a LIKE pattern for the user IDs of a server, its name
+// escaped so that only the suffix position matters (callers still compare the
+// server part exactly).
+func serverSuffixPattern(server string) string {
+	return "%:" + strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(server)
+}
+
+// bestMembership is the membership that shows a server the most: join, else invite.
+func bestMembership(ms []string) string {
+	best := ""
+	for _, m := range ms {
+		switch {
+		case m == "join":
+			return m
+		case m == "invite":
+			best = m
+		}
+	}
+	return best
+}
+
+func scanNullStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v sql.NullString
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v.String)
+	}
+	return out, rows.Err()
+}
+
+// filterRows keeps the rows the reader may see: the one filter of every read.
+func (s *Service) filterRows(ctx context.Context, roomID string, r Reader, rows []eventRow) ([]eventRow, error) {
+	v, err := s.newVisibility(ctx, roomID, r)
+	if err != nil {
+		return nil, err
+	}
+	out := rows[:0:0]
+	for _, row := range rows {
+		ok, err := v.canSee(ctx, row)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, row)
+		}
+	}
+	return out, nil
+}
+
+// filterMixedRows is filterRows for rows that may come from several rooms, keeping
+// their order.
+func (s *Service) filterMixedRows(ctx context.Context, r Reader, rows []eventRow) ([]eventRow, error) {
+	byRoom := map[string]*visibility{}
+	out := rows[:0:0]
+	for _, row := range rows {
+		v := byRoom[row.roomID]
+		if v == nil {
+			var err error
+			if v, err = s.newVisibility(ctx, row.roomID, r); err != nil {
+				return nil, err
+			}
+			byRoom[row.roomID] = v
+		}
+		ok, err := v.canSee(ctx, row)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, row)
+		}
+	}
+	return out, nil
 }
 
 // Event returns one event if the user may see it.
@@ -94,19 +324,11 @@ func (s *Service) Event(ctx context.Context, roomID, userID, eventID string) (Cl
 	if err != nil {
 		return ClientEvent{}, err
 	}
+	if rows, err = s.filterRows(ctx, roomID, User(userID), rows); err != nil {
+		return ClientEvent{}, err
+	}
 	if len(rows) == 0 {
-		return ClientEvent{}, mxerror.New(mxerror.NotFound, "event not found")
-	}
-	v, err := s.newVisibility(ctx, roomID, userID)
-	if err != nil {
-		return ClientEvent{}, err
-	}
-	ok, err := v.canSee(ctx, rows[0])
-	if err != nil {
-		return ClientEvent{}, err
-	}
-	if !ok {
-		// Indistinguishable from a missing event, so the answer leaks nothing.
+		// Hidden is indistinguishable from missing, so the answer leaks nothing.
 		return ClientEvent{}, mxerror.New(mxerror.NotFound, "event not found")
 	}
 	ev := []ClientEvent{rows[0].clientEvent()}
@@ -188,7 +410,7 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			return Messages{}, err
 		}
 	}
-	v, err := s.newVisibility(ctx, roomID, userID)
+	v, err := s.newVisibility(ctx, roomID, User(userID))
 	if err != nil {
 		return Messages{}, err
 	}

@@ -354,6 +354,28 @@ func prefixed(p, cols string) string {
 // snapshotState resolves a state snapshot to its event IDs by (type, state_key),
 // walking at most snapshotChainLimit deltas. With keys, only those tuples are read.
 func (s *Service) snapshotState(ctx context.Context, snapshot int64, keys [][2]string) (map[[2]string]string, error) {
+	return s.snapshotStateWhere(ctx, snapshot, keys, "")
+}
+
+// serverMemberIDsAt returns the IDs of the member events, in a state snapshot, of
+// the users of server.
+func (s *Service) serverMemberIDsAt(ctx context.Context, snapshot int64, server string) ([]string, error) {
+	state, err := s.snapshotStateWhere(ctx, snapshot, nil, server)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for k, id := range state {
+		if k[0] == spec.MRoomMember && serverOf(k[1]) == server {
+			ids = append(ids, id)
+		}
+	}
+	return ids, nil
+}
+
+// snapshotStateWhere is snapshotState that, with memberServer set (and no keys),
+// reads only the member events of that server's users.
+func (s *Service) snapshotStateWhere(ctx context.Context, snapshot int64, keys [][2]string, memberServer string) (map[[2]string]string, error) {
 	// First the chain (at most snapshotChainLimit ids), then its entries by primary
 	// key, so that a key-restricted lookup reads a handful of index entries even
 	// when the chain ends in a full copy of a 10 000-member room.
@@ -401,6 +423,9 @@ func (s *Service) snapshotState(ctx context.Context, snapshot int64, keys [][2]s
 			conds = append(conds, fmt.Sprintf("(type = $%d AND state_key = $%d)", len(args)-1, len(args)))
 		}
 		q += " AND (" + strings.Join(conds, " OR ") + ")"
+	} else if memberServer != "" {
+		args = append(args, serverSuffixPattern(memberServer))
+		q += fmt.Sprintf(` AND type = 'm.room.member' AND state_key LIKE $%d ESCAPE '\'`, len(args))
 	}
 	rows, err = s.db.Query(ctx, q, args...)
 	if err != nil {

@@ -14,10 +14,13 @@ import (
 // maxSeqBatch bounds one read by seq.
 const maxSeqBatch = 500
 
-// RoomEventsAfter returns the room's events with seq > afterSeq, oldest first, up to
-// limit, without any visibility check: for fan-out code that applies membership
-// itself (the native hub delivers only to joined members and stops at their leave).
-func (s *Service) RoomEventsAfter(ctx context.Context, roomID string, afterSeq int64, limit int) ([]ClientEvent, error) {
+// FeedAfter returns the room's events with seq > afterSeq, oldest first, up to
+// limit, without a visibility check. It exists for one caller, the native hub's
+// shared per-room feed, which hands each session only the events after that
+// session's user joined (native.session keeps the floor, its join seq): events a
+// joined member always sees. Everything else, a resume from further back included,
+// reads through EventsAfterSeq or EventsBeforeSeq, which filter for the reader.
+func (s *Service) FeedAfter(ctx context.Context, roomID string, afterSeq int64, limit int) ([]ClientEvent, error) {
 	limit = min(max(limit, 1), maxSeqBatch)
 	rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE room_id = $1 AND room_seq > $2
 		ORDER BY room_seq LIMIT $3`, roomID, afterSeq, limit)
@@ -25,6 +28,27 @@ func (s *Service) RoomEventsAfter(ctx context.Context, roomID string, afterSeq i
 		return nil, err
 	}
 	return clientEvents(rows), nil
+}
+
+// JoinSeqs returns, for each room the user is joined to now, the seq of the join
+// event: from there on the user sees every event as a member.
+func (s *Service) JoinSeqs(ctx context.Context, userID string) (map[string]int64, error) {
+	rows, err := s.db.Query(ctx, `SELECT c.room_id, e.room_seq FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.type = 'm.room.member' AND c.state_key = $1 AND c.membership = 'join'`, userID)
+	if err != nil {
+		return nil, fmt.Errorf("join seqs of %s: %w", userID, err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var id string
+		var seq int64
+		if err := rows.Scan(&id, &seq); err != nil {
+			return nil, fmt.Errorf("join seqs of %s: %w", userID, err)
+		}
+		out[id] = seq
+	}
+	return out, rows.Err()
 }
 
 // EventsAfterSeq returns the events with seq > afterSeq that userID may see, oldest
@@ -42,7 +66,7 @@ func (s *Service) EventsBeforeSeq(ctx context.Context, roomID, userID string, be
 
 func (s *Service) eventsBySeq(ctx context.Context, roomID, userID string, from int64, limit int, backward bool) ([]ClientEvent, int64, error) {
 	limit = min(max(limit, 1), maxSeqBatch)
-	v, err := s.newVisibility(ctx, roomID, userID)
+	v, err := s.newVisibility(ctx, roomID, User(userID))
 	if err != nil {
 		return nil, 0, err
 	}
