@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -118,6 +119,7 @@ func opAuth(ctx context.Context, s *session, body []byte) (any, error) {
 		return nil, mxerror.New(mxerror.MissingParam, "auth needs a token, or a user and password")
 	}
 	s.userID, s.deviceID, s.tokenChecked = reply.UserID, reply.DeviceID, time.Now()
+	slog.Debug("native session authenticated", "session", s.id, "user", s.userID, "device", s.deviceID)
 	s.srv.addAuthed(s)
 	// A revocation that committed between the token's check and addAuthed found
 	// no session to close: look once more now that later ones will find it.

@@ -110,7 +110,10 @@ func (s *session) closeWith(code, reason string) {
 			s.closeMsg, _ = AppendFrame(nil, JSON, body)
 		}
 		if code != CloseNormal {
-			slog.Debug("native session closed", "session", s.id, "user", s.userID, "code", code, "reason", reason)
+			// No user here: closeWith runs on other goroutines (revocations, shutdown)
+			// while the reader may be setting userID in auth; the session ID ties this
+			// line to the "native session authenticated" one.
+			slog.Debug("native session closed", "session", s.id, "code", code, "reason", reason)
 		}
 		close(s.closing)
 		// Unblocks the reader; the writer still gets its last frame out.
