@@ -220,7 +220,11 @@ func TestCrossSignedDeviceRestoresBackup(t *testing.T) {
 			if device == nil {
 				t.Fatalf("%s does not see alice's new device", c.viewer.Cli.UserID)
 			}
-			if got := c.viewer.Mach.ResolveTrust(device); got != c.want {
+			got, err := c.viewer.Mach.ResolveTrustContext(ctx, device)
+			if err != nil {
+				t.Fatalf("%s resolving trust in alice's new device: %v", c.viewer.Cli.UserID, err)
+			}
+			if got != c.want {
 				t.Errorf("%s sees alice's new device as %s; want %s", c.viewer.Cli.UserID, got, c.want)
 			}
 		}

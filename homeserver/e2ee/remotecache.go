@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	"github.com/tidwall/gjson"
@@ -230,7 +231,11 @@ func (s *Service) cachedOrFetched(ctx context.Context, userID string, devices []
 	list, err := s.remote.UserDevices(fctx, userID)
 	cancel()
 	if err == nil {
-		err = s.storeDeviceList(ctx, userID, list, changes)
+		// A failed store still answers from what is kept (stale is better than
+		// nothing for key queries); the next query tries again.
+		if err := s.storeDeviceList(ctx, userID, list, changes); err != nil {
+			slog.Warn("e2ee: store remote device list", "user", userID, "err", err)
+		}
 	}
 	keys, master, selfSigning, ok, rerr := s.cachedKeys(ctx, userID, devices, true)
 	return keys, master, selfSigning, ok && rerr == nil
