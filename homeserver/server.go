@@ -40,6 +40,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
 	"github.com/hongyan/hongyan/media"
+	"github.com/hongyan/hongyan/media/mediahttp"
 	"github.com/hongyan/hongyan/media/store"
 	"github.com/hongyan/hongyan/native"
 )
@@ -215,7 +216,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	}
 	previewAllow, _ := outbound.ParsePrefixes(cfg.Media.PreviewAllow) // validated
 	s.PreviewGuard = outbound.New(outbound.Policy{Purpose: "url preview", Allow: previewAllow})
-	media.Register(router, api, s.Media, media.NewPreviewer(s.PreviewGuard))
+	mediahttp.Register(router, api, s.Media, media.NewPreviewer(s.PreviewGuard))
 	s.Native, err = native.New(native.Config{ServerName: cfg.ServerName, MaxFrame: cfg.Native.MaxFrameBytes,
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
 		TokenRecheck:  cfg.Native.TokenRecheck,

@@ -1,7 +1,8 @@
 // Package media is the media repository: uploads streamed into a storage backend,
-// downloads with safe headers and ranges, thumbnails, URL previews and the admin
-// operations. Its HTTP routes (http.go) serve the Matrix media API; the rules live
-// in the Service so other front-ends (the native protocol) get them too.
+// thumbnails, URL previews, media fetched from other servers and the admin
+// operations. The rules live in the Service, so every front-end (the Matrix media
+// API in media/mediahttp, the native protocol, federation) gets the same ones;
+// this package imports no front-end and serves no HTTP itself.
 package media
 
 import (
@@ -66,6 +67,11 @@ func New(db *storage.DB, backend store.Backend, cfg Config) *Service {
 	}
 	return &Service{db: db, backend: backend, cfg: cfg, thumbs: make(chan struct{}, 2)}
 }
+
+// Config returns the configuration the service runs with, defaults filled in, so
+// a front-end can announce the upload limit and refuse what is plainly too large
+// before reading it.
+func (s *Service) Config() Config { return s.cfg }
 
 // Info describes one media item.
 type Info struct {

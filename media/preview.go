@@ -17,7 +17,6 @@ import (
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/outbound"
-	"github.com/hongyan/hongyan/httpapi"
 )
 
 // Limits of a URL preview: pages and images are read up to these sizes and times.
@@ -197,12 +196,4 @@ func parseOpenGraph(r io.Reader, base *url.URL) map[string]any {
 			}
 		}
 	}
-}
-
-func (h *handlers) previewURL(r *httpapi.Request) (any, error) {
-	raw := r.URL.Query().Get("url")
-	if raw == "" {
-		return nil, mxerror.New(mxerror.MissingParam, "url is required")
-	}
-	return h.s.Preview(r.Context(), h.previewer, r.Caller.UserID, raw)
 }

@@ -1,4 +1,4 @@
-package media_test
+package mediahttp_test
 
 import (
 	"encoding/json"
@@ -14,7 +14,7 @@ import (
 // BenchmarkTransfer measures upload and download throughput of one 64 MiB file over
 // loopback HTTP on each backend (SQLite for the metadata):
 //
-//	HONGYAN_TEST_MINIO=... go test -run XXX -bench Transfer -benchtime 5x ./media/
+//	HONGYAN_TEST_MINIO=... go test -run XXX -bench Transfer -benchtime 5x ./media/mediahttp/
 func BenchmarkTransfer(b *testing.B) {
 	const size = 64 << 20
 	for _, backend := range backends() {

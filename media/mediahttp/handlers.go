@@ -1,4 +1,8 @@
-package media
+// Package mediahttp is the Matrix media API over HTTP: the client and admin routes
+// of the media repository. It only translates requests into calls on media.Service,
+// where the rules live, so only the composition root (homeserver) imports it; every
+// other front-end that needs media imports package media.
+package mediahttp
 
 import (
 	"context"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/httpapi"
+	"github.com/hongyan/hongyan/media"
 	"github.com/hongyan/hongyan/media/store"
 )
 
@@ -27,11 +32,11 @@ var inlineTypes = map[string]bool{
 }
 
 // Register adds the media API's routes; previews fetch through p.
-func Register(router *mux.Router, api *httpapi.API, s *Service, p *Previewer) {
+func Register(router *mux.Router, api *httpapi.API, s *media.Service, p *media.Previewer) {
 	h := &handlers{s: s, previewer: p}
 	// Uploads stream; their limit is enforced while reading. The route limit sits
 	// just above it so the service, not the edge, answers M_TOO_LARGE.
-	upload := httpapi.BodyLimit(s.cfg.MaxUploadBytes + 1)
+	upload := httpapi.BodyLimit(s.Config().MaxUploadBytes + 1)
 	mv3 := httpapi.Subrouter(router, "/_matrix/media/{version:(?:r0|v3)}")
 	api.Handle(mv3, http.MethodPost, "/upload", h.upload, httpapi.Authed, upload, httpapi.RateLimited)
 	api.Handle(mv3, http.MethodPut, "/upload/{server}/{mediaID}", h.uploadTo, httpapi.Authed, upload, httpapi.RateLimited)
@@ -58,19 +63,19 @@ func Register(router *mux.Router, api *httpapi.API, s *Service, p *Previewer) {
 }
 
 type handlers struct {
-	s         *Service
-	previewer *Previewer
+	s         *media.Service
+	previewer *media.Previewer
 }
 
 func (h *handlers) config(*httpapi.Request) (any, error) {
-	return map[string]any{"m.upload.size": h.s.cfg.MaxUploadBytes}, nil
+	return map[string]any{"m.upload.size": h.s.Config().MaxUploadBytes}, nil
 }
 
 // declaredTooLarge refuses an upload whose declared length is over the limit
 // before a byte of it is read.
 func (h *handlers) declaredTooLarge(r *httpapi.Request) error {
-	if r.ContentLength > h.s.cfg.MaxUploadBytes {
-		return mxerror.New(mxerror.TooLarge, "upload is larger than %d bytes", h.s.cfg.MaxUploadBytes)
+	if r.ContentLength > h.s.Config().MaxUploadBytes {
+		return mxerror.New(mxerror.TooLarge, "upload is larger than %d bytes", h.s.Config().MaxUploadBytes)
 	}
 	return nil
 }
@@ -95,7 +100,7 @@ func (h *handlers) create(r *httpapi.Request) (any, error) {
 }
 
 func (h *handlers) uploadTo(r *httpapi.Request) (any, error) {
-	if r.Vars["server"] != h.s.cfg.ServerName {
+	if r.Vars["server"] != h.s.Config().ServerName {
 		return nil, mxerror.New(mxerror.NotFound, "media not found")
 	}
 	if err := h.declaredTooLarge(r); err != nil {
@@ -128,7 +133,7 @@ func (h *handlers) legacyDownload(r *httpapi.Request) (any, error) {
 	return h.serve(r.Context(), info, r.Vars["fileName"])
 }
 
-func (h *handlers) serve(ctx context.Context, info Info, fileName string) (any, error) {
+func (h *handlers) serve(ctx context.Context, info media.Info, fileName string) (any, error) {
 	obj, _, err := h.s.Open(ctx, info)
 	if err != nil {
 		return nil, err
@@ -185,7 +190,7 @@ func (h *handlers) legacyThumbnail(r *httpapi.Request) (any, error) {
 	return h.serveThumbnail(r, info)
 }
 
-func (h *handlers) serveThumbnail(r *httpapi.Request, info Info) (any, error) {
+func (h *handlers) serveThumbnail(r *httpapi.Request, info media.Info) (any, error) {
 	q := r.URL.Query()
 	width, werr := strconv.Atoi(q.Get("width"))
 	height, herr := strconv.Atoi(q.Get("height"))
@@ -263,4 +268,12 @@ func (h *handlers) usage(r *httpapi.Request) (any, error) {
 		return nil, fmt.Errorf("media usage: %w", err)
 	}
 	return map[string]any{"user_id": userID, "media_count": count, "media_length": bytes}, nil
+}
+
+func (h *handlers) previewURL(r *httpapi.Request) (any, error) {
+	raw := r.URL.Query().Get("url")
+	if raw == "" {
+		return nil, mxerror.New(mxerror.MissingParam, "url is required")
+	}
+	return h.s.Preview(r.Context(), h.previewer, r.Caller.UserID, raw)
 }
