@@ -15,7 +15,6 @@ import (
 // rules' allow, and no version keeps unknown keys or a message's body.
 func TestRedactionPerRoomVersion(t *testing.T) {
 	type target struct {
-		name string
 		// send sends the event to redact and returns its ID; it may send more
 		// events after it so that redacting it leaves the room's state alone.
 		send func(ctx context.Context, s *Service, roomID, sender string) (string, error)
