@@ -318,9 +318,12 @@ func (s *Service) filterMixedRows(ctx context.Context, r Reader, rows []eventRow
 	return out, nil
 }
 
-// Event returns one event if the user may see it.
+// Event returns one event if the user may see it. Events other servers sent that
+// the auth rules refused (rejected) or that the room's state refused when they came
+// (soft-failed) are kept for the DAG but never shown to clients, by ID neither.
 func (s *Service) Event(ctx context.Context, roomID, userID, eventID string) (ClientEvent, error) {
-	rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events WHERE event_id = $1 AND room_id = $2`, eventID, roomID)
+	rows, err := s.queryEvents(ctx, `SELECT `+eventColumns+` FROM events
+		WHERE event_id = $1 AND room_id = $2 AND NOT rejected AND NOT soft_failed`, eventID, roomID)
 	if err != nil {
 		return ClientEvent{}, err
 	}
