@@ -95,6 +95,9 @@ type Service struct {
 	keyLimiter *ratelimit.Limiter
 	log        *slog.Logger
 
+	// joins remembers the servers joined through lately (mayShareRoom).
+	joins recentJoins
+
 	// stopPrune ends pruneLoop; pruned is closed when it has returned.
 	stopPrune context.CancelFunc
 	pruned    chan struct{}

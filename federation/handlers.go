@@ -559,6 +559,13 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, edu gomatrixser
 			if !fromOrigin(p.UserID) || s.deps.Presence == nil || !presence.Valid(p.Presence) {
 				continue // only the origin's users, in states we know
 			}
+			// Only of users sharing a room with this server's: nobody here may
+			// see anyone else's, and each would leave a row behind.
+			if shares, err := s.mayShareRoom(ctx, p.UserID); err != nil {
+				return err
+			} else if !shares {
+				continue
+			}
 			if err := s.deps.Presence.SetRemote(ctx, p.UserID, p.Presence, p.StatusMsg, p.LastActiveAgo); err != nil {
 				return err
 			}

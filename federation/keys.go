@@ -88,10 +88,15 @@ func (k *keyStore) StoreKeys(ctx context.Context, results map[gomatrixserverlib.
 	return nil
 }
 
+// maxRememberedKeys bounds keyStore.mem: every server that signs a request adds
+// its keys, and anyone can name a new server. Past the bound the map starts
+// afresh, which costs one database read per key in use.
+const maxRememberedKeys = 10_000
+
 func (k *keyStore) remember(req gomatrixserverlib.PublicKeyLookupRequest, res gomatrixserverlib.PublicKeyLookupResult) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.mem == nil || len(k.mem) > 10_000 {
+	if k.mem == nil || len(k.mem) >= maxRememberedKeys {
 		k.mem = map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
 	}
 	k.mem[req] = res
