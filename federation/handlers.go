@@ -22,12 +22,6 @@ import (
 	"github.com/hongyan/hongyan/httpapi"
 )
 
-// Transaction limits from the spec: a transaction carries at most 50 PDUs and 100 EDUs.
-const (
-	maxTxnPDUs = 50
-	maxTxnEDUs = 100
-)
-
 // send handles PUT /send/{txnId}: each PDU is checked and admitted on its own (one
 // bad event does not sink the others), EDUs are applied, and the answer is kept so a
 // retried transaction gets the same one without being processed twice.
@@ -39,16 +33,9 @@ func (s *Service) send(r *fedRequest) (any, error) {
 	if err == nil {
 		return json.RawMessage(earlier), nil
 	}
-	var txn struct {
-		Origin string                  `json:"origin"`
-		PDUs   []json.RawMessage       `json:"pdus"`
-		EDUs   []gomatrixserverlib.EDU `json:"edus"`
-	}
-	if err := httpapi.DecodeJSON(r.Body, &txn); err != nil {
+	txn, err := decodeTransaction(r.Body)
+	if err != nil {
 		return nil, err
-	}
-	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {
-		return nil, mxerror.New(mxerror.BadJSON, "a transaction carries at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
 	}
 	results := map[string]any{}
 	report := func(id string, err error) {
@@ -116,7 +103,7 @@ func (s *Service) send(r *fedRequest) (any, error) {
 // that its room is one we are in, that the origin is in it, and its signatures and
 // hashes. It returns nil when the PDU cannot even be parsed.
 func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessage, rc roomChecks) (gomatrixserverlib.PDU, error) {
-	roomID := gjson.GetBytes(raw, "room_id").String()
+	roomID := pduRoomID(raw)
 	c, ok := rc[roomID]
 	if !ok {
 		c.version, c.err = s.deps.Rooms.RoomVersion(ctx, roomID)
@@ -128,7 +115,7 @@ func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessa
 	if c.err != nil {
 		return nil, c.err // a room we are not in: nothing to check the event against
 	}
-	ev, err := c.version.NewEventFromUntrustedJSON(raw)
+	ev, err := parsePDU(c.version, roomID, raw)
 	if err != nil {
 		return nil, err
 	}
