@@ -71,5 +71,13 @@ func TestRemotelyKeyedMapsStayBounded(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("idle destination workers still running")
 		}
+		// And their leases are given up, for another node to take at once.
+		var leases int
+		if err := db.QueryRow(context.Background(), `SELECT COUNT(*) FROM federation_leases WHERE node = 'n'`).Scan(&leases); err != nil {
+			t.Fatal(err)
+		}
+		if leases != 0 {
+			t.Errorf("leases held by the retired workers' node = %d; want 0", leases)
+		}
 	})
 }

@@ -524,7 +524,7 @@ func (snd *sender) kick(name string) {
 }
 
 // retire removes an idle worker's destination unless it was woken meanwhile,
-// and reports whether it did. Its lease runs out by itself.
+// and reports whether it did.
 func (snd *sender) retire(d *destination) bool {
 	snd.mu.Lock()
 	defer snd.mu.Unlock()
@@ -546,6 +546,15 @@ func (snd *sender) alive(name string) {
 		return
 	}
 	snd.mu.Unlock()
+}
+
+// release gives up this node's lease on a destination.
+func (snd *sender) release(dest string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(snd.ctx), 5*time.Second)
+	defer cancel()
+	if _, err := snd.s.deps.DB.Exec(ctx, `DELETE FROM federation_leases WHERE destination = $1 AND node = $2`, dest, snd.node); err != nil {
+		snd.s.log.Warn("release destination lease", "destination", dest, "err", err)
+	}
 }
 
 // run sends one destination's queue until it is empty, then waits for more; after
@@ -589,6 +598,9 @@ func (snd *sender) run(d *destination) {
 			busy = time.Now()
 			continue // more may be queued
 		case time.Since(busy) >= idleAfter && snd.retire(d):
+			// Released, so another node's scanner that queues work for this
+			// destination has its own worker send it at once.
+			snd.release(d.name)
 			return
 		default:
 			// Idle until kicked — or until another node's scanner may have queued
