@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -62,8 +63,47 @@ func parsePDU(version gomatrixserverlib.IRoomVersion, roomID string, raw []byte)
 	if err != nil {
 		return nil, err
 	}
-	if ev.RoomID().String() != roomID {
-		return nil, fmt.Errorf("event %s: room %s, not %s", ev.EventID(), ev.RoomID(), roomID)
+	id, err := roomIDOf(ev)
+	if err != nil {
+		return nil, err
+	}
+	// Signatures of the wrong shape pass gomatrixserverlib's parsing, but its
+	// Sign panics on them (found by FuzzPDU), and an invite is signed here
+	// before its signatures are checked. Read as Sign reads them.
+	var sigs struct {
+		Signatures map[string]map[gomatrixserverlib.KeyID]spec.Base64Bytes `json:"signatures"`
+	}
+	if err := json.Unmarshal(ev.JSON(), &sigs); err != nil {
+		return nil, fmt.Errorf("event %s: signatures: %w", ev.EventID(), err)
+	}
+	if id != roomID {
+		return nil, fmt.Errorf("event %s: room %s, not %s", ev.EventID(), id, roomID)
 	}
 	return ev, nil
+}
+
+// roomIDOf is an event's room ID, or an error where gomatrixserverlib's
+// RoomID would panic: it parses the room ID only when asked, and an event parses
+// with any string there ("!:" included, found by FuzzTransaction).
+func roomIDOf(ev gomatrixserverlib.PDU) (id string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("event %s: invalid room ID: %v", ev.EventID(), p)
+		}
+	}()
+	return ev.RoomID().String(), nil
+}
+
+// untrustedPDUs parses the events another server answered with for a room, and
+// leaves out those that fail parsePDU (not events, of another room). Like
+// gomatrixserverlib's EventJSONs.UntrustedEvents, which leaves out only the
+// first kind.
+func untrustedPDUs(version gomatrixserverlib.IRoomVersion, roomID string, raws gomatrixserverlib.EventJSONs) []gomatrixserverlib.PDU {
+	out := make([]gomatrixserverlib.PDU, 0, len(raws))
+	for _, raw := range raws {
+		if ev, err := parsePDU(version, roomID, raw); err == nil {
+			out = append(out, ev)
+		}
+	}
+	return out
 }

@@ -341,6 +341,9 @@ func (s *Service) requireACL(ctx context.Context, roomID, server string) error {
 // verify checks an event's signatures (and, through parsing, its hashes) against
 // the signing servers' keys.
 func (s *Service) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
+	if _, err := roomIDOf(ev); err != nil {
+		return err // what gomatrixserverlib would panic on below
+	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keyRing, userIDForSender); err != nil {
 		return fmt.Errorf("event %s: %w", ev.EventID(), err)
 	}

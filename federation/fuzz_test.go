@@ -96,6 +96,19 @@ func FuzzPDU(f *testing.F) {
 		if len(ev.JSON()) > maxPDUSize {
 			t.Fatalf("parsePDU accepted an event of %d bytes", len(ev.JSON()))
 		}
+		// What the server does with an accepted event must not panic either.
+		ev.EventID()
+		ev.Type()
+		ev.StateKey()
+		ev.Membership()
+		ev.PrevEventIDs()
+		ev.AuthEventIDs()
+		ev.Depth()
+		ev.SenderID()
+		ev.Redacts()
+		ev.Sign("hongyan.example", "ed25519:a", ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)))
+		redacted, _ := parsePDU(version, roomID, raw)
+		redacted.Redact()
 		again, err := parsePDU(version, roomID, ev.JSON())
 		if err != nil {
 			t.Fatalf("an accepted event does not parse again from its own JSON: %v", err)

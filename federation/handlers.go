@@ -190,7 +190,7 @@ func (s *Service) admit(ctx context.Context, origin string, version gomatrixserv
 			gap, err := s.client.LookupMissingEvents(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), roomID,
 				fclient.MissingEvents{Limit: 20, EarliestEvents: extremities, LatestEvents: []string{ev.EventID()}}, version.Version())
 			if err == nil {
-				evs := gap.Events.UntrustedEvents(version.Version())
+				evs := untrustedPDUs(version, roomID, gap.Events)
 				slices.SortFunc(evs, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
 				for _, g := range evs {
 					if s.verify(ctx, g) == nil {
@@ -240,7 +240,7 @@ func (s *Service) stateBefore(ctx context.Context, origin string, version gomatr
 	if err != nil {
 		return nil, fmt.Errorf("state before %s from %s: %w", ev.EventID(), origin, err)
 	}
-	return s.verifiedState(ctx, res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version())), nil
+	return s.verifiedState(ctx, untrustedPDUs(version, roomID, res.AuthEvents), untrustedPDUs(version, roomID, res.StateEvents)), nil
 }
 
 // stateAfter is the state after the event prevID, learned from origin: the state
@@ -271,7 +271,7 @@ func (s *Service) stateAfter(ctx context.Context, origin string, version gomatri
 	var fetched []gomatrixserverlib.PDU
 	if len(lacking) > maxEventFetch {
 		if res, err := s.client.LookupState(ctx, me, them, roomID, prevID, version.Version()); err == nil {
-			fetched = append(res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version())...)
+			fetched = append(untrustedPDUs(version, roomID, res.AuthEvents), untrustedPDUs(version, roomID, res.StateEvents)...)
 			lacking = nil
 		}
 	}
@@ -347,8 +347,8 @@ func (s *Service) fetchEvents(ctx context.Context, origin string, version gomatr
 		if len(txn.PDUs) != 1 {
 			return nil, fmt.Errorf("event %s from %s: %d PDUs in the answer", id, origin, len(txn.PDUs))
 		}
-		ev, err := version.NewEventFromUntrustedJSON(txn.PDUs[0])
-		if err != nil || ev.EventID() != id || ev.RoomID().String() != roomID {
+		ev, err := parsePDU(version, roomID, txn.PDUs[0])
+		if err != nil || ev.EventID() != id {
 			return nil, fmt.Errorf("event %s from %s: not the event asked for (%v)", id, origin, err)
 		}
 		out = append(out, ev)
@@ -382,7 +382,7 @@ func (s *Service) fetchAuthChain(ctx context.Context, origin string, version gom
 	me, them := spec.ServerName(s.cfg.ServerName), spec.ServerName(origin)
 	res, err := s.client.GetEventAuth(ctx, me, them, version.Version(), ev.RoomID().String(), ev.EventID())
 	if err == nil {
-		return s.storeVerified(ctx, res.AuthEvents.UntrustedEvents(version.Version()))
+		return s.storeVerified(ctx, untrustedPDUs(version, ev.RoomID().String(), res.AuthEvents))
 	}
 	var fetched []gomatrixserverlib.PDU
 	seen := map[string]bool{}
@@ -680,13 +680,13 @@ func (s *Service) receiveMembership(r *fedRequest, membership string) (gomatrixs
 	if err := s.requireACL(ctx, roomID, r.Origin); err != nil {
 		return nil, nil, err
 	}
-	ev, err := version.NewEventFromUntrustedJSON(r.Body)
+	ev, err := parsePDU(version, roomID, r.Body)
 	if err != nil {
 		return nil, nil, mxerror.New(mxerror.BadJSON, "invalid event: %v", err)
 	}
 	m, _ := ev.Membership()
 	switch {
-	case ev.EventID() != eventID || ev.RoomID().String() != roomID:
+	case ev.EventID() != eventID:
 		return nil, nil, mxerror.New(mxerror.BadJSON, "the event's ID or room does not match the path")
 	case ev.Type() != spec.MRoomMember || m != membership || ev.StateKey() == nil || *ev.StateKey() != string(ev.SenderID()):
 		return nil, nil, mxerror.New(mxerror.BadJSON, "not a %s of its sender", membership)
