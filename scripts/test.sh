@@ -83,5 +83,5 @@ echo "== fuzzing federation's decoders briefly"
 # anything is looked up (federation/decode.go), seeded from federation/testdata/fuzz.
 # Parsing an event costs more than a native frame: fewer inputs in the same time.
 for target in FuzzTransaction FuzzPDU; do
-  go test -tags "$tags" -run XXX -fuzz "^${target}\$" -fuzztime 10000x ./federation/
+  go test -tags "$tags" -run XXX -fuzz "^${target}\$" -fuzztime 20000x ./federation/
 done
