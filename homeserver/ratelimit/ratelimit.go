@@ -31,7 +31,6 @@ const defaultMaxKeys = 100_000
 // ID, address or server name contains a NUL.
 const overflowKey = "\x00overflow"
 
-
 type bucket struct {
 	tokens float64
 	last   time.Time
