@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
@@ -106,6 +109,12 @@ func (s *Service) receiveE2EEEDU(ctx context.Context, origin string, edu gomatri
 		}
 		if !strings.HasSuffix(c.UserID, ":"+origin) {
 			return true, fmt.Errorf("%s cannot speak for %s's devices", origin, c.UserID)
+		}
+		// Only users sharing a room with this server's are tracked (as Synapse
+		// does): updates about anyone else would each leave rows behind, for
+		// as many users as the origin cares to name.
+		if shares, err := s.mayShareRoom(ctx, c.UserID); err != nil || !shares {
+			return true, err
 		}
 		if edu.Type == "m.signing_key_update" {
 			return true, s.deps.E2EE.SigningKeysChanged(ctx, c.UserID)
@@ -215,4 +224,75 @@ func (s *Service) UserDevices(ctx context.Context, userID string) (e2ee.RemoteDe
 // SharesRoom reports whether a local user shares a room with userID.
 func (s *Service) SharesRoom(ctx context.Context, userID string) (bool, error) {
 	return s.deps.Rooms.SharesRoomWithLocal(ctx, userID)
+}
+
+// mayShareRoom reports whether another server's user shares a room with this
+// server's, or may: while a room's state here is partial its members are not all
+// known, and every server send_join named counts as in it (as for what is sent
+// out, rooms.ServersSharing); and a server this one is joining a room through
+// sends its users' presence before the join is stored here.
+func (s *Service) mayShareRoom(ctx context.Context, userID string) (bool, error) {
+	if shares, err := s.deps.Rooms.SharesRoomWithLocal(ctx, userID); err != nil || shares {
+		return shares, err
+	}
+	_, server, _ := strings.Cut(userID, ":")
+	if s.joins.has(server, time.Now()) {
+		return true, nil
+	}
+	partial, err := s.deps.Rooms.PartialStateRooms(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range partial {
+		if slices.Contains(p.Servers, server) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// recentJoins remembers the servers this node joined rooms through in the last
+// joinGrace. The zero value is ready to use. (Several nodes each remember their
+// own joins: an EDU arriving at another node during a join is dropped, as it
+// was before it could be checked at all; the next presence change carries it.)
+type recentJoins struct {
+	mu    sync.Mutex
+	until map[string]time.Time // guarded by mu
+}
+
+// joinGrace is how long after a join through a server its users count as
+// sharing a room, before the join's state is stored.
+const joinGrace = 2 * time.Minute
+
+// maxRecentJoins bounds recentJoins; local users' joins fill it, through
+// servers they name.
+const maxRecentJoins = 1000
+
+func (r *recentJoins) add(server string, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.until == nil {
+		r.until = map[string]time.Time{}
+	}
+	if len(r.until) >= maxRecentJoins {
+		for srv, t := range r.until {
+			if now.After(t) {
+				delete(r.until, srv)
+			}
+		}
+		for srv := range r.until {
+			if len(r.until) < maxRecentJoins {
+				break
+			}
+			delete(r.until, srv)
+		}
+	}
+	r.until[server] = now.Add(joinGrace)
+}
+
+func (r *recentJoins) has(server string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.until[server]
+	return ok && now.Before(t)
 }

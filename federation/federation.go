@@ -111,7 +111,17 @@ type Service struct {
 	keyRing   *gomatrixserverlib.KeyRing
 	sender    *sender
 	limiter   *ratelimit.Limiter // nil: no per-origin limit
-	log       *slog.Logger
+	// keyLimiter limits the key endpoints per remote address: they are asked
+	// unsigned, so there is no origin to limit by. Nil: no limit.
+	keyLimiter *ratelimit.Limiter
+	log        *slog.Logger
+
+	// joins remembers the servers joined through lately (mayShareRoom).
+	joins recentJoins
+
+	// stopPrune ends pruneLoop; pruned is closed when it has returned.
+	stopPrune context.CancelFunc
+	pruned    chan struct{}
 }
 
 // New builds federation and starts its sender; Close stops it.
@@ -122,6 +132,7 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	s := &Service{cfg: cfg, deps: deps, log: slog.With("component", "federation")}
 	if cfg.RatePerSecond > 0 {
 		s.limiter = ratelimit.New(cfg.RatePerSecond, max(cfg.RateBurst, 1))
+		s.keyLimiter = ratelimit.New(cfg.RatePerSecond, max(cfg.RateBurst, 1))
 	}
 	if cfg.InsecureSkipVerify {
 		s.log.Warn("federation: NOT verifying other servers' TLS certificates, and reaching loopback and private addresses (federation.insecure_skip_verify); use this on test networks only")
@@ -188,22 +199,32 @@ func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	if deps.Media != nil {
 		deps.Media.SetRemote(s)
 	}
+	pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopPrune, s.pruned = stop, make(chan struct{})
+	go func() {
+		defer close(s.pruned)
+		s.pruneLoop(pctx)
+	}()
 	return s, nil
 }
 
-// Close stops the sender.
-func (s *Service) Close() { s.sender.close() }
+// Close stops the sender and the pruning.
+func (s *Service) Close() {
+	s.stopPrune()
+	<-s.pruned
+	s.sender.close()
+}
 
 func (s *Service) isLocal(name spec.ServerName) bool { return string(name) == s.cfg.ServerName }
 
 // Register adds the federation and key endpoints to router.
 func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	key := httpapi.Subrouter(router, "/_matrix/key/v2")
-	api.Handle(key, http.MethodGet, "/server", s.getServerKeys)
-	api.Handle(key, http.MethodGet, "/server/{keyID}", s.getServerKeys)
-	api.Handle(key, http.MethodPost, "/query", s.notaryQuery)
-	api.Handle(key, http.MethodGet, "/query/{serverName}", s.notaryQuery)
-	api.Handle(key, http.MethodGet, "/query/{serverName}/{keyID}", s.notaryQuery)
+	api.Handle(key, http.MethodGet, "/server", s.keyLimited(s.getServerKeys))
+	api.Handle(key, http.MethodGet, "/server/{keyID}", s.keyLimited(s.getServerKeys))
+	api.Handle(key, http.MethodPost, "/query", s.keyLimited(s.notaryQuery))
+	api.Handle(key, http.MethodGet, "/query/{serverName}", s.keyLimited(s.notaryQuery))
+	api.Handle(key, http.MethodGet, "/query/{serverName}/{keyID}", s.keyLimited(s.notaryQuery))
 
 	fed := httpapi.Subrouter(router, "/_matrix/federation")
 	s.RegisterOpenID(router, api)
@@ -358,6 +379,9 @@ func (s *Service) requireACL(ctx context.Context, roomID, server string) error {
 // verify checks an event's signatures (and, through parsing, its hashes) against
 // the signing servers' keys.
 func (s *Service) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
+	if _, err := roomIDOf(ev); err != nil {
+		return err // what gomatrixserverlib would panic on below
+	}
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, s.keyRing, userIDForSender); err != nil {
 		return fmt.Errorf("event %s: %w", ev.EventID(), err)
 	}

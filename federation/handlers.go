@@ -22,12 +22,6 @@ import (
 	"github.com/hongyan/hongyan/httpapi"
 )
 
-// Transaction limits from the spec: a transaction carries at most 50 PDUs and 100 EDUs.
-const (
-	maxTxnPDUs = 50
-	maxTxnEDUs = 100
-)
-
 // send handles PUT /send/{txnId}: each PDU is checked and admitted on its own (one
 // bad event does not sink the others), EDUs are applied, and the answer is kept so a
 // retried transaction gets the same one without being processed twice.
@@ -39,16 +33,9 @@ func (s *Service) send(r *fedRequest) (any, error) {
 	if err == nil {
 		return json.RawMessage(earlier), nil
 	}
-	var txn struct {
-		Origin string                  `json:"origin"`
-		PDUs   []json.RawMessage       `json:"pdus"`
-		EDUs   []gomatrixserverlib.EDU `json:"edus"`
-	}
-	if err := httpapi.DecodeJSON(r.Body, &txn); err != nil {
+	txn, err := decodeTransaction(r.Body)
+	if err != nil {
 		return nil, err
-	}
-	if len(txn.PDUs) > maxTxnPDUs || len(txn.EDUs) > maxTxnEDUs {
-		return nil, mxerror.New(mxerror.BadJSON, "a transaction carries at most %d PDUs and %d EDUs", maxTxnPDUs, maxTxnEDUs)
 	}
 	results := map[string]any{}
 	report := func(id string, err error) {
@@ -116,7 +103,7 @@ func (s *Service) send(r *fedRequest) (any, error) {
 // that its room is one we are in, that the origin is in it, and its signatures and
 // hashes. It returns nil when the PDU cannot even be parsed.
 func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessage, rc roomChecks) (gomatrixserverlib.PDU, error) {
-	roomID := gjson.GetBytes(raw, "room_id").String()
+	roomID := pduRoomID(raw)
 	c, ok := rc[roomID]
 	if !ok {
 		c.version, c.err = s.deps.Rooms.RoomVersion(ctx, roomID)
@@ -128,7 +115,7 @@ func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessa
 	if c.err != nil {
 		return nil, c.err // a room we are not in: nothing to check the event against
 	}
-	ev, err := c.version.NewEventFromUntrustedJSON(raw)
+	ev, err := parsePDU(c.version, roomID, raw)
 	if err != nil {
 		return nil, err
 	}
@@ -203,7 +190,7 @@ func (s *Service) admit(ctx context.Context, origin string, version gomatrixserv
 			gap, err := s.client.LookupMissingEvents(ctx, spec.ServerName(s.cfg.ServerName), spec.ServerName(origin), roomID,
 				fclient.MissingEvents{Limit: 20, EarliestEvents: extremities, LatestEvents: []string{ev.EventID()}}, version.Version())
 			if err == nil {
-				evs := gap.Events.UntrustedEvents(version.Version())
+				evs := untrustedPDUs(version, roomID, gap.Events)
 				slices.SortFunc(evs, func(a, b gomatrixserverlib.PDU) int { return int(a.Depth() - b.Depth()) })
 				for _, g := range evs {
 					if s.verify(ctx, g) == nil {
@@ -253,7 +240,7 @@ func (s *Service) stateBefore(ctx context.Context, origin string, version gomatr
 	if err != nil {
 		return nil, fmt.Errorf("state before %s from %s: %w", ev.EventID(), origin, err)
 	}
-	return s.verifiedState(ctx, res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version())), nil
+	return s.verifiedState(ctx, untrustedPDUs(version, roomID, res.AuthEvents), untrustedPDUs(version, roomID, res.StateEvents)), nil
 }
 
 // stateAfter is the state after the event prevID, learned from origin: the state
@@ -284,7 +271,7 @@ func (s *Service) stateAfter(ctx context.Context, origin string, version gomatri
 	var fetched []gomatrixserverlib.PDU
 	if len(lacking) > maxEventFetch {
 		if res, err := s.client.LookupState(ctx, me, them, roomID, prevID, version.Version()); err == nil {
-			fetched = append(res.AuthEvents.UntrustedEvents(version.Version()), res.StateEvents.UntrustedEvents(version.Version())...)
+			fetched = append(untrustedPDUs(version, roomID, res.AuthEvents), untrustedPDUs(version, roomID, res.StateEvents)...)
 			lacking = nil
 		}
 	}
@@ -360,8 +347,8 @@ func (s *Service) fetchEvents(ctx context.Context, origin string, version gomatr
 		if len(txn.PDUs) != 1 {
 			return nil, fmt.Errorf("event %s from %s: %d PDUs in the answer", id, origin, len(txn.PDUs))
 		}
-		ev, err := version.NewEventFromUntrustedJSON(txn.PDUs[0])
-		if err != nil || ev.EventID() != id || ev.RoomID().String() != roomID {
+		ev, err := parsePDU(version, roomID, txn.PDUs[0])
+		if err != nil || ev.EventID() != id {
 			return nil, fmt.Errorf("event %s from %s: not the event asked for (%v)", id, origin, err)
 		}
 		out = append(out, ev)
@@ -395,7 +382,7 @@ func (s *Service) fetchAuthChain(ctx context.Context, origin string, version gom
 	me, them := spec.ServerName(s.cfg.ServerName), spec.ServerName(origin)
 	res, err := s.client.GetEventAuth(ctx, me, them, version.Version(), ev.RoomID().String(), ev.EventID())
 	if err == nil {
-		return s.storeVerified(ctx, res.AuthEvents.UntrustedEvents(version.Version()))
+		return s.storeVerified(ctx, untrustedPDUs(version, ev.RoomID().String(), res.AuthEvents))
 	}
 	var fetched []gomatrixserverlib.PDU
 	seen := map[string]bool{}
@@ -559,6 +546,13 @@ func (s *Service) receiveEDU(ctx context.Context, origin string, edu gomatrixser
 			if !fromOrigin(p.UserID) || s.deps.Presence == nil || !presence.Valid(p.Presence) {
 				continue // only the origin's users, in states we know
 			}
+			// Only of users sharing a room with this server's: nobody here may
+			// see anyone else's, and each would leave a row behind.
+			if shares, err := s.mayShareRoom(ctx, p.UserID); err != nil {
+				return err
+			} else if !shares {
+				continue
+			}
 			if err := s.deps.Presence.SetRemote(ctx, p.UserID, p.Presence, p.StatusMsg, p.LastActiveAgo); err != nil {
 				return err
 			}
@@ -686,13 +680,13 @@ func (s *Service) receiveMembership(r *fedRequest, membership string) (gomatrixs
 	if err := s.requireACL(ctx, roomID, r.Origin); err != nil {
 		return nil, nil, err
 	}
-	ev, err := version.NewEventFromUntrustedJSON(r.Body)
+	ev, err := parsePDU(version, roomID, r.Body)
 	if err != nil {
 		return nil, nil, mxerror.New(mxerror.BadJSON, "invalid event: %v", err)
 	}
 	m, _ := ev.Membership()
 	switch {
-	case ev.EventID() != eventID || ev.RoomID().String() != roomID:
+	case ev.EventID() != eventID:
 		return nil, nil, mxerror.New(mxerror.BadJSON, "the event's ID or room does not match the path")
 	case ev.Type() != spec.MRoomMember || m != membership || ev.StateKey() == nil || *ev.StateKey() != string(ev.SenderID()):
 		return nil, nil, mxerror.New(mxerror.BadJSON, "not a %s of its sender", membership)

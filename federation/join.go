@@ -32,6 +32,7 @@ func (s *Service) JoinRemote(ctx context.Context, roomID, userID string, servers
 	}
 	var errs []error
 	for _, server := range servers {
+		s.joins.add(server, time.Now())
 		jc := &joinClient{c: s.slow, partial: s.cfg.PartialStateJoins}
 		res, ferr := gomatrixserverlib.PerformJoin(ctx, jc, gomatrixserverlib.PerformJoinInput{
 			UserID: user, RoomID: room, ServerName: spec.ServerName(server), Content: content,

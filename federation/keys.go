@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/httpapi"
 )
@@ -86,10 +88,15 @@ func (k *keyStore) StoreKeys(ctx context.Context, results map[gomatrixserverlib.
 	return nil
 }
 
+// maxRememberedKeys bounds keyStore.mem: every server that signs a request adds
+// its keys, and anyone can name a new server. Past the bound the map starts
+// afresh, which costs one database read per key in use.
+const maxRememberedKeys = 10_000
+
 func (k *keyStore) remember(req gomatrixserverlib.PublicKeyLookupRequest, res gomatrixserverlib.PublicKeyLookupResult) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.mem == nil || len(k.mem) > 10_000 {
+	if k.mem == nil || len(k.mem) >= maxRememberedKeys {
 		k.mem = map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
 	}
 	k.mem[req] = res
@@ -119,6 +126,44 @@ func (s *Service) getServerKeys(*httpapi.Request) (any, error) {
 	return s.serverKeys()
 }
 
+// A notary request names at most maxNotaryServers servers and maxNotaryKeys key
+// IDs in all: each server named may cost an outbound request. Past them the
+// answer is 413 M_TOO_LARGE, as conduwuit answers an oversized batch: the
+// request is refused for its size, and unlike M_LIMIT_EXCEEDED (429) that does
+// not invite the asker to retry the same request later. The spec sets no bound;
+// servers ask for the few servers of one event or transaction at a time
+// (Synapse batches a key ring's lookups, rarely past a few dozen).
+const (
+	maxNotaryServers = 100
+	maxNotaryKeys    = 500
+)
+
+// keyLimited limits the key endpoints per remote address, as authed limits the
+// rest of federation per origin: they are asked unsigned, so the address is all
+// there is to go by. An IPv6 address counts by its /64, which one host usually
+// holds whole.
+func (s *Service) keyLimited(h httpapi.Handler) httpapi.Handler {
+	return func(r *httpapi.Request) (any, error) {
+		if s.keyLimiter != nil {
+			if ok, wait := s.keyLimiter.Allow(addressKey(r.IP)); !ok {
+				return nil, &mxerror.Error{Code: mxerror.LimitExceeded, Message: "too many key requests from " + r.IP,
+					RetryAfterMs: wait.Milliseconds() + 1}
+			}
+		}
+		return h(r)
+	}
+}
+
+// addressKey is the rate limit key of a remote address: the address itself, or
+// its /64 for IPv6.
+func addressKey(ip string) string {
+	addr, err := netip.ParseAddr(ip)
+	if err != nil || addr.Unmap().Is4() {
+		return ip
+	}
+	return netip.PrefixFrom(addr, 64).Masked().String()
+}
+
 // notaryQuery answers /_matrix/key/v2/query: the keys of the servers asked for, as
 // each server signed them, countersigned by this one. A key is answered from the
 // documents kept here when one valid long enough (minimum_valid_until_ts) lists
@@ -142,6 +187,14 @@ func (s *Service) notaryQuery(r *httpapi.Request) (any, error) {
 		}
 		if err := r.Decode(&body); err != nil {
 			return nil, err
+		}
+		keys := 0
+		for _, ids := range body.ServerKeys {
+			keys += len(ids)
+		}
+		if len(body.ServerKeys) > maxNotaryServers || keys > maxNotaryKeys {
+			return nil, mxerror.New(mxerror.TooLarge, "a key query names at most %d servers and %d key IDs; this one names %d and %d",
+				maxNotaryServers, maxNotaryKeys, len(body.ServerKeys), keys)
 		}
 		for server, ids := range body.ServerKeys {
 			wanted[server] = []want{}
@@ -172,8 +225,19 @@ func (s *Service) notaryQuery(r *httpapi.Request) (any, error) {
 				}
 				if !fetched {
 					fetched = true
-					if keys, err := s.fetchServerKeys(ctx, spec.ServerName(server)); err == nil {
+					// Kept only for a server whose keys this one has needed
+					// itself: otherwise anyone could fill server_key_docs
+					// with documents of servers named for the purpose.
+					if keys, err := s.fetchServerKeys(ctx, spec.ServerName(server), s.knownServer(ctx, server)); err == nil {
 						if k.keyID == "" {
+							docs[string(keys.Raw)] = true
+							continue
+						}
+						if _, ok := keys.VerifyKeys[gomatrixserverlib.KeyID(k.keyID)]; ok {
+							docs[string(keys.Raw)] = true
+							continue
+						}
+						if _, ok := keys.OldVerifyKeys[gomatrixserverlib.KeyID(k.keyID)]; ok {
 							docs[string(keys.Raw)] = true
 							continue
 						}
@@ -195,6 +259,13 @@ func (s *Service) notaryQuery(r *httpapi.Request) (any, error) {
 		}
 	}
 	return map[string]any{"server_keys": out}, nil
+}
+
+// knownServer reports whether this server holds keys of server it fetched for
+// its own checks.
+func (s *Service) knownServer(ctx context.Context, server string) bool {
+	var one int
+	return s.deps.DB.QueryRow(ctx, `SELECT 1 FROM server_keys WHERE server_name = $1 LIMIT 1`, server).Scan(&one) == nil
 }
 
 // keyFetcher asks servers for their own keys, keeping each document as signed
@@ -222,7 +293,7 @@ func (f *keyFetcher) FetchKeys(ctx context.Context, requests map[gomatrixserverl
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			keys, err := f.s.fetchServerKeys(ctx, server)
+			keys, err := f.s.fetchServerKeys(ctx, server, true)
 			if err != nil {
 				f.s.log.Debug("server keys unreachable", "server", server, "err", err)
 				return
@@ -258,8 +329,8 @@ func (f *keyFetcher) FetchKeys(ctx context.Context, requests map[gomatrixserverl
 }
 
 // fetchServerKeys asks a server for its key document, checks it is self-signed
-// and current, and stores it as signed.
-func (s *Service) fetchServerKeys(ctx context.Context, server spec.ServerName) (gomatrixserverlib.ServerKeys, error) {
+// and current, and, if keep, stores it as signed.
+func (s *Service) fetchServerKeys(ctx context.Context, server spec.ServerName, keep bool) (gomatrixserverlib.ServerKeys, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	keys, err := s.client.GetServerKeys(ctx, server)
@@ -268,6 +339,9 @@ func (s *Service) fetchServerKeys(ctx context.Context, server spec.ServerName) (
 	}
 	if checks, _ := gomatrixserverlib.CheckKeys(server, time.Unix(0, 0), keys); !checks.AllChecksOK {
 		return keys, fmt.Errorf("key document of %s failed its checks", server)
+	}
+	if !keep {
+		return keys, nil
 	}
 	ids := make([]gomatrixserverlib.KeyID, 0, len(keys.VerifyKeys)+len(keys.OldVerifyKeys))
 	for id := range keys.VerifyKeys {
@@ -335,7 +409,7 @@ func (n *notary) fetch(ctx context.Context, s *Service, requests map[gomatrixser
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if len(n.keys) == 0 {
-		own, err := s.fetchServerKeys(ctx, n.name)
+		own, err := s.fetchServerKeys(ctx, n.name, true)
 		if err != nil {
 			return nil, fmt.Errorf("its own keys: %w", err)
 		}

@@ -70,13 +70,19 @@ func (s *Service) invite(r *fedRequest) (any, error) {
 	if ev == nil {
 		return nil, mxerror.New(mxerror.BadJSON, "invalid invite event")
 	}
-	if _, err := gomatrixserverlib.GetRoomVersion(req.RoomVersion()); err != nil {
+	impl, err := gomatrixserverlib.GetRoomVersion(req.RoomVersion())
+	if err != nil {
 		return nil, &mxerror.Error{Code: mxerror.IncompatibleRoomVersion, Message: "unsupported room version",
 			Extra: map[string]any{"room_version": string(req.RoomVersion())}}
 	}
+	// The checks every PDU passes (it is signed here before its signatures are
+	// checked, and gomatrixserverlib panics on some that parse).
+	if _, err := parsePDU(impl, r.Vars["roomId"], ev.JSON()); err != nil {
+		return nil, mxerror.New(mxerror.BadJSON, "invalid invite event: %v", err)
+	}
 	m, _ := ev.Membership()
 	switch {
-	case ev.EventID() != r.Vars["eventId"] || ev.RoomID().String() != r.Vars["roomId"]:
+	case ev.EventID() != r.Vars["eventId"]:
 		return nil, mxerror.New(mxerror.BadJSON, "the event's ID or room does not match the path")
 	case ev.Type() != spec.MRoomMember || m != spec.Invite || ev.StateKey() == nil:
 		return nil, mxerror.New(mxerror.BadJSON, "not an invite")

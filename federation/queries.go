@@ -71,8 +71,8 @@ func (s *Service) Backfill(ctx context.Context, roomID string, servers []string,
 		}
 		var out []gomatrixserverlib.PDU
 		for _, raw := range txn.PDUs {
-			ev, err := version.NewEventFromUntrustedJSON(raw)
-			if err != nil || ev.RoomID().String() != roomID {
+			ev, err := parsePDU(version, roomID, raw)
+			if err != nil {
 				continue
 			}
 			if s.verify(ctx, ev) == nil {

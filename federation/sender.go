@@ -42,8 +42,14 @@ type sender struct {
 	subs   []*nats.Subscription
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	dests map[string]*destination // guarded by mu
+	mu sync.Mutex
+	// dests holds a worker per destination with work, guarded by mu. A worker
+	// idle for idleAfter leaves it (retire), so the map and its goroutines stay
+	// bounded by the destinations sent to lately, not every server ever named.
+	dests map[string]*destination
+	// idleAfter is how long a worker waits for work before it ends. Zero means
+	// defaultIdleAfter.
+	idleAfter time.Duration
 
 	// servers caches each room's servers for the scanner (its goroutine only): a
 	// room's membership changes only with its member events, which the scanner
@@ -495,9 +501,15 @@ func (snd *sender) onReceipt(m *nats.Msg) {
 // into an EDU; with one node (all this supports yet) it is always this one.
 func (snd *sender) firstNode(*nats.Msg) bool { return true }
 
-// kick makes sure the destination's worker runs and wakes it.
+// defaultIdleAfter is how long a destination's worker lingers without work.
+const defaultIdleAfter = 10 * time.Minute
+
+// kick makes sure the destination's worker runs and wakes it. The wake is sent
+// with mu held, so a worker retiring (which checks for a wake under mu) either
+// sees it or has already left the map, and then a new worker starts here.
 func (snd *sender) kick(name string) {
 	snd.mu.Lock()
+	defer snd.mu.Unlock()
 	d, ok := snd.dests[name]
 	if !ok {
 		d = &destination{name: name, wake: make(chan struct{}, 1)}
@@ -505,11 +517,22 @@ func (snd *sender) kick(name string) {
 		snd.wg.Add(1)
 		go snd.run(d)
 	}
-	snd.mu.Unlock()
 	select {
 	case d.wake <- struct{}{}:
 	default:
 	}
+}
+
+// retire removes an idle worker's destination unless it was woken meanwhile,
+// and reports whether it did.
+func (snd *sender) retire(d *destination) bool {
+	snd.mu.Lock()
+	defer snd.mu.Unlock()
+	if len(d.wake) > 0 {
+		return false
+	}
+	delete(snd.dests, d.name)
+	return true
 }
 
 // alive resets a destination's backoff: it just talked to us.
@@ -525,9 +548,24 @@ func (snd *sender) alive(name string) {
 	snd.mu.Unlock()
 }
 
-// run sends one destination's queue until it is empty, then waits for more.
+// release gives up this node's lease on a destination.
+func (snd *sender) release(dest string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(snd.ctx), 5*time.Second)
+	defer cancel()
+	if _, err := snd.s.deps.DB.Exec(ctx, `DELETE FROM federation_leases WHERE destination = $1 AND node = $2`, dest, snd.node); err != nil {
+		snd.s.log.Warn("release destination lease", "destination", dest, "err", err)
+	}
+}
+
+// run sends one destination's queue until it is empty, then waits for more; after
+// idleAfter with nothing to send it ends.
 func (snd *sender) run(d *destination) {
 	defer snd.wg.Done()
+	idleAfter := snd.idleAfter
+	if idleAfter == 0 {
+		idleAfter = defaultIdleAfter
+	}
+	busy := time.Now() // when there was last work (or a failure to do it)
 	for {
 		var sent bool
 		leased, err := snd.lease(snd.ctx, d.name)
@@ -552,11 +590,18 @@ func (snd *sender) run(d *destination) {
 			wait = d.backoff
 			snd.mu.Unlock()
 			snd.s.log.Info("destination unreachable", "destination", d.name, "retry_in", wait, "err", err)
+			busy = time.Now()
 		case sent:
 			snd.mu.Lock()
 			d.backoff = 0
 			snd.mu.Unlock()
+			busy = time.Now()
 			continue // more may be queued
+		case time.Since(busy) >= idleAfter && snd.retire(d):
+			// Released, so another node's scanner that queues work for this
+			// destination has its own worker send it at once.
+			snd.release(d.name)
+			return
 		default:
 			// Idle until kicked — or until another node's scanner may have queued
 			// work for a destination this node holds the lease on.

@@ -5,7 +5,8 @@
 # go install if missing, about 5 minutes once per machine). SQLite and the embedded
 # NATS need nothing. Then the spec coverage probe (npm fetches the spec's API
 # definitions), the federation interop suite with Dendrite (installed with go
-# install if missing, a few minutes once per machine), and short fuzzing.
+# install if missing, a few minutes once per machine), and short fuzzing of the
+# native protocol's and federation's decoders.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh ./clientapi/... # some packages; extra args go to `go test`
@@ -84,4 +85,12 @@ echo "== fuzzing the native protocol's decoders briefly"
 # report "context deadline exceeded" without anything being wrong).
 for target in FuzzReadFrame FuzzJSON FuzzMsgPack FuzzCBOR; do
   go test -run XXX -fuzz "^${target}\$" -fuzztime 30000x ./native/
+done
+
+echo "== fuzzing federation's decoders briefly"
+# The /send body and PDU parsing every event from another server passes before
+# anything is looked up (federation/decode.go), seeded from federation/testdata/fuzz.
+# Parsing an event costs more than a native frame: fewer inputs in the same time.
+for target in FuzzTransaction FuzzPDU; do
+  go test -tags "$tags" -run XXX -fuzz "^${target}\$" -fuzztime 20000x ./federation/
 done

@@ -18,7 +18,18 @@ type Limiter struct {
 	mu      sync.Mutex
 	buckets map[string]*bucket // guarded by mu
 	swept   time.Time          // guarded by mu
+	maxKeys int                // 0 means defaultMaxKeys; tests set it lower
 }
+
+// defaultMaxKeys bounds the buckets a limiter holds: keys come from outside
+// (addresses, other servers' names), and a flood of new ones must not grow
+// memory without end. Past it, buckets that have refilled are dropped at once;
+// if none has, new keys share one overflow bucket until some do.
+const defaultMaxKeys = 100_000
+
+// overflowKey is the bucket new keys share while the limiter is full. No user
+// ID, address or server name contains a NUL.
+const overflowKey = "\x00overflow"
 
 type bucket struct {
 	tokens float64
@@ -41,6 +52,14 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 	defer l.mu.Unlock()
 	l.sweep(now)
 	b := l.buckets[key]
+	if b == nil && len(l.buckets) >= l.limit() {
+		l.swept = time.Time{}
+		l.sweep(now)
+		if len(l.buckets) >= l.limit() {
+			key = overflowKey
+			b = l.buckets[key]
+		}
+	}
 	if b == nil {
 		b = &bucket{tokens: l.burst, last: now}
 		l.buckets[key] = b
@@ -53,6 +72,13 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 	}
 	wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
 	return false, wait
+}
+
+func (l *Limiter) limit() int {
+	if l.maxKeys > 0 {
+		return l.maxKeys
+	}
+	return defaultMaxKeys
 }
 
 // sweep drops buckets that have refilled completely, at most once a minute, so idle
