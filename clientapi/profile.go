@@ -2,8 +2,6 @@ package clientapi
 
 import (
 	"encoding/json"
-	"github.com/hongyan/hongyan/homeserver/users"
-	"github.com/matrix-org/gomatrixserverlib/spec"
 	"unicode/utf8"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -15,20 +13,11 @@ const (
 	maxAvatarURLLength   = 1000
 )
 
-// profileOf returns a local user's profile. Remote profiles need federation, which is
-// not built yet; until then they are not found.
+// profileOf returns a user's profile, local or remote, as users.ProfileOf finds it.
 func (h *handlers) profileOf(r *httpapi.Request) (map[string]any, error) {
-	var p users.Profile
-	var err error
-	if local, ok := h.users.LocalpartOf(r.Vars["userId"]); ok {
-		p, err = h.users.Profile(r.Context(), local)
-	} else if _, uerr := spec.NewUserID(r.Vars["userId"], false); uerr != nil {
-		return nil, mxerror.New(mxerror.InvalidParam, "%q is not a user ID", r.Vars["userId"])
-	} else {
-		p, err = h.users.RemoteProfile(r.Context(), r.Vars["userId"])
-	}
+	p, err := h.users.ProfileOf(r.Context(), r.Vars["userId"])
 	if err != nil {
-		return nil, notFound(err, "profile")
+		return nil, err
 	}
 	out := map[string]any{}
 	if p.DisplayName != nil {

@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/gorilla/mux"
-	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -53,10 +52,7 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 // roomVar validates the {roomId} path variable.
 func roomVar(r *httpapi.Request) (string, error) {
 	id := r.Vars["roomId"]
-	if _, err := spec.NewRoomID(id); err != nil {
-		return "", mxerror.New(mxerror.InvalidParam, "%q is not a valid room ID", id)
-	}
-	return id, nil
+	return id, rooms.CheckRoomID(id)
 }
 
 func (h *handlers) createRoom(r *httpapi.Request) (any, error) {
@@ -95,23 +91,10 @@ func (h *handlers) selfMembership(r *httpapi.Request, membership string) (any, e
 	if err := r.Decode(&body); err != nil {
 		return nil, err
 	}
-	roomID := target
-	var via []string
-	switch {
-	case strings.HasPrefix(target, "#"):
-		id, servers, err := h.rooms.LookupAlias(r.Context(), target)
-		if err != nil {
-			return nil, mxerror.New(mxerror.NotFound, "unknown room alias %s", target)
-		}
-		roomID, via = id, servers
-	case strings.HasPrefix(target, "!"):
-	default:
-		return nil, mxerror.New(mxerror.InvalidParam, "%q is neither a room ID nor an alias", target)
-	}
 	q := r.URL.Query()
-	servers := append(append(q["via"], q["server_name"]...), via...)
-	if _, err := h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: r.Caller.UserID,
-		Membership: membership, Reason: body.Reason, Servers: servers}); err != nil {
+	roomID, err := h.rooms.JoinByIDOrAlias(r.Context(), rooms.SelfJoin{UserID: r.Caller.UserID, Room: target,
+		Via: append(q["via"], q["server_name"]...), Reason: body.Reason, Knock: membership == "knock"})
+	if err != nil {
 		return nil, err
 	}
 	return map[string]string{"room_id": roomID}, nil

@@ -194,8 +194,8 @@ func opSend(ctx context.Context, s *session, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if req.RoomID == "" {
-		return nil, mxerror.New(mxerror.MissingParam, "room_id is required")
+	if err := roomArg(req.RoomID); err != nil {
+		return nil, err
 	}
 	typ, content := "m.room.message", map[string]any{}
 	if req.Kind == "custom" {
@@ -271,13 +271,10 @@ func opEdit(ctx context.Context, s *session, body []byte) (any, error) {
 	if req.RoomID == "" || req.EventID == "" {
 		return nil, mxerror.New(mxerror.MissingParam, "room_id and event_id are required")
 	}
-	orig, err := s.srv.d.Rooms.Event(ctx, req.RoomID, s.userID, req.EventID)
-	if err != nil {
+	if err := rooms.CheckRoomID(req.RoomID); err != nil {
 		return nil, err
 	}
-	if orig.Sender != s.userID || orig.Type != "m.room.message" {
-		return nil, mxerror.New(mxerror.Forbidden, "only your own messages can be edited")
-	}
+	// Who may edit what is the core's rule (rooms.Send checks every m.replace).
 	content := map[string]any{
 		"msgtype": "m.text", "body": "* " + req.Body,
 		"m.new_content": map[string]any{"msgtype": "m.text", "body": req.Body},
@@ -294,6 +291,9 @@ func opReact(ctx context.Context, s *session, body []byte) (any, error) {
 	if req.RoomID == "" || req.EventID == "" || req.Key == "" {
 		return nil, mxerror.New(mxerror.MissingParam, "room_id, event_id and key are required")
 	}
+	if err := rooms.CheckRoomID(req.RoomID); err != nil {
+		return nil, err
+	}
 	content := map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": req.EventID, "key": req.Key}}
 	return s.sendEvent(ctx, req.RoomID, "m.reaction", content, req.TxnID)
 }
@@ -305,6 +305,9 @@ func opRedact(ctx context.Context, s *session, body []byte) (any, error) {
 	}
 	if req.RoomID == "" || req.EventID == "" {
 		return nil, mxerror.New(mxerror.MissingParam, "room_id and event_id are required")
+	}
+	if err := rooms.CheckRoomID(req.RoomID); err != nil {
+		return nil, err
 	}
 	sent, err := s.srv.d.Rooms.Redact(ctx, req.RoomID, s.userID, req.EventID, req.Reason, s.txn(req.TxnID))
 	if err != nil {
@@ -318,8 +321,8 @@ func opHistory(ctx context.Context, s *session, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if req.RoomID == "" {
-		return nil, mxerror.New(mxerror.MissingParam, "room_id is required")
+	if err := roomArg(req.RoomID); err != nil {
+		return nil, err
 	}
 	if req.Limit <= 0 || req.Limit > 100 {
 		req.Limit = 50
@@ -380,6 +383,9 @@ func opState(ctx context.Context, s *session, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := roomArg(req.RoomID); err != nil {
+		return nil, err
+	}
 	evs, err := s.srv.d.Rooms.State(ctx, req.RoomID, s.userID)
 	if err != nil {
 		return nil, err
@@ -391,9 +397,18 @@ func opState(ctx context.Context, s *session, body []byte) (any, error) {
 	return out, nil
 }
 
-func (s *session) mustBeJoined(ctx context.Context, roomID string) error {
+// roomArg checks a request's room_id: M_MISSING_PARAM when absent, and the core's
+// M_INVALID_PARAM when malformed, as the HTTP API answers for its {roomId}.
+func roomArg(roomID string) error {
 	if roomID == "" {
 		return mxerror.New(mxerror.MissingParam, "room_id is required")
+	}
+	return rooms.CheckRoomID(roomID)
+}
+
+func (s *session) mustBeJoined(ctx context.Context, roomID string) error {
+	if err := roomArg(roomID); err != nil {
+		return err
 	}
 	return s.srv.d.Rooms.RequireJoined(ctx, roomID, s.userID)
 }
@@ -468,11 +483,7 @@ func opProfile(ctx context.Context, s *session, body []byte) (any, error) {
 	if req.UserID == "" {
 		req.UserID = s.userID
 	}
-	local, ok := s.srv.d.Users.LocalpartOf(req.UserID)
-	if !ok {
-		return nil, mxerror.New(mxerror.NotFound, "profiles of other servers need federation")
-	}
-	p, err := s.srv.d.Users.Profile(ctx, local)
+	p, err := s.srv.d.Users.ProfileOf(ctx, req.UserID)
 	if err != nil {
 		return nil, err
 	}
@@ -506,16 +517,8 @@ func opJoin(ctx context.Context, s *session, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	roomID := req.Room
-	if strings.HasPrefix(roomID, "#") {
-		if roomID, err = s.srv.d.Rooms.ResolveAlias(ctx, req.Room); err != nil {
-			return nil, err
-		}
-	}
-	if !strings.HasPrefix(roomID, "!") {
-		return nil, mxerror.New(mxerror.InvalidParam, "room must be a room ID or alias")
-	}
-	if _, err := s.srv.d.Rooms.SetMembership(ctx, roomID, rooms.Membership{Sender: s.userID, Target: s.userID, Membership: "join"}); err != nil {
+	roomID, err := s.srv.d.Rooms.JoinByIDOrAlias(ctx, rooms.SelfJoin{UserID: s.userID, Room: req.Room, Via: req.Via})
+	if err != nil {
 		return nil, err
 	}
 	return RoomRef{RoomID: roomID}, nil
@@ -524,6 +527,9 @@ func opJoin(ctx context.Context, s *session, body []byte) (any, error) {
 func opLeave(ctx context.Context, s *session, body []byte) (any, error) {
 	req, err := decode[RoomRef](s, body)
 	if err != nil {
+		return nil, err
+	}
+	if err := roomArg(req.RoomID); err != nil {
 		return nil, err
 	}
 	if _, err := s.srv.d.Rooms.SetMembership(ctx, req.RoomID, rooms.Membership{Sender: s.userID, Target: s.userID, Membership: "leave"}); err != nil {
@@ -536,6 +542,12 @@ func opInvite(ctx context.Context, s *session, body []byte) (any, error) {
 	req, err := decode[Invite](s, body)
 	if err != nil {
 		return nil, err
+	}
+	if err := roomArg(req.RoomID); err != nil {
+		return nil, err
+	}
+	if req.UserID == "" {
+		return nil, mxerror.New(mxerror.MissingParam, "user_id is required")
 	}
 	if _, err := s.srv.d.Rooms.SetMembership(ctx, req.RoomID, rooms.Membership{Sender: s.userID, Target: req.UserID, Membership: "invite"}); err != nil {
 		return nil, err

@@ -235,6 +235,9 @@ type Profile struct {
 // Join joins a room by ID or alias.
 type Join struct {
 	Room string `json:"room"`
+	// Via lists servers to join through when the room is on another server and
+	// named by ID (an alias is resolved by its own server, which names them).
+	Via []string `json:"via,omitempty"`
 }
 
 // CreateRoom creates a room; Preset is private_chat (default), public_chat or

@@ -191,6 +191,9 @@ func (s *Service) Send(ctx context.Context, roomID string, p Proto) (Sent, error
 			return Sent{}, err
 		}
 	}
+	if err := s.checkReplacement(ctx, roomID, p); err != nil {
+		return Sent{}, err
+	}
 	sent, err := s.write(ctx, roomID, nil, []Proto{p})
 	if err != nil {
 		return Sent{}, s.roomError(err, roomID)

@@ -5,6 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/hongyan/hongyan/homeserver/mxerror"
 )
 
 // Profile is a user's global displayname and avatar.
@@ -24,6 +28,27 @@ func (s *Service) Profile(ctx context.Context, localpart string) (Profile, error
 		return p, fmt.Errorf("read profile of %q: %w", localpart, err)
 	}
 	return p, nil
+}
+
+// ProfileOf returns any user's profile: a local user's from the profiles table,
+// another server's by asking that server over federation. Every front-end's profile
+// lookup calls it, so local and remote users are found the same way everywhere. A
+// malformed user ID is M_INVALID_PARAM; a user with no profile, or one whose server
+// does not answer, is M_NOT_FOUND.
+func (s *Service) ProfileOf(ctx context.Context, userID string) (Profile, error) {
+	var p Profile
+	var err error
+	if local, ok := s.LocalpartOf(userID); ok {
+		p, err = s.Profile(ctx, local)
+	} else if _, uerr := spec.NewUserID(userID, false); uerr != nil {
+		return Profile{}, mxerror.New(mxerror.InvalidParam, "%q is not a user ID", userID)
+	} else {
+		p, err = s.RemoteProfile(ctx, userID)
+	}
+	if errors.Is(err, ErrNotFound) {
+		return Profile{}, mxerror.New(mxerror.NotFound, "profile not found")
+	}
+	return p, err
 }
 
 // SetDisplayName sets (or with nil, clears) the displayname.

@@ -107,10 +107,11 @@ func (c *Client) SetProfile(ctx context.Context, p native.Profile) error {
 	return c.Call(ctx, "set_profile", p, nil)
 }
 
-// Join joins a room by ID or alias and returns its ID.
-func (c *Client) Join(ctx context.Context, room string) (string, error) {
+// Join joins a room by ID or alias and returns its ID. via names servers to join
+// through when room is an ID of a room on another server; an alias needs none.
+func (c *Client) Join(ctx context.Context, room string, via ...string) (string, error) {
 	var out native.RoomRef
-	err := c.Call(ctx, "join", native.Join{Room: room}, &out)
+	err := c.Call(ctx, "join", native.Join{Room: room, Via: via}, &out)
 	return out.RoomID, err
 }
 

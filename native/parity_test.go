@@ -1,0 +1,313 @@
+package native_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/hongyan/hongyan/homeserver/testserver"
+	"github.com/hongyan/hongyan/native"
+	"github.com/hongyan/hongyan/native/sdk"
+)
+
+// both is one user on both front-ends: a Matrix client and a native session with
+// the same access token.
+type both struct {
+	mx  *testserver.Client
+	nat *sdk.Client
+}
+
+// mxCall sends a Matrix request and returns its decoded body and errcode ("" on 200).
+func mxCall(c *testserver.Client, method, path string, body any) (any, string) {
+	if body == nil && method != "GET" {
+		body = map[string]any{}
+	}
+	status, data := c.Raw(method, path, body)
+	var out any
+	_ = json.Unmarshal(data, &out)
+	if status == 200 {
+		return out, ""
+	}
+	if m, ok := out.(map[string]any); ok {
+		if code, ok := m["errcode"].(string); ok {
+			return nil, code
+		}
+	}
+	return nil, fmt.Sprintf("HTTP %d %s", status, data)
+}
+
+// field is out[key], for a Matrix reply decoded as a map.
+func field(out any, key string) any {
+	m, _ := out.(map[string]any)
+	return m[key]
+}
+
+// stateKeys lists a state reply's (type, state_key) pairs, sorted.
+func stateKeys(evs []native.Event) []string {
+	out := []string{}
+	for _, e := range evs {
+		if e.StateKey != nil {
+			out = append(out, e.Type+"|"+*e.StateKey)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// asEvents re-decodes a Matrix list of events as native events to compare them.
+func asEvents(v any) []native.Event {
+	raw, _ := json.Marshal(v)
+	var evs []native.Event
+	_ = json.Unmarshal(raw, &evs)
+	return evs
+}
+
+func eventIDs(evs []native.Event) []string {
+	out := []string{}
+	for _, e := range evs {
+		out = append(out, e.EventID)
+	}
+	return out
+}
+
+// TestParity: every native op that has a Matrix twin gives the same result and the
+// same errcode for the same input through both front-ends, because both call one
+// core function. Each case runs its Matrix form, then its native form, in table
+// order (later cases see what earlier ones did); cases whose two forms must act
+// on different objects (two redactions, two joiners) say so.
+func TestParity(t *testing.T) {
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		hs := srv.Config.ServerName
+		user := func(name string) both {
+			c := srv.Register(t, name, "pw")
+			return both{mx: c, nat: dial(t, srv, sdk.Options{Token: c.Token})}
+		}
+		alice, bob, carol := user("alice"), user("bob"), user("carol")
+		// dave joins, leaves and is invited through Matrix, erin through native.
+		dave, erin := user("dave"), user("erin")
+
+		var created map[string]string
+		alice.mx.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat", "name": "Parity", "room_alias_name": "parity"}, &created)
+		room := created["room_id"]
+		alice.mx.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat"}, &created)
+		private := created["room_id"]
+		bob.mx.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		bob.mx.MustDo("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(bob.mx.UserID)+"/displayname", map[string]any{"displayname": "Bob"}, nil)
+		say := func(c *testserver.Client, body string) string {
+			var out map[string]string
+			c.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/send/m.room.message/"+sdk.TxnID(),
+				map[string]any{"msgtype": "m.text", "body": body}, &out)
+			return out["event_id"]
+		}
+		msg := say(alice.mx, "alice's message")
+		redactMx, redactNat := say(alice.mx, "redact me (Matrix)"), say(alice.mx, "redact me (native)")
+
+		r := url.PathEscape(room)
+		sendPath := func(roomID string) string {
+			return "/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/send/m.room.message/" + sdk.TxnID()
+		}
+		text := map[string]any{"msgtype": "m.text", "body": "hi"}
+		editOf := func(eventID string) map[string]any {
+			return map[string]any{"msgtype": "m.text", "body": "* edited",
+				"m.new_content": map[string]any{"msgtype": "m.text", "body": "edited"},
+				"m.relates_to":  map[string]any{"rel_type": "m.replace", "event_id": eventID}}
+		}
+		nat := func(v any, err error) (any, string) { return v, errCode(err) }
+		ok := func(_ any, code string) (any, string) { return nil, code } // success compared, not the new event
+
+		cases := []struct {
+			name   string
+			code   string // the errcode both must give; "" for success
+			matrix func() (any, string)
+			native func() (any, string)
+		}{
+			{"send", "",
+				func() (any, string) { return ok(mxCall(bob.mx, "PUT", sendPath(room), text)) },
+				func() (any, string) { return ok(nat(bob.nat.SendText(ctx, room, "hi"))) }},
+			{"send to a malformed room ID", "M_INVALID_PARAM",
+				func() (any, string) { return ok(mxCall(bob.mx, "PUT", sendPath("nope"), text)) },
+				func() (any, string) { return ok(nat(bob.nat.SendText(ctx, "nope", "hi"))) }},
+			{"send to an unknown room", "M_NOT_FOUND",
+				func() (any, string) { return ok(mxCall(bob.mx, "PUT", sendPath("!nowhere:"+hs), text)) },
+				func() (any, string) { return ok(nat(bob.nat.SendText(ctx, "!nowhere:"+hs, "hi"))) }},
+			{"send by a stranger", "M_FORBIDDEN",
+				func() (any, string) { return ok(mxCall(carol.mx, "PUT", sendPath(room), text)) },
+				func() (any, string) { return ok(nat(carol.nat.SendText(ctx, room, "hi"))) }},
+			{"edit one's own message", "",
+				func() (any, string) { return ok(mxCall(alice.mx, "PUT", sendPath(room), editOf(msg))) },
+				func() (any, string) { return ok(nat(alice.nat.Edit(ctx, room, msg, "edited"))) }},
+			{"edit another's message", "M_FORBIDDEN",
+				func() (any, string) { return ok(mxCall(bob.mx, "PUT", sendPath(room), editOf(msg))) },
+				func() (any, string) { return ok(nat(bob.nat.Edit(ctx, room, msg, "edited"))) }},
+			{"edit an unknown event", "M_NOT_FOUND",
+				func() (any, string) { return ok(mxCall(alice.mx, "PUT", sendPath(room), editOf("$nothing"))) },
+				func() (any, string) { return ok(nat(alice.nat.Edit(ctx, room, "$nothing", "edited"))) }},
+			{"redact one's own message (one each)", "",
+				func() (any, string) {
+					return ok(mxCall(alice.mx, "PUT", "/_matrix/client/v3/rooms/"+r+"/redact/"+url.PathEscape(redactMx)+"/"+sdk.TxnID(), nil))
+				},
+				func() (any, string) { return ok(nat(alice.nat.Redact(ctx, room, redactNat, ""))) }},
+			{"redact another's message without power", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "PUT", "/_matrix/client/v3/rooms/"+r+"/redact/"+url.PathEscape(msg)+"/"+sdk.TxnID(), nil))
+				},
+				func() (any, string) { return ok(nat(bob.nat.Redact(ctx, room, msg, ""))) }},
+			{"redact an unknown event", "M_NOT_FOUND",
+				func() (any, string) {
+					return ok(mxCall(alice.mx, "PUT", "/_matrix/client/v3/rooms/"+r+"/redact/%24nothing/"+sdk.TxnID(), nil))
+				},
+				func() (any, string) { return ok(nat(alice.nat.Redact(ctx, room, "$nothing", ""))) }},
+			{"react", "",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "PUT", "/_matrix/client/v3/rooms/"+r+"/send/m.reaction/"+sdk.TxnID(),
+						map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": msg, "key": "👍"}}))
+				},
+				func() (any, string) { return ok(nat(bob.nat.React(ctx, room, msg, "🎉"))) }},
+			{"join by room ID (dave, erin)", "",
+				func() (any, string) {
+					out, code := mxCall(dave.mx, "POST", "/_matrix/client/v3/join/"+r, nil)
+					return field(out, "room_id"), code
+				},
+				func() (any, string) { return nat(erin.nat.Join(ctx, room)) }},
+			{"leave (dave, erin)", "",
+				func() (any, string) { return ok(mxCall(dave.mx, "POST", "/_matrix/client/v3/rooms/"+r+"/leave", nil)) },
+				func() (any, string) { return ok(nat(nil, erin.nat.Leave(ctx, room))) }},
+			{"join by alias (dave, erin)", "",
+				func() (any, string) {
+					out, code := mxCall(dave.mx, "POST", "/_matrix/client/v3/join/"+url.PathEscape("#parity:"+hs), nil)
+					return field(out, "room_id"), code
+				},
+				func() (any, string) { return nat(erin.nat.Join(ctx, "#parity:"+hs)) }},
+			{"join by an unknown alias", "M_NOT_FOUND",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/join/"+url.PathEscape("#nope:"+hs), nil))
+				},
+				func() (any, string) { return ok(nat(carol.nat.Join(ctx, "#nope:"+hs))) }},
+			{"join neither ID nor alias", "M_INVALID_PARAM",
+				func() (any, string) { return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/join/nope", nil)) },
+				func() (any, string) { return ok(nat(carol.nat.Join(ctx, "nope"))) }},
+			{"join a private room uninvited", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/join/"+url.PathEscape(private), nil))
+				},
+				func() (any, string) { return ok(nat(carol.nat.Join(ctx, private))) }},
+			{"leave a malformed room ID", "M_INVALID_PARAM",
+				func() (any, string) { return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/rooms/nope/leave", nil)) },
+				func() (any, string) { return ok(nat(nil, carol.nat.Leave(ctx, "nope"))) }},
+			{"invite (dave, erin)", "",
+				func() (any, string) {
+					return ok(mxCall(alice.mx, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/invite", map[string]any{"user_id": dave.mx.UserID}))
+				},
+				func() (any, string) { return ok(nat(nil, alice.nat.Invite(ctx, private, erin.mx.UserID))) }},
+			{"invite by a stranger", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/invite", map[string]any{"user_id": bob.mx.UserID}))
+				},
+				func() (any, string) { return ok(nat(nil, carol.nat.Invite(ctx, private, bob.mx.UserID))) }},
+			{"history and /messages", "",
+				func() (any, string) {
+					out, code := mxCall(bob.mx, "GET", "/_matrix/client/v3/rooms/"+r+"/messages?dir=b&limit=10", nil)
+					return eventIDs(asEvents(field(out, "chunk"))), code
+				},
+				func() (any, string) {
+					h, err := bob.nat.History(ctx, room, 0, 10)
+					return eventIDs(h.Events), errCode(err)
+				}},
+			{"history of a stranger", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/messages?dir=b", nil))
+				},
+				func() (any, string) { return ok(nat(carol.nat.History(ctx, private, 0, 10))) }},
+			{"history of a malformed room ID", "M_INVALID_PARAM",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "GET", "/_matrix/client/v3/rooms/nope/messages?dir=b", nil))
+				},
+				func() (any, string) { return ok(nat(bob.nat.History(ctx, "nope", 0, 10))) }},
+			{"state and /state", "",
+				func() (any, string) {
+					out, code := mxCall(bob.mx, "GET", "/_matrix/client/v3/rooms/"+r+"/state", nil)
+					return stateKeys(asEvents(out)), code
+				},
+				func() (any, string) {
+					evs, err := bob.nat.State(ctx, room)
+					return stateKeys(evs), errCode(err)
+				}},
+			{"state of a stranger", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/state", nil))
+				},
+				func() (any, string) { return ok(nat(carol.nat.State(ctx, private))) }},
+			{"profile", "",
+				func() (any, string) {
+					out, code := mxCall(carol.mx, "GET", "/_matrix/client/v3/profile/"+url.PathEscape(bob.mx.UserID), nil)
+					return field(out, "displayname"), code
+				},
+				func() (any, string) {
+					p, err := carol.nat.Profile(ctx, bob.mx.UserID)
+					if p.DisplayName == nil {
+						return nil, errCode(err)
+					}
+					return *p.DisplayName, errCode(err)
+				}},
+			{"profile of an unknown user", "M_NOT_FOUND",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "GET", "/_matrix/client/v3/profile/"+url.PathEscape("@nobody:"+hs), nil))
+				},
+				func() (any, string) { return ok(nat(carol.nat.Profile(ctx, "@nobody:"+hs))) }},
+			{"profile of a malformed user ID", "M_INVALID_PARAM",
+				func() (any, string) { return ok(mxCall(carol.mx, "GET", "/_matrix/client/v3/profile/nobody", nil)) },
+				func() (any, string) { return ok(nat(carol.nat.Profile(ctx, "nobody"))) }},
+			{"typing", "",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "PUT", "/_matrix/client/v3/rooms/"+r+"/typing/"+url.PathEscape(bob.mx.UserID), map[string]any{"typing": true, "timeout": 1000}))
+				},
+				func() (any, string) { return ok(nat(nil, bob.nat.Typing(ctx, room, true, 1000))) }},
+			{"typing in a room one is not in", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/typing/"+url.PathEscape(carol.mx.UserID), map[string]any{"typing": true, "timeout": 1000}))
+				},
+				func() (any, string) { return ok(nat(nil, carol.nat.Typing(ctx, private, true, 1000))) }},
+			{"receipt", "",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "POST", "/_matrix/client/v3/rooms/"+r+"/receipt/m.read/"+url.PathEscape(msg), nil))
+				},
+				func() (any, string) { return ok(nat(nil, bob.nat.Receipt(ctx, room, msg))) }},
+			{"receipt for an unknown event", "M_NOT_FOUND",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "POST", "/_matrix/client/v3/rooms/"+r+"/receipt/m.read/%24nothing", nil))
+				},
+				func() (any, string) { return ok(nat(nil, bob.nat.Receipt(ctx, room, "$nothing"))) }},
+			{"set presence", "",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(bob.mx.UserID)+"/status", map[string]any{"presence": "online"}))
+				},
+				func() (any, string) { return ok(nat(nil, bob.nat.SetPresence(ctx, "online", nil))) }},
+			{"set an unknown presence", "M_INVALID_PARAM",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "PUT", "/_matrix/client/v3/presence/"+url.PathEscape(bob.mx.UserID)+"/status", map[string]any{"presence": "busy"}))
+				},
+				func() (any, string) { return ok(nat(nil, bob.nat.SetPresence(ctx, "busy", nil))) }},
+			{"presence of a user sharing no room", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "GET", "/_matrix/client/v3/presence/"+url.PathEscape(bob.mx.UserID)+"/status", nil))
+				},
+				func() (any, string) { return ok(nat(carol.nat.Presence(ctx, bob.mx.UserID))) }},
+		}
+		for _, tc := range cases {
+			mres, mcode := tc.matrix()
+			nres, ncode := tc.native()
+			if mcode != tc.code || ncode != tc.code {
+				t.Errorf("%s: errcode Matrix %q, native %q; want %q from both", tc.name, mcode, ncode, tc.code)
+				continue
+			}
+			if !reflect.DeepEqual(mres, nres) {
+				t.Errorf("%s: result Matrix %v, native %v; want the same", tc.name, mres, nres)
+			}
+		}
+	})
+}
