@@ -26,9 +26,10 @@ import (
 
 // The sender delivers this server's events and EDUs to other servers.
 //
-// Durability: a scanner walks the events stream from a cursor kept in SQL (the
-// streams row 'federation_out') and, in one transaction, queues each local event for
-// the servers in its room and moves the cursor. Bus notices only wake it, so an event
+// Durability: a scanner walks the events stream through the room engine
+// (rooms.Service.EventsSince) from a cursor kept in federation's own table (the
+// federation_cursor row 'federation_out') and, in one transaction, queues each local
+// event for the servers in its room and moves the cursor. Bus notices only wake it, so an event
 // committed just before a crash is still queued after the restart. Each destination
 // has one worker that sends its queue in order, in transactions of at most 50 PDUs
 // and 100 EDUs, deletes what the destination acknowledged, and backs off
@@ -140,10 +141,16 @@ func (snd *sender) lease(ctx context.Context, dest string) (bool, error) {
 }
 
 // initCursor starts a new database's cursor at the current end of the events
-// stream: history from before federation existed is not sent anywhere.
+// stream: history from before federation existed is not sent anywhere. An event
+// committed between reading the end and inserting the cursor lies after it, so it
+// is sent, not lost.
 func (snd *sender) initCursor(ctx context.Context) error {
-	_, err := snd.s.deps.DB.Exec(ctx, `INSERT INTO streams (name, pos) SELECT 'federation_out', pos FROM streams WHERE name = 'events'
-		ON CONFLICT (name) DO NOTHING`)
+	end, err := snd.s.deps.Rooms.LatestPosition(ctx)
+	if err != nil {
+		return fmt.Errorf("federation cursor: %w", err)
+	}
+	_, err = snd.s.deps.DB.Exec(ctx, `INSERT INTO federation_cursor (name, pos) VALUES ('federation_out', $1)
+		ON CONFLICT (name) DO NOTHING`, end)
 	if err != nil {
 		return fmt.Errorf("federation cursor: %w", err)
 	}
@@ -195,92 +202,66 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 		queued, joins, n = queued[:0], joins[:0], 0
 		var cursor int64
 		// The no-op update locks the cursor row: one node scans at a time.
-		if err := tx.QueryRow(ctx, `UPDATE streams SET pos = pos WHERE name = 'federation_out' RETURNING pos`).Scan(&cursor); err != nil {
-			return err
+		if err := tx.QueryRow(ctx, `UPDATE federation_cursor SET pos = pos WHERE name = 'federation_out' RETURNING pos`).Scan(&cursor); err != nil {
+			return fmt.Errorf("lock federation cursor: %w", err)
 		}
-		rows, err := tx.Query(ctx, `SELECT stream_pos, event_id, room_id, sender, type, state_key, membership, snapshot_before FROM events
-			WHERE stream_pos > $1 ORDER BY stream_pos LIMIT 100`, cursor)
+		evs, err := snd.s.deps.Rooms.EventsSince(ctx, cursor, 100)
 		if err != nil {
-			return err
-		}
-		type row struct {
-			pos, before                             int64
-			id, room, sender, typ, skey, membership string
-			hasKey                                  bool
-		}
-		var evs []row
-		for rows.Next() {
-			var r row
-			var sk, m *string
-			if err := rows.Scan(&r.pos, &r.id, &r.room, &r.sender, &r.typ, &sk, &m, &r.before); err != nil {
-				rows.Close()
-				return err
-			}
-			if sk != nil {
-				r.skey, r.hasKey = *sk, true
-			}
-			if m != nil {
-				r.membership = *m
-			}
-			evs = append(evs, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		n = len(evs)
 		for _, r := range evs {
-			cursor = r.pos
-			if r.typ == spec.MRoomMember && r.membership == spec.Join && !strings.HasSuffix(r.skey, ":"+snd.s.cfg.ServerName) {
-				joins = append(joins, joinSeen{room: r.room, user: r.skey})
+			cursor = r.Pos
+			if r.Type == spec.MRoomMember && r.Membership == spec.Join && !strings.HasSuffix(r.StateKey, ":"+snd.s.cfg.ServerName) {
+				joins = append(joins, joinSeen{room: r.RoomID, user: r.StateKey})
 			}
-			if r.before < 0 {
+			if r.StateReplaced {
 				// Built on state the engine replaced wholesale (a join through
 				// another server, a resolved fork): the members may all have changed.
-				delete(snd.servers, r.room)
-			} else if r.typ == spec.MRoomMember {
+				delete(snd.servers, r.RoomID)
+			} else if r.Type == spec.MRoomMember {
 				// A join adds its server; anything else may remove one: read again.
-				_, srv, _ := strings.Cut(r.skey, ":")
-				if cached, ok := snd.servers[r.room]; ok && r.membership == spec.Join {
+				_, srv, _ := strings.Cut(r.StateKey, ":")
+				if cached, ok := snd.servers[r.RoomID]; ok && r.Membership == spec.Join {
 					if !slices.Contains(cached, srv) {
-						snd.servers[r.room] = append(cached, srv)
+						snd.servers[r.RoomID] = append(cached, srv)
 					}
 				} else {
-					delete(snd.servers, r.room)
+					delete(snd.servers, r.RoomID)
 				}
 			}
-			if !strings.HasSuffix(r.sender, ":"+snd.s.cfg.ServerName) {
+			if !strings.HasSuffix(r.Sender, ":"+snd.s.cfg.ServerName) {
 				continue // other servers' events are their servers' to send
 			}
-			dests, ok := snd.servers[r.room]
+			dests, ok := snd.servers[r.RoomID]
 			if !ok {
 				// The servers in the room at this event, not now: a server that
 				// joined later must not be sent what came before it.
 				var err error
-				if dests, err = snd.s.deps.Rooms.ServersAt(ctx, r.id); err != nil {
+				if dests, err = snd.s.deps.Rooms.ServersAt(ctx, r.EventID); err != nil {
 					return err
 				}
 				if len(snd.servers) > 10_000 {
 					clear(snd.servers)
 				}
-				snd.servers[r.room] = dests
+				snd.servers[r.RoomID] = dests
 			}
 			dests = slices.Clone(dests)
-			if r.typ == spec.MRoomMember && r.membership == spec.Join && r.hasKey && r.skey == r.sender {
+			if r.Type == spec.MRoomMember && r.Membership == spec.Join && r.HasStateKey && r.StateKey == r.Sender {
 				// A local user's join: the servers in the room then hear their presence.
-				joins = append(joins, joinSeen{room: r.room, user: r.skey, dests: dests})
+				joins = append(joins, joinSeen{room: r.RoomID, user: r.StateKey, dests: dests})
 			}
 			// A rescinded invite reaches the invited user's server, which is not
 			// in the room (kicks and bans reach the target's server as a server
 			// in the room before the event). Invites themselves go by /invite,
 			// not in transactions: as with Synapse, a server not in the room is
 			// never sent the room's events.
-			if r.typ == spec.MRoomMember && r.hasKey && r.membership == spec.Leave && r.sender != r.skey {
-				if _, srv, ok := strings.Cut(r.skey, ":"); ok {
+			if r.Type == spec.MRoomMember && r.HasStateKey && r.Membership == spec.Leave && r.Sender != r.StateKey {
+				if _, srv, ok := strings.Cut(r.StateKey, ":"); ok {
 					dests = append(dests, srv)
 				}
 			}
-			ev, err := snd.s.deps.Rooms.PDU(ctx, r.id)
+			ev, err := snd.s.deps.Rooms.PDU(ctx, r.EventID)
 			if err != nil {
 				return err
 			}
@@ -294,7 +275,7 @@ func (snd *sender) scanOnce(ctx context.Context) (int, error) {
 				queued = append(queued, d)
 			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE streams SET pos = $1 WHERE name = 'federation_out'`, cursor)
+		_, err = tx.Exec(ctx, `UPDATE federation_cursor SET pos = $1 WHERE name = 'federation_out'`, cursor)
 		return err
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
@@ -40,13 +41,8 @@ func (s *Service) Search(ctx context.Context, searcher, term string, limit int) 
 	suffix := ":" + s.serverName
 	rows, err := s.db.Query(ctx, `SELECT p.localpart, p.displayname, p.avatar_url FROM profiles p JOIN accounts a ON a.localpart = p.localpart
 		WHERE a.deactivated = FALSE AND (LOWER('@' || p.localpart || $2) LIKE $1 OR LOWER(COALESCE(p.displayname, '')) LIKE $1)
-		AND ('@' || p.localpart || $2 IN (
-			SELECT o.state_key FROM current_state me JOIN current_state o ON o.room_id = me.room_id
-			WHERE me.type = 'm.room.member' AND me.state_key = $3 AND me.membership = 'join'
-			AND o.type = 'm.room.member' AND o.membership = 'join')
-		OR '@' || p.localpart || $2 IN (
-			SELECT c.state_key FROM current_state c JOIN rooms r ON r.room_id = c.room_id
-			WHERE r.visibility = 'public' AND c.type = 'm.room.member' AND c.membership = 'join'))
+		AND ('@' || p.localpart || $2 IN (`+rooms.SharedRoomMembersSQL("$3")+`)
+		OR '@' || p.localpart || $2 IN (`+rooms.PublicRoomMembersSQL+`))
 		ORDER BY p.localpart LIMIT $4`, like, suffix, searcher, limit+1)
 	if err != nil {
 		return Results{}, fmt.Errorf("search users: %w", err)

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
@@ -85,9 +86,7 @@ func (s *Service) CanSee(ctx context.Context, observer, subject string) (bool, e
 		return true, nil
 	}
 	var one int
-	err := s.db.QueryRow(ctx, `SELECT 1 FROM current_state me JOIN current_state o ON o.room_id = me.room_id
-		WHERE me.type = 'm.room.member' AND me.state_key = $1 AND me.membership = 'join'
-		AND o.type = 'm.room.member' AND o.state_key = $2 AND o.membership = 'join' LIMIT 1`, observer, subject).Scan(&one)
+	err := s.db.QueryRow(ctx, `SELECT 1 WHERE $2 IN (`+rooms.SharedRoomMembersSQL("$1")+`)`, observer, subject).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
@@ -246,10 +245,7 @@ func (s *Service) ChangedForUser(ctx context.Context, userID string, since, upTo
 		return nil, nil
 	}
 	rows, err := s.db.Query(ctx, `SELECT p.user_id, p.state, p.status_msg, p.last_active_ts, p.stream_pos FROM presence p
-		WHERE p.stream_pos > $2 AND p.stream_pos <= $3 AND (p.user_id = $1 OR p.user_id IN (
-			SELECT o.state_key FROM current_state me JOIN current_state o ON o.room_id = me.room_id
-			WHERE me.type = 'm.room.member' AND me.state_key = $1 AND me.membership = 'join'
-			AND o.type = 'm.room.member' AND o.membership = 'join'))
+		WHERE p.stream_pos > $2 AND p.stream_pos <= $3 AND (p.user_id = $1 OR p.user_id IN (`+rooms.SharedRoomMembersSQL("$1")+`))
 		ORDER BY p.stream_pos`, userID, since, upTo)
 	if err != nil {
 		return nil, fmt.Errorf("presence changes for %s: %w", userID, err)

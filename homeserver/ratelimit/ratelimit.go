@@ -1,24 +1,26 @@
 // Package ratelimit limits how fast one user or one address may make requests: a
-// token bucket per key, in memory. (The Redis-backed limiter for several nodes will
-// sit behind the same Allow.)
+// token bucket per key (golang.org/x/time/rate), in memory. (The Redis-backed
+// limiter for several nodes will sit behind the same Allow.)
 package ratelimit
 
 import (
 	"math"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Limiter is a set of token buckets keyed by user ID or IP. The zero value is not
 // usable; call New. A nil *Limiter allows everything, so "off" needs no special case.
 type Limiter struct {
-	rate  float64 // tokens per second
-	burst float64
+	rate  rate.Limit // tokens per second
+	burst int
 
 	mu      sync.Mutex
-	buckets map[string]*bucket // guarded by mu
-	swept   time.Time          // guarded by mu
-	maxKeys int                // 0 means defaultMaxKeys; tests set it lower
+	buckets map[string]*rate.Limiter // guarded by mu
+	swept   time.Time                // guarded by mu
+	maxKeys int                      // 0 means defaultMaxKeys; tests set it lower
 }
 
 // defaultMaxKeys bounds the buckets a limiter holds: keys come from outside
@@ -31,14 +33,9 @@ const defaultMaxKeys = 100_000
 // ID, address or server name contains a NUL.
 const overflowKey = "\x00overflow"
 
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
 // New returns a limiter allowing perSecond requests per key on average and burst at once.
 func New(perSecond float64, burst int) *Limiter {
-	return &Limiter{rate: perSecond, burst: float64(burst), buckets: map[string]*bucket{}, swept: time.Now()}
+	return &Limiter{rate: rate.Limit(perSecond), burst: burst, buckets: map[string]*rate.Limiter{}, swept: time.Now()}
 }
 
 // Allow takes one token from key's bucket. When none is left it returns false and how
@@ -61,17 +58,28 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 		}
 	}
 	if b == nil {
-		b = &bucket{tokens: l.burst, last: now}
+		b = rate.NewLimiter(l.rate, l.burst)
 		l.buckets[key] = b
 	}
-	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
+	r := b.ReserveN(now, 1)
+	if !r.OK() {
+		// A burst below one never holds a whole token: say when one would
+		// have accrued, as a client's back-off hint.
+		return false, l.tokenInterval()
 	}
-	wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
-	return false, wait
+	if wait := r.DelayFrom(now); wait > 0 {
+		r.CancelAt(now) // a refused request takes nothing from the bucket
+		return false, wait
+	}
+	return true, 0
+}
+
+// tokenInterval is how long one token takes to accrue.
+func (l *Limiter) tokenInterval() time.Duration {
+	if l.rate <= 0 {
+		return math.MaxInt64
+	}
+	return time.Duration(float64(time.Second) / float64(l.rate))
 }
 
 func (l *Limiter) limit() int {
@@ -88,9 +96,8 @@ func (l *Limiter) sweep(now time.Time) {
 		return
 	}
 	l.swept = now
-	full := time.Duration(l.burst / l.rate * float64(time.Second))
 	for k, b := range l.buckets {
-		if now.Sub(b.last) > full {
+		if b.TokensAt(now) >= float64(l.burst) {
 			delete(l.buckets, k)
 		}
 	}

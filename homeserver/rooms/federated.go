@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -1636,7 +1634,7 @@ func (s *Service) historyElsewhere(ctx context.Context, roomID string) (bool, er
 // federates (its create event's m.federate is not false) and its server ACL
 // (m.room.server_acl), if any, allows the server's name.
 func (s *Service) ServerAllowed(ctx context.Context, roomID, server string) (bool, error) {
-	rows, err := s.db.Query(ctx, `SELECT c.type, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+	rows, err := s.db.Query(ctx, `SELECT c.type, c.event_id, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
 		WHERE c.room_id = $1 AND c.type IN ('m.room.create', 'm.room.server_acl') AND c.state_key = ''`, roomID)
 	if err != nil {
 		return false, fmt.Errorf("read server ACL: %w", err)
@@ -1644,64 +1642,17 @@ func (s *Service) ServerAllowed(ctx context.Context, roomID, server string) (boo
 	defer rows.Close()
 	allowed := true
 	for rows.Next() {
-		var typ, raw string
-		if err := rows.Scan(&typ, &raw); err != nil {
+		var typ, eventID, raw string
+		if err := rows.Scan(&typ, &eventID, &raw); err != nil {
 			return false, err
 		}
 		if typ == spec.MRoomCreate {
 			allowed = allowed && federates(raw)
 		} else {
-			allowed = allowed && aclAllows(gjson.Get(raw, "content"), server)
+			allowed = allowed && s.acls.get(eventID, raw).allows(server)
 		}
 	}
 	return allowed, rows.Err()
-}
-
-// aclAllows applies ACL content to a server name: an IP literal needs
-// allow_ip_literals (default true), a deny glob match refuses, and an allow glob
-// must match (no allow list allows nobody). Globs match the name without its port,
-// as the spec has it, or with it, as Synapse also matches.
-func aclAllows(acl gjson.Result, server string) bool {
-	host := server
-	if h, _, err := net.SplitHostPort(server); err == nil {
-		host = h
-	}
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if ip := net.ParseIP(host); ip != nil {
-		if a := acl.Get("allow_ip_literals"); a.Exists() && a.Type == gjson.False {
-			return false
-		}
-	}
-	for _, g := range acl.Get("deny").Array() {
-		if globMatch(g.String(), host) || globMatch(g.String(), server) {
-			return false
-		}
-	}
-	for _, g := range acl.Get("allow").Array() {
-		if globMatch(g.String(), host) || globMatch(g.String(), server) {
-			return true
-		}
-	}
-	return false
-}
-
-// globMatch matches a server ACL glob: * is any run of characters, ? one.
-func globMatch(glob, s string) bool {
-	var b strings.Builder
-	b.WriteString("^")
-	for _, r := range glob {
-		switch r {
-		case '*':
-			b.WriteString(".*")
-		case '?':
-			b.WriteString(".")
-		default:
-			b.WriteString(regexp.QuoteMeta(string(r)))
-		}
-	}
-	b.WriteString("$")
-	re, err := regexp.Compile(b.String())
-	return err == nil && re.MatchString(s)
 }
 
 // Federates reports whether the room may be shared with other servers: its create

@@ -88,6 +88,10 @@ type Service struct {
 	// reader resolves it once instead of once per event and request.
 	seenMu sync.Mutex
 	seen   map[seenKey][2]string
+
+	// acls holds server ACLs compiled once per m.room.server_acl event, since
+	// every PDU and federation request checks its room's ACL.
+	acls aclCache
 }
 
 type seenKey struct {
