@@ -225,10 +225,10 @@ func (s *Service) notaryQuery(r *httpapi.Request) (any, error) {
 				}
 				if !fetched {
 					fetched = true
-					// Kept only for a server whose keys this one has needed
-					// itself: otherwise anyone could fill server_key_docs
-					// with documents of servers named for the purpose.
-					if keys, err := s.fetchServerKeys(ctx, spec.ServerName(server), s.knownServer(ctx, server)); err == nil {
+					// Kept so the notary can vouch for it later (when the
+					// server is down or has dropped the key), but bounded:
+					// see keepNotaryDoc.
+					if keys, err := s.fetchServerKeys(ctx, spec.ServerName(server), s.keepNotaryDoc(ctx, server, maxNotaryOnlyServers)); err == nil {
 						if k.keyID == "" {
 							docs[string(keys.Raw)] = true
 							continue
@@ -261,11 +261,32 @@ func (s *Service) notaryQuery(r *httpapi.Request) (any, error) {
 	return map[string]any{"server_keys": out}, nil
 }
 
-// knownServer reports whether this server holds keys of server it fetched for
-// its own checks.
-func (s *Service) knownServer(ctx context.Context, server string) bool {
+// maxNotaryOnlyServers bounds the servers whose key documents the notary keeps
+// only because someone asked it about them: anyone may name servers (and a
+// wildcard DNS name makes servers cheap), so past this many the notary still
+// answers for new ones but keeps nothing of them.
+const maxNotaryOnlyServers = 10_000
+
+// keepNotaryDoc reports whether a key document of server, fetched to answer a
+// notary query, is kept: always for a server this one fetched keys of for its own
+// checks or whose documents it keeps already (they stay current), and for others
+// while fewer than limit servers are kept that way. Keeping them is what lets the
+// notary answer for a key once its server is gone or no longer lists it (Sytest's
+// "Key notary server should return an expired key if it can't find any others").
+func (s *Service) keepNotaryDoc(ctx context.Context, server string, limit int) bool {
 	var one int
-	return s.deps.DB.QueryRow(ctx, `SELECT 1 FROM server_keys WHERE server_name = $1 LIMIT 1`, server).Scan(&one) == nil
+	err := s.deps.DB.QueryRow(ctx, `SELECT 1 FROM server_keys WHERE server_name = $1
+		UNION ALL SELECT 1 FROM server_key_docs WHERE server_name = $1 LIMIT 1`, server).Scan(&one)
+	if err == nil {
+		return true
+	}
+	var n int
+	if err := s.deps.DB.QueryRow(ctx, `SELECT COUNT(DISTINCT server_name) FROM server_key_docs
+		WHERE server_name NOT IN (SELECT server_name FROM server_keys)`).Scan(&n); err != nil {
+		s.log.Warn("count notary-only key documents", "err", err)
+		return false
+	}
+	return n < limit
 }
 
 // keyFetcher asks servers for their own keys, keeping each document as signed

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"testing"
 
+	"github.com/hongyan/hongyan/federation"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/testserver"
@@ -83,15 +84,29 @@ func TestNotaryCapsServersPerRequest(t *testing.T) {
 					tc.name, status, out["errcode"], len(docs), tc.wantStatus, tc.wantCode, tc.wantDocs)
 			}
 		}
-		// b's document was fetched for the asker, not kept: a has no use for
-		// b's keys itself, and anyone could otherwise fill a's tables with
-		// documents of servers named for the purpose.
+		// b's document, fetched for the asker, is kept so a can vouch for b's
+		// key later, but servers kept only that way are bounded: with b kept, a
+		// bound of one keeps b's next document and refuses a new server's.
 		var kept int
 		if err := a.DB.QueryRow(context.Background(), `SELECT COUNT(*) FROM server_key_docs WHERE server_name = $1`, b.Config.ServerName).Scan(&kept); err != nil {
 			t.Fatal(err)
 		}
-		if kept != 0 {
-			t.Errorf("key documents of %s kept after a notary query = %d; want 0", b.Config.ServerName, kept)
+		if kept == 0 {
+			t.Errorf("key documents of %s kept after a notary query = 0; want its keys", b.Config.ServerName)
+		}
+		ctx := context.Background()
+		for _, tc := range []struct {
+			server string
+			limit  int
+			want   bool
+		}{
+			{b.Config.ServerName, 1, true}, // kept already: stays current
+			{"new.example.org", 1, false},  // the bound is reached
+			{"new.example.org", 2, true},   // below the bound
+		} {
+			if got := federation.KeepNotaryDoc(ctx, a.Federation, tc.server, tc.limit); got != tc.want {
+				t.Errorf("KeepNotaryDoc(%s, limit %d) = %v; want %v", tc.server, tc.limit, got, tc.want)
+			}
 		}
 	})
 }
