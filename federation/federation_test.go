@@ -257,7 +257,7 @@ func TestCatchUpAfterRestart(t *testing.T) {
 			send(t, alice, room, fmt.Sprintf("down%d", i), body)
 			want = append(want, body)
 		}
-		time.Sleep(500 * time.Millisecond) // A tries, fails, and backs off
+		waitFor(t, "A to try B while it is down", func() bool { return b.FederationTurnedAway() > 0 })
 		b.Resume(t)
 		waitFor(t, "B to catch up", func() bool {
 			got := bodies(t, bob, room)
@@ -884,8 +884,15 @@ func TestServerACLOverFederation(t *testing.T) {
 		if err := signedGet(t, b, a, path, &ids); !errors.As(err, &httpErr) || httpErr.Code != 403 {
 			t.Errorf("state_ids after the ban = %v; want 403", err)
 		}
+		// Wait for A to answer the transaction that carries B's event, then check
+		// that A did not store it.
+		answered := a.FederationAnswered("/send/", "after the ban")
 		send(t, bob, room, "after", "after the ban")
-		time.Sleep(500 * time.Millisecond) // B sends; A must refuse
+		select {
+		case <-answered:
+		case <-time.After(20 * time.Second):
+			t.Fatal("A never answered the transaction carrying B's event")
+		}
 		if slices.Contains(bodies(t, alice, room), "after the ban") {
 			t.Error("A accepted an event from a server its ACL denies")
 		}

@@ -48,6 +48,7 @@ type Server struct {
 
 	holdMu  sync.Mutex
 	holds   map[string]chan struct{} // federation path fragment → closed on release
+	watches []*watch                 // FederationAnswered calls not yet answered
 	stopped chan struct{}            // closed when the running server stops
 }
 
@@ -75,6 +76,27 @@ func (srv *Server) HoldFederation(t testing.TB, fragment string) (release func()
 	return release
 }
 
+// FederationAnswered returns a channel closed once this server has answered a
+// federation request whose path contains fragment and whose body contains needle
+// (a /send/ transaction carrying an event ID, say). It is the positive signal a
+// negative check waits for: once the server has answered the transaction that
+// carried X, "X was not stored" is a fact, not a guess about how long to sleep.
+// Call it before the request can be sent.
+func (srv *Server) FederationAnswered(fragment, needle string) <-chan struct{} {
+	srv.holdMu.Lock()
+	defer srv.holdMu.Unlock()
+	w := &watch{fragment: fragment, needle: []byte(needle), done: make(chan struct{})}
+	srv.watches = append(srv.watches, w)
+	return w.done
+}
+
+// watch is one FederationAnswered call waiting for its request.
+type watch struct {
+	fragment string
+	needle   []byte
+	done     chan struct{} // closed once answered, and the watch dropped
+}
+
 func (srv *Server) holdBack(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		srv.holdMu.Lock()
@@ -84,6 +106,7 @@ func (srv *Server) holdBack(next http.Handler) http.Handler {
 				wait = append(wait, ch)
 			}
 		}
+		watching := len(srv.watches) > 0
 		stopped := srv.stopped
 		srv.holdMu.Unlock()
 		for _, ch := range wait {
@@ -96,7 +119,28 @@ func (srv *Server) holdBack(next http.Handler) http.Handler {
 				return
 			}
 		}
+		if !watching {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, "read body", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
+		srv.holdMu.Lock()
+		defer srv.holdMu.Unlock()
+		kept := srv.watches[:0]
+		for _, wt := range srv.watches {
+			if strings.Contains(r.URL.Path, wt.fragment) && bytes.Contains(body, wt.needle) {
+				close(wt.done)
+				continue
+			}
+			kept = append(kept, wt)
+		}
+		srv.watches = kept
 	})
 }
 
