@@ -201,18 +201,35 @@ func TestRetransmitUntilAcked(t *testing.T) {
 		t.Fatalf("retransmitted %d %s; want %d %s", again.Seq, again.Event.EventID, first.Seq, first.Event.EventID)
 	}
 	c.op("", "ack", native.Ack{Rooms: map[string]int64{room.RoomID: first.Seq}})
-	// Drain a retransmission that may already be on its way, then expect silence.
+	// Ops run in order: once the ping is answered the ack has been applied, and a
+	// retransmission already on its way before it is allowed.
+	c.op("p", "ping", nil)
 	for {
-		env, _, err := c.read(700 * time.Millisecond)
+		env, _, err := c.read(5 * time.Second)
 		if err != nil {
+			t.Fatalf("waiting for the ping's reply: %v", err)
+		}
+		if env.Op == "reply" {
 			break
 		}
-		if env.Op == "event" {
-			continue
-		}
 	}
-	if env, _, err := c.read(700 * time.Millisecond); err == nil {
-		t.Errorf("after the ack the server still sent %s", env.Op)
+	// The sentinel: a second, unacknowledged message is retransmitted. The room's
+	// unacknowledged pushes are resent together and in order, so had the first
+	// still been unacknowledged it would have come again before the second did.
+	sendMessages(t, bob, room.RoomID, "sentinel", 1)
+	second := expect[native.EventPush](c, "event")
+	for second.Seq == first.Seq { // a retransmission gathered just before the ack, written just after
+		second = expect[native.EventPush](c, "event")
+	}
+	for {
+		got := expect[native.EventPush](c, "event")
+		if got.Seq == first.Seq {
+			t.Fatalf("after the ack the server retransmitted %d %s", got.Seq, got.Event.EventID)
+		}
+		if got.Seq == second.Seq {
+			break // retransmitted, alone
+		}
+		t.Fatalf("push %d %s; want a retransmission of %d", got.Seq, got.Event.EventID, second.Seq)
 	}
 }
 
