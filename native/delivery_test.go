@@ -64,6 +64,7 @@ func want(prefix string, n int) []string {
 // and later the server restarts mid-stream; the client ends up with every message
 // exactly once, in order.
 func TestResumeAfterCutAndRestart(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		bob := srv.Register(t, "bob", "pw")
@@ -186,6 +187,7 @@ func (c *rawConn) session(token string) {
 }
 
 func TestRetransmitUntilAcked(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) { c.Native.RetransmitAfter = 200 * time.Millisecond })
 	bob := srv.Register(t, "bob", "pw")
 	var room struct {
@@ -234,6 +236,7 @@ func TestRetransmitUntilAcked(t *testing.T) {
 }
 
 func TestSlowConsumerIsDisconnectedOthersUnaffected(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) { c.Native.MaxUnacked = 20 })
 	bob := srv.Register(t, "bob", "pw")
 	srv.Register(t, "carol", "pw")
@@ -261,6 +264,7 @@ func TestSlowConsumerIsDisconnectedOthersUnaffected(t *testing.T) {
 }
 
 func TestBadInputGetsTypedErrors(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) {
 		c.Native.IdleTimeout = 400 * time.Millisecond
 		c.Native.MaxFrameBytes = 64 << 10
@@ -331,6 +335,7 @@ func TestBadInputGetsTypedErrors(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) {
 		c.RateLimit.Enabled, c.RateLimit.PerSecond, c.RateLimit.Burst = true, 1, 5
 	})
@@ -350,6 +355,7 @@ func TestRateLimit(t *testing.T) {
 
 // A session whose device logs out elsewhere is closed at a heartbeat.
 func TestLoggedOutSessionCloses(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) { c.Native.TokenRecheck = time.Millisecond })
 	alice := srv.Register(t, "alice", "pw")
 	c := rawDial(t, srv)
