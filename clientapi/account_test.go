@@ -26,6 +26,7 @@ type errBody struct {
 }
 
 func TestRegisterLoginAndAccountLifecycle(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		anon := srv.Client(t)
 
@@ -224,6 +225,7 @@ func TestRegisterLoginAndAccountLifecycle(t *testing.T) {
 }
 
 func TestBadInputGetsSpecErrors(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw-alice")
 		anon := srv.Client(t)

@@ -30,6 +30,7 @@ import (
 // message through the server's key upload, query, claim and to-device paths, and the
 // other decrypts it.
 func TestEncryptedConversation(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
@@ -115,6 +116,7 @@ func secretStorageKey(t *testing.T, ctx context.Context, mach *crypto.OlmMachine
 // Everything crosses the server: cross-signing upload with UIA, signature upload and
 // verification, secret storage in account data, backup versions and keys.
 func TestCrossSignedDeviceRestoresBackup(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 		defer cancel()

@@ -10,6 +10,7 @@ import (
 // stored with its keys, receives to-device messages while no device is online, and
 // the next device reads them, acknowledges them, and replaces or deletes it.
 func TestDehydratedDevice(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")

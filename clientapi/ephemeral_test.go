@@ -46,6 +46,7 @@ func waitEphemeral(t *testing.T, c *testserver.Client, roomID, since, typ string
 }
 
 func TestTypingReceiptsAndReadMarkers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -130,6 +131,7 @@ func TestTypingReceiptsAndReadMarkers(t *testing.T) {
 }
 
 func TestPresence(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -190,6 +192,7 @@ func TestPresence(t *testing.T) {
 }
 
 func TestPushRules(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		var all struct {

@@ -24,6 +24,7 @@ import (
 // scripts/test.sh with npm ci) whose sync loops chat in real time: every ping Alice
 // sends reaches Bob's loop, whose answer reaches Alice's, in order.
 func TestMatrixJSSDKChat(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -78,6 +79,7 @@ func runJSSDK(t *testing.T, script string, out any, env ...string) {
 // other user's client receives the event and downloads the image and its thumbnail
 // through authenticated media.
 func TestMatrixJSSDKImage(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")

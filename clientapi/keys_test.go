@@ -38,6 +38,7 @@ func signedDeviceKeys(t *testing.T, userID, deviceID string) json.RawMessage {
 }
 
 func TestDeviceKeysClaimsAndToDevice(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -173,6 +174,7 @@ func TestDeviceKeysClaimsAndToDevice(t *testing.T) {
 }
 
 func TestConcurrentClaimsNeverShareAKey(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		bob := srv.Register(t, "bob", "pw")
 		const keys, claimers = 12, 16
@@ -213,6 +215,7 @@ func TestConcurrentClaimsNeverShareAKey(t *testing.T) {
 }
 
 func TestKeyBackup(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		var e errBody
@@ -321,6 +324,7 @@ func crossSigningKey(t *testing.T, user, usage string, k csKey, signer *csKey) j
 }
 
 func TestCrossSigning(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -399,6 +403,7 @@ func TestCrossSigning(t *testing.T) {
 // room any more in device_lists.left (the client stops tracking them), in /sync and
 // in sliding sync's e2ee extension.
 func TestDeviceListsJoinAndLeave(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		carol := srv.Register(t, "carol", "pw")

@@ -14,6 +14,7 @@ import (
 // TestRealClientLibrary drives the account API with mautrix-go, the client library
 // that bridges and bots use, so the wire format is checked by someone else's code.
 func TestRealClientLibrary(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		cli, err := mautrix.NewClient(srv.URL, "", "")

@@ -34,6 +34,7 @@ func (s presenceSync) of(sender string) []map[string]any {
 // Synapse refuses, and learns nothing, not even whether the user exists; someone
 // who left the shared room is a stranger again. Room-mates and the user see it.
 func TestPresenceHiddenFromStrangers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -100,6 +101,7 @@ func TestPresenceHiddenFromStrangers(t *testing.T) {
 // presence.enabled: false drops presence, so even a room-mate sees offline and
 // sync carries none.
 func TestPresenceOptions(t *testing.T) {
+	t.Parallel()
 	t.Run("visible_to all", func(t *testing.T) {
 		forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 			alice := srv.Register(t, "alice", "pw")

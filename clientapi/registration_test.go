@@ -13,6 +13,7 @@ import (
 )
 
 func TestRegistrationTokensGateRegistration(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		anon := srv.Client(t)
 		// Only the shared secret can make the first admin while registration needs a token.
@@ -108,6 +109,7 @@ func sharedSecretRegister(t *testing.T, srv *testserver.Server, user, password s
 }
 
 func TestSharedSecretRejectsBadMAC(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		c := srv.Client(t)
 		var nonce map[string]string
@@ -122,6 +124,7 @@ func TestSharedSecretRejectsBadMAC(t *testing.T) {
 }
 
 func TestGuestsAndClosedRegistration(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		anon := srv.Client(t)
 		var e errBody
@@ -147,6 +150,7 @@ func TestGuestsAndClosedRegistration(t *testing.T) {
 }
 
 func TestConcurrentFilterCreationGivesDistinctIDs(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		c := srv.Register(t, "fil", "pw")
 		const n = 8
@@ -172,6 +176,7 @@ func TestConcurrentFilterCreationGivesDistinctIDs(t *testing.T) {
 }
 
 func TestExpiredAccessTokenIsSoftLogout(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		srv.Register(t, "dora", "pw")
 		anon := srv.Client(t)

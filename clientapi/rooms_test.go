@@ -64,6 +64,7 @@ func bodies(events []event) []string {
 }
 
 func TestPublicRoomConversation(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -169,6 +170,7 @@ func TestPublicRoomConversation(t *testing.T) {
 }
 
 func TestPrivateRoomMembershipAndPowers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -239,6 +241,7 @@ func TestPrivateRoomMembershipAndPowers(t *testing.T) {
 }
 
 func TestRoomBadInput(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		stranger := srv.Register(t, "stranger", "pw")
@@ -292,6 +295,7 @@ func TestRoomBadInput(t *testing.T) {
 }
 
 func TestCommittedEventsAreAnnouncedOnTheBus(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		notices := make(chan rooms.Notice, 64)
 		sub, err := srv.Bus.Conn.Subscribe(rooms.NoticeSubject, func(m *nats.Msg) {
@@ -331,6 +335,7 @@ func TestCommittedEventsAreAnnouncedOnTheBus(t *testing.T) {
 // TestConcurrentSendersKeepOneLinearHistory sends from many goroutines into one room
 // and checks that every acknowledged event is stored once, in a single chain.
 func TestConcurrentSendersKeepOneLinearHistory(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
@@ -380,6 +385,7 @@ func TestConcurrentSendersKeepOneLinearHistory(t *testing.T) {
 }
 
 func TestProfileChangesReachMemberEvents(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -395,6 +401,7 @@ func TestProfileChangesReachMemberEvents(t *testing.T) {
 }
 
 func TestRoomUpgrade(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -439,6 +446,7 @@ func TestRoomUpgrade(t *testing.T) {
 }
 
 func TestKnockingAndRestrictedJoins(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -492,6 +500,7 @@ func TestKnockingAndRestrictedJoins(t *testing.T) {
 // create event's hash, creators outrank every power level and are never listed in
 // them, and the trusted preset makes invitees creators.
 func TestRoomVersion12(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")

@@ -11,6 +11,7 @@ import (
 )
 
 func TestDirectoryContextRelationsReports(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -158,6 +159,7 @@ func TestDirectoryContextRelationsReports(t *testing.T) {
 }
 
 func TestSpaceHierarchyAndCanonicalAlias(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -215,6 +217,7 @@ func TestSpaceHierarchyAndCanonicalAlias(t *testing.T) {
 }
 
 func TestTagsAndUserDirectory(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")

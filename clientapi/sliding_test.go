@@ -109,6 +109,7 @@ func stateTypes(events []event) []string {
 }
 
 func TestSlidingSyncElementXRoomList(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -236,6 +237,7 @@ func keys[V any](m map[string]V) []string {
 }
 
 func TestSlidingSyncSubscriptionsAndExtensions(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -308,6 +310,7 @@ func TestSlidingSyncSubscriptionsAndExtensions(t *testing.T) {
 }
 
 func TestSlidingSyncBadInput(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		bob := srv.Register(t, "bob", "pw")
 		for _, tc := range []struct {

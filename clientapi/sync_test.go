@@ -43,6 +43,7 @@ func doSync(t *testing.T, c *testserver.Client, query string) syncResp {
 }
 
 func TestSyncInitialAndIncremental(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
@@ -156,6 +157,7 @@ func TestSyncInitialAndIncremental(t *testing.T) {
 }
 
 func TestSyncBadInput(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		for _, q := range []string{"since=garbage", "since=s1_x", "timeout=-5", "timeout=soon", "full_state=maybe",
@@ -171,6 +173,7 @@ func TestSyncBadInput(t *testing.T) {
 // TestSyncNeverMissesOrDuplicates follows a room with incremental syncs while
 // several users send concurrently, and checks every acknowledged event arrives once.
 func TestSyncNeverMissesOrDuplicates(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		watcher := srv.Register(t, "watcher", "pw")
 		roomID := createRoom(t, watcher, map[string]any{"preset": "public_chat"})
@@ -237,6 +240,7 @@ func TestSyncNeverMissesOrDuplicates(t *testing.T) {
 // room_id, the invite, messages and typing after it — nothing from before — and
 // a long-poll returns when something arrives.
 func TestLegacyEventStream(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")

@@ -33,6 +33,7 @@ func lateJoinerRoom(t *testing.T, alice, bob *testserver.Client) (room, secret, 
 // of the client API, and the message sent after is not (the control that each
 // read works at all).
 func TestLateJoinerCannotReadHistory(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")

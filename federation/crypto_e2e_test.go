@@ -21,6 +21,7 @@ import (
 // key queries (/user/keys/query), one-time key claims (/user/keys/claim), the room
 // key in to-device messages (m.direct_to_device), and the ciphertext in the room.
 func TestEncryptedAcrossServers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()

@@ -83,6 +83,7 @@ func send(t *testing.T, c *testserver.Client, roomID, txn, body string) string {
 // TestTwoServersChat: a user of server B joins a room hosted on server A through
 // federation, and the two talk both ways — messages, typing, read receipts.
 func TestTwoServersChat(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -247,6 +248,7 @@ func joinedPair(t *testing.T, d storage.Dialect) (a, b *testserver.Server, alice
 // TestCatchUpAfterRestart: B goes down, A keeps talking, B comes back and gets every
 // message A queued for it, in order.
 func TestCatchUpAfterRestart(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a, b, alice, bob, room := joinedPair(t, d)
 		_ = a
@@ -257,7 +259,7 @@ func TestCatchUpAfterRestart(t *testing.T) {
 			send(t, alice, room, fmt.Sprintf("down%d", i), body)
 			want = append(want, body)
 		}
-		time.Sleep(500 * time.Millisecond) // A tries, fails, and backs off
+		waitFor(t, "A to try B while it is down", func() bool { return b.FederationTurnedAway() > 0 })
 		b.Resume(t)
 		waitFor(t, "B to catch up", func() bool {
 			got := bodies(t, bob, room)
@@ -274,6 +276,7 @@ func TestCatchUpAfterRestart(t *testing.T) {
 // and, as the control that the path works at all, one B really signed. Only the
 // last is stored.
 func TestForgedAndForeignEventsRefused(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a, b, alice, bob, room := joinedPair(t, d)
 		c := testserver.Start(t, d, testserver.Federated)
@@ -355,6 +358,7 @@ func gjsonBody(ev gomatrixserverlib.PDU) string {
 // B countersigns the invites; bob sees his in sync with the room's name and joins;
 // carol rejects hers, and A sees both answers.
 func TestRemoteInvite(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -412,6 +416,7 @@ func TestRemoteInvite(t *testing.T) {
 // TestDirectoryOverFederation: B reads A's room directory with a signed request, and
 // a user on B resolves an alias of A and joins the room by it.
 func TestDirectoryOverFederation(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -525,6 +530,7 @@ func waitBothHold(t *testing.T, room string, a, b *testserver.Client, want ...st
 // with state resolution v2: by mainline (both topics rest on the same power levels),
 // then by timestamp, the later change wins — on both servers.
 func TestForkResolvesTheSameOnBothServers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a, b, alice, bob, room := joinedPair(t, d)
 		// Bob may set the topic (its level lowered for everyone) and, as an admin, the
@@ -563,6 +569,7 @@ func TestForkResolvesTheSameOnBothServers(t *testing.T) {
 // (Bob starts as a moderator at 50, alice is at 100: the higher sender sorts first
 // whatever the timestamps.)
 func TestPowerForkResolvesTheSameOnBothServers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a, b, alice, bob, room := joinedPair(t, d)
 		// Bob may set the topic (its level lowered for everyone) and, as an admin, the
@@ -610,6 +617,7 @@ func TestPowerForkResolvesTheSameOnBothServers(t *testing.T) {
 // TestPerOriginRateLimit: past its burst an origin gets M_LIMIT_EXCEEDED, and other
 // origins are not held up by it.
 func TestPerOriginRateLimit(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		limited := func(c *config.Config) {
 			c.RateLimit.Enabled = true
@@ -660,6 +668,7 @@ func signedGet(t *testing.T, from, to *testserver.Server, path string, out any) 
 
 // TestTimestampToEventOverFederation: B asks A which event was sent at a time.
 func TestTimestampToEventOverFederation(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a, b, alice, _, room := joinedPair(t, d)
 		c := testserver.Start(t, d, testserver.Federated)
@@ -689,6 +698,7 @@ func TestTimestampToEventOverFederation(t *testing.T) {
 // TestOpenID: a user proves who they are to a third party (a widget, an integration
 // manager) with a token the third party checks at the user's server.
 func TestOpenID(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		alice := a.Register(t, "alice", "pw")
@@ -731,6 +741,7 @@ func TestOpenID(t *testing.T) {
 // TestRemoteKnock: bob on B knocks on a knock-only room on A, sees it as knocked in
 // sync, is let in by alice's invite and joins.
 func TestRemoteKnock(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -787,6 +798,7 @@ func TestRemoteKnock(t *testing.T) {
 // on B fetches it from A (/backfill) and shows it in order, down to the room's
 // creation.
 func TestBackfillHistory(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -840,6 +852,7 @@ func TestBackfillHistory(t *testing.T) {
 // versions with different event formats: 1 (event IDs with server names, hashed
 // references), 3 (hash IDs), 10, and 12 (room IDs from the create event).
 func TestJoinAcrossRoomVersions(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -865,6 +878,7 @@ func TestJoinAcrossRoomVersions(t *testing.T) {
 // TestServerACLOverFederation: once the room's server ACL denies B, A refuses B's
 // events and B's reads of the room.
 func TestServerACLOverFederation(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a, b, alice, bob, room := joinedPair(t, d)
 		send(t, bob, room, "before", "before the ban")
@@ -884,8 +898,15 @@ func TestServerACLOverFederation(t *testing.T) {
 		if err := signedGet(t, b, a, path, &ids); !errors.As(err, &httpErr) || httpErr.Code != 403 {
 			t.Errorf("state_ids after the ban = %v; want 403", err)
 		}
+		// Wait for A to answer the transaction that carries B's event, then check
+		// that A did not store it.
+		answered := a.FederationAnswered("/send/", "after the ban")
 		send(t, bob, room, "after", "after the ban")
-		time.Sleep(500 * time.Millisecond) // B sends; A must refuse
+		select {
+		case <-answered:
+		case <-time.After(20 * time.Second):
+			t.Fatal("A never answered the transaction carrying B's event")
+		}
 		if slices.Contains(bodies(t, alice, room), "after the ban") {
 			t.Error("A accepted an event from a server its ACL denies")
 		}
@@ -895,6 +916,7 @@ func TestServerACLOverFederation(t *testing.T) {
 // TestHierarchyOverFederation: B previews a space on A: the space, its public child,
 // and its private child named as inaccessible.
 func TestHierarchyOverFederation(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -949,6 +971,7 @@ func TestHierarchyOverFederation(t *testing.T) {
 // send_join with the room's state minus its member events, says so, and lists the
 // servers in the room to fetch the rest from.
 func TestSendJoinOmitMembers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -999,6 +1022,7 @@ func TestSendJoinOmitMembers(t *testing.T) {
 // background — here from C, a third server send_join named in servers_in_room, as A
 // goes down right after the join. Carol on C hears bob meanwhile, and A, back, too.
 func TestPartialStateJoin(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated) // partial-state joins are the default
@@ -1114,6 +1138,7 @@ func syncedMembers(t *testing.T, c *testserver.Client, since, room, query string
 // TestJoinAndMessageInOneTransaction: a server not yet in a room sends its user's
 // join and a first message in the same /send transaction; both are admitted.
 func TestJoinAndMessageInOneTransaction(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		c := testserver.Start(t, d, testserver.Federated)
@@ -1173,6 +1198,7 @@ func TestJoinAndMessageInOneTransaction(t *testing.T) {
 // key server, joins through C and verifies A's events with A's key as C vouches
 // for it. D, trusting nobody, cannot: A's key is nowhere else to be had.
 func TestTrustedKeyServer(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		c := testserver.Start(t, d, testserver.Federated)
@@ -1211,6 +1237,7 @@ func TestTrustedKeyServer(t *testing.T) {
 // room; once bob joins alice's room each sees the other's, with no change after
 // the join to carry it.
 func TestPresenceOnJoin(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)
@@ -1274,6 +1301,7 @@ func queriedKey(t *testing.T, c *testserver.Client, user, device string) string 
 // When bob adds a device, B's update marks the kept list stale and the next query
 // fetches both.
 func TestRemoteDeviceListCache(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a, b, alice, bob, _ := joinedPair(t, d)
 		bobKey := uploadDeviceKeys(t, bob)

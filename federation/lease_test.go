@@ -11,6 +11,7 @@ import (
 // TestDestinationLeases: of two nodes, one holds a destination at a time; the other
 // takes it when the lease runs out or is released.
 func TestDestinationLeases(t *testing.T) {
+	t.Parallel()
 	for _, d := range storagetest.Engines() {
 		t.Run(string(d), func(t *testing.T) {
 			t.Parallel()

@@ -17,6 +17,7 @@ import (
 // for profiles, not for joins, not even to another Hongyan on the same machine.
 // Nothing is dialled (10.0.0.1 included), nothing is accepted.
 func TestFederationRefusesInternalServers(t *testing.T) {
+	t.Parallel()
 	v4, v6 := outboundtest.Watch(t, "tcp4", "127.0.0.1"), outboundtest.Watch(t, "tcp6", "::1")
 	_, port, _ := net.SplitHostPort(v4.Addr)
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
@@ -61,6 +62,7 @@ func TestFederationRefusesInternalServers(t *testing.T) {
 // federation.ca_file trusting A's certificate, B reaches A without
 // --federation-insecure, certificates verified.
 func TestFederationAllowCIDRs(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated, func(c *config.Config) {

@@ -32,6 +32,7 @@ import (
 // equals A's (mallory banned, not rejoined), and what alice, carol and bob did
 // during the partial period stays.
 func TestPartialStateRecheckedSecurity(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		ctx := context.Background()
 		a := testserver.Start(t, d, testserver.Federated)
@@ -255,6 +256,7 @@ func syncedRoom(t *testing.T, c *testserver.Client, since, room, userID string) 
 // resolves the two rather than keeping what it had (ON CONFLICT DO NOTHING did):
 // B ends with A's power levels and A's state.
 func TestPartialStateCompletionResolvesSecurity(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		ctx := context.Background()
 		a := testserver.Start(t, d, testserver.Federated)

@@ -27,6 +27,7 @@ func (w wellKnownAnswer) RoundTrip(*http.Request) (*http.Response, error) {
 // before any connection; with the internal policy (--federation-insecure) the
 // same request goes through.
 func TestTransportRefusesDelegationInward(t *testing.T) {
+	t.Parallel()
 	watched := outboundtest.Watch(t, "tcp4", "127.0.0.1")
 	local := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, `{}`)
@@ -70,6 +71,7 @@ func TestTransportRefusesDelegationInward(t *testing.T) {
 
 // TestTransportRefusesRedirects: federation does not follow redirects.
 func TestTransportRefusesRedirects(t *testing.T) {
+	t.Parallel()
 	watched := outboundtest.Watch(t, "tcp4", "127.0.0.1")
 	remote := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "https://"+watched.Addr+"/", http.StatusFound)

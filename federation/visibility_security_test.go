@@ -83,6 +83,7 @@ func eventReads(room, eventID string) []fedRead {
 // is hidden from B (/event, /timestamp_to_event) or comes redacted (/backfill,
 // /get_missing_events), while what was sent after comes whole.
 func TestServerReadsRespectRoomsAndVisibility(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
 		a := testserver.Start(t, d, testserver.Federated)
 		b := testserver.Start(t, d, testserver.Federated)

@@ -257,32 +257,46 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 // ListenFederation opens the federation TLS listener, if configured, and serves it
 // until ctx ends. It returns its address, or "" when federation is off.
 func (s *Server) ListenFederation(ctx context.Context) (string, error) {
-	l := s.Config.Federation.Listen
-	if l == "" {
+	if s.Config.Federation.Listen == "" {
 		return "", nil
+	}
+	ln, err := net.Listen("tcp", s.Config.Federation.Listen)
+	if err != nil {
+		return "", fmt.Errorf("federation listen: %w", err)
+	}
+	return s.ServeFederation(ctx, ln)
+}
+
+// ServeFederation serves the federation API on ln, a plain TCP listener the caller
+// has bound, with TLS added here, until ctx ends, and returns its https URL. It is
+// ListenFederation for a caller that binds first: a test binds 127.0.0.1:0 and keeps
+// the socket, so no other process can take the port between choosing and serving.
+// ln is closed when serving ends, or at once on error.
+func (s *Server) ServeFederation(ctx context.Context, ln net.Listener) (string, error) {
+	if s.fedHandler == nil {
+		ln.Close()
+		return "", errors.New("federation listen: federation is off (federation.listen is empty)")
 	}
 	certFile, keyFile := s.Config.Federation.TLSCert, s.Config.Federation.TLSKey
 	if certFile == "" {
 		certFile, keyFile = filepath.Join(s.Config.DataDir, "federation-tls.crt"), filepath.Join(s.Config.DataDir, "federation-tls.key")
 	}
-	host, _, _ := net.SplitHostPort(l)
+	host, _, _ := net.SplitHostPort(s.Config.Federation.Listen)
 	serverHost, _, err := net.SplitHostPort(s.Config.ServerName)
 	if err != nil {
 		serverHost = s.Config.ServerName
 	}
 	cert, err := tlscert.LoadOrGenerate(certFile, keyFile, []string{host, "localhost", "127.0.0.1", serverHost})
 	if err != nil {
+		ln.Close()
 		return "", fmt.Errorf("federation TLS certificate: %w", err)
 	}
-	ln, err := tls.Listen("tcp", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
-	if err != nil {
-		return "", fmt.Errorf("federation listen: %w", err)
-	}
+	tln := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 	h := s.fedHandler
 	if s.FederationMiddleware != nil {
 		h = s.FederationMiddleware(h)
 	}
-	go serveHTTP(ctx, ln, h)
+	go serveHTTP(ctx, tln, h)
 	return "https://" + ln.Addr().String(), nil
 }
 
@@ -296,6 +310,17 @@ func (s *Server) ListenMetrics(ctx context.Context) (string, error) {
 	ln, err := net.Listen("tcp", s.Config.Metrics.Listen)
 	if err != nil {
 		return "", fmt.Errorf("metrics listen: %w", err)
+	}
+	return s.ServeMetrics(ctx, ln)
+}
+
+// ServeMetrics serves /metrics on ln, a listener the caller has bound, until ctx
+// ends, and returns the endpoint's URL: ListenMetrics for a caller that binds first.
+// ln is closed when serving ends, or at once on error.
+func (s *Server) ServeMetrics(ctx context.Context, ln net.Listener) (string, error) {
+	if s.metricsHandler == nil {
+		ln.Close()
+		return "", errors.New("metrics listen: /metrics is on the client API's listener (metrics.listen is empty)")
 	}
 	go serveHTTP(ctx, ln, s.metricsHandler)
 	return "http://" + ln.Addr().String() + "/metrics", nil
@@ -364,27 +389,46 @@ func (s *Server) ListenNative(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("native listen: %w", err)
 		}
-		addrs = append(addrs, "tcp://"+ln.Addr().String())
-		go s.Native.Serve(ctx, ln)
+		addrs = append(addrs, s.ServeNative(ctx, ln))
 	}
 	if l := s.Config.Native.TLSListen; l != "" {
-		certFile, keyFile := s.Config.Native.TLSCert, s.Config.Native.TLSKey
-		if certFile == "" {
-			certFile, keyFile = filepath.Join(s.Config.DataDir, "native-tls.crt"), filepath.Join(s.Config.DataDir, "native-tls.key")
-		}
-		host, _, _ := net.SplitHostPort(l)
-		cert, err := tlscert.LoadOrGenerate(certFile, keyFile, []string{host, "localhost", "127.0.0.1", s.Config.ServerName})
-		if err != nil {
-			return nil, fmt.Errorf("native TLS certificate: %w", err)
-		}
-		ln, err := tls.Listen("tcp", l, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		ln, err := net.Listen("tcp", l)
 		if err != nil {
 			return nil, fmt.Errorf("native TLS listen: %w", err)
 		}
-		addrs = append(addrs, "tls://"+ln.Addr().String())
-		go s.Native.Serve(ctx, ln)
+		addr, err := s.ServeNativeTLS(ctx, ln)
+		if err != nil {
+			return nil, err
+		}
+		addrs = append(addrs, addr)
 	}
 	return addrs, nil
+}
+
+// ServeNative serves the native protocol in plain TCP on ln, a listener the caller
+// has bound, until ctx ends, and returns its tcp:// address: ListenNative for a
+// caller that binds first. ln is closed when serving ends.
+func (s *Server) ServeNative(ctx context.Context, ln net.Listener) string {
+	go s.Native.Serve(ctx, ln)
+	return "tcp://" + ln.Addr().String()
+}
+
+// ServeNativeTLS serves the native protocol on ln, a plain TCP listener the caller
+// has bound, with TLS added here, until ctx ends, and returns its tls:// address.
+// ln is closed when serving ends, or at once on error.
+func (s *Server) ServeNativeTLS(ctx context.Context, ln net.Listener) (string, error) {
+	certFile, keyFile := s.Config.Native.TLSCert, s.Config.Native.TLSKey
+	if certFile == "" {
+		certFile, keyFile = filepath.Join(s.Config.DataDir, "native-tls.crt"), filepath.Join(s.Config.DataDir, "native-tls.key")
+	}
+	host, _, _ := net.SplitHostPort(s.Config.Native.TLSListen)
+	cert, err := tlscert.LoadOrGenerate(certFile, keyFile, []string{host, "localhost", "127.0.0.1", s.Config.ServerName})
+	if err != nil {
+		ln.Close()
+		return "", fmt.Errorf("native TLS certificate: %w", err)
+	}
+	go s.Native.Serve(ctx, tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}))
+	return "tls://" + ln.Addr().String(), nil
 }
 
 // Handler is the client API's HTTP handler.

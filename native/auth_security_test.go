@@ -53,6 +53,7 @@ func tryAuth(t *testing.T, srv *testserver.Server, ip, user, password string) *n
 // refused too until the wait the server named has passed; another address is not
 // affected.
 func TestAuthThrottledPerAddress(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		srv.Register(t, "alice", "pw")
 		srv.Register(t, "bob", "pw")
@@ -101,6 +102,7 @@ func TestAuthThrottledPerAddress(t *testing.T) {
 // still meet its limit, which then refuses the right password from anywhere, on
 // the native protocol and on HTTP /login alike; other accounts log in.
 func TestAuthThrottledPerAccount(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		srv.Register(t, "bob", "pw")
@@ -153,6 +155,7 @@ func TestAuthThrottledPerAccount(t *testing.T) {
 // second, long before the heartbeat's token check; the user's other devices, and
 // other users, stay connected.
 func TestRevokedDeviceSessionClosesAtOnce(t *testing.T) {
+	t.Parallel()
 	password := func(user string) map[string]any {
 		return map[string]any{"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": user}, "password": "pw"}
 	}
@@ -250,6 +253,7 @@ func contains(list []string, s string) bool {
 // TestRelogOnRevokedDeviceKeepsSession: a login that reuses a device ID revokes the
 // device's old tokens; the session opened with the new token stays.
 func TestRelogOnRevokedDeviceKeepsSession(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		r := srv.Register(t, "alice", "pw")
 		old := dial(t, srv, sdk.Options{Token: r.Token})
@@ -272,6 +276,7 @@ func TestRelogOnRevokedDeviceKeepsSession(t *testing.T) {
 // rate-limited by the user's bucket, which HTTP shares; reads and heartbeats by
 // a larger allowance; and requests before auth by the address's bucket.
 func TestOpFloodThrottled(t *testing.T) {
+	t.Parallel()
 	const burst = 10
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()

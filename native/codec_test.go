@@ -6,6 +6,7 @@ import (
 )
 
 func TestCheckMsgPack(t *testing.T) {
+	t.Parallel()
 	deep := bytes.Repeat([]byte{0x91}, 200) // 200 nested one-element arrays
 	deep = append(deep, 0x01)
 	for _, tc := range []struct {

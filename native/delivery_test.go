@@ -64,6 +64,7 @@ func want(prefix string, n int) []string {
 // and later the server restarts mid-stream; the client ends up with every message
 // exactly once, in order.
 func TestResumeAfterCutAndRestart(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		bob := srv.Register(t, "bob", "pw")
@@ -186,6 +187,7 @@ func (c *rawConn) session(token string) {
 }
 
 func TestRetransmitUntilAcked(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) { c.Native.RetransmitAfter = 200 * time.Millisecond })
 	bob := srv.Register(t, "bob", "pw")
 	var room struct {
@@ -201,22 +203,40 @@ func TestRetransmitUntilAcked(t *testing.T) {
 		t.Fatalf("retransmitted %d %s; want %d %s", again.Seq, again.Event.EventID, first.Seq, first.Event.EventID)
 	}
 	c.op("", "ack", native.Ack{Rooms: map[string]int64{room.RoomID: first.Seq}})
-	// Drain a retransmission that may already be on its way, then expect silence.
+	// Ops run in order: once the ping is answered the ack has been applied, and a
+	// retransmission already on its way before it is allowed.
+	c.op("p", "ping", nil)
 	for {
-		env, _, err := c.read(700 * time.Millisecond)
+		env, _, err := c.read(5 * time.Second)
 		if err != nil {
+			t.Fatalf("waiting for the ping's reply: %v", err)
+		}
+		if env.Op == "reply" {
 			break
 		}
-		if env.Op == "event" {
-			continue
-		}
 	}
-	if env, _, err := c.read(700 * time.Millisecond); err == nil {
-		t.Errorf("after the ack the server still sent %s", env.Op)
+	// The sentinel: a second, unacknowledged message is retransmitted. The room's
+	// unacknowledged pushes are resent together and in order, so had the first
+	// still been unacknowledged it would have come again before the second did.
+	sendMessages(t, bob, room.RoomID, "sentinel", 1)
+	second := expect[native.EventPush](c, "event")
+	for second.Seq == first.Seq { // a retransmission gathered just before the ack, written just after
+		second = expect[native.EventPush](c, "event")
+	}
+	for {
+		got := expect[native.EventPush](c, "event")
+		if got.Seq == first.Seq {
+			t.Fatalf("after the ack the server retransmitted %d %s", got.Seq, got.Event.EventID)
+		}
+		if got.Seq == second.Seq {
+			break // retransmitted, alone
+		}
+		t.Fatalf("push %d %s; want a retransmission of %d", got.Seq, got.Event.EventID, second.Seq)
 	}
 }
 
 func TestSlowConsumerIsDisconnectedOthersUnaffected(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) { c.Native.MaxUnacked = 20 })
 	bob := srv.Register(t, "bob", "pw")
 	srv.Register(t, "carol", "pw")
@@ -244,6 +264,7 @@ func TestSlowConsumerIsDisconnectedOthersUnaffected(t *testing.T) {
 }
 
 func TestBadInputGetsTypedErrors(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) {
 		c.Native.IdleTimeout = 400 * time.Millisecond
 		c.Native.MaxFrameBytes = 64 << 10
@@ -314,6 +335,7 @@ func TestBadInputGetsTypedErrors(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) {
 		c.RateLimit.Enabled, c.RateLimit.PerSecond, c.RateLimit.Burst = true, 1, 5
 	})
@@ -333,6 +355,7 @@ func TestRateLimit(t *testing.T) {
 
 // A session whose device logs out elsewhere is closed at a heartbeat.
 func TestLoggedOutSessionCloses(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) { c.Native.TokenRecheck = time.Millisecond })
 	alice := srv.Register(t, "alice", "pw")
 	c := rawDial(t, srv)

@@ -107,6 +107,7 @@ func (m *matrixSide) waitFor(t *testing.T, roomID string, what string, check fun
 // HTTP) in one room see each other's messages, edits, redactions, typing and
 // receipts.
 func TestInteropWithMatrixClient(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		bob := srv.Register(t, "bob", "pw")
@@ -230,6 +231,7 @@ func TestInteropWithMatrixClient(t *testing.T) {
 // TestOpsMapOntoTheCore drives the other ops: rooms, history, state, profile,
 // presence, media, kinds of messages, and their failure paths.
 func TestOpsMapOntoTheCore(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		bob := srv.Register(t, "bob", "pw")
@@ -373,6 +375,7 @@ func TestOpsMapOntoTheCore(t *testing.T) {
 // WebSocket: each sends a message with non-ASCII and nested content and receives
 // it back as a push.
 func TestCodecsAndTransports(t *testing.T) {
+	t.Parallel()
 	srv := testserver.Start(t, storagetest.Engines()[0], func(c *config.Config) { c.Native.TLSListen = "127.0.0.1:0" })
 	srv.Register(t, "alice", "pw")
 	pem, err := os.ReadFile(filepath.Join(srv.Config.DataDir, "native-tls.crt"))

@@ -13,6 +13,7 @@ import (
 // rule as GET /presence (homeserver/presence.GetFor): a stranger is refused with
 // M_FORBIDDEN, a room-mate and the user see it.
 func TestGetPresenceHiddenFromStrangers(t *testing.T) {
+	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		ctx := context.Background()
 		alice := srv.Register(t, "alice", "pw")

@@ -17,6 +17,7 @@ import (
 // reads neither that message through history nor by resuming from seq 0 (the
 // client picks the seq), while the message sent after his join comes both ways.
 func TestLateJoinerCannotReadHistoryNatively(t *testing.T) {
+	t.Parallel()
 	const secretBody, openBody = "sent before bob joined", "sent after bob joined"
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")

@@ -3,12 +3,13 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,13 +42,39 @@ func hongyan(t *testing.T, args ...string) (string, error) {
 	return string(out), err
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// logBuffer collects a child process's output while the test reads it.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// servingAt matches the client API's address in the startup log line.
+var servingAt = regexp.MustCompile(`msg="hongyan is serving".* client_api=(http://\S+)`)
+
+// waitServing waits for the server to log the address it bound (it listens on
+// 127.0.0.1:0, so no port is picked, released and bound again) and returns it.
+func waitServing(t *testing.T, logs *logBuffer) string {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if m := servingAt.FindStringSubmatch(logs.String()); m != nil {
+			return m[1]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not say where it serves:\n%s", logs.String())
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func TestSubcommands(t *testing.T) {
@@ -85,27 +112,14 @@ func TestRunServesAndStopsGracefully(t *testing.T) {
 			if out, err := hongyan(t, append([]string{"admin", "create-user", "--user", "root", "--password", "pw-root", "--admin"}, common...)...); err != nil {
 				t.Fatalf("admin create-user = %q, %v", out, err)
 			}
-			addr := freeAddr(t)
-			var logs bytes.Buffer
-			cmd := exec.Command(binary, append([]string{"run", "--listen", addr, "--rate-limit=false"}, common...)...)
+			var logs logBuffer
+			cmd := exec.Command(binary, append([]string{"run", "--listen", "127.0.0.1:0", "--native-listen", "127.0.0.1:0", "--rate-limit=false"}, common...)...)
 			cmd.Stdout, cmd.Stderr = &logs, &logs
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
 			defer cmd.Process.Kill()
-			base := "http://" + addr
-			deadline := time.Now().Add(30 * time.Second)
-			for {
-				resp, err := http.Get(base + "/_matrix/client/versions")
-				if err == nil {
-					resp.Body.Close()
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("server did not answer: %v\n%s", err, logs.String())
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+			base := waitServing(t, &logs)
 			body := `{"type":"m.login.password","identifier":{"type":"m.id.user","user":"root"},"password":"pw-root"}`
 			resp, err := http.Post(base+"/_matrix/client/v3/login", "application/json", strings.NewReader(body))
 			if err != nil {

@@ -11,9 +11,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,8 +42,13 @@ type Server struct {
 
 	stop func()
 
+	// The sockets bound at Start and kept until the test ends; nil when the
+	// configuration has no such listener.
+	client, native, nativeTLS, federation, metrics *socket
+
 	holdMu  sync.Mutex
 	holds   map[string]chan struct{} // federation path fragment → closed on release
+	watches []*watch                 // FederationAnswered calls not yet answered
 	stopped chan struct{}            // closed when the running server stops
 }
 
@@ -70,6 +76,27 @@ func (srv *Server) HoldFederation(t testing.TB, fragment string) (release func()
 	return release
 }
 
+// FederationAnswered returns a channel closed once this server has answered a
+// federation request whose path contains fragment and whose body contains needle
+// (a /send/ transaction carrying an event ID, say). It is the positive signal a
+// negative check waits for: once the server has answered the transaction that
+// carried X, "X was not stored" is a fact, not a guess about how long to sleep.
+// Call it before the request can be sent.
+func (srv *Server) FederationAnswered(fragment, needle string) <-chan struct{} {
+	srv.holdMu.Lock()
+	defer srv.holdMu.Unlock()
+	w := &watch{fragment: fragment, needle: []byte(needle), done: make(chan struct{})}
+	srv.watches = append(srv.watches, w)
+	return w.done
+}
+
+// watch is one FederationAnswered call waiting for its request.
+type watch struct {
+	fragment string
+	needle   []byte
+	done     chan struct{} // closed once answered, and the watch dropped
+}
+
 func (srv *Server) holdBack(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		srv.holdMu.Lock()
@@ -79,6 +106,7 @@ func (srv *Server) holdBack(next http.Handler) http.Handler {
 				wait = append(wait, ch)
 			}
 		}
+		watching := len(srv.watches) > 0
 		stopped := srv.stopped
 		srv.holdMu.Unlock()
 		for _, ch := range wait {
@@ -91,7 +119,28 @@ func (srv *Server) holdBack(next http.Handler) http.Handler {
 				return
 			}
 		}
+		if !watching {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, "read body", http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
+		srv.holdMu.Lock()
+		defer srv.holdMu.Unlock()
+		kept := srv.watches[:0]
+		for _, wt := range srv.watches {
+			if strings.Contains(r.URL.Path, wt.fragment) && bytes.Contains(body, wt.needle) {
+				close(wt.done)
+				continue
+			}
+			kept = append(kept, wt)
+		}
+		srv.watches = kept
 	})
 }
 
@@ -100,6 +149,10 @@ type Option func(*config.Config)
 
 // Start runs a server with a fresh database of engine d until the test ends. Rate
 // limiting is off and password hashing cheap unless options say otherwise.
+//
+// Every listener is bound on 127.0.0.1:0 before the server is built, and its socket
+// is kept until the test ends (across Stop and Resume): no port is ever picked,
+// released and bound again, so parallel tests cannot take each other's ports.
 func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 	t.Helper()
 	cfg := config.Default()
@@ -110,35 +163,47 @@ func Start(t testing.TB, d storage.Dialect, opts ...Option) *Server {
 	cfg.Database.URL = storagetest.DSN(t, d)
 	cfg.Auth.PasswordHashMemoryKiB, cfg.Auth.PasswordHashIterations = 64, 1
 	cfg.Native.Listen = "127.0.0.1:0"
-	srv := &Server{}
-	for attempt := 1; ; attempt++ {
-		try := cfg
-		for _, o := range opts {
-			o(&try)
-		}
-		err := srv.start(t, try)
-		if err == nil {
-			break
-		}
-		// A port picked free (Federated) may be taken by another test before
-		// the server binds it: pick again.
-		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
-			t.Fatal(err)
-		}
+	for _, o := range opts {
+		o(&cfg)
 	}
+	srv := &Server{}
+	srv.bind(t, &cfg)
+	srv.start(t, cfg)
 	t.Cleanup(func() { srv.stop() }) // the server running at the end, after any Restart
 	return srv
 }
 
-// start starts the server; a listener that cannot bind is returned as an error,
-// anything else fails the test.
-func (srv *Server) start(t testing.TB, cfg config.Config) error {
+// bind binds every listener cfg names, keeps the sockets for the test's life, and
+// writes their bound addresses back into cfg. A server named host:0 (Federated) is
+// named after its federation port, which is known only now.
+func (srv *Server) bind(t testing.TB, cfg *config.Config) {
 	t.Helper()
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		t.Fatal(err)
+	srv.client = listen(t, cfg.Listen)
+	cfg.Listen = srv.client.addr()
+	if l := cfg.Native.Listen; l != "" && l != "off" {
+		srv.native = listen(t, l)
+		cfg.Native.Listen = srv.native.addr()
 	}
-	cfg.Listen = ln.Addr().String()
+	if l := cfg.Native.TLSListen; l != "" {
+		srv.nativeTLS = listen(t, l)
+		cfg.Native.TLSListen = srv.nativeTLS.addr()
+	}
+	if l := cfg.Metrics.Listen; l != "" {
+		srv.metrics = listen(t, l)
+		cfg.Metrics.Listen = srv.metrics.addr()
+	}
+	if l := cfg.Federation.Listen; l != "" {
+		srv.federation = listen(t, l)
+		cfg.Federation.Listen = srv.federation.addr()
+		if host, port, err := net.SplitHostPort(cfg.ServerName); err == nil && port == "0" {
+			cfg.ServerName = net.JoinHostPort(host, strconv.Itoa(srv.federation.ln.Addr().(*net.TCPAddr).Port))
+		}
+	}
+}
+
+// start builds the server on cfg and serves it on the sockets bind kept.
+func (srv *Server) start(t testing.TB, cfg config.Config) {
+	t.Helper()
 	stopped := make(chan struct{})
 	srv.holdMu.Lock()
 	srv.stopped = stopped
@@ -147,23 +212,28 @@ func (srv *Server) start(t testing.TB, cfg config.Config) error {
 	hs, err := homeserver.New(ctx, cfg)
 	if err != nil {
 		cancel()
-		ln.Close()
 		t.Fatalf("start homeserver: %v", err)
 	}
 	hs.FederationMiddleware = srv.holdBack
-	native, err := hs.ListenNative(ctx)
-	if err == nil {
-		srv.FederationURL, err = hs.ListenFederation(ctx)
+	srv.NativeAddr, srv.NativeTLSAddr, srv.FederationURL, srv.MetricsURL = "", "", "", ""
+	if srv.native != nil {
+		srv.NativeAddr = hs.ServeNative(ctx, srv.native.open())
 	}
-	if err == nil {
-		srv.MetricsURL, err = hs.ListenMetrics(ctx)
+	if srv.nativeTLS != nil {
+		srv.NativeTLSAddr, err = hs.ServeNativeTLS(ctx, srv.nativeTLS.open())
+	}
+	if err == nil && srv.federation != nil {
+		srv.FederationURL, err = hs.ServeFederation(ctx, srv.federation.open())
+	}
+	if err == nil && srv.metrics != nil {
+		srv.MetricsURL, err = hs.ServeMetrics(ctx, srv.metrics.open())
 	}
 	if err != nil {
 		cancel()
-		ln.Close()
 		hs.Close()
-		return fmt.Errorf("native, federation and metrics listeners: %w", err)
+		t.Fatalf("native, federation and metrics listeners: %v", err)
 	}
+	ln := srv.client.open()
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ctx, ln) }()
 	srv.Server, srv.URL = hs, "http://"+ln.Addr().String()
@@ -178,15 +248,7 @@ func (srv *Server) start(t testing.TB, cfg config.Config) error {
 			hs.Close()
 		})
 	}
-	for _, a := range native {
-		if strings.HasPrefix(a, "tls://") {
-			srv.NativeTLSAddr = a
-		} else {
-			srv.NativeAddr = a
-		}
-	}
 	srv.NativeWS = "ws://" + ln.Addr().String() + "/_hongyan/native"
-	return nil
 }
 
 // Restart stops the server and starts it again on the same data, database and
@@ -197,39 +259,33 @@ func (srv *Server) Restart(t testing.TB) {
 	srv.Resume(t)
 }
 
-// Stop stops the server as a crash or shutdown would; Resume starts it again.
+// Stop stops the server as a crash or shutdown would; Resume starts it again. While
+// it is stopped its sockets stay bound and turn every connection away at once.
 func (srv *Server) Stop() { srv.stop() }
 
-// Resume starts a stopped server again on the same data, database and addresses.
+// Resume starts a stopped server again on the same data, database and sockets.
 func (srv *Server) Resume(t testing.TB) {
 	t.Helper()
-	cfg := srv.Config
-	cfg.Listen = strings.TrimPrefix(srv.URL, "http://")
-	cfg.Native.Listen = strings.TrimPrefix(srv.NativeAddr, "tcp://")
-	if srv.NativeTLSAddr != "" {
-		cfg.Native.TLSListen = strings.TrimPrefix(srv.NativeTLSAddr, "tls://")
-	}
-	if srv.MetricsURL != "" {
-		cfg.Metrics.Listen = strings.TrimSuffix(strings.TrimPrefix(srv.MetricsURL, "http://"), "/metrics")
-	}
-	if err := srv.start(t, cfg); err != nil {
-		t.Fatal(err)
-	}
+	srv.start(t, srv.Config)
 }
 
-// Federated turns federation on: a TLS listener on a free loopback port, the server
-// named localhost:PORT after it (so other servers reach it with no DNS), other
-// servers' self-signed certificates accepted, and retries to a server that is down
-// at most two seconds apart.
-var Federated Option = func(c *config.Config) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(err)
+// FederationTurnedAway counts the federation connections turned away while the
+// server was stopped: the positive signal that another server tried to reach it
+// while it was down.
+func (srv *Server) FederationTurnedAway() int64 {
+	if srv.federation == nil {
+		return 0
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	c.Federation.Listen = fmt.Sprintf("127.0.0.1:%d", port)
-	c.ServerName = fmt.Sprintf("localhost:%d", port)
+	return srv.federation.turnedAway.Load()
+}
+
+// Federated turns federation on: a TLS listener on a loopback port Start binds, the
+// server named localhost:PORT after it (so other servers reach it with no DNS),
+// other servers' self-signed certificates accepted, and retries to a server that is
+// down at most two seconds apart. The name is localhost:0 until Start binds the port.
+var Federated Option = func(c *config.Config) {
+	c.Federation.Listen = "127.0.0.1:0"
+	c.ServerName = "localhost:0"
 	c.Federation.InsecureSkipVerify = true
 	c.Federation.RetryMax = 2 * time.Second
 }
@@ -348,3 +404,108 @@ func (c *Client) WithToken(token string) *Client {
 	cp.Token = token
 	return &cp
 }
+
+// socket is a listening socket that lives as long as the test, across Stop and
+// Resume. Each run of the server accepts through a view of it (open); closing the
+// view, as a stopping server does, leaves the socket bound, so a resumed server is
+// reachable at the same address without binding again. While no view is open,
+// connections are accepted and closed at once, as a server that is down would
+// turn them away.
+type socket struct {
+	ln         net.Listener
+	turnedAway atomic.Int64 // connections closed because no view was open
+
+	mu  sync.Mutex
+	cur *view // the open view, nil while the server is stopped; mu held
+}
+
+// listen binds address (127.0.0.1:0 in practice) for the rest of the test.
+func listen(t testing.TB, address string) *socket {
+	t.Helper()
+	ln, err := net.Listen("tcp", address)
+	if err != nil {
+		t.Fatalf("listen %s: %v", address, err)
+	}
+	s := &socket{ln: ln}
+	pumped := make(chan struct{})
+	go func() {
+		defer close(pumped)
+		s.pump()
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-pumped
+	})
+	return s
+}
+
+func (s *socket) addr() string { return s.ln.Addr().String() }
+
+// pump accepts every connection and hands it to the open view, or turns it away.
+func (s *socket) pump() {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(time.Millisecond) // a transient accept error (EMFILE, ECONNABORTED): retry
+			continue
+		}
+		s.mu.Lock()
+		v := s.cur
+		s.mu.Unlock()
+		if v == nil {
+			s.turnedAway.Add(1)
+			c.Close()
+			continue
+		}
+		select {
+		case v.conns <- c:
+		case <-v.done:
+			s.turnedAway.Add(1)
+			c.Close()
+		}
+	}
+}
+
+// open returns a listener for one run of the server.
+func (s *socket) open() net.Listener {
+	v := &view{s: s, conns: make(chan net.Conn), done: make(chan struct{})}
+	s.mu.Lock()
+	s.cur = v
+	s.mu.Unlock()
+	return v
+}
+
+// view is one server run's listener on a socket; Close ends the run's accepting,
+// not the socket.
+type view struct {
+	s     *socket
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (v *view) Accept() (net.Conn, error) {
+	select {
+	case c := <-v.conns:
+		return c, nil
+	case <-v.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (v *view) Close() error {
+	v.once.Do(func() {
+		close(v.done)
+		v.s.mu.Lock()
+		if v.s.cur == v {
+			v.s.cur = nil
+		}
+		v.s.mu.Unlock()
+	})
+	return nil
+}
+
+func (v *view) Addr() net.Addr { return v.s.ln.Addr() }
