@@ -274,23 +274,10 @@ func scanNullStrings(rows *sql.Rows) ([]string, error) {
 	return out, rows.Err()
 }
 
-// filterRows keeps the rows the reader may see: the one filter of every read.
+// filterRows keeps the rows of roomID the reader may see: the one filter of every
+// read. (The rows' own room decides; roomID names the room the caller read.)
 func (s *Service) filterRows(ctx context.Context, roomID string, r Reader, rows []eventRow) ([]eventRow, error) {
-	v, err := s.newVisibility(ctx, roomID, r)
-	if err != nil {
-		return nil, err
-	}
-	out := rows[:0:0]
-	for _, row := range rows {
-		ok, err := v.canSee(ctx, row)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, row)
-		}
-	}
-	return out, nil
+	return s.filterMixedRows(ctx, r, rows)
 }
 
 // filterMixedRows is filterRows for rows that may come from several rooms, keeping
