@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -15,7 +16,6 @@ import (
 	"github.com/hongyan/hongyan/homeserver/push"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
-	"github.com/hongyan/hongyan/homeserver/sync"
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
@@ -35,7 +35,7 @@ type Config struct {
 type Deps struct {
 	Users    *users.Service
 	Rooms    *rooms.Service
-	Sync     *sync.Service
+	Sync     *clientsync.Service
 	Receipts *receipts.Service
 	Typing   *typing.Service
 	Presence *presence.Service
@@ -51,7 +51,7 @@ type handlers struct {
 	cfg       Config
 	users     *users.Service
 	rooms     *rooms.Service
-	syncer    *sync.Service
+	syncer    *clientsync.Service
 	receipts  *receipts.Service
 	typing    *typing.Service
 	presence  *presence.Service

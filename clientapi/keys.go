@@ -6,9 +6,9 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
-	"github.com/hongyan/hongyan/homeserver/sync"
 	"github.com/hongyan/hongyan/httpapi"
 )
 
@@ -149,11 +149,11 @@ func (h *handlers) keyChanges(r *httpapi.Request) (any, error) {
 	if q.Get("from") == "" || q.Get("to") == "" {
 		return nil, mxerror.New(mxerror.MissingParam, "from and to are required")
 	}
-	from, err := sync.ParseToken(q.Get("from"))
+	from, err := clientsync.ParseToken(q.Get("from"))
 	if err != nil {
 		return nil, err
 	}
-	to, err := sync.ParseToken(q.Get("to"))
+	to, err := clientsync.ParseToken(q.Get("to"))
 	if err != nil {
 		return nil, err
 	}

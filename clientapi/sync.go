@@ -7,9 +7,9 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
-	"github.com/hongyan/hongyan/homeserver/sync"
 	"github.com/hongyan/hongyan/httpapi"
 )
 
@@ -45,7 +45,7 @@ func parseSetPresence(p string) (string, error) {
 
 func (h *handlers) slidingSync(r *httpapi.Request) (any, error) {
 	q := r.URL.Query()
-	req := sync.SlidingRequest{UserID: r.Caller.UserID, Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID, Pos: q.Get("pos")}
+	req := clientsync.SlidingRequest{UserID: r.Caller.UserID, Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID, Pos: q.Get("pos")}
 	var err error
 	if req.Timeout, err = parseTimeout(q.Get("timeout")); err != nil {
 		return nil, err
@@ -61,11 +61,11 @@ func (h *handlers) slidingSync(r *httpapi.Request) (any, error) {
 
 // pollRequest reads what /sync and /events share: the caller, the token to go on
 // from (in the since or from parameter) and the long-poll timeout.
-func pollRequest(r *httpapi.Request, tokenParam string) (sync.Request, error) {
+func pollRequest(r *httpapi.Request, tokenParam string) (clientsync.Request, error) {
 	q := r.URL.Query()
-	req := sync.Request{UserID: r.Caller.UserID, Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID}
+	req := clientsync.Request{UserID: r.Caller.UserID, Localpart: r.Caller.Localpart, DeviceID: r.Caller.DeviceID}
 	if since := q.Get(tokenParam); since != "" {
-		tok, err := sync.ParseToken(since)
+		tok, err := clientsync.ParseToken(since)
 		if err != nil {
 			return req, err
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/hongyan/hongyan/clientapi"
 	"github.com/hongyan/hongyan/federation"
 	"github.com/hongyan/hongyan/homeserver/bus"
+	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
@@ -34,7 +35,6 @@ import (
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
 	"github.com/hongyan/hongyan/homeserver/storage"
-	hsync "github.com/hongyan/hongyan/homeserver/sync"
 	"github.com/hongyan/hongyan/homeserver/tlscert"
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
@@ -53,7 +53,7 @@ type Server struct {
 	Key      serverkey.Key
 	Users    *users.Service
 	Rooms    *rooms.Service
-	Sync     *hsync.Service
+	Sync     *clientsync.Service
 	Receipts *receipts.Service
 	Typing   *typing.Service
 	Presence *presence.Service
@@ -71,7 +71,7 @@ type Server struct {
 	// API's handler: tests use it to hold back requests of one kind.
 	FederationMiddleware func(http.Handler) http.Handler
 
-	notifier *hsync.Notifier
+	notifier *clientsync.Notifier
 
 	handler    http.Handler
 	fedHandler http.Handler
@@ -170,12 +170,12 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
 	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
-	notifier, err := hsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
+	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
 		return nil, err
 	}
 	s.notifier = notifier
-	s.Sync = hsync.New(hsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
+	s.Sync = clientsync.New(clientsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

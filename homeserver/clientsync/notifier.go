@@ -1,8 +1,8 @@
-package sync
+package clientsync
 
 import (
 	"fmt"
-	gosync "sync"
+	"sync"
 
 	"github.com/nats-io/nats.go"
 )
@@ -10,7 +10,7 @@ import (
 // Notifier wakes waiting syncs when anything they follow may have changed. It listens
 // on the bus, so a sync waiting on one node wakes for a write on another.
 type Notifier struct {
-	mu   gosync.Mutex
+	mu   sync.Mutex
 	wake chan struct{} // closed and replaced on every notice; guarded by mu
 	subs []*nats.Subscription
 }

@@ -1,6 +1,7 @@
-// Package sync assembles /sync responses: what changed for a user between two stream
-// positions, and long-polling woken by the notifier.
-package sync
+// Package clientsync works out what each client has not seen yet: stream positions, the
+// notifier that wakes long-polls, /sync, sliding sync and the legacy /events. Its name
+// keeps it from shadowing the standard library's sync.
+package clientsync
 
 import (
 	"fmt"

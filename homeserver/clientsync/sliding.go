@@ -1,4 +1,4 @@
-package sync
+package clientsync
 
 import (
 	"cmp"
@@ -9,7 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	gosync "sync"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -169,14 +169,14 @@ type Hero struct {
 // slidingConns remembers every open sliding sync connection of this process.
 type slidingConns struct {
 	nonce string // tells this process's positions from another's
-	mu    gosync.Mutex
+	mu    sync.Mutex
 	conns map[string]*slidingConn // by user, device and conn_id
 	swept time.Time
 }
 
 // slidingConn is one connection: its sticky parameters and recent positions.
 type slidingConn struct {
-	mu        gosync.Mutex
+	mu        sync.Mutex
 	lastUsed  time.Time
 	next      int64
 	positions map[int64]*connPos

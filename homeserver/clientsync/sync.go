@@ -1,4 +1,4 @@
-package sync
+package clientsync
 
 import (
 	"context"
@@ -203,22 +203,67 @@ func (s *Service) current(ctx context.Context) (Token, error) {
 // build assembles the response from since to cur and reports whether it holds
 // anything. first is false when a long-poll rebuilds after a wake-up.
 func (s *Service) build(ctx context.Context, req Request, cur Token, first bool) (*Response, bool, error) {
-	since := Token{}
-	if req.Since != nil {
-		since = *req.Since
-		// A token from the future (another server's, or forged) is clamped rather
-		// than trusted: the client gets everything up to now.
-		since.Events = min(since.Events, cur.Events)
-		since.AccountData = min(since.AccountData, cur.AccountData)
-		since.Receipts = min(since.Receipts, cur.Receipts)
-		since.Presence = min(since.Presence, cur.Presence)
-		since.ToDevice = min(since.ToDevice, cur.ToDevice)
-		since.DeviceLists = min(since.DeviceLists, cur.DeviceLists)
-		if since.Typing > cur.Typing {
-			since.Typing = 0 // typing positions are per node; a foreign one resets
-		}
+	since := clampSince(req.Since, cur)
+	resp := newResponse(cur)
+	roomData, err := s.addAccountData(ctx, req, since, cur, resp)
+	if err != nil {
+		return nil, false, err
 	}
-	resp := &Response{
+	// addE2EE may lower cur.ToDevice (a capped batch of to-device messages); every
+	// later step reads the lowered token, as next_batch does.
+	if err := s.addE2EE(ctx, req, since, &cur, first, resp); err != nil {
+		return nil, false, err
+	}
+	if err := s.addPresence(ctx, req, since, cur, resp); err != nil {
+		return nil, false, err
+	}
+	roomFilter := req.Filter.Room
+	if roomFilter == nil {
+		roomFilter = &filter.RoomFilter{}
+	}
+	plan, err := s.planRooms(ctx, req, since, cur, roomFilter, roomData)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := s.addInvites(ctx, req, plan, resp); err != nil {
+		return nil, false, err
+	}
+	if err := s.addLeaves(ctx, req, plan.leaves, since, roomFilter, resp); err != nil {
+		return nil, false, err
+	}
+	if err := s.addJoinedRooms(ctx, req, plan.joins, since, cur, roomFilter, roomData, resp); err != nil {
+		return nil, false, err
+	}
+	if err := s.addEphemeral(ctx, req, plan.joined, since, cur, roomFilter, resp); err != nil {
+		return nil, false, err
+	}
+	return resp, resp.hasContent(), nil
+}
+
+// clampSince is the client's token with every position no later than cur. A token
+// from the future (another server's, or forged) is clamped rather than trusted: the
+// client gets everything up to now. An initial sync starts from the zero token.
+func clampSince(tok *Token, cur Token) Token {
+	if tok == nil {
+		return Token{}
+	}
+	since := *tok
+	since.Events = min(since.Events, cur.Events)
+	since.AccountData = min(since.AccountData, cur.AccountData)
+	since.Receipts = min(since.Receipts, cur.Receipts)
+	since.Presence = min(since.Presence, cur.Presence)
+	since.ToDevice = min(since.ToDevice, cur.ToDevice)
+	since.DeviceLists = min(since.DeviceLists, cur.DeviceLists)
+	if since.Typing > cur.Typing {
+		since.Typing = 0 // typing positions are per node; a foreign one resets
+	}
+	return since
+}
+
+// newResponse is an empty response up to cur, every section present: clients
+// expect the keys even when there is nothing in them.
+func newResponse(cur Token) *Response {
+	return &Response{
 		NextBatch:              cur.String(),
 		AccountData:            EventList{Events: []any{}},
 		Presence:               EventList{Events: []any{}},
@@ -227,60 +272,94 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 		Rooms: RoomsSection{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{},
 			Leave: map[string]*LeftRoom{}, Knock: map[string]any{}},
 	}
-	changed := false
+}
 
-	var items []users.AccountDataItem
-	if since.AccountData < cur.AccountData {
-		var err error
-		if items, err = s.users.AccountDataSince(ctx, req.Localpart, since.AccountData, cur.AccountData); err != nil {
-			return nil, false, err
-		}
-	}
+// hasContent reports whether the response carries anything for the client, which
+// ends a long-poll. The key counts every response carries do not count.
+func (r *Response) hasContent() bool {
+	return len(r.AccountData.Events) > 0 || len(r.Presence.Events) > 0 || len(r.ToDevice.Events) > 0 ||
+		len(r.DeviceLists.Changed) > 0 || len(r.DeviceLists.Left) > 0 ||
+		len(r.Rooms.Join) > 0 || len(r.Rooms.Invite) > 0 || len(r.Rooms.Leave) > 0 || len(r.Rooms.Knock) > 0
+}
+
+// addAccountData adds the global account data the filter allows and returns the
+// per-room account data by room, for the joined rooms to carry.
+func (s *Service) addAccountData(ctx context.Context, req Request, since, cur Token, resp *Response) (map[string][]any, error) {
 	roomData := map[string][]any{}
+	if since.AccountData >= cur.AccountData {
+		return roomData, nil
+	}
+	items, err := s.users.AccountDataSince(ctx, req.Localpart, since.AccountData, cur.AccountData)
+	if err != nil {
+		return nil, err
+	}
 	for _, it := range items {
 		ev := map[string]any{"type": it.Type, "content": it.Content}
 		if it.RoomID == "" {
 			if eventAllowed(req.Filter.AccountData, it.Type) {
 				resp.AccountData.Events = append(resp.AccountData.Events, ev)
-				changed = true
 			}
 		} else {
 			roomData[it.RoomID] = append(roomData[it.RoomID], ev)
 		}
 	}
+	return roomData, nil
+}
 
-	if err := s.addE2EE(ctx, req, since, &cur, first, resp, &changed); err != nil {
-		return nil, false, err
+// addPresence adds the presence changes of users sharing a room with the user, as
+// the presence filter allows.
+func (s *Service) addPresence(ctx context.Context, req Request, since, cur Token, resp *Response) error {
+	if since.Presence >= cur.Presence || !eventAllowed(req.Filter.Presence, "m.presence") {
+		return nil
 	}
-
-	if since.Presence < cur.Presence && eventAllowed(req.Filter.Presence, "m.presence") {
-		changes, err := s.presence.ChangedForUser(ctx, req.UserID, since.Presence, cur.Presence)
-		if err != nil {
-			return nil, false, err
-		}
-		for _, st := range changes {
-			if f := req.Filter.Presence; f != nil && (f.Senders != nil && !slices.Contains(*f.Senders, st.UserID) || slices.Contains(f.NotSenders, st.UserID)) {
-				continue
-			}
-			resp.Presence.Events = append(resp.Presence.Events, map[string]any{"type": "m.presence", "sender": st.UserID, "content": st})
-			changed = true
-		}
+	changes, err := s.presence.ChangedForUser(ctx, req.UserID, since.Presence, cur.Presence)
+	if err != nil {
+		return err
 	}
+	for _, st := range changes {
+		if f := req.Filter.Presence; f != nil && (f.Senders != nil && !slices.Contains(*f.Senders, st.UserID) || slices.Contains(f.NotSenders, st.UserID)) {
+			continue
+		}
+		resp.Presence.Events = append(resp.Presence.Events, map[string]any{"type": "m.presence", "sender": st.UserID, "content": st})
+	}
+	return nil
+}
 
+// joinWork is a joined room to build for the response.
+type joinWork struct {
+	roomID string
+	// fresh: the room is new to the client (initial sync, joined since, or
+	// its partial state completed since): its timeline starts afresh.
+	// fullState: its whole state is sent, also when asked for (full_state);
+	// the timeline still starts at since.
+	fresh, fullState bool
+}
+
+// roomPlan is which rooms a response covers, by membership.
+type roomPlan struct {
+	// joined is every joined room the filter allows, for typing and receipts.
+	joined []string
+	// joins are the joined rooms with something to send.
+	joins []joinWork
+	// invites and knocks are the rooms invited to or knocked on since the token.
+	invites, knocks []string
+	// leaves are the rooms left or banned from since the token.
+	leaves []rooms.MembershipRow
+}
+
+// planRooms sorts the user's rooms by what the response sends for each. An
+// incremental sync reads which rooms had events once, not room by room: most
+// wake-ups concern one room of many.
+func (s *Service) planRooms(ctx context.Context, req Request, since, cur Token, roomFilter *filter.RoomFilter, roomData map[string][]any) (roomPlan, error) {
+	var plan roomPlan
 	memberships, err := s.rooms.UserMemberships(ctx, req.UserID)
 	if err != nil {
-		return nil, false, err
+		return plan, err
 	}
-	roomFilter := req.Filter.Room
-	if roomFilter == nil {
-		roomFilter = &filter.RoomFilter{}
-	}
-	// An incremental sync reads which rooms had events once, not room by room: most
-	// wake-ups concern one room of many.
 	var changes map[string]rooms.RoomChange
 	if req.Since != nil {
 		if changes, err = s.rooms.RoomsChangedBetween(ctx, since.Events, cur.Events); err != nil {
-			return nil, false, err
+			return plan, err
 		}
 	}
 	// As with Synapse, a room joined with partial state is left out for clients
@@ -290,19 +369,9 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 	var partial map[string]bool
 	if !lazy {
 		if partial, err = s.rooms.PartialStateRoomIDs(ctx); err != nil {
-			return nil, false, err
+			return plan, err
 		}
 	}
-	var joinedIDs []string
-	type joinWork struct {
-		roomID string
-		// fresh: the room is new to the client (initial sync, joined since, or
-		// its partial state completed since): its timeline starts afresh.
-		// fullState: its whole state is sent, also when asked for (full_state);
-		// the timeline still starts at since.
-		fresh, fullState bool
-	}
-	var joins []joinWork
 	for _, m := range memberships {
 		if !roomAllowed(roomFilter, m.RoomID) {
 			continue
@@ -311,7 +380,7 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 			continue
 		}
 		if m.Membership == "join" {
-			joinedIDs = append(joinedIDs, m.RoomID)
+			plan.joined = append(plan.joined, m.RoomID)
 		}
 		newMembership := req.Since == nil || (m.StreamPos > since.Events && m.StreamPos <= cur.Events)
 		switch m.Membership {
@@ -321,42 +390,62 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 			if !fullState && !changes[m.RoomID].Events && len(roomData[m.RoomID]) == 0 {
 				continue
 			}
-			joins = append(joins, joinWork{m.RoomID, fresh, fullState})
+			plan.joins = append(plan.joins, joinWork{m.RoomID, fresh, fullState})
 		case "invite":
-			if !newMembership {
-				continue
+			if newMembership {
+				plan.invites = append(plan.invites, m.RoomID)
 			}
-			ir := &InvitedRoom{}
-			if ir.InviteState.Events, err = s.rooms.StrippedState(ctx, m.RoomID, req.UserID); err != nil {
-				return nil, false, err
-			}
-			resp.Rooms.Invite[m.RoomID] = ir
-			changed = true
 		case "knock":
-			if !newMembership {
-				continue
+			if newMembership {
+				plan.knocks = append(plan.knocks, m.RoomID)
 			}
-			kr := &InvitedRoom{}
-			if kr.InviteState.Events, err = s.rooms.StrippedState(ctx, m.RoomID, req.UserID); err != nil {
-				return nil, false, err
-			}
-			resp.Rooms.Knock[m.RoomID] = map[string]any{"knock_state": map[string]any{"events": kr.InviteState.Events}}
-			changed = true
 		case "leave", "ban":
-			if !newMembership || (req.Since == nil && !roomFilter.IncludeLeave) {
-				continue
+			if newMembership && (req.Since != nil || roomFilter.IncludeLeave) {
+				plan.leaves = append(plan.leaves, m)
 			}
-			lr, err := s.leftRoom(ctx, req, m, since, roomFilter)
-			if err != nil {
-				return nil, false, err
-			}
-			resp.Rooms.Leave[m.RoomID] = lr
-			changed = true
 		}
 	}
-	// Rooms are built concurrently: each is a handful of small queries, and on
-	// PostgreSQL their round trips, not the work, dominate an initial sync of
-	// hundreds of rooms.
+	return plan, nil
+}
+
+// addInvites adds the rooms invited to and knocked on since the token, each with
+// the stripped state the user may see.
+func (s *Service) addInvites(ctx context.Context, req Request, plan roomPlan, resp *Response) error {
+	for _, roomID := range plan.invites {
+		ir := &InvitedRoom{}
+		var err error
+		if ir.InviteState.Events, err = s.rooms.StrippedState(ctx, roomID, req.UserID); err != nil {
+			return err
+		}
+		resp.Rooms.Invite[roomID] = ir
+	}
+	for _, roomID := range plan.knocks {
+		events, err := s.rooms.StrippedState(ctx, roomID, req.UserID)
+		if err != nil {
+			return err
+		}
+		resp.Rooms.Knock[roomID] = map[string]any{"knock_state": map[string]any{"events": events}}
+	}
+	return nil
+}
+
+// addLeaves adds the rooms left or banned from since the token.
+func (s *Service) addLeaves(ctx context.Context, req Request, leaves []rooms.MembershipRow, since Token, roomFilter *filter.RoomFilter, resp *Response) error {
+	for _, m := range leaves {
+		lr, err := s.leftRoom(ctx, req, m, since, roomFilter)
+		if err != nil {
+			return err
+		}
+		resp.Rooms.Leave[m.RoomID] = lr
+	}
+	return nil
+}
+
+// addJoinedRooms builds the joined rooms with something to send, each with its
+// room account data. Rooms are built concurrently: each is a handful of small
+// queries, and on PostgreSQL their round trips, not the work, dominate an initial
+// sync of hundreds of rooms.
+func (s *Service) addJoinedRooms(ctx context.Context, req Request, joins []joinWork, since, cur Token, roomFilter *filter.RoomFilter, roomData map[string][]any, resp *Response) error {
 	built := make([]*JoinedRoom, len(joins))
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(joinWorkers)
@@ -368,17 +457,22 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return nil, false, err
+		return err
 	}
 	for i, w := range joins {
 		jr := built[i]
 		jr.AccountData.Events = append(jr.AccountData.Events, roomData[w.roomID]...)
 		resp.Rooms.Join[w.roomID] = jr
-		changed = true
 	}
-	eph, err := s.ephemeral(ctx, req, joinedIDs, since, cur, roomFilter)
+	return nil
+}
+
+// addEphemeral adds typing and receipts to the joined rooms; a room with only
+// those gets an empty timeline.
+func (s *Service) addEphemeral(ctx context.Context, req Request, joined []string, since, cur Token, roomFilter *filter.RoomFilter, resp *Response) error {
+	eph, err := s.ephemeral(ctx, req, joined, since, cur, roomFilter)
 	if err != nil {
-		return nil, false, err
+		return err
 	}
 	for roomID, events := range eph {
 		jr := resp.Rooms.Join[roomID]
@@ -388,9 +482,8 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 			resp.Rooms.Join[roomID] = jr
 		}
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, events...)
-		changed = true
 	}
-	return resp, changed, nil
+	return nil
 }
 
 // joinWorkers bounds how many rooms one sync builds at once.
@@ -434,7 +527,7 @@ const maxToDevice = 100
 // addE2EE fills the encryption fields: to-device messages for the device (those up
 // to the since token are deleted first: the client has them) and the users sharing a
 // room whose devices changed. A rebuild after a wake-up reads only streams that moved.
-func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *Token, first bool, resp *Response, changed *bool) error {
+func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *Token, first bool, resp *Response) error {
 	if first || since.ToDevice < cur.ToDevice {
 		msgs, last, err := s.e2ee.TakeToDevice(ctx, req.UserID, req.DeviceID, since.ToDevice, cur.ToDevice, maxToDevice)
 		if err != nil {
@@ -444,7 +537,6 @@ func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *To
 			resp.ToDevice.Events = append(resp.ToDevice.Events, m)
 		}
 		if len(msgs) > 0 {
-			*changed = true
 			cur.ToDevice = last
 			resp.NextBatch = cur.String()
 		}
@@ -453,13 +545,8 @@ func (s *Service) addE2EE(ctx context.Context, req Request, since Token, cur *To
 		return nil // an initial sync reports no device list changes
 	}
 	var err error
-	if resp.DeviceLists.Changed, resp.DeviceLists.Left, err = s.deviceListChanges(ctx, req.UserID, since, *cur); err != nil {
-		return err
-	}
-	if len(resp.DeviceLists.Changed) > 0 || len(resp.DeviceLists.Left) > 0 {
-		*changed = true
-	}
-	return nil
+	resp.DeviceLists.Changed, resp.DeviceLists.Left, err = s.deviceListChanges(ctx, req.UserID, since, *cur)
+	return err
 }
 
 // deviceListChanges says whose devices the user's clients must refetch (changed:
