@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -95,10 +96,42 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 			s.Close()
 		}
 	}()
-
-	key, created, err := serverkey.LoadOrGenerate(cfg.SigningKeyPath)
+	if err := s.openStorage(ctx); err != nil {
+		return nil, err
+	}
+	warnIfRegistrationOpen(cfg)
+	// One limiter for every front-end: a user or an address has one budget whether
+	// it speaks HTTP or the native protocol, and an account one for password checks.
+	var limiter *ratelimit.Limiter
+	if cfg.RateLimit.Enabled {
+		limiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
+	}
+	if err := s.buildCore(limiter); err != nil {
+		return nil, err
+	}
+	router, api, err := s.buildClientAPI(ctx, limiter)
 	if err != nil {
 		return nil, err
+	}
+	if err := s.buildNative(router, limiter); err != nil {
+		return nil, err
+	}
+	s.handler = httpapi.CORS(router)
+	if cfg.Federation.Listen != "" {
+		if err := s.buildFederation(ctx, router, api); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// openStorage loads (or makes) the signing key, opens and migrates the database and
+// starts the bus: everything below writes through one of them.
+func (s *Server) openStorage(ctx context.Context) error {
+	cfg := s.Config
+	key, created, err := serverkey.LoadOrGenerate(cfg.SigningKeyPath)
+	if err != nil {
+		return err
 	}
 	if created {
 		slog.Info("generated signing key", "path", cfg.SigningKeyPath, "key_id", key.ID)
@@ -106,29 +139,35 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	s.Key = key
 
 	if s.DB, err = storage.Open(ctx, cfg.Database.URL, cfg.DataDir); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := s.DB.Migrate(ctx); err != nil {
-		return nil, err
+		return err
 	}
 	if s.Bus, err = bus.Open(ctx, bus.Config{URL: cfg.NATS.URL, StoreDir: filepath.Join(cfg.DataDir, "nats")}); err != nil {
-		return nil, err
+		return err
 	}
+	return nil
+}
 
-	if cfg.RegistrationOpen() {
-		why := "registration.enabled is true"
-		if cfg.Registration.Enabled == nil {
-			why = "the server name is a development one and registration.enabled is unset"
-		}
-		slog.Warn("REGISTRATION IS OPEN: anyone who reaches the client API can create an account; set registration.enabled: false to close it",
-			"server_name", cfg.ServerName, "because", why)
+// warnIfRegistrationOpen says loudly, once at start, that anyone can make an account.
+func warnIfRegistrationOpen(cfg config.Config) {
+	if !cfg.RegistrationOpen() {
+		return
 	}
-	// One limiter for every front-end: a user or an address has one budget whether
-	// it speaks HTTP or the native protocol, and an account one for password checks.
-	var limiter *ratelimit.Limiter
-	if cfg.RateLimit.Enabled {
-		limiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
+	why := "registration.enabled is true"
+	if cfg.Registration.Enabled == nil {
+		why = "the server name is a development one and registration.enabled is unset"
 	}
+	slog.Warn("REGISTRATION IS OPEN: anyone who reaches the client API can create an account; set registration.enabled: false to close it",
+		"server_name", cfg.ServerName, "because", why)
+}
+
+// buildCore builds the services every front-end shares (users, rooms, receipts,
+// typing, presence, e2ee, sync). None of them serves a request yet, so the
+// callbacks between them may name services built after them.
+func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
+	cfg := s.Config
 	s.Users = users.New(s.DB, users.Config{
 		Limiter:                  limiter,
 		ServerName:               cfg.ServerName,
@@ -162,8 +201,9 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)
+	var err error
 	if s.Typing, err = typing.New(s.Bus.Conn); err != nil {
-		return nil, err
+		return err
 	}
 	s.Presence = presence.New(s.DB, s.Bus.Conn, presence.Config{
 		Disabled:     !cfg.Presence.Enabled,
@@ -172,11 +212,17 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
 	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.notifier = notifier
 	s.Sync = clientsync.New(clientsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
+	return nil
+}
 
+// buildClientAPI mounts the Matrix client API, metrics and media on a new router
+// and returns it with the API settings the other front-ends share.
+func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter) (*mux.Router, *httpapi.API, error) {
+	cfg := s.Config
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api := &httpapi.API{
@@ -191,9 +237,9 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		// Today's default: on the client API's listener, for anyone who reaches it.
 		router.Handle("/metrics", metrics).Methods(http.MethodGet)
 	} else {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics)
-		s.metricsHandler = mux
+		metricsMux := http.NewServeMux()
+		metricsMux.Handle("GET /metrics", metrics)
+		s.metricsHandler = metricsMux
 	}
 	clientapi.Register(router, api, clientapi.Config{
 		ServerName:         cfg.ServerName,
@@ -211,47 +257,58 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		Push:         push.New(s.Users),
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
+	var err error
 	if s.Media, err = newMedia(ctx, cfg, s.DB); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	previewAllow, _ := outbound.ParsePrefixes(cfg.Media.PreviewAllow) // validated
 	s.PreviewGuard = outbound.New(outbound.Policy{Purpose: "url preview", Allow: previewAllow})
 	mediahttp.Register(router, api, s.Media, media.NewPreviewer(s.PreviewGuard))
+	return router, api, nil
+}
+
+// buildNative builds the native protocol and mounts its WebSocket on router.
+func (s *Server) buildNative(router *mux.Router, limiter *ratelimit.Limiter) error {
+	cfg := s.Config
+	var err error
 	s.Native, err = native.New(native.Config{ServerName: cfg.ServerName, MaxFrame: cfg.Native.MaxFrameBytes,
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
 		TokenRecheck:  cfg.Native.TokenRecheck,
 		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.RateLimit.PerSecond), RateBurst: cfg.RateLimit.Burst},
 		native.Deps{Limiter: limiter, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
 	if err != nil {
-		return nil, fmt.Errorf("native protocol: %w", err)
+		return fmt.Errorf("native protocol: %w", err)
 	}
 	router.Handle("/_hongyan/native", s.Native.WebSocket())
-	s.handler = httpapi.CORS(router)
+	return nil
+}
 
-	if cfg.Federation.Listen != "" {
-		fedAllow, _ := outbound.ParsePrefixes(cfg.Federation.AllowCIDRs) // validated
-		s.FederationGuard = outbound.New(outbound.Policy{Purpose: "federation", Allow: fedAllow, Internal: cfg.Federation.InsecureSkipVerify})
-		var roots *x509.CertPool
-		if roots, err = federationRoots(cfg.Federation.CAFile); err != nil {
-			return nil, err
-		}
-		s.Federation, err = federation.New(ctx, federation.Config{
-			Guard: s.FederationGuard, RootCAs: roots,
-			ServerName: cfg.ServerName, Key: s.Key,
-			InsecureSkipVerify: cfg.Federation.InsecureSkipVerify, RetryMax: cfg.Federation.RetryMax,
-			RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.Federation.RatePerSecond), RateBurst: cfg.Federation.RateBurst,
-			PartialStateJoins: cfg.Federation.PartialStateJoins, TrustedKeyServers: cfg.Federation.TrustedKeyServers,
-		}, federation.Deps{DB: s.DB, Bus: s.Bus.Conn, Rooms: s.Rooms, Users: s.Users, E2EE: s.E2EE, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media})
-		if err != nil {
-			return nil, fmt.Errorf("federation: %w", err)
-		}
-		fedRouter := httpapi.NewRouter()
-		fedAPI := &httpapi.API{MaxBodyBytes: cfg.Limits.MaxRequestBytes, Metrics: api.Metrics}
-		s.Federation.Register(fedRouter, fedAPI)
-		s.Federation.RegisterOpenID(router, api)
-		s.fedHandler = fedRouter
+// buildFederation builds the federation service with its own router (served by
+// ServeFederation) and mounts the OpenID userinfo endpoint on the client router.
+func (s *Server) buildFederation(ctx context.Context, router *mux.Router, api *httpapi.API) error {
+	cfg := s.Config
+	fedAllow, _ := outbound.ParsePrefixes(cfg.Federation.AllowCIDRs) // validated
+	s.FederationGuard = outbound.New(outbound.Policy{Purpose: "federation", Allow: fedAllow, Internal: cfg.Federation.InsecureSkipVerify})
+	roots, err := federationRoots(cfg.Federation.CAFile)
+	if err != nil {
+		return err
 	}
-	return s, nil
+	s.Federation, err = federation.New(ctx, federation.Config{
+		Guard: s.FederationGuard, RootCAs: roots,
+		ServerName: cfg.ServerName, Key: s.Key,
+		InsecureSkipVerify: cfg.Federation.InsecureSkipVerify, RetryMax: cfg.Federation.RetryMax,
+		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.Federation.RatePerSecond), RateBurst: cfg.Federation.RateBurst,
+		PartialStateJoins: cfg.Federation.PartialStateJoins, TrustedKeyServers: cfg.Federation.TrustedKeyServers,
+	}, federation.Deps{DB: s.DB, Bus: s.Bus.Conn, Rooms: s.Rooms, Users: s.Users, E2EE: s.E2EE, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media})
+	if err != nil {
+		return fmt.Errorf("federation: %w", err)
+	}
+	fedRouter := httpapi.NewRouter()
+	fedAPI := &httpapi.API{MaxBodyBytes: cfg.Limits.MaxRequestBytes, Metrics: api.Metrics}
+	s.Federation.Register(fedRouter, fedAPI)
+	s.Federation.RegisterOpenID(router, api)
+	s.fedHandler = fedRouter
+	return nil
 }
 
 // ListenFederation opens the federation TLS listener, if configured, and serves it

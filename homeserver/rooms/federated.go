@@ -616,49 +616,22 @@ func (s *Service) ReceiveWithState(ctx context.Context, ev gomatrixserverlib.PDU
 	return s.receive(ctx, ev, stateBefore)
 }
 
+// receive is Receive and ReceiveWithState: given is the state before ev as another
+// server reported it, or nil to compute it here. The checks run in the order the
+// spec gives: the event itself, its auth events (outside the room's lock), then,
+// under the lock and in one transaction, the state before it, the room's current
+// state (soft failure), and finally the write.
 func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given []gomatrixserverlib.PDU) error {
 	roomID := ev.RoomID().String()
-	impl, err := s.RoomVersion(ctx, roomID)
-	if err != nil {
+	impl, known, err := s.checkIncoming(ctx, ev)
+	if err != nil || known {
 		return err
-	}
-	if impl.Version() != ev.Version() {
-		return fmt.Errorf("%w: event of room version %s in a room of version %s", ErrRejected, ev.Version(), impl.Version())
-	}
-	if known, err := s.known(ctx, ev.EventID()); err != nil || known {
-		return err
-	}
-	if len(ev.JSON()) > MaxEventBytes {
-		return fmt.Errorf("%w: larger than %d bytes", ErrRejected, MaxEventBytes)
-	}
-
-	// 1. The auth rules at the event's own auth events.
-	authEvents, err := s.pdus(ctx, s.db, ev.AuthEventIDs())
-	if err != nil {
-		return err
-	}
-	if missing := missingIDs(ev.AuthEventIDs(), authEvents); len(missing) > 0 {
-		// The prev events are reported too: a gap in the timeline is closed
-		// first, and closing it often brings the auth events along.
-		held, err := s.heldIDs(ctx, s.db, ev.PrevEventIDs(), true)
-		if err != nil {
-			return err
-		}
-		var prev []string
-		for _, id := range ev.PrevEventIDs() {
-			if !held[id] {
-				prev = append(prev, id)
-			}
-		}
-		return &MissingEventsError{Auth: missing, Prev: prev}
 	}
 	// A refused event is kept as rejected (below), with the state before it
 	// when that is known, and reported as ErrRejected.
-	var rejectedWhy error
-	if err := allowedBy(ev, authEvents); err != nil {
-		rejectedWhy = fmt.Errorf("%w at its auth events: %v", ErrRejected, err)
-	} else if err := s.redactsElsewhere(ctx, s.db, ev); err != nil {
-		rejectedWhy = err
+	rejectedWhy, err := s.checkAtAuthEvents(ctx, ev)
+	if err != nil {
+		return err
 	}
 
 	unlock := s.lockRoom(roomID)
@@ -671,20 +644,6 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 		if err != nil {
 			return err
 		}
-		reject := func(why error, before map[[2]string]string) error {
-			snap := int64(0)
-			switch {
-			case before != nil:
-				var err error
-				if snap, err = s.fullSnapshot(ctx, tx, roomID, before); err != nil {
-					return err
-				}
-			case sameSet(ev.PrevEventIDs(), h.prev):
-				snap = h.snapshot
-			}
-			rejected = why
-			return s.storeRejected(ctx, tx, ev, snap)
-		}
 		// While the room's state here is partial, the state before an event lacks
 		// members: it is checked against its own auth events only (step 1), as
 		// Synapse does during a partial-state join.
@@ -695,107 +654,22 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 		// 2. The state before the event: the room's current state when it extends
 		// exactly our head, else resolved from the state after each prev event.
 		linear := sameSet(ev.PrevEventIDs(), h.prev) && given == nil
-		var before map[[2]string]string
-		if !linear {
-			if given != nil {
-				before = stateMap(given)
-				if err := s.storeOutliers(ctx, tx, given); err != nil {
-					return err
-				}
-			} else if before, err = s.stateAfterAll(ctx, tx, impl, ev.PrevEventIDs()); err != nil {
-				// Missing prev events are fetched first even for an event that
-				// will be rejected (as Synapse does): it is then kept with the
-				// state before it, and what it was built on is known.
-				return err
-			}
-			if rejectedWhy != nil {
-				return reject(rejectedWhy, before)
-			}
-			if err := s.allowedAt(ctx, tx, ev, before); err != nil && !partial {
-				return reject(fmt.Errorf("%w at the state before it: %v", ErrRejected, err), before)
-			}
-		} else if rejectedWhy != nil {
-			return reject(rejectedWhy, nil)
-		} else if !partial {
-			// The common case, an event on our head: only the few current state
-			// events the auth rules look at are read, not the whole state.
-			current, err := currentStateEvents(ctx, tx, h, gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples())
-			if err != nil {
-				return err
-			}
-			if err := allowedBy(ev, current); err != nil {
-				return reject(fmt.Errorf("%w at the state before it: %v", ErrRejected, err), nil)
-			}
-		}
-		// 3. Soft failure: allowed by history, but not by where the room is now.
-		if !linear && !partial {
-			current, err := s.currentStateMap(ctx, tx, roomID)
-			if err != nil {
-				return err
-			}
-			if err := s.allowedAt(ctx, tx, ev, current); err != nil {
-				// Kept so that later events can build on it; never shown.
-				snap, err := s.fullSnapshot(ctx, tx, roomID, before)
-				if err != nil {
-					return err
-				}
-				return s.storeSoftFailed(ctx, tx, ev, snap)
-			}
-		}
-
-		prevExtremities := h.prev
-		if !linear {
-			snap, err := s.fullSnapshot(ctx, tx, roomID, before)
-			if err != nil {
-				return err
-			}
-			h.snapshot = snap
-		}
-		depth := h.depth
-		pos, err := s.persist(ctx, tx, h, ev, nil)
+		before, why, err := s.checkStateBefore(ctx, tx, impl, h, ev, given, linear, partial, rejectedWhy)
 		if err != nil {
 			return err
 		}
-		h.depth = max(depth, ev.Depth())
-		if !linear {
-			// The room's state is now the resolution of the state after the new
-			// event and the state at the other extremities.
-			behind, err := s.behindFailed(ctx, tx, ev.PrevEventIDs())
-			if err != nil {
+		if why != nil {
+			rejected = why
+			return s.storeRejectedAt(ctx, tx, h, ev, before)
+		}
+		// 3. Soft failure: allowed by history, but not by where the room is now.
+		if !linear && !partial {
+			if softFailed, err := s.softFail(ctx, tx, ev, before); err != nil || softFailed {
 				return err
-			}
-			others := slices.DeleteFunc(slices.Clone(prevExtremities), func(id string) bool { return slices.Contains(ev.PrevEventIDs(), id) || behind[id] })
-			after := maps.Clone(before)
-			if sk := ev.StateKey(); sk != nil {
-				after[[2]string{ev.Type(), *sk}] = ev.EventID()
-			}
-			resolved := after
-			if len(others) > 0 {
-				otherState, err := s.stateAfterAll(ctx, tx, impl, others)
-				if err != nil {
-					return err
-				}
-				if resolved, err = s.resolve(ctx, tx, impl, []map[[2]string]string{after, otherState}); err != nil {
-					return err
-				}
-			}
-			if err := s.replaceCurrentState(ctx, tx, roomID, resolved); err != nil {
-				return err
-			}
-			if h.snapshot, err = s.fullSnapshot(ctx, tx, roomID, resolved); err != nil {
-				return err
-			}
-			h.prev = append(others, ev.EventID())
-			if _, err := tx.Exec(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {
-				return err
-			}
-			for _, id := range h.prev {
-				if _, err := tx.Exec(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, id); err != nil {
-					return err
-				}
 			}
 		}
-		if _, err := tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3 WHERE room_id = $4`, h.snapshot, h.depth, h.seq, roomID); err != nil {
+		pos, err := s.persistReceived(ctx, tx, impl, h, ev, linear, before)
+		if err != nil {
 			return err
 		}
 		notice = &Notice{RoomID: roomID, EventID: ev.EventID(), Type: ev.Type(), StateKey: ev.StateKey(), StreamPos: pos, Seq: h.seq}
@@ -811,6 +685,207 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 		s.publish(*notice)
 	}
 	return nil
+}
+
+// checkIncoming checks what needs no auth: the event's room version is its room's,
+// and it is not too large. known is true (and nothing else done) for an event
+// already held here.
+func (s *Service) checkIncoming(ctx context.Context, ev gomatrixserverlib.PDU) (impl gomatrixserverlib.IRoomVersion, known bool, err error) {
+	impl, err = s.RoomVersion(ctx, ev.RoomID().String())
+	if err != nil {
+		return nil, false, err
+	}
+	if impl.Version() != ev.Version() {
+		return nil, false, fmt.Errorf("%w: event of room version %s in a room of version %s", ErrRejected, ev.Version(), impl.Version())
+	}
+	if known, err := s.known(ctx, ev.EventID()); err != nil || known {
+		return nil, known, err
+	}
+	if len(ev.JSON()) > MaxEventBytes {
+		return nil, false, fmt.Errorf("%w: larger than %d bytes", ErrRejected, MaxEventBytes)
+	}
+	return impl, false, nil
+}
+
+// checkAtAuthEvents is step 1, the auth rules at the event's own auth events. It
+// returns a *MissingEventsError if some are not held here, and otherwise, as
+// rejectedWhy, why the event is refused (nil: allowed so far); a refused event is
+// still stored, as rejected, once the state before it is known.
+func (s *Service) checkAtAuthEvents(ctx context.Context, ev gomatrixserverlib.PDU) (rejectedWhy, err error) {
+	authEvents, err := s.pdus(ctx, s.db, ev.AuthEventIDs())
+	if err != nil {
+		return nil, err
+	}
+	if missing := missingIDs(ev.AuthEventIDs(), authEvents); len(missing) > 0 {
+		// The prev events are reported too: a gap in the timeline is closed
+		// first, and closing it often brings the auth events along.
+		held, err := s.heldIDs(ctx, s.db, ev.PrevEventIDs(), true)
+		if err != nil {
+			return nil, err
+		}
+		var prev []string
+		for _, id := range ev.PrevEventIDs() {
+			if !held[id] {
+				prev = append(prev, id)
+			}
+		}
+		return nil, &MissingEventsError{Auth: missing, Prev: prev}
+	}
+	if err := allowedBy(ev, authEvents); err != nil {
+		return fmt.Errorf("%w at its auth events: %v", ErrRejected, err), nil
+	}
+	if err := s.redactsElsewhere(ctx, s.db, ev); err != nil {
+		return err, nil
+	}
+	return nil, nil
+}
+
+// checkStateBefore is step 2. For an event off our head (not linear) it finds the
+// state before it — given, stored as outliers, or resolved from its prev events —
+// and checks the event there; for one on our head it checks against the few current
+// state events the auth rules read. While the state is partial only step 1 counts.
+// why is set when the event is refused, here or at step 1 (rejectedWhy); before is
+// nil for a linear event.
+func (s *Service) checkStateBefore(ctx context.Context, tx *storage.Tx, impl gomatrixserverlib.IRoomVersion, h *head, ev gomatrixserverlib.PDU,
+	given []gomatrixserverlib.PDU, linear, partial bool, rejectedWhy error) (before map[[2]string]string, why, err error) {
+	if linear {
+		if rejectedWhy != nil {
+			return nil, rejectedWhy, nil
+		}
+		if partial {
+			return nil, nil, nil
+		}
+		// The common case, an event on our head: only the few current state
+		// events the auth rules look at are read, not the whole state.
+		current, err := currentStateEvents(ctx, tx, h, gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples())
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := allowedBy(ev, current); err != nil {
+			return nil, fmt.Errorf("%w at the state before it: %v", ErrRejected, err), nil
+		}
+		return nil, nil, nil
+	}
+	if given != nil {
+		before = stateMap(given)
+		if err := s.storeOutliers(ctx, tx, given); err != nil {
+			return nil, nil, err
+		}
+	} else if before, err = s.stateAfterAll(ctx, tx, impl, ev.PrevEventIDs()); err != nil {
+		// Missing prev events are fetched first even for an event that
+		// will be rejected (as Synapse does): it is then kept with the
+		// state before it, and what it was built on is known.
+		return nil, nil, err
+	}
+	if rejectedWhy != nil {
+		return before, rejectedWhy, nil
+	}
+	if err := s.allowedAt(ctx, tx, ev, before); err != nil && !partial {
+		return before, fmt.Errorf("%w at the state before it: %v", ErrRejected, err), nil
+	}
+	return before, nil, nil
+}
+
+// storeRejectedAt keeps a refused event as rejected, with the snapshot of the state
+// before it: before when known, the room's current one when the event extends our
+// head, else none.
+func (s *Service) storeRejectedAt(ctx context.Context, tx *storage.Tx, h *head, ev gomatrixserverlib.PDU, before map[[2]string]string) error {
+	snap := int64(0)
+	switch {
+	case before != nil:
+		var err error
+		if snap, err = s.fullSnapshot(ctx, tx, h.roomID, before); err != nil {
+			return err
+		}
+	case sameSet(ev.PrevEventIDs(), h.prev):
+		snap = h.snapshot
+	}
+	return s.storeRejected(ctx, tx, ev, snap)
+}
+
+// softFail is step 3 for an event off our head: one the room's current state does
+// not allow is stored soft-failed (kept so that later events can build on it; never
+// shown), and softFailed is true.
+func (s *Service) softFail(ctx context.Context, tx *storage.Tx, ev gomatrixserverlib.PDU, before map[[2]string]string) (softFailed bool, err error) {
+	roomID := ev.RoomID().String()
+	current, err := s.currentStateMap(ctx, tx, roomID)
+	if err != nil {
+		return false, err
+	}
+	if err := s.allowedAt(ctx, tx, ev, current); err == nil {
+		return false, nil
+	}
+	snap, err := s.fullSnapshot(ctx, tx, roomID, before)
+	if err != nil {
+		return false, err
+	}
+	return true, s.storeSoftFailed(ctx, tx, ev, snap)
+}
+
+// persistReceived writes an admitted event into the timeline and moves the room's
+// head. An event off our head (not linear) also changes the room's state to the
+// resolution of the state after it and the state at the other forward extremities,
+// and the extremities to those others plus it. It returns the event's stream
+// position; h is the room's new head.
+func (s *Service) persistReceived(ctx context.Context, tx *storage.Tx, impl gomatrixserverlib.IRoomVersion, h *head, ev gomatrixserverlib.PDU,
+	linear bool, before map[[2]string]string) (int64, error) {
+	roomID := h.roomID
+	prevExtremities := h.prev
+	if !linear {
+		snap, err := s.fullSnapshot(ctx, tx, roomID, before)
+		if err != nil {
+			return 0, err
+		}
+		h.snapshot = snap
+	}
+	depth := h.depth
+	pos, err := s.persist(ctx, tx, h, ev, nil)
+	if err != nil {
+		return 0, err
+	}
+	h.depth = max(depth, ev.Depth())
+	if !linear {
+		// The room's state is now the resolution of the state after the new
+		// event and the state at the other extremities.
+		behind, err := s.behindFailed(ctx, tx, ev.PrevEventIDs())
+		if err != nil {
+			return 0, err
+		}
+		others := slices.DeleteFunc(slices.Clone(prevExtremities), func(id string) bool { return slices.Contains(ev.PrevEventIDs(), id) || behind[id] })
+		after := maps.Clone(before)
+		if sk := ev.StateKey(); sk != nil {
+			after[[2]string{ev.Type(), *sk}] = ev.EventID()
+		}
+		resolved := after
+		if len(others) > 0 {
+			otherState, err := s.stateAfterAll(ctx, tx, impl, others)
+			if err != nil {
+				return 0, err
+			}
+			if resolved, err = s.resolve(ctx, tx, impl, []map[[2]string]string{after, otherState}); err != nil {
+				return 0, err
+			}
+		}
+		if err := s.replaceCurrentState(ctx, tx, roomID, resolved); err != nil {
+			return 0, err
+		}
+		if h.snapshot, err = s.fullSnapshot(ctx, tx, roomID, resolved); err != nil {
+			return 0, err
+		}
+		h.prev = append(others, ev.EventID())
+		if _, err := tx.Exec(ctx, `DELETE FROM forward_extremities WHERE room_id = $1`, roomID); err != nil {
+			return 0, err
+		}
+		for _, id := range h.prev {
+			if _, err := tx.Exec(ctx, `INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)`, roomID, id); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE rooms SET current_snapshot = $1, depth = $2, seq = $3 WHERE room_id = $4`, h.snapshot, h.depth, h.seq, roomID); err != nil {
+		return 0, err
+	}
+	return pos, nil
 }
 
 // ImportJoin stores a join made through another server: the room's state before the
