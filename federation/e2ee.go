@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -227,28 +226,15 @@ func (s *Service) SharesRoom(ctx context.Context, userID string) (bool, error) {
 }
 
 // mayShareRoom reports whether another server's user shares a room with this
-// server's, or may: while a room's state here is partial its members are not all
-// known, and every server send_join named counts as in it (as for what is sent
-// out, rooms.ServersSharing); and a server this one is joining a room through
-// sends its users' presence before the join is stored here.
+// server's, or may (rooms.MayShareRoomWithLocal), or is of a server this node is
+// joining a room through: that server sends its users' presence before the join
+// is stored here.
 func (s *Service) mayShareRoom(ctx context.Context, userID string) (bool, error) {
-	if shares, err := s.deps.Rooms.SharesRoomWithLocal(ctx, userID); err != nil || shares {
+	if shares, err := s.deps.Rooms.MayShareRoomWithLocal(ctx, userID); err != nil || shares {
 		return shares, err
 	}
 	_, server, _ := strings.Cut(userID, ":")
-	if s.joins.has(server, time.Now()) {
-		return true, nil
-	}
-	partial, err := s.deps.Rooms.PartialStateRooms(ctx)
-	if err != nil {
-		return false, err
-	}
-	for _, p := range partial {
-		if slices.Contains(p.Servers, server) {
-			return true, nil
-		}
-	}
-	return false, nil
+	return s.joins.has(server, time.Now()), nil
 }
 
 // recentJoins remembers the servers this node joined rooms through in the last

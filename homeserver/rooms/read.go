@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -803,6 +804,26 @@ func (s *Service) SharesRoomWithLocal(ctx context.Context, userID string) (bool,
 		return false, fmt.Errorf("rooms shared with %s: %w", userID, err)
 	}
 	return true, nil
+}
+
+// MayShareRoomWithLocal is SharesRoomWithLocal, counting also the rooms whose state
+// here is partial: their members are not all known yet, so every server send_join
+// named counts as in them (as ServersSharing counts them for what is sent out).
+func (s *Service) MayShareRoomWithLocal(ctx context.Context, userID string) (bool, error) {
+	if shares, err := s.SharesRoomWithLocal(ctx, userID); err != nil || shares {
+		return shares, err
+	}
+	_, server, _ := strings.Cut(userID, ":")
+	partial, err := s.PartialStateRooms(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range partial {
+		if slices.Contains(p.Servers, server) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // fullStateWait bounds how long a member list waits for a partial-state room's
