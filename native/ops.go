@@ -271,7 +271,7 @@ func opEdit(ctx context.Context, s *session, body []byte) (any, error) {
 	if req.RoomID == "" || req.EventID == "" {
 		return nil, mxerror.New(mxerror.MissingParam, "room_id and event_id are required")
 	}
-	if err := rooms.CheckRoomID(req.RoomID); err != nil {
+	if err := roomArg(req.RoomID); err != nil {
 		return nil, err
 	}
 	// Who may edit what is the core's rule (rooms.Send checks every m.replace).
@@ -291,7 +291,7 @@ func opReact(ctx context.Context, s *session, body []byte) (any, error) {
 	if req.RoomID == "" || req.EventID == "" || req.Key == "" {
 		return nil, mxerror.New(mxerror.MissingParam, "room_id, event_id and key are required")
 	}
-	if err := rooms.CheckRoomID(req.RoomID); err != nil {
+	if err := roomArg(req.RoomID); err != nil {
 		return nil, err
 	}
 	content := map[string]any{"m.relates_to": map[string]any{"rel_type": "m.annotation", "event_id": req.EventID, "key": req.Key}}
@@ -306,7 +306,7 @@ func opRedact(ctx context.Context, s *session, body []byte) (any, error) {
 	if req.RoomID == "" || req.EventID == "" {
 		return nil, mxerror.New(mxerror.MissingParam, "room_id and event_id are required")
 	}
-	if err := rooms.CheckRoomID(req.RoomID); err != nil {
+	if err := roomArg(req.RoomID); err != nil {
 		return nil, err
 	}
 	sent, err := s.srv.d.Rooms.Redact(ctx, req.RoomID, s.userID, req.EventID, req.Reason, s.txn(req.TxnID))
