@@ -96,6 +96,12 @@ func TestParity(t *testing.T) {
 		room := created["room_id"]
 		alice.mx.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat"}, &created)
 		private := created["room_id"]
+		alice.mx.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "private_chat",
+			"initial_state": []map[string]any{{"type": "m.room.history_visibility", "state_key": "",
+				"content": map[string]any{"history_visibility": "world_readable"}}}}, &created)
+		readable := created["room_id"]
+		alice.mx.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(readable)+"/send/m.room.message/"+sdk.TxnID(),
+			map[string]any{"msgtype": "m.text", "body": "for anyone to read"}, nil)
 		bob.mx.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
 		bob.mx.MustDo("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(bob.mx.UserID)+"/displayname", map[string]any{"displayname": "Bob"}, nil)
 		say := func(c *testserver.Client, body string) string {
@@ -223,6 +229,15 @@ func TestParity(t *testing.T) {
 					return ok(mxCall(carol.mx, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(private)+"/messages?dir=b", nil))
 				},
 				func() (any, string) { return ok(nat(carol.nat.History(ctx, private, 0, 10))) }},
+			{"history of a world-readable room, by a stranger", "",
+				func() (any, string) {
+					out, code := mxCall(carol.mx, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(readable)+"/messages?dir=b&limit=10", nil)
+					return eventIDs(asEvents(field(out, "chunk"))), code
+				},
+				func() (any, string) {
+					h, err := carol.nat.History(ctx, readable, 0, 10)
+					return eventIDs(h.Events), errCode(err)
+				}},
 			{"history of a malformed room ID", "M_INVALID_PARAM",
 				func() (any, string) {
 					return ok(mxCall(bob.mx, "GET", "/_matrix/client/v3/rooms/nope/messages?dir=b", nil))

@@ -353,17 +353,27 @@ type Messages struct {
 
 const maxMessagesLimit = 1000
 
-// Messages pages through a room's timeline from a token, keeping only events the user
-// may see and that pass the filter.
-func (s *Service) Messages(ctx context.Context, roomID, userID string, q MessagesQuery) (Messages, error) {
+// checkCanPage is who may page through a room's history at all (/messages, native
+// history): anyone who has ever been in it, or anyone while it is world_readable;
+// which events they then see is the visibility filter's.
+func (s *Service) checkCanPage(ctx context.Context, roomID, userID string) error {
 	m, err := s.CurrentMembership(ctx, roomID, userID)
 	if err != nil {
-		return Messages{}, err
+		return err
 	}
 	if m == "" {
 		if vis, _ := s.currentHistoryVisibility(ctx, roomID); vis != "world_readable" {
-			return Messages{}, mxerror.New(mxerror.Forbidden, "you are not in room %s", roomID)
+			return mxerror.New(mxerror.Forbidden, "you are not in room %s", roomID)
 		}
+	}
+	return nil
+}
+
+// Messages pages through a room's timeline from a token, keeping only events the user
+// may see and that pass the filter.
+func (s *Service) Messages(ctx context.Context, roomID, userID string, q MessagesQuery) (Messages, error) {
+	if err := s.checkCanPage(ctx, roomID, userID); err != nil {
+		return Messages{}, err
 	}
 	limit := q.Limit
 	if limit <= 0 {
@@ -379,6 +389,7 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 	// sits below zero) to maxPos.
 	const minPos, maxPos = -(1 << 62), 1<<62 - 1
 	var from int64
+	var err error
 	switch {
 	case q.From != "":
 		if from, err = ParseToken(q.From); err != nil {

@@ -61,6 +61,9 @@ func (s *Service) EventsAfterSeq(ctx context.Context, roomID, userID string, aft
 // EventsBeforeSeq returns up to limit events with seq < beforeSeq (0: the latest)
 // that userID may see, newest first, and the lowest seq read.
 func (s *Service) EventsBeforeSeq(ctx context.Context, roomID, userID string, beforeSeq int64, limit int) ([]ClientEvent, int64, error) {
+	if err := s.checkCanPage(ctx, roomID, userID); err != nil {
+		return nil, 0, err
+	}
 	return s.eventsBySeq(ctx, roomID, userID, beforeSeq, limit, true)
 }
 
