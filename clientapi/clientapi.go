@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/hongyan/hongyan/homeserver/clientsync"
+	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -29,6 +30,8 @@ type Config struct {
 	PublicBaseURL string
 	// DefaultRoomVersion and the supported versions are advertised in /capabilities.
 	DefaultRoomVersion string
+	// Support is served as /.well-known/matrix/support.
+	Support config.Support
 }
 
 // Deps are the core services the client API calls.
@@ -67,6 +70,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
+	router.Handle("/.well-known/matrix/support", get(api, h.wellKnownSupport)).Methods(http.MethodGet)
 	api.Handle(router, http.MethodGet, "/_matrix/client/versions", h.versions)
 
 	// r0 and v3 are the same API; Sytest and older clients still use r0.
@@ -90,6 +94,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodPost, "/account/password", h.changePassword, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/account/deactivate", h.deactivate, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodGet, "/account/3pid", h.threepids, httpapi.Authed)
+	api.Handle(v3, http.MethodPost, "/users/{userId}/report", h.reportUser, httpapi.Authed, httpapi.RateLimited)
 
 	api.Handle(v3, http.MethodGet, "/devices", h.devices, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodGet, "/devices/{deviceId}", h.device, httpapi.Authed, httpapi.GuestsAllowed)

@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/httpapi"
 )
 
@@ -49,4 +50,19 @@ func (h *handlers) capabilities(*httpapi.Request) (any, error) {
 		"m.3pid_changes":    map[string]bool{"enabled": false},
 		"m.get_login_token": map[string]bool{"enabled": true},
 	}}, nil
+}
+
+func (h *handlers) wellKnownSupport(*httpapi.Request) (any, error) {
+	s := h.cfg.Support
+	if len(s.Contacts) == 0 && s.Page == "" {
+		return nil, mxerror.New(mxerror.NotFound, "no support information is configured")
+	}
+	res := map[string]any{}
+	if len(s.Contacts) > 0 {
+		res["contacts"] = s.Contacts
+	}
+	if s.Page != "" {
+		res["support_page"] = s.Page
+	}
+	return res, nil
 }

@@ -245,6 +245,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		ServerName:         cfg.ServerName,
 		PublicBaseURL:      cfg.PublicBaseURL,
 		DefaultRoomVersion: cfg.DefaultRoomVersion,
+		Support:            cfg.Support,
 	}, clientapi.Deps{
 		Users:        s.Users,
 		Rooms:        s.Rooms,
