@@ -87,8 +87,9 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodPost, "/login", h.login, httpapi.RateLimited)
 	api.Handle(v1, http.MethodPost, "/login/get_token", h.getLoginToken, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/refresh", h.refresh, httpapi.RateLimited)
-	api.Handle(v3, http.MethodPost, "/logout", h.logout, httpapi.Authed, httpapi.GuestsAllowed)
-	api.Handle(v3, http.MethodPost, "/logout/all", h.logoutAll, httpapi.Authed, httpapi.GuestsAllowed)
+	// A locked account may still log out, and nothing else (spec, account locking).
+	api.Handle(v3, http.MethodPost, "/logout", h.logout, httpapi.Authed, httpapi.GuestsAllowed, httpapi.LockedAllowed)
+	api.Handle(v3, http.MethodPost, "/logout/all", h.logoutAll, httpapi.Authed, httpapi.GuestsAllowed, httpapi.LockedAllowed)
 
 	api.Handle(v3, http.MethodGet, "/account/whoami", h.whoami, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodPost, "/account/password", h.changePassword, httpapi.Authed, httpapi.RateLimited)
@@ -129,6 +130,12 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerBackup(v3, api)
 	h.registerTags(v3, api)
 	h.registerPushRules(v3, api)
+
+	for _, r := range []users.AccountRestriction{users.Suspended, users.Locked} {
+		path := "/admin/" + map[users.AccountRestriction]string{users.Suspended: "suspend", users.Locked: "lock"}[r] + "/{userId}"
+		api.Handle(v1, http.MethodGet, path, h.accountRestriction(r), httpapi.Authed)
+		api.Handle(v1, http.MethodPut, path, h.accountRestriction(r), httpapi.Authed)
+	}
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)
