@@ -33,7 +33,7 @@ func (h *handlers) wellKnownServer(*httpapi.Request) (any, error) {
 	return map[string]string{"m.server": h.cfg.ServerName}, nil
 }
 
-func (h *handlers) capabilities(*httpapi.Request) (any, error) {
+func (h *handlers) capabilities(r *httpapi.Request) (any, error) {
 	available := map[string]string{}
 	for _, v := range roomVersions {
 		available[v] = "stable"
@@ -42,13 +42,17 @@ func (h *handlers) capabilities(*httpapi.Request) (any, error) {
 	if def == "" {
 		def = "10"
 	}
+	// Spec v1.18: whether the caller may suspend and lock accounts — a server
+	// admin may, nobody else.
+	admin := r.Caller.IsAdmin
 	return map[string]any{"capabilities": map[string]any{
-		"m.change_password": map[string]bool{"enabled": true},
-		"m.room_versions":   map[string]any{"default": def, "available": available},
-		"m.set_displayname": map[string]bool{"enabled": true},
-		"m.set_avatar_url":  map[string]bool{"enabled": true},
-		"m.3pid_changes":    map[string]bool{"enabled": false},
-		"m.get_login_token": map[string]bool{"enabled": true},
+		"m.account_moderation": map[string]bool{"suspend": admin, "lock": admin},
+		"m.change_password":    map[string]bool{"enabled": true},
+		"m.room_versions":      map[string]any{"default": def, "available": available},
+		"m.set_displayname":    map[string]bool{"enabled": true},
+		"m.set_avatar_url":     map[string]bool{"enabled": true},
+		"m.3pid_changes":       map[string]bool{"enabled": false},
+		"m.get_login_token":    map[string]bool{"enabled": true},
 	}}, nil
 }
 

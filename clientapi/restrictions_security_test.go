@@ -45,6 +45,19 @@ func TestAccountRestrictionAdminOnly(t *testing.T) {
 					t.Errorf("%s %s: %d %s; want %d %s", kind, c.name, status, body, c.status, c.errcode)
 				}
 			}
+			var caps struct {
+				Capabilities struct {
+					Moderation map[string]bool `json:"m.account_moderation"`
+				} `json:"capabilities"`
+			}
+			root.MustDo("GET", "/_matrix/client/v3/capabilities", nil, &caps)
+			if !caps.Capabilities.Moderation[kind] {
+				t.Errorf("admin's m.account_moderation = %v; want %s true", caps.Capabilities.Moderation, kind)
+			}
+			mallory.MustDo("GET", "/_matrix/client/v3/capabilities", nil, &caps)
+			if caps.Capabilities.Moderation[kind] {
+				t.Errorf("non-admin's m.account_moderation = %v; want %s false", caps.Capabilities.Moderation, kind)
+			}
 			var got map[string]bool
 			root.MustDo("GET", path(kind, bob.UserID), nil, &got)
 			if got[field] {
