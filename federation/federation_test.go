@@ -655,15 +655,7 @@ func signedGet(t *testing.T, from, to *testserver.Server, path string, out any) 
 	t.Helper()
 	client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: spec.ServerName(from.Config.ServerName),
 		KeyID: gomatrixserverlib.KeyID(from.Key.ID), PrivateKey: from.Key.PrivateKey}}, fclient.WithSkipVerify(true))
-	req := fclient.NewFederationRequest("GET", spec.ServerName(from.Config.ServerName), spec.ServerName(to.Config.ServerName), path)
-	if err := req.Sign(spec.ServerName(from.Config.ServerName), gomatrixserverlib.KeyID(from.Key.ID), from.Key.PrivateKey); err != nil {
-		t.Fatal(err)
-	}
-	hr, err := req.HTTPRequest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return client.DoRequestAndParseResponse(context.Background(), hr, out)
+	return client.DoRequestAndParseResponse(context.Background(), signedRequest(t, from, to, path), out)
 }
 
 // TestTimestampToEventOverFederation: B asks A which event was sent at a time.

@@ -127,9 +127,8 @@ func mustRequest(t *testing.T, to *testserver.Server, path string) *http.Request
 	return r
 }
 
-// fedGetRaw makes a GET request signed as server from to server to and returns
-// the raw response.
-func fedGetRaw(t *testing.T, from, to *testserver.Server, path string) *http.Response {
+// signedRequest is a GET request signed as server from to server to.
+func signedRequest(t *testing.T, from, to *testserver.Server, path string) *http.Request {
 	t.Helper()
 	req := fclient.NewFederationRequest("GET", spec.ServerName(from.Config.ServerName), spec.ServerName(to.Config.ServerName), path)
 	if err := req.Sign(spec.ServerName(from.Config.ServerName), gomatrixserverlib.KeyID(from.Key.ID), from.Key.PrivateKey); err != nil {
@@ -139,7 +138,14 @@ func fedGetRaw(t *testing.T, from, to *testserver.Server, path string) *http.Res
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := fedClient().DoHTTPRequest(context.Background(), hr)
+	return hr
+}
+
+// fedGetRaw makes a GET request signed as server from to server to and returns
+// the raw response.
+func fedGetRaw(t *testing.T, from, to *testserver.Server, path string) *http.Response {
+	t.Helper()
+	resp, err := fedClient().DoHTTPRequest(context.Background(), signedRequest(t, from, to, path))
 	if err != nil {
 		t.Fatal(err)
 	}
