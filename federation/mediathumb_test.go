@@ -14,9 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
-	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/testserver"
@@ -127,25 +125,11 @@ func mustRequest(t *testing.T, to *testserver.Server, path string) *http.Request
 	return r
 }
 
-// signedRequest is a GET request signed as server from to server to.
-func signedRequest(t *testing.T, from, to *testserver.Server, path string) *http.Request {
-	t.Helper()
-	req := fclient.NewFederationRequest("GET", spec.ServerName(from.Config.ServerName), spec.ServerName(to.Config.ServerName), path)
-	if err := req.Sign(spec.ServerName(from.Config.ServerName), gomatrixserverlib.KeyID(from.Key.ID), from.Key.PrivateKey); err != nil {
-		t.Fatal(err)
-	}
-	hr, err := req.HTTPRequest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return hr
-}
-
 // fedGetRaw makes a GET request signed as server from to server to and returns
 // the raw response.
 func fedGetRaw(t *testing.T, from, to *testserver.Server, path string) *http.Response {
 	t.Helper()
-	resp, err := fedClient().DoHTTPRequest(context.Background(), signedRequest(t, from, to, path))
+	resp, err := fedClient().DoHTTPRequest(context.Background(), signedHTTPRequest(t, from, to, "GET", path, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
