@@ -1,0 +1,453 @@
+package appservice
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/nats-io/nats.go"
+
+	"github.com/hongyan/hongyan/homeserver/receipts"
+	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/storage"
+	"github.com/hongyan/hongyan/homeserver/typing"
+)
+
+// The sender pushes each application service the events of its namespaces.
+//
+// Durability, as federation's sender: each service has a worker that walks the
+// events stream through the room engine (rooms.Service.EventsSince) from the
+// service's own cursor (appservice_state.pos) and, in one transaction, queues the
+// events the service is interested in (appservice_queue) and moves the cursor.
+// Bus notices only wake it, so an event committed just before a crash is queued
+// after the restart. The worker then takes the head of the queue, at most
+// BatchSize events, and numbers it as one transaction (the rows' txn_id, from
+// appservice_state.next_txn) before the first attempt; that transaction is sent
+// with the same ID and the same events until the service answers 2xx, then
+// deleted. So a service that was down gets everything, in order, once back; a
+// retried transaction keeps its ID (the service deduplicates by it) and nothing
+// is ever sent under two IDs. A service that is down backs off exponentially up
+// to RetryMax; each service has its own worker, so one never holds up another.
+type sender struct {
+	s       *Service
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	subs    []*nats.Subscription
+	workers map[string]*worker // by service ID, fixed after newSender
+}
+
+// worker is one service's goroutine and what only it touches.
+type worker struct {
+	r    *Registration
+	wake chan struct{}
+	// members caches, per room, whether a user of the service's namespace is
+	// joined: dropped for a room at each of its member events, which the worker
+	// meets in stream order (as federation's server cache).
+	members map[string]bool
+}
+
+func newSender(ctx context.Context, s *Service) (*sender, error) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	snd := &sender{s: s, ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
+	end, err := s.deps.Rooms.LatestPosition(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("appservice cursor: %w", err)
+	}
+	for _, r := range s.regs {
+		// A new service starts at the stream's end: history from before it was
+		// registered is not pushed.
+		if _, err := s.deps.DB.Exec(ctx, `INSERT INTO appservice_state (as_id, pos) VALUES ($1, $2) ON CONFLICT (as_id) DO NOTHING`, r.ID, end); err != nil {
+			cancel()
+			return nil, fmt.Errorf("appservice %s cursor: %w", r.ID, err)
+		}
+		snd.workers[r.ID] = &worker{r: r, wake: make(chan struct{}, 1), members: map[string]bool{}}
+	}
+	if bus := s.deps.Bus; bus != nil && len(s.regs) > 0 {
+		for subject, fn := range map[string]nats.MsgHandler{
+			rooms.NoticeSubject: func(*nats.Msg) { snd.pokeAll() },
+			typing.Subject:      snd.onTyping,
+			receipts.Subject:    snd.onReceipt,
+		} {
+			sub, err := bus.Subscribe(subject, fn)
+			if err != nil {
+				snd.close()
+				return nil, fmt.Errorf("subscribe %s: %w", subject, err)
+			}
+			snd.subs = append(snd.subs, sub)
+		}
+	}
+	for _, w := range snd.workers {
+		snd.wg.Add(1)
+		go snd.run(w)
+	}
+	return snd, nil
+}
+
+func (snd *sender) close() {
+	for _, sub := range snd.subs {
+		sub.Unsubscribe()
+	}
+	snd.cancel()
+	snd.wg.Wait()
+}
+
+func (snd *sender) pokeAll() {
+	for _, w := range snd.workers {
+		w.poke()
+	}
+}
+
+func (w *worker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run queues and sends one service's events until the sender closes.
+func (snd *sender) run(w *worker) {
+	defer snd.wg.Done()
+	log := snd.s.log.With("appservice", w.r.ID)
+	var backoff time.Duration
+	for {
+		for {
+			n, err := snd.scanOnce(snd.ctx, w)
+			if err != nil {
+				if snd.ctx.Err() == nil {
+					log.Warn("queue events for application service", "err", err)
+				}
+				break
+			}
+			if n == 0 {
+				break
+			}
+		}
+		wait := 5 * time.Second // a look at the stream now and then, in case a wake-up was missed
+		if w.r.URL != "" {
+			sent, err := snd.sendOnce(snd.ctx, w)
+			switch {
+			case err != nil && snd.ctx.Err() == nil:
+				backoff = min(max(2*backoff, time.Second), snd.s.cfg.RetryMax)
+				wait = backoff
+				log.Info("application service unreachable", "retry_in", wait, "err", err)
+			case sent:
+				backoff = 0
+				continue // more may be queued
+			}
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-snd.ctx.Done():
+			timer.Stop()
+			return
+		case <-w.wake:
+			if backoff > 0 {
+				// New work does not cut a backoff short.
+				select {
+				case <-timer.C:
+				case <-snd.ctx.Done():
+					return
+				}
+			}
+			timer.Stop()
+		case <-timer.C:
+		}
+	}
+}
+
+// scanOnce queues the service's events among the next 100 of the stream and
+// moves its cursor past them, in one transaction. It returns how many events it
+// looked at.
+func (snd *sender) scanOnce(ctx context.Context, w *worker) (int, error) {
+	db := snd.s.deps.DB
+	n := 0
+	err := db.WithTx(ctx, func(tx *storage.Tx) error {
+		n = 0
+		var cursor int64
+		// The no-op update locks the row: one node scans a service at a time.
+		if err := tx.QueryRow(ctx, `UPDATE appservice_state SET pos = pos WHERE as_id = $1 RETURNING pos`, w.r.ID).Scan(&cursor); err != nil {
+			return fmt.Errorf("lock appservice cursor: %w", err)
+		}
+		evs, err := snd.s.deps.Rooms.EventsSince(ctx, cursor, 100)
+		if err != nil {
+			return err
+		}
+		n = len(evs)
+		for _, e := range evs {
+			cursor = e.Pos
+			if e.Type == spec.MRoomMember || e.StateReplaced {
+				delete(w.members, e.RoomID)
+			}
+			ok, err := snd.interested(ctx, w, e)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				continue
+			}
+			ev, err := snd.s.deps.Rooms.PDU(ctx, e.EventID)
+			if err != nil {
+				return err
+			}
+			ce := map[string]any{"type": ev.Type(), "content": json.RawMessage(ev.Content()), "event_id": ev.EventID(),
+				"sender": string(ev.SenderID()), "origin_server_ts": int64(ev.OriginServerTS()), "room_id": e.RoomID}
+			if sk := ev.StateKey(); sk != nil {
+				ce["state_key"] = *sk
+			}
+			if red := ev.Redacts(); red != "" {
+				ce["redacts"] = red
+			}
+			if u := ev.Unsigned(); len(u) > 0 && json.Valid(u) {
+				ce["unsigned"] = json.RawMessage(u)
+			}
+			if err := queue(ctx, tx, w.r.ID, "event", ce); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE appservice_state SET pos = $1 WHERE as_id = $2`, cursor, w.r.ID)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("appservice %s: %w", w.r.ID, err)
+	}
+	return n, nil
+}
+
+func queue(ctx context.Context, q interface {
+	Exec(ctx context.Context, query string, args ...any) (sql.Result, error)
+}, asID, kind string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if _, err := q.Exec(ctx, `INSERT INTO appservice_queue (as_id, kind, json, created_ts) VALUES ($1, $2, $3, $4)`,
+		asID, kind, string(data), time.Now().UnixMilli()); err != nil {
+		return fmt.Errorf("queue for appservice %s: %w", asID, err)
+	}
+	return nil
+}
+
+// interested reports whether the service wants the event, as the spec and
+// Synapse decide it: its sender or (member event) target is in the user
+// namespace, its room in the room namespace, one of the room's aliases in the
+// alias namespace, or a user of the namespace is joined to the room.
+func (snd *sender) interested(ctx context.Context, w *worker, e rooms.OutboundEvent) (bool, error) {
+	r, server := w.r, snd.s.cfg.ServerName
+	if e.Sender == r.SenderID(server) || snd.s.inUsers(r, e.Sender) {
+		return true, nil
+	}
+	if e.Type == spec.MRoomMember && e.HasStateKey && (e.StateKey == r.SenderID(server) || snd.s.inUsers(r, e.StateKey)) {
+		return true, nil
+	}
+	if m, _ := matchAny(r.Rooms, e.RoomID); m {
+		return true, nil
+	}
+	return snd.roomInterests(ctx, w, e.RoomID)
+}
+
+// roomInterests reports whether the room has an alias of the service's alias
+// namespace or a joined member of its user namespace.
+func (snd *sender) roomInterests(ctx context.Context, w *worker, roomID string) (bool, error) {
+	r := w.r
+	if len(r.Aliases) > 0 {
+		aliases, err := snd.s.deps.Rooms.Aliases(ctx, roomID)
+		if err != nil {
+			return false, err
+		}
+		for _, a := range aliases {
+			if m, _ := matchAny(r.Aliases, a); m {
+				return true, nil
+			}
+		}
+	}
+	if v, ok := w.members[roomID]; ok {
+		return v, nil
+	}
+	members, err := snd.s.deps.Rooms.JoinedUserIDs(ctx, roomID)
+	if err != nil {
+		return false, err
+	}
+	found := false
+	for _, m := range members {
+		if m == r.SenderID(snd.s.cfg.ServerName) || snd.s.inUsers(r, m) {
+			found = true
+			break
+		}
+	}
+	if len(w.members) > 10_000 {
+		clear(w.members)
+	}
+	w.members[roomID] = found
+	return found, nil
+}
+
+// sendOnce sends the service's pending transaction, numbering the head of the
+// queue as one first if none is pending. It reports whether it sent anything.
+func (snd *sender) sendOnce(ctx context.Context, w *worker) (bool, error) {
+	db := snd.s.deps.DB
+	txnID, err := snd.pendingTxn(ctx, w)
+	if err != nil || txnID == 0 {
+		return false, err
+	}
+	rows, err := db.Query(ctx, `SELECT kind, json FROM appservice_queue WHERE as_id = $1 AND txn_id = $2 ORDER BY id`, w.r.ID, txnID)
+	if err != nil {
+		return false, err
+	}
+	events, ephemeral, toDevice := []json.RawMessage{}, []json.RawMessage{}, []json.RawMessage{}
+	for rows.Next() {
+		var kind, data string
+		if err := rows.Scan(&kind, &data); err != nil {
+			rows.Close()
+			return false, err
+		}
+		switch kind {
+		case "event":
+			events = append(events, json.RawMessage(data))
+		case "ephemeral":
+			ephemeral = append(ephemeral, json.RawMessage(data))
+		case "to_device":
+			toDevice = append(toDevice, json.RawMessage(data))
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, err
+	}
+	body := map[string]any{"events": events}
+	if len(ephemeral) > 0 {
+		body["ephemeral"] = ephemeral
+		body["de.sorunome.msc2409.ephemeral"] = ephemeral
+	}
+	if len(toDevice) > 0 {
+		body["to_device"] = toDevice
+		body["de.sorunome.msc2409.to_device"] = toDevice
+	}
+	status, answer, err := snd.s.call(ctx, w.r, http.MethodPut, "/transactions/"+strconv.FormatInt(txnID, 10), nil, body)
+	if err != nil {
+		return false, err
+	}
+	if status/100 != 2 {
+		return false, fmt.Errorf("transaction %d: status %d: %.200s", txnID, status, answer)
+	}
+	if _, err := db.Exec(ctx, `DELETE FROM appservice_queue WHERE as_id = $1 AND txn_id = $2`, w.r.ID, txnID); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// pendingTxn returns the ID of the service's transaction in flight, numbering
+// the head of its queue as a new one when none is; 0 when the queue is empty.
+func (snd *sender) pendingTxn(ctx context.Context, w *worker) (int64, error) {
+	var txnID int64
+	err := snd.s.deps.DB.WithTx(ctx, func(tx *storage.Tx) error {
+		txnID = 0
+		err := tx.QueryRow(ctx, `SELECT txn_id FROM appservice_queue WHERE as_id = $1 AND txn_id IS NOT NULL ORDER BY id LIMIT 1`, w.r.ID).Scan(&txnID)
+		if err == nil || !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		var first int64
+		err = tx.QueryRow(ctx, `SELECT id FROM appservice_queue WHERE as_id = $1 ORDER BY id LIMIT 1`, w.r.ID).Scan(&first)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `UPDATE appservice_state SET next_txn = next_txn + 1 WHERE as_id = $1 RETURNING next_txn - 1`, w.r.ID).Scan(&txnID); err != nil {
+			return err
+		}
+		// The batch is the next BatchSize rows in order: ids are taken in
+		// order within one service's queue, so a range of them is the head.
+		var last int64
+		if err := tx.QueryRow(ctx, `SELECT MAX(id) FROM (SELECT id FROM appservice_queue WHERE as_id = $1 ORDER BY id LIMIT $2) AS head`,
+			w.r.ID, snd.s.cfg.BatchSize).Scan(&last); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `UPDATE appservice_queue SET txn_id = $1 WHERE as_id = $2 AND id BETWEEN $3 AND $4`, txnID, w.r.ID, first, last)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("appservice %s: next transaction: %w", w.r.ID, err)
+	}
+	return txnID, nil
+}
+
+// ephemeralFor queues an ephemeral event for every service that receives them
+// and is interested in the room.
+func (snd *sender) ephemeralFor(roomID string, ev any) {
+	for _, w := range snd.workers {
+		if !w.r.ReceiveEphemeral {
+			continue
+		}
+		// The room test reads the alias and member lists only; the worker's
+		// member cache is its own, so this one is computed without it.
+		ok, err := snd.roomInterestsUncached(snd.ctx, w.r, roomID)
+		if err != nil || !ok {
+			continue
+		}
+		if err := queue(snd.ctx, snd.s.deps.DB, w.r.ID, "ephemeral", ev); err != nil {
+			snd.s.log.Warn("queue ephemeral event for application service", "appservice", w.r.ID, "err", err)
+			continue
+		}
+		w.poke()
+	}
+}
+
+func (snd *sender) roomInterestsUncached(ctx context.Context, r *Registration, roomID string) (bool, error) {
+	if m, _ := matchAny(r.Rooms, roomID); m {
+		return true, nil
+	}
+	tmp := &worker{r: r, members: map[string]bool{}}
+	return snd.roomInterests(ctx, tmp, roomID)
+}
+
+func (snd *sender) onTyping(m *nats.Msg) {
+	var n typing.Notice
+	if json.Unmarshal(m.Data, &n) != nil || snd.s.deps.Typing == nil {
+		return
+	}
+	// The typing service applies the same notice on its own subscription,
+	// maybe after this one: the notice's own change is applied here too.
+	typers := []string{}
+	for _, u := range snd.s.deps.Typing.Changed([]string{n.RoomID}, 0)[n.RoomID] {
+		if u != n.UserID {
+			typers = append(typers, u)
+		}
+	}
+	if n.Typing {
+		typers = append(typers, n.UserID)
+	}
+	snd.ephemeralFor(n.RoomID, map[string]any{"type": spec.MTyping, "room_id": n.RoomID, "content": map[string]any{"user_ids": typers}})
+}
+
+func (snd *sender) onReceipt(m *nats.Msg) {
+	var n receipts.Notice
+	if json.Unmarshal(m.Data, &n) != nil || snd.s.deps.Receipts == nil {
+		return
+	}
+	recs, err := snd.s.deps.Receipts.Since(snd.ctx, []string{n.RoomID}, "", n.StreamPos-1, n.StreamPos)
+	if err != nil {
+		return
+	}
+	for _, r := range recs[n.RoomID] {
+		if strings.HasSuffix(r.Type, ".private") {
+			continue // private receipts are the user's alone
+		}
+		data := map[string]any{"ts": r.TS}
+		if r.ThreadID != "" {
+			data["thread_id"] = r.ThreadID
+		}
+		snd.ephemeralFor(r.RoomID, map[string]any{"type": spec.MReceipt, "room_id": r.RoomID, "content": map[string]any{
+			r.EventID: map[string]any{r.Type: map[string]any{r.UserID: data}}}})
+	}
+}
