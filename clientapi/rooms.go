@@ -149,7 +149,7 @@ func (h *handlers) send(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], Content: body, Txn: h.txn(r)})
+	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], Content: body, Txn: h.txn(r), TS: assertedTS(r)})
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +185,7 @@ func (h *handlers) sendState(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	stateKey := r.Vars["stateKey"]
-	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], StateKey: &stateKey, Content: body})
+	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], StateKey: &stateKey, Content: body, TS: assertedTS(r)})
 	if err != nil {
 		return nil, err
 	}

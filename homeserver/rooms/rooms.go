@@ -70,6 +70,15 @@ type Config struct {
 	Bus *nats.Conn
 	// Profiles fills member events' displayname and avatar_url. May be nil.
 	Profiles Profiles
+	// AliasReserved, if not nil, reports whether an alias lies in an application
+	// service's exclusive namespace that creator does not belong to: SetAlias
+	// refuses it with M_EXCLUSIVE.
+	AliasReserved func(alias, creator string) bool
+	// AliasMissing, if not nil, is asked about a local alias that does not exist
+	// before ResolveAlias gives up: an application service whose namespace holds
+	// it may create it then (the spec's alias query). It reports whether it may
+	// exist now.
+	AliasMissing func(ctx context.Context, alias string) bool
 }
 
 // Service is the room engine. It is safe for concurrent use.

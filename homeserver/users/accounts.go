@@ -125,6 +125,9 @@ func (s *Service) Available(ctx context.Context, localpart string) error {
 	if err := s.ValidateLocalpart(localpart); err != nil {
 		return err
 	}
+	if s.cfg.Reserved != nil && s.cfg.Reserved(s.UserID(localpart)) {
+		return mxerror.New(mxerror.Exclusive, "user ID is reserved by an application service")
+	}
 	var one int
 	err := s.db.QueryRow(ctx, `SELECT 1 FROM accounts WHERE localpart = $1`, localpart).Scan(&one)
 	switch {
@@ -304,6 +307,12 @@ type Caller struct {
 	DeviceID  string
 	IsGuest   bool
 	IsAdmin   bool
+	// AppService is the ID of the application service making the request, as
+	// itself or as a user of its namespace; empty for everyone else.
+	AppService string
+	// Unlimited exempts the caller from rate limits (an application service
+	// registered with rate_limited: false).
+	Unlimited bool
 	// tokenHash identifies the token for Logout.
 	tokenHash string
 }
