@@ -27,6 +27,8 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 	}
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/forget", h.forget, authed...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/send/{type}/{txnId}", h.send, limited...)
+	// The r0 form without a transaction ID, which Sytest's application-service tests use.
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/send/{type}", h.send, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}", h.sendState, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}/{stateKey:.*}", h.sendState, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/redact/{eventId}/{txnId}", h.redact, limited...)
@@ -119,6 +121,10 @@ func (h *handlers) membership(kind string) httpapi.Handler {
 				return nil, mxerror.New(mxerror.MissingParam, "user_id is required")
 			}
 			target = *body.UserID
+		}
+		if kind == "invite" && h.appservices != nil {
+			// A local user an application service hosts may be created on demand.
+			h.appservices.AskAboutUser(r.Context(), target)
 		}
 		_, err = h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: target, Membership: kind, Reason: body.Reason})
 		return struct{}{}, err

@@ -79,13 +79,16 @@ type Service struct {
 	// about it, so a client cannot make the server ask again on every request.
 	queriedMu sync.Mutex
 	queried   map[string]time.Time
+	// protocols caches third-party protocol metadata by protocol; queriedMu.
+	protocols map[string]cachedProtocol
 }
 
 // New checks the registrations against the accounts (creating each service's
 // sender user if missing) and starts the sender. The caller must Close it.
 func New(ctx context.Context, cfg Config, deps Deps) (*Service, error) {
 	s := &Service{cfg: cfg, deps: deps, log: cfg.Log, byID: map[string]*Registration{},
-		byToken: map[[32]byte]*Registration{}, regs: cfg.Registrations, queried: map[string]time.Time{}}
+		byToken: map[[32]byte]*Registration{}, regs: cfg.Registrations, queried: map[string]time.Time{},
+		protocols: map[string]cachedProtocol{}}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

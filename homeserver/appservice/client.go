@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/users"
 )
 
 // maxAnswerBytes bounds what is read of a service's answer.
@@ -93,6 +94,22 @@ func (s *Service) QueryUser(ctx context.Context, userID string) bool {
 	return false
 }
 
+// AskAboutUser asks the services about userID (QueryUser) when it is a local
+// user with no account: before an invite, so a service can create the user the
+// invite is for.
+func (s *Service) AskAboutUser(ctx context.Context, userID string) {
+	if s == nil {
+		return
+	}
+	local, ok := s.deps.Users.LocalpartOf(userID)
+	if !ok {
+		return
+	}
+	if _, err := s.deps.Users.Account(ctx, local); errors.Is(err, users.ErrNotFound) {
+		s.QueryUser(ctx, userID)
+	}
+}
+
 // QueryAlias asks the services whose alias namespace holds alias whether it
 // exists (GET /rooms/{alias}), which lets a service create the room on demand.
 func (s *Service) QueryAlias(ctx context.Context, alias string) bool {
@@ -158,6 +175,22 @@ func (s *Service) Ping(ctx context.Context, callerAS, asID, txnID string) (time.
 // services that bridge protocol ("" for all of them, for the lookups by alias
 // or user ID) and merges their lists. kind is "protocol", "location" or "user".
 func (s *Service) ThirdParty(ctx context.Context, kind, protocol string, query url.Values) ([]json.RawMessage, bool) {
+	if kind == "protocol" {
+		s.queriedMu.Lock()
+		c, ok := s.protocols[protocol]
+		s.queriedMu.Unlock()
+		if ok && time.Since(c.at) < protocolCacheFor {
+			return []json.RawMessage{c.data}, true
+		}
+	}
+	// The caller's own credentials and identity assertion are not the
+	// service's business: only the lookup's fields go on.
+	fields := url.Values{}
+	for k, v := range query {
+		if k != "access_token" && k != "user_id" && k != "device_id" {
+			fields[k] = v
+		}
+	}
 	known := false
 	out := []json.RawMessage{}
 	for _, r := range s.regs {
@@ -170,13 +203,17 @@ func (s *Service) ThirdParty(ctx context.Context, kind, protocol string, query u
 			path += "/" + url.PathEscape(protocol)
 		}
 		qctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		status, answer, err := s.call(qctx, r, http.MethodGet, path, query, nil)
+		status, answer, err := s.call(qctx, r, http.MethodGet, path, fields, nil)
 		cancel()
 		if err != nil || status/100 != 2 {
 			continue
 		}
 		if kind == "protocol" {
-			out = append(out, json.RawMessage(answer))
+			if len(out) == 0 {
+				out = append(out, json.RawMessage(answer))
+			} else {
+				out[0] = mergeProtocol(out[0], answer)
+			}
 			continue
 		}
 		var list []json.RawMessage
@@ -184,7 +221,21 @@ func (s *Service) ThirdParty(ctx context.Context, kind, protocol string, query u
 			out = append(out, list...)
 		}
 	}
+	if kind == "protocol" && len(out) > 0 {
+		s.queriedMu.Lock()
+		s.protocols[protocol] = cachedProtocol{data: out[0], at: time.Now()}
+		s.queriedMu.Unlock()
+	}
 	return out, known
+}
+
+// protocolCacheFor is how long a protocol's metadata is kept: it describes the
+// bridge, which changes with its configuration, not with every request.
+const protocolCacheFor = 10 * time.Minute
+
+type cachedProtocol struct {
+	data json.RawMessage
+	at   time.Time
 }
 
 // Protocols lists the protocols the services bridge.
@@ -207,4 +258,26 @@ func contains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// mergeProtocol adds the instances of another service's answer for the same
+// protocol to the first answer, as Synapse does: the fields come from the first.
+func mergeProtocol(first, next []byte) json.RawMessage {
+	var a, b map[string]json.RawMessage
+	if json.Unmarshal(first, &a) != nil || json.Unmarshal(next, &b) != nil {
+		return first
+	}
+	var ia, ib []json.RawMessage
+	_ = json.Unmarshal(a["instances"], &ia)
+	_ = json.Unmarshal(b["instances"], &ib)
+	merged, err := json.Marshal(append(ia, ib...))
+	if err != nil {
+		return first
+	}
+	a["instances"] = merged
+	out, err := json.Marshal(a)
+	if err != nil {
+		return first
+	}
+	return out
 }
