@@ -255,7 +255,7 @@ func (s *Server) buildAppServices(ctx context.Context, regs []*appservice.Regist
 	s.AppServices, err = appservice.New(ctx, appservice.Config{
 		ServerName: cfg.ServerName, Registrations: regs, Guard: s.AppServiceGuard,
 		InsecureSkipVerify: cfg.AppServiceInsecureSkipVerify, RetryMax: cfg.Federation.RetryMax,
-	}, appservice.Deps{DB: s.DB, Bus: s.Bus.Conn, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts})
+	}, appservice.Deps{DB: s.DB, Bus: s.Bus.Conn, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, E2EE: s.E2EE})
 	if err != nil {
 		return fmt.Errorf("application services: %w", err)
 	}

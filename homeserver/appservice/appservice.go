@@ -21,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/outbound"
 	"github.com/hongyan/hongyan/homeserver/receipts"
@@ -58,6 +59,9 @@ type Deps struct {
 	Users    *users.Service
 	Typing   *typing.Service
 	Receipts *receipts.Service
+	// E2EE, if not nil, hands over to-device messages for the devices of
+	// services that manage them (MSC3202 with MSC2409).
+	E2EE *e2ee.Service
 }
 
 // Service holds the registrations and runs their senders. It is safe for

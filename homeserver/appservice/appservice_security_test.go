@@ -2,8 +2,10 @@ package appservice_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
+	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/testserver"
 )
@@ -95,5 +97,56 @@ func TestAppServiceBoundaries(t *testing.T) {
 		}
 		// The service may create an alias in its own exclusive namespace.
 		as.MustDo("PUT", "/_matrix/client/v3/directory/room/%23gate_room:localhost", map[string]string{"room_id": room.RoomID}, nil)
+	})
+}
+
+// TestRateLimitsFollowTheRegistration: a service registered with rate_limited:
+// false (and the users it acts as) is not limited; everyone else still is.
+func TestRateLimitsFollowTheRegistration(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		b := newBridge(t, "fast", "fastbot", "")
+		srv := testserver.Start(t, d, withBridges(b), func(c *config.Config) {
+			c.RateLimit.Enabled, c.RateLimit.PerSecond, c.RateLimit.Burst = true, 0.01, 3
+		})
+		as := srv.Client(t).WithToken("as-fast-secret")
+		var room struct {
+			RoomID string `json:"room_id"`
+		}
+		as.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{}, &room)
+		for i := 0; i < 10; i++ {
+			path := fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/r%d", room.RoomID, i)
+			if status, data := as.Raw("PUT", path, map[string]string{"msgtype": "m.text", "body": "x"}); status != 200 {
+				t.Fatalf("unlimited service's message %d = %d %s; want 200", i, status, data)
+			}
+		}
+		limited := false
+		anon := srv.Client(t)
+		for i := 0; i < 10 && !limited; i++ {
+			status, _ := anon.Raw("GET", "/_matrix/client/v3/register/available?username=someone", nil)
+			limited = status == 429
+		}
+		if !limited {
+			t.Error("anonymous requests were never limited; want 429 past the burst")
+		}
+	})
+}
+
+// TestThirdPartyNeedsAUser: the lookups that reach the services are for
+// logged-in users only.
+func TestThirdPartyNeedsAUser(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		b := newBridge(t, "tp", "tpbot", "protocols: [ymca]\n")
+		srv := testserver.Start(t, d, withBridges(b))
+		for _, path := range []string{"/thirdparty/protocols", "/thirdparty/protocol/ymca", "/thirdparty/location/ymca", "/thirdparty/user/ymca",
+			"/thirdparty/location?alias=%23x:localhost", "/thirdparty/user?userid=@x:localhost"} {
+			if status, data := srv.Client(t).Raw("GET", "/_matrix/client/v3"+path, nil); status != 401 {
+				t.Errorf("anonymous GET %s = %d %s; want 401", path, status, data)
+			}
+		}
+		if b.calls.Load() != 0 {
+			t.Error("the service was called for an anonymous lookup")
+		}
 	})
 }

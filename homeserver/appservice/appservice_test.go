@@ -148,3 +148,63 @@ func TestBotAnswersNativeAndMatrixUsers(t *testing.T) {
 		}
 	})
 }
+
+// TestEphemeralAndToDevice checks what a service that asked for them is pushed
+// besides room events: typing and receipts in its users' rooms (MSC2409 /
+// receive_ephemeral) and to-device messages for its users' devices (MSC3202).
+func TestEphemeralAndToDevice(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		b := newBridge(t, "eph", "ephbot", "receive_ephemeral: true\norg.matrix.msc3202: true\n")
+		srv := testserver.Start(t, d, withBridges(b))
+		b.connect(t, srv)
+		as := srv.Client(t).WithToken("as-eph-secret")
+		as.MustDo("POST", "/_matrix/client/v3/register", map[string]any{"type": "m.login.application_service", "username": "eph_bob", "inhibit_login": true}, nil)
+		var sess struct {
+			DeviceID string `json:"device_id"`
+		}
+		as.MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.application_service",
+			"identifier": map[string]string{"type": "m.id.user", "user": "eph_bob"}}, &sess)
+
+		alice := srv.Register(t, "alice", "pw-alice")
+		var room struct {
+			RoomID string `json:"room_id"`
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"invite": []string{"@eph_bob:localhost"}}, &room)
+		as.MustDo("POST", "/_matrix/client/v3/rooms/"+room.RoomID+"/join?user_id=@eph_bob:localhost", map[string]any{}, nil)
+
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+room.RoomID+"/typing/@alice:localhost", map[string]any{"typing": true, "timeout": 30000}, nil)
+		var sent struct {
+			EventID string `json:"event_id"`
+		}
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+room.RoomID+"/send/m.room.message/t1", map[string]string{"msgtype": "m.text", "body": "hi"}, &sent)
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+room.RoomID+"/receipt/m.read/"+sent.EventID, map[string]any{}, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/sendToDevice/m.test/td1", map[string]any{"messages": map[string]any{
+			"@eph_bob:localhost": map[string]any{sess.DeviceID: map[string]string{"secret": "for bob"}}}}, nil)
+
+		var typed, receipted, toDevice bool
+		deadline := time.After(20 * time.Second)
+		for !typed || !receipted || !toDevice {
+			select {
+			case evt := <-b.AS.Events:
+				switch evt.Type.Type {
+				case "m.typing":
+					if evt.RoomID.String() == room.RoomID && strings.Contains(string(evt.Content.VeryRaw), "@alice:localhost") {
+						typed = true
+					}
+				case "m.receipt":
+					if evt.RoomID.String() == room.RoomID && strings.Contains(string(evt.Content.VeryRaw), sent.EventID) {
+						receipted = true
+					}
+				}
+			case evt := <-b.AS.ToDeviceEvents:
+				if evt.Type.Type == "m.test" && evt.ToDeviceID.String() == sess.DeviceID && evt.Sender == "@alice:localhost" &&
+					strings.Contains(string(evt.Content.VeryRaw), "for bob") {
+					toDevice = true
+				}
+			case <-deadline:
+				t.Fatalf("service got typing %v, receipt %v, to-device %v; want all", typed, receipted, toDevice)
+			}
+		}
+	})
+}

@@ -35,8 +35,8 @@ type bridge struct {
 
 	// down refuses every connection (accepted, then closed unanswered).
 	down atomic.Bool
-	// refused counts connections refused while down.
-	refused atomic.Int64
+	// refused counts connections refused while down; calls every request.
+	refused, calls atomic.Int64
 	// loseAnswers is how many more transactions are processed but answered by
 	// closing the connection, as a network that loses the answer would.
 	loseAnswers atomic.Int64
@@ -116,6 +116,7 @@ func withBridges(bs ...*bridge) testserver.Option {
 }
 
 func (b *bridge) serve(w http.ResponseWriter, r *http.Request) {
+	b.calls.Add(1)
 	if b.down.Load() {
 		b.refused.Add(1)
 		hang(w)

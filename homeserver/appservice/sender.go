@@ -15,6 +15,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/nats-io/nats.go"
 
+	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -77,6 +78,7 @@ func newSender(ctx context.Context, s *Service) (*sender, error) {
 			rooms.NoticeSubject: func(*nats.Msg) { snd.pokeAll() },
 			typing.Subject:      snd.onTyping,
 			receipts.Subject:    snd.onReceipt,
+			e2ee.Subject:        snd.onToDevice,
 		} {
 			sub, err := bus.Subscribe(subject, fn)
 			if err != nil {
@@ -450,4 +452,74 @@ func (snd *sender) onReceipt(m *nats.Msg) {
 		snd.ephemeralFor(r.RoomID, map[string]any{"type": spec.MReceipt, "room_id": r.RoomID, "content": map[string]any{
 			r.EventID: map[string]any{r.Type: map[string]any{r.UserID: data}}}})
 	}
+}
+
+// onToDevice moves to-device messages for the devices of a service's users
+// into the service's queue, for services that manage their users' devices
+// (MSC3202) and receive ephemeral events (MSC2409): such a device has no client
+// syncing, the service is its client. Each message is queued durably before it
+// is taken from the device's inbox, so a crash in between delivers it twice at
+// worst, never loses it.
+func (snd *sender) onToDevice(m *nats.Msg) {
+	var n e2ee.Notice
+	if json.Unmarshal(m.Data, &n) != nil || n.DeviceList || snd.s.deps.E2EE == nil {
+		return
+	}
+	for _, w := range snd.workers {
+		r := w.r
+		if !r.DeviceMasquerading || !r.ReceiveEphemeral || (n.UserID != r.SenderID(snd.s.cfg.ServerName) && !snd.s.inUsers(r, n.UserID)) {
+			continue
+		}
+		if err := snd.takeToDevice(snd.ctx, w, n.UserID); err != nil {
+			snd.s.log.Warn("queue to-device messages for application service", "appservice", r.ID, "err", err)
+		}
+	}
+}
+
+func (snd *sender) takeToDevice(ctx context.Context, w *worker, userID string) error {
+	local, ok := snd.s.deps.Users.LocalpartOf(userID)
+	if !ok {
+		return nil
+	}
+	devices, err := snd.s.deps.Users.Devices(ctx, local)
+	if err != nil {
+		return err
+	}
+	upTo, err := snd.s.deps.E2EE.ToDevicePosition(ctx)
+	if err != nil {
+		return err
+	}
+	for _, d := range devices {
+		for {
+			msgs, last, err := snd.s.deps.E2EE.TakeToDevice(ctx, userID, d.DeviceID, 0, upTo, 100)
+			if err != nil {
+				return err
+			}
+			if len(msgs) == 0 {
+				break
+			}
+			err = snd.s.deps.DB.WithTx(ctx, func(tx *storage.Tx) error {
+				for _, msg := range msgs {
+					ev := map[string]any{"type": msg.Type, "sender": msg.Sender, "content": msg.Content,
+						"to_user_id": userID, "to_device_id": d.DeviceID}
+					if err := queue(ctx, tx, w.r.ID, "to_device", ev); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			// Queued: now taken from the inbox (TakeToDevice deletes up to acked).
+			if _, _, err := snd.s.deps.E2EE.TakeToDevice(ctx, userID, d.DeviceID, last, last, 1); err != nil {
+				return err
+			}
+			w.poke()
+			if len(msgs) < 100 {
+				break
+			}
+		}
+	}
+	return nil
 }
