@@ -40,6 +40,8 @@ type AppServices interface {
 	// Assert resolves the user (and device) service asID acts as: userID and
 	// deviceID are the query's user_id and device_id, empty when absent.
 	Assert(ctx context.Context, asID, userID, deviceID string) (users.Caller, error)
+	// Unlimited reports whether service asID is exempt from rate limits.
+	Unlimited(asID string) bool
 }
 
 // API registers handlers with the shared edge behaviour. Fields are set before the
@@ -187,7 +189,7 @@ func (a *API) wrap(name string, rt route, h Handler) http.Handler {
 			a.writeError(sw, req, err)
 			return
 		}
-		if rt.rateLimited && !req.Caller.Unlimited {
+		if rt.rateLimited && !req.Caller.Unlimited && !a.unlimitedService(req) {
 			key := req.IP
 			if req.Authed {
 				key = req.Caller.UserID
@@ -252,6 +254,17 @@ func (a *API) authenticate(req *Request, rt route) error {
 	}
 	req.Caller, req.Authed = c, true
 	return nil
+}
+
+// unlimitedService reports whether a request that authenticated no caller (on a
+// route without auth, registration above all) carries the token of a service
+// exempt from rate limits: a bridge creating its users is not slowed by its IP.
+func (a *API) unlimitedService(req *Request) bool {
+	if req.Authed {
+		return false
+	}
+	asID, ok := a.appService(accessToken(req.Request))
+	return ok && a.AppServices.Unlimited(asID)
 }
 
 func (a *API) appService(token string) (string, bool) {

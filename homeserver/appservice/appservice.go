@@ -153,6 +153,13 @@ func (s *Service) Identify(token string) (string, bool) {
 	return r.ID, true
 }
 
+// Unlimited reports whether service asID is exempt from rate limits
+// (rate_limited: false).
+func (s *Service) Unlimited(asID string) bool {
+	r, ok := s.byID[asID]
+	return ok && !r.RateLimited
+}
+
 // Assert resolves whom service asID acts as on one request (the spec's identity
 // assertion): itself (its sender user) when userID is empty, else userID, which
 // must be a local user of its user namespace that exists (M_FORBIDDEN

@@ -59,7 +59,7 @@ func forEachEngine(t *testing.T, fn func(t *testing.T, d storage.Dialect)) {
 
 // newBridge starts the service's listener and writes its registration file;
 // extra is appended to the YAML (more namespaces, flags).
-func newBridge(t *testing.T, id, senderLocalpart string, extra string) *bridge {
+func newBridge(t testing.TB, id, senderLocalpart string, extra string) *bridge {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -98,7 +98,7 @@ namespaces:
 }
 
 // connect points the service's client side at the homeserver.
-func (b *bridge) connect(t *testing.T, srv *testserver.Server) {
+func (b *bridge) connect(t testing.TB, srv *testserver.Server) {
 	t.Helper()
 	if err := b.AS.SetHomeserverURL(srv.URL); err != nil {
 		t.Fatal(err)

@@ -54,6 +54,11 @@ type worker struct {
 	// joined: dropped for a room at each of its member events, which the worker
 	// meets in stream order (as federation's server cache).
 	members map[string]bool
+	// aliases caches, per room, whether it has an alias of the namespace, for
+	// one scan of at most 100 events: aliases change without events, so an
+	// entry cannot outlive the batch, but a busy room costs one read per batch,
+	// not one per event.
+	aliases map[string]bool
 }
 
 func newSender(ctx context.Context, s *Service) (*sender, error) {
@@ -71,7 +76,7 @@ func newSender(ctx context.Context, s *Service) (*sender, error) {
 			cancel()
 			return nil, fmt.Errorf("appservice %s cursor: %w", r.ID, err)
 		}
-		snd.workers[r.ID] = &worker{r: r, wake: make(chan struct{}, 1), members: map[string]bool{}}
+		snd.workers[r.ID] = &worker{r: r, wake: make(chan struct{}, 1), members: map[string]bool{}, aliases: map[string]bool{}}
 	}
 	if bus := s.deps.Bus; bus != nil && len(s.regs) > 0 {
 		for subject, fn := range map[string]nats.MsgHandler{
@@ -173,6 +178,7 @@ func (snd *sender) run(w *worker) {
 func (snd *sender) scanOnce(ctx context.Context, w *worker) (int, error) {
 	db := snd.s.deps.DB
 	n := 0
+	clear(w.aliases)
 	err := db.WithTx(ctx, func(tx *storage.Tx) error {
 		n = 0
 		var cursor int64
@@ -262,14 +268,22 @@ func (snd *sender) interested(ctx context.Context, w *worker, e rooms.OutboundEv
 func (snd *sender) roomInterests(ctx context.Context, w *worker, roomID string) (bool, error) {
 	r := w.r
 	if len(r.Aliases) > 0 {
-		aliases, err := snd.s.deps.Rooms.Aliases(ctx, roomID)
-		if err != nil {
-			return false, err
-		}
-		for _, a := range aliases {
-			if m, _ := matchAny(r.Aliases, a); m {
-				return true, nil
+		match, ok := w.aliases[roomID]
+		if !ok {
+			aliases, err := snd.s.deps.Rooms.Aliases(ctx, roomID)
+			if err != nil {
+				return false, err
 			}
+			for _, a := range aliases {
+				if m, _ := matchAny(r.Aliases, a); m {
+					match = true
+					break
+				}
+			}
+			w.aliases[roomID] = match
+		}
+		if match {
+			return true, nil
 		}
 	}
 	if v, ok := w.members[roomID]; ok {
@@ -409,7 +423,7 @@ func (snd *sender) roomInterestsUncached(ctx context.Context, r *Registration, r
 	if m, _ := matchAny(r.Rooms, roomID); m {
 		return true, nil
 	}
-	tmp := &worker{r: r, members: map[string]bool{}}
+	tmp := &worker{r: r, members: map[string]bool{}, aliases: map[string]bool{}}
 	return snd.roomInterests(ctx, tmp, roomID)
 }
 
