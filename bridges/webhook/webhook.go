@@ -130,6 +130,7 @@ func NewRegistration(c Config) *appservice.Registration {
 type Bridge struct {
 	cfg   Config
 	as    *appservice.AppService
+	bot   *appservice.IntentAPI
 	hooks map[string]Hook // by ID; fixed after New
 	out   *http.Client
 	log   *slog.Logger
@@ -151,6 +152,9 @@ func New(cfg Config, reg *appservice.Registration) (*Bridge, error) {
 	for _, h := range cfg.Hooks {
 		b.hooks[h.ID] = h
 	}
+	// mautrix builds its bot client lazily, unguarded: build it now, before
+	// the handlers and the event loop run concurrently.
+	b.bot = as.BotIntent()
 	as.Router.HandleFunc("POST /hooks/{id}", b.incoming)
 	return b, nil
 }
@@ -251,7 +255,7 @@ func (b *Bridge) userOf(h Hook) id.UserID {
 // events handles the homeserver's pushes: the bot joins rooms it is invited
 // to, and messages in a hook's room go to its outgoing URL.
 func (b *Bridge) events(ctx context.Context) {
-	bot := b.as.BotIntent()
+	bot := b.bot
 	for {
 		var evt *event.Event
 		select {
