@@ -1,10 +1,15 @@
 package appservice_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/hongyan/hongyan/homeserver"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/testserver"
@@ -155,4 +160,21 @@ func TestThirdPartyNeedsAUser(t *testing.T) {
 			t.Error("the service was called for an anonymous lookup")
 		}
 	})
+}
+
+// TestBrokenRegistrationStopsTheStart: a registration file with a bad field
+// keeps the server from starting, and the error names the file and the field.
+func TestBrokenRegistrationStopsTheStart(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "broken.yaml")
+	if err := os.WriteFile(file, []byte("id: x\nurl: http://127.0.0.1:1\nas_token: a\nhs_token: h\nsender_localpart: xbot\nnamespaces:\n  users:\n    - exclusive: true\n      regex: '@x_(.*'\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.DataDir = t.TempDir()
+	cfg.AppServiceConfigFiles = []string{file}
+	_, err := homeserver.New(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "namespaces.users[0].regex") {
+		t.Fatalf("homeserver.New with a broken registration = %v; want an error naming %s and namespaces.users[0].regex", err, file)
+	}
 }
