@@ -2,7 +2,9 @@ package appservice
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -39,6 +42,7 @@ import (
 // to RetryMax; each service has its own worker, so one never holds up another.
 type sender struct {
 	s       *Service
+	node    string // this process, for the services' leases
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -50,6 +54,9 @@ type sender struct {
 type worker struct {
 	r    *Registration
 	wake chan struct{}
+	// leasedUntil is when this node's lease on the service ends (Unix ms), 0
+	// when it holds none: only the holder queues ephemeral events.
+	leasedUntil atomic.Int64
 	// members caches, per room, whether a user of the service's namespace is
 	// joined: dropped for a room at each of its member events, which the worker
 	// meets in stream order (as federation's server cache).
@@ -63,7 +70,9 @@ type worker struct {
 
 func newSender(ctx context.Context, s *Service) (*sender, error) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	snd := &sender{s: s, ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
+	nodeID := make([]byte, 9)
+	rand.Read(nodeID)
+	snd := &sender{s: s, node: base64.RawURLEncoding.EncodeToString(nodeID), ctx: ctx, cancel: cancel, workers: map[string]*worker{}}
 	end, err := s.deps.Rooms.LatestPosition(ctx)
 	if err != nil {
 		cancel()
@@ -106,7 +115,30 @@ func (snd *sender) close() {
 	}
 	snd.cancel()
 	snd.wg.Wait()
+	// Another node may take this one's services at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	snd.s.deps.DB.Exec(ctx, `UPDATE appservice_state SET lease_until = 0 WHERE lease_node = $1`, snd.node)
 }
+
+// leaseFor is how long a service's lease lasts without renewal; the worker
+// renews it at least every leaseFor/3.
+const leaseFor = 30 * time.Second
+
+// takeLease takes or renews node's lease on service asID; false means another
+// node holds it.
+func takeLease(ctx context.Context, db *storage.DB, asID, node string, now time.Time) (bool, error) {
+	res, err := db.Exec(ctx, `UPDATE appservice_state SET lease_node = $1, lease_until = $2
+		WHERE as_id = $3 AND (lease_node = $1 OR lease_until < $4)`, node, now.Add(leaseFor).UnixMilli(), asID, now.UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("appservice %s lease: %w", asID, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// holds reports whether this node holds the service's lease now.
+func (w *worker) holds() bool { return time.Now().UnixMilli() < w.leasedUntil.Load() }
 
 func (snd *sender) pokeAll() {
 	for _, w := range snd.workers {
@@ -121,12 +153,25 @@ func (w *worker) poke() {
 	}
 }
 
-// run queues and sends one service's events until the sender closes.
+// run queues and sends one service's events until the sender closes. Every
+// node scans (the scan is serialised by the state row's lock); only the node
+// holding the service's lease sends.
 func (snd *sender) run(w *worker) {
 	defer snd.wg.Done()
 	log := snd.s.log.With("appservice", w.r.ID)
 	var backoff time.Duration
+	var nextAttempt time.Time // while backing off, no send before it
 	for {
+		now := time.Now()
+		leased, err := takeLease(snd.ctx, snd.s.deps.DB, w.r.ID, snd.node, now)
+		if err != nil && snd.ctx.Err() == nil {
+			log.Warn("application service lease", "err", err)
+		}
+		if leased {
+			w.leasedUntil.Store(now.Add(leaseFor).UnixMilli())
+		} else {
+			w.leasedUntil.Store(0)
+		}
 		for {
 			n, err := snd.scanOnce(snd.ctx, w)
 			if err != nil {
@@ -139,18 +184,25 @@ func (snd *sender) run(w *worker) {
 				break
 			}
 		}
-		wait := 5 * time.Second // a look at the stream now and then, in case a wake-up was missed
-		if w.r.URL != "" {
+		// A look at the stream and the lease now and then, in case a wake-up
+		// was missed or another node's lease ran out.
+		wait := 5 * time.Second
+		if leased && w.r.URL != "" && !time.Now().Before(nextAttempt) {
 			sent, err := snd.sendOnce(snd.ctx, w)
 			switch {
 			case err != nil && snd.ctx.Err() == nil:
 				backoff = min(max(2*backoff, time.Second), snd.s.cfg.RetryMax)
-				wait = backoff
-				log.Info("application service unreachable", "retry_in", wait, "err", err)
+				nextAttempt = time.Now().Add(backoff)
+				log.Info("application service unreachable", "retry_in", backoff, "err", err)
 			case sent:
-				backoff = 0
+				backoff, nextAttempt = 0, time.Time{}
 				continue // more may be queued
 			}
+		}
+		if !nextAttempt.IsZero() {
+			// New work does not cut a backoff short, but the lease is
+			// renewed meanwhile.
+			wait = min(max(time.Until(nextAttempt), 10*time.Millisecond), leaseFor/3)
 		}
 		timer := time.NewTimer(wait)
 		select {
@@ -158,14 +210,6 @@ func (snd *sender) run(w *worker) {
 			timer.Stop()
 			return
 		case <-w.wake:
-			if backoff > 0 {
-				// New work does not cut a backoff short.
-				select {
-				case <-timer.C:
-				case <-snd.ctx.Done():
-					return
-				}
-			}
 			timer.Stop()
 		case <-timer.C:
 		}
@@ -402,8 +446,8 @@ func (snd *sender) pendingTxn(ctx context.Context, w *worker) (int64, error) {
 // and is interested in the room.
 func (snd *sender) ephemeralFor(roomID string, ev any) {
 	for _, w := range snd.workers {
-		if !w.r.ReceiveEphemeral {
-			continue
+		if !w.r.ReceiveEphemeral || !w.holds() {
+			continue // every node hears the notice; the lease holder queues it
 		}
 		// The room test reads the alias and member lists only; the worker's
 		// member cache is its own, so this one is computed without it.
@@ -481,7 +525,7 @@ func (snd *sender) onToDevice(m *nats.Msg) {
 	}
 	for _, w := range snd.workers {
 		r := w.r
-		if !r.DeviceMasquerading || !r.ReceiveEphemeral || (n.UserID != r.SenderID(snd.s.cfg.ServerName) && !snd.s.inUsers(r, n.UserID)) {
+		if !r.DeviceMasquerading || !r.ReceiveEphemeral || !w.holds() || (n.UserID != r.SenderID(snd.s.cfg.ServerName) && !snd.s.inUsers(r, n.UserID)) {
 			continue
 		}
 		if err := snd.takeToDevice(snd.ctx, w, n.UserID); err != nil {

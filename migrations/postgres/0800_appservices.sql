@@ -1,12 +1,17 @@
 -- appservice_state is each application service's place in the world, by its
 -- registration ID: pos is the last position of the events stream its sender has
--- looked at (events after it are still to be considered for the service), and
--- next_txn the number its next transaction will carry. A registration removed from
--- the configuration leaves its row; one added later starts at the stream's end.
+-- looked at (events after it are still to be considered for the service),
+-- next_txn the number its next transaction will carry, and lease_node the node
+-- that sends its transactions until lease_until (ms): with several nodes, one at
+-- a time sends, and only it queues ephemeral events, which every node hears. A
+-- registration removed from the configuration leaves its row; one added later
+-- starts at the stream's end.
 CREATE TABLE appservice_state (
 	as_id TEXT PRIMARY KEY,
 	pos BIGINT NOT NULL,
-	next_txn BIGINT NOT NULL DEFAULT 1
+	next_txn BIGINT NOT NULL DEFAULT 1,
+	lease_node TEXT NOT NULL DEFAULT '',
+	lease_until BIGINT NOT NULL DEFAULT 0
 );
 
 -- appservice_queue holds what is still to be pushed to each application service, in

@@ -2,7 +2,9 @@
 CREATE TABLE appservice_state (
 	as_id TEXT PRIMARY KEY,
 	pos BIGINT NOT NULL,
-	next_txn BIGINT NOT NULL DEFAULT 1
+	next_txn BIGINT NOT NULL DEFAULT 1,
+	lease_node TEXT NOT NULL DEFAULT '',
+	lease_until BIGINT NOT NULL DEFAULT 0
 );
 
 CREATE TABLE appservice_queue (
