@@ -17,6 +17,9 @@ type registerRequest struct {
 	InitialDeviceDisplayName string          `json:"initial_device_display_name"`
 	InhibitLogin             bool            `json:"inhibit_login"`
 	RefreshToken             bool            `json:"refresh_token"`
+	// Type is m.login.application_service for an application service's
+	// registration (the spec puts it here, beside auth).
+	Type string `json:"type"`
 }
 
 func (h *handlers) register(r *httpapi.Request) (any, error) {
@@ -26,6 +29,19 @@ func (h *handlers) register(r *httpapi.Request) (any, error) {
 	}
 	login := users.LoginOptions{DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName,
 		WithRefreshToken: req.RefreshToken, IP: r.IP}
+	if asID, ok := r.AppService(); ok && h.appservices != nil {
+		if req.Type != appServiceLogin && authType(req.Auth) != appServiceLogin {
+			return nil, mxerror.New(mxerror.MissingParam, "an application service registers with type %s", appServiceLogin)
+		}
+		name := ""
+		if req.Username != nil {
+			name = strings.ToLower(*req.Username)
+		}
+		return h.appservices.Register(r.Context(), asID, name, login, req.InhibitLogin)
+	}
+	if req.Type == appServiceLogin || authType(req.Auth) == appServiceLogin {
+		return nil, mxerror.New(mxerror.MissingToken, "%s needs an application service's token", appServiceLogin)
+	}
 	kind := r.URL.Query().Get("kind")
 	switch kind {
 	case "guest":
@@ -97,10 +113,14 @@ func (h *handlers) registrationTokenValidity(r *httpapi.Request) (any, error) {
 }
 
 func (h *handlers) loginFlows(*httpapi.Request) (any, error) {
-	return map[string]any{"flows": []map[string]any{
+	flows := []map[string]any{
 		{"type": "m.login.password"},
 		{"type": "m.login.token", "get_login_token": true},
-	}}, nil
+	}
+	if h.appservices != nil && len(h.appservices.Registrations()) > 0 {
+		flows = append(flows, map[string]any{"type": appServiceLogin})
+	}
+	return map[string]any{"flows": flows}, nil
 }
 
 type loginRequest struct {
@@ -135,6 +155,19 @@ func (h *handlers) login(r *httpapi.Request) (any, error) {
 			return nil, mxerror.New(mxerror.MissingParam, "identifier.user is required")
 		}
 		return h.users.LoginPassword(r.Context(), user, req.Password, opts)
+	case appServiceLogin:
+		asID, ok := r.AppService()
+		if !ok || h.appservices == nil {
+			return nil, mxerror.New(mxerror.MissingToken, "%s needs an application service's token", appServiceLogin)
+		}
+		user := req.User
+		if req.Identifier != nil {
+			user = req.Identifier.User
+		}
+		if user == "" {
+			return nil, mxerror.New(mxerror.MissingParam, "identifier.user is required")
+		}
+		return h.appservices.Login(r.Context(), asID, user, opts)
 	case "m.login.token":
 		if req.Token == "" {
 			return nil, mxerror.New(mxerror.MissingParam, "token is required")
@@ -228,8 +261,12 @@ func (h *handlers) deactivate(r *httpapi.Request) (any, error) {
 	if err := r.Decode(&req); err != nil {
 		return nil, err
 	}
-	if _, err := h.users.Interactive(r.Context(), passwordUIA("deactivate", r), req.Auth); err != nil {
-		return nil, err
+	// An application service deactivating one of its users proves itself with
+	// its token; its users have no password to give.
+	if r.Caller.AppService == "" {
+		if _, err := h.users.Interactive(r.Context(), passwordUIA("deactivate", r), req.Auth); err != nil {
+			return nil, err
+		}
 	}
 	if err := h.users.Deactivate(r.Context(), r.Caller.Localpart, req.Erase); err != nil {
 		return nil, err

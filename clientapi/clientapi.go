@@ -8,6 +8,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hongyan/hongyan/homeserver/appservice"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/directory"
@@ -48,6 +49,9 @@ type Deps struct {
 	Push      *push.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
+	// AppServices registers and logs in application services' users and
+	// answers their pings and third-party lookups; nil: none are configured.
+	AppServices *appservice.Service
 }
 
 type handlers struct {
@@ -62,11 +66,13 @@ type handlers struct {
 	directory *directory.Service
 	push      *push.Service
 	ss        *users.SharedSecret
+	// appservices is nil when no application service is configured.
+	appservices *appservice.Service
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, ss: deps.SharedSecret}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, ss: deps.SharedSecret, appservices: deps.AppServices}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -130,6 +136,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerBackup(v3, api)
 	h.registerTags(v3, api)
 	h.registerPushRules(v3, api)
+	h.registerAppServices(v3, v1, api)
 
 	for _, r := range []users.AccountRestriction{users.Suspended, users.Locked} {
 		path := "/admin/" + map[users.AccountRestriction]string{users.Suspended: "suspend", users.Locked: "lock"}[r] + "/{userId}"

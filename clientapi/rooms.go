@@ -27,6 +27,8 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 	}
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/forget", h.forget, authed...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/send/{type}/{txnId}", h.send, limited...)
+	// The r0 form without a transaction ID, which Sytest's application-service tests use.
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/send/{type}", h.send, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}", h.sendState, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}/{stateKey:.*}", h.sendState, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/redact/{eventId}/{txnId}", h.redact, limited...)
@@ -120,6 +122,10 @@ func (h *handlers) membership(kind string) httpapi.Handler {
 			}
 			target = *body.UserID
 		}
+		if kind == "invite" && h.appservices != nil {
+			// A local user an application service hosts may be created on demand.
+			h.appservices.AskAboutUser(r.Context(), target)
+		}
 		_, err = h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: target, Membership: kind, Reason: body.Reason})
 		return struct{}{}, err
 	}
@@ -149,7 +155,7 @@ func (h *handlers) send(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], Content: body, Txn: h.txn(r)})
+	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], Content: body, Txn: h.txn(r), TS: assertedTS(r)})
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +191,7 @@ func (h *handlers) sendState(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	stateKey := r.Vars["stateKey"]
-	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], StateKey: &stateKey, Content: body})
+	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], StateKey: &stateKey, Content: body, TS: assertedTS(r)})
 	if err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/hongyan/hongyan/clientapi"
 	"github.com/hongyan/hongyan/federation"
+	"github.com/hongyan/hongyan/homeserver/appservice"
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
@@ -61,12 +62,17 @@ type Server struct {
 	E2EE     *e2ee.Service
 	Media    *media.Service
 	Native   *native.Server
+	// AppServices holds the application services' registrations and their
+	// sender (with no registrations, an empty one).
+	AppServices *appservice.Service
 	// Federation is nil when federation is off.
 	Federation *federation.Service
 	// FederationGuard dials federation and remote media, PreviewGuard URL
 	// previews (nil FederationGuard: federation is off). Tests read their
 	// counters to prove a refused address was never dialled.
 	FederationGuard, PreviewGuard *outbound.Guard
+	// AppServiceGuard dials the application services' URLs.
+	AppServiceGuard *outbound.Guard
 
 	// FederationMiddleware, if set before ListenFederation, wraps the federation
 	// API's handler: tests use it to hold back requests of one kind.
@@ -90,6 +96,12 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
+	// Registration files are read before anything is opened: a broken one stops
+	// the start at once, naming the file and the field.
+	regs, err := appservice.LoadFiles(cfg.AppServiceConfigFiles)
+	if err != nil {
+		return nil, err
+	}
 	s = &Server{Config: cfg}
 	defer func() {
 		if err != nil {
@@ -107,6 +119,9 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		limiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
 	}
 	if err := s.buildCore(limiter); err != nil {
+		return nil, err
+	}
+	if err := s.buildAppServices(ctx, regs); err != nil {
 		return nil, err
 	}
 	router, api, err := s.buildClientAPI(ctx, limiter)
@@ -190,6 +205,8 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 			return nil
 		},
 		Hasher: users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
+		// Application services are built after users, before any request.
+		Reserved: func(userID string) bool { return s.AppServices.UserReserved(userID) },
 	})
 
 	s.Rooms = rooms.New(s.DB, rooms.Config{
@@ -199,6 +216,8 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		Bus:                s.Bus.Conn,
 		Profiles:           s.Users,
 		Suspension:         s.Users,
+		AliasReserved:      func(alias, creator string) bool { return s.AppServices.AliasReserved(alias, creator) },
+		AliasMissing:       func(ctx context.Context, alias string) bool { return s.AppServices.QueryAlias(ctx, alias) },
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)
@@ -220,6 +239,33 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 	return nil
 }
 
+// buildAppServices starts the application services' sender and makes sure
+// each service's own user exists.
+//
+// Their URLs are dialled through a guard of their own: an operator-written URL
+// is trusted as written, so loopback and private addresses (a bridge beside the
+// server, the usual set-up) are reachable, and redirects are never followed, so
+// nothing a service or a user says can point the hs_token elsewhere.
+func (s *Server) buildAppServices(ctx context.Context, regs []*appservice.Registration) error {
+	cfg := s.Config
+	if cfg.AppServiceInsecureSkipVerify {
+		slog.Warn("APPLICATION SERVICE TLS CERTIFICATES ARE NOT VERIFIED (app_service_insecure_skip_verify): test networks only")
+	}
+	var err error
+	s.AppServiceGuard = outbound.Trusted("application service")
+	s.AppServices, err = appservice.New(ctx, appservice.Config{
+		ServerName: cfg.ServerName, Registrations: regs, Guard: s.AppServiceGuard,
+		InsecureSkipVerify: cfg.AppServiceInsecureSkipVerify, RetryMax: cfg.Federation.RetryMax,
+	}, appservice.Deps{DB: s.DB, Bus: s.Bus.Conn, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, E2EE: s.E2EE})
+	if err != nil {
+		return fmt.Errorf("application services: %w", err)
+	}
+	for _, r := range regs {
+		slog.Info("application service", "appservice", r)
+	}
+	return nil
+}
+
 // buildClientAPI mounts the Matrix client API, metrics and media on a new router
 // and returns it with the API settings the other front-ends share.
 func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter) (*mux.Router, *httpapi.API, error) {
@@ -228,6 +274,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	api := &httpapi.API{
 		Auth:         s.Users,
+		AppServices:  s.AppServices,
 		MaxBodyBytes: cfg.Limits.MaxRequestBytes,
 		Metrics:      httpapi.NewMetrics(reg),
 	}
@@ -258,6 +305,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Directory:    directory.New(s.DB, cfg.ServerName),
 		Push:         push.New(s.Users),
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
+		AppServices:  s.AppServices,
 	})
 	var err error
 	if s.Media, err = newMedia(ctx, cfg, s.DB); err != nil {
@@ -530,6 +578,9 @@ func (s *Server) Close() {
 	}
 	if s.Native != nil {
 		s.Native.Close()
+	}
+	if s.AppServices != nil {
+		s.AppServices.Close()
 	}
 	if s.notifier != nil {
 		s.notifier.Close()

@@ -32,11 +32,25 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token, ip string) (users.Caller, error)
 }
 
+// AppServices resolves application services' as_tokens and whom a service acts
+// as (the spec's identity assertion). homeserver/appservice implements it.
+type AppServices interface {
+	// Identify returns the ID of the service whose as_token token is.
+	Identify(token string) (asID string, ok bool)
+	// Assert resolves the user (and device) service asID acts as: userID and
+	// deviceID are the query's user_id and device_id, empty when absent.
+	Assert(ctx context.Context, asID, userID, deviceID string) (users.Caller, error)
+	// Unlimited reports whether service asID is exempt from rate limits.
+	Unlimited(asID string) bool
+}
+
 // API registers handlers with the shared edge behaviour. Fields are set before the
 // first Handle and not changed after.
 type API struct {
 	// Auth resolves access tokens. Required for authenticated routes.
 	Auth Authenticator
+	// AppServices, if not nil, resolves application services' tokens first.
+	AppServices AppServices
 	// Limiter limits RateLimited routes per user (or per IP before login). Nil is off.
 	Limiter *ratelimit.Limiter
 	// MaxBodyBytes bounds request bodies; larger ones get 413 M_TOO_LARGE.
@@ -181,7 +195,7 @@ func (a *API) wrap(name string, rt route, h Handler) http.Handler {
 			a.writeError(sw, req, err)
 			return
 		}
-		if rt.rateLimited {
+		if rt.rateLimited && !req.Caller.Unlimited && !a.unlimitedService(req) {
 			key := req.IP
 			if req.Authed {
 				key = req.Caller.UserID
@@ -226,7 +240,18 @@ func (a *API) authenticate(req *Request, rt route) error {
 		}
 		return mxerror.New(mxerror.MissingToken, "missing access token")
 	}
-	c, err := a.Auth.Authenticate(req.Context(), token, req.IP)
+	var c users.Caller
+	var err error
+	if asID, ok := a.appService(token); ok {
+		q := req.URL.Query()
+		deviceID := q.Get("device_id")
+		if deviceID == "" {
+			deviceID = q.Get("org.matrix.msc3202.device_id")
+		}
+		c, err = a.AppServices.Assert(req.Context(), asID, q.Get("user_id"), deviceID)
+	} else {
+		c, err = a.Auth.Authenticate(req.Context(), token, req.IP)
+	}
 	if err != nil {
 		return err
 	}
@@ -238,6 +263,31 @@ func (a *API) authenticate(req *Request, rt route) error {
 	}
 	req.Caller, req.Authed = c, true
 	return nil
+}
+
+// unlimitedService reports whether a request that authenticated no caller (on a
+// route without auth, registration above all) carries the token of a service
+// exempt from rate limits: a bridge creating its users is not slowed by its IP.
+func (a *API) unlimitedService(req *Request) bool {
+	if req.Authed {
+		return false
+	}
+	asID, ok := a.appService(accessToken(req.Request))
+	return ok && a.AppServices.Unlimited(asID)
+}
+
+func (a *API) appService(token string) (string, bool) {
+	if a.AppServices == nil || token == "" {
+		return "", false
+	}
+	return a.AppServices.Identify(token)
+}
+
+// AppService returns the ID of the application service whose as_token the
+// request carries, whatever the route's auth: registration and login, whose
+// routes take no token, read it here.
+func (r *Request) AppService() (string, bool) {
+	return r.api.appService(accessToken(r.Request))
 }
 
 // accessToken reads the token from the Authorization header, or the deprecated

@@ -59,6 +59,11 @@ const (
 	CannotOverwriteMedia    Code = "M_CANNOT_OVERWRITE_MEDIA"
 	DuplicateAnnotation     Code = "M_DUPLICATE_ANNOTATION"
 	BadAlias                Code = "M_BAD_ALIAS"
+	// The application-service ping's errors (POST /appservice/{id}/ping).
+	URLNotSet         Code = "M_URL_NOT_SET"
+	BadStatus         Code = "M_BAD_STATUS"
+	ConnectionFailed  Code = "M_CONNECTION_FAILED"
+	ConnectionTimeout Code = "M_CONNECTION_TIMEOUT"
 )
 
 // statusOf ties each errcode to its HTTP status, per the spec's endpoint definitions.
@@ -106,6 +111,10 @@ var statusOf = map[Code]int{
 	CannotOverwriteMedia:    http.StatusConflict,
 	DuplicateAnnotation:     http.StatusBadRequest,
 	BadAlias:                http.StatusBadRequest,
+	URLNotSet:               http.StatusBadRequest,
+	BadStatus:               http.StatusBadGateway,
+	ConnectionFailed:        http.StatusBadGateway,
+	ConnectionTimeout:       http.StatusGatewayTimeout,
 }
 
 // Error is a Matrix error as a client sees it.

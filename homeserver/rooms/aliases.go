@@ -15,6 +15,9 @@ import (
 func (s *Service) ResolveAlias(ctx context.Context, alias string) (string, error) {
 	var roomID string
 	err := s.db.QueryRow(ctx, `SELECT room_id FROM room_aliases WHERE alias = $1`, alias).Scan(&roomID)
+	if errors.Is(err, sql.ErrNoRows) && s.cfg.AliasMissing != nil && s.cfg.AliasMissing(ctx, alias) {
+		err = s.db.QueryRow(ctx, `SELECT room_id FROM room_aliases WHERE alias = $1`, alias).Scan(&roomID)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", ErrNotFound
 	}
@@ -52,6 +55,9 @@ func (s *Service) LookupAlias(ctx context.Context, alias string) (string, []stri
 func (s *Service) SetAlias(ctx context.Context, alias, roomID, creator string) error {
 	if !strings.HasPrefix(alias, "#") || !strings.HasSuffix(alias, ":"+s.cfg.ServerName) || len(alias) > 255 {
 		return mxerror.New(mxerror.InvalidParam, "alias must be #name:%s", s.cfg.ServerName)
+	}
+	if s.cfg.AliasReserved != nil && s.cfg.AliasReserved(alias, creator) {
+		return mxerror.New(mxerror.Exclusive, "room alias %s is reserved by an application service", alias)
 	}
 	if ok, err := s.roomExists(ctx, roomID); err != nil {
 		return err

@@ -75,6 +75,15 @@ type Config struct {
 	// suspended user may leave and redact their own events, not create rooms,
 	// join, knock, invite or send. May be nil (nobody is suspended).
 	Suspension Suspension
+	// AliasReserved, if not nil, reports whether an alias lies in an application
+	// service's exclusive namespace that creator does not belong to: SetAlias
+	// refuses it with M_EXCLUSIVE.
+	AliasReserved func(alias, creator string) bool
+	// AliasMissing, if not nil, is asked about a local alias that does not exist
+	// before ResolveAlias gives up: an application service whose namespace holds
+	// it may create it then (the spec's alias query). It reports whether it may
+	// exist now.
+	AliasMissing func(ctx context.Context, alias string) bool
 }
 
 // Suspension is the account check the engine asks before a user acts.

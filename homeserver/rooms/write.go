@@ -34,6 +34,10 @@ type Proto struct {
 	// Txn, when set, makes the send idempotent: the same device sending the same
 	// transaction ID again gets the first event back.
 	Txn *Txn
+	// TS, if not zero, is the event's origin_server_ts instead of now: an
+	// application service bridging a message from the past says when it was sent
+	// (the ts query parameter).
+	TS time.Time
 }
 
 // Txn identifies a client transaction.
@@ -241,7 +245,11 @@ func (s *Service) build(ctx context.Context, tx *storage.Tx, h *head, p Proto) (
 		refs = []string{} // the builder refuses nil
 	}
 	proto.AuthEvents = refs
-	ev, err := h.version.NewEventBuilderFromProtoEvent(&proto).Build(now(), spec.ServerName(s.cfg.ServerName),
+	ts := now()
+	if !p.TS.IsZero() {
+		ts = p.TS
+	}
+	ev, err := h.version.NewEventBuilderFromProtoEvent(&proto).Build(ts, spec.ServerName(s.cfg.ServerName),
 		gomatrixserverlib.KeyID(s.cfg.Key.ID), s.cfg.Key.PrivateKey)
 	if err != nil {
 		return nil, mxerror.New(mxerror.BadJSON, "cannot build event: %v", err)

@@ -125,6 +125,9 @@ func (s *Service) Available(ctx context.Context, localpart string) error {
 	if err := s.ValidateLocalpart(localpart); err != nil {
 		return err
 	}
+	if s.cfg.Reserved != nil && s.cfg.Reserved(s.UserID(localpart)) {
+		return mxerror.New(mxerror.Exclusive, "user ID is reserved by an application service")
+	}
 	var one int
 	err := s.db.QueryRow(ctx, `SELECT 1 FROM accounts WHERE localpart = $1`, localpart).Scan(&one)
 	switch {
@@ -307,6 +310,12 @@ type Caller struct {
 	// Locked is true when an admin locked the account: front-ends refuse every
 	// request but logout with M_USER_LOCKED.
 	Locked bool
+	// AppService is the ID of the application service making the request, as
+	// itself or as a user of its namespace; empty for everyone else.
+	AppService string
+	// Unlimited exempts the caller from rate limits (an application service
+	// registered with rate_limited: false).
+	Unlimited bool
 	// tokenHash identifies the token for Logout.
 	tokenHash string
 }

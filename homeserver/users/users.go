@@ -59,6 +59,10 @@ type Config struct {
 	// share, so one configuration and one budget govern an account everywhere;
 	// the account's key is its own, apart from its user's requests.
 	Limiter *ratelimit.Limiter
+	// Reserved, if not nil, reports whether a user ID lies in an application
+	// service's exclusive namespace: Available refuses it (M_EXCLUSIVE), so only
+	// that service registers it.
+	Reserved func(userID string) bool
 }
 
 // AccountDataSubject is the NATS subject an AccountDataNotice is published on.

@@ -71,6 +71,10 @@ sub start
       },
       native     => { listen => "off" },
       log        => { level => "info" },
+      # Sytest writes the application services' registration files itself;
+      # their URLs are its own HTTPS server, with a certificate of its own CA.
+      app_service_config_files         => $self->{app_service_config_files} // [],
+      app_service_insecure_skip_verify => JSON::true,
    };
    $self->{paths}{config} = $self->write_yaml_file( "hongyan.yaml" => $config );
 
