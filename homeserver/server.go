@@ -35,6 +35,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
+	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/tlscert"
 	"github.com/hongyan/hongyan/homeserver/typing"
@@ -59,6 +60,7 @@ type Server struct {
 	Typing   *typing.Service
 	Presence *presence.Service
 	E2EE     *e2ee.Service
+	Social   *social.Service
 	Media    *media.Service
 	Native   *native.Server
 	// Federation is nil when federation is off.
@@ -121,6 +123,9 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		if err := s.buildFederation(ctx, router, api); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.Social.Start(ctx); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -198,6 +203,11 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		DefaultRoomVersion: cfg.DefaultRoomVersion,
 		Bus:                s.Bus.Conn,
 		Profiles:           s.Users,
+		// A group's size cap holds for every front-end's invites and joins;
+		// social is built below, before any request can arrive.
+		Gate: func(ctx context.Context, roomID string, m rooms.Membership) error {
+			return s.Social.CheckMembership(ctx, roomID, m)
+		},
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)
@@ -210,6 +220,8 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
 	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
+	s.Social = social.New(social.Config{ServerName: cfg.ServerName, MaxGroupMembers: cfg.Social.MaxGroupMembers, Bus: s.Bus.Conn},
+		social.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Presence: s.Presence, Push: push.New(s.Users)})
 	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
 		return err
@@ -253,7 +265,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Typing:       s.Typing,
 		Presence:     s.Presence,
 		E2EE:         s.E2EE,
-		Directory:    directory.New(s.DB, cfg.ServerName),
+		Directory:    directory.New(s.DB, directory.Config{ServerName: cfg.ServerName, SearchAllUsers: cfg.UserDirectory.SearchAllUsers, Users: s.Users}),
 		Push:         push.New(s.Users),
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
@@ -528,6 +540,9 @@ func (s *Server) Close() {
 	}
 	if s.Native != nil {
 		s.Native.Close()
+	}
+	if s.Social != nil {
+		s.Social.Close()
 	}
 	if s.notifier != nil {
 		s.notifier.Close()

@@ -59,6 +59,25 @@ type Config struct {
 	Log          Log          `yaml:"log"`
 	Metrics      Metrics      `yaml:"metrics"`
 	Presence     Presence     `yaml:"presence"`
+	Social       Social       `yaml:"social"`
+	// UserDirectory configures /user_directory/search.
+	UserDirectory UserDirectory `yaml:"user_directory"`
+}
+
+// Social configures friends and groups (homeserver/social).
+type Social struct {
+	// MaxGroupMembers caps a group's joined plus invited members, on every
+	// front-end (a Matrix client's /invite and /join too). Default 500; 0 or less
+	// takes the default.
+	MaxGroupMembers int `yaml:"max_group_members"`
+}
+
+// UserDirectory configures who /user_directory/search finds.
+type UserDirectory struct {
+	// SearchAllUsers finds every local user, not only those sharing a room with
+	// the searcher or in a public room (Synapse's option of the same name).
+	// Default false.
+	SearchAllUsers bool `yaml:"search_all_users"`
 }
 
 // Federation configures the server–server API. It is off until Listen is set.
@@ -284,6 +303,7 @@ func Default() Config {
 		Federation: Federation{RatePerSecond: 50, RateBurst: 500, PartialStateJoins: true},
 		Log:        Log{Level: "info", Format: "text"},
 		Presence:   Presence{Enabled: true, VisibleTo: PresenceVisibleSharedRooms},
+		Social:     Social{MaxGroupMembers: 500},
 	}
 }
 

@@ -70,6 +70,9 @@ type Config struct {
 	Bus *nats.Conn
 	// Profiles fills member events' displayname and avatar_url. May be nil.
 	Profiles Profiles
+	// Gate, if not nil, may refuse a local invite or join before it is built
+	// (homeserver/social's group size cap).
+	Gate MembershipGate
 }
 
 // Service is the room engine. It is safe for concurrent use.
