@@ -267,6 +267,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		E2EE:         s.E2EE,
 		Directory:    directory.New(s.DB, directory.Config{ServerName: cfg.ServerName, SearchAllUsers: cfg.UserDirectory.SearchAllUsers, Users: s.Users}),
 		Push:         push.New(s.Users),
+		Social:       s.Social,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	var err error
