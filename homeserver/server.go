@@ -288,7 +288,7 @@ func (s *Server) buildNative(router *mux.Router, limiter *ratelimit.Limiter) err
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
 		TokenRecheck:  cfg.Native.TokenRecheck,
 		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.RateLimit.PerSecond), RateBurst: cfg.RateLimit.Burst},
-		native.Deps{Limiter: limiter, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
+		native.Deps{Limiter: limiter, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Social: s.Social, Bus: s.Bus.Conn})
 	if err != nil {
 		return fmt.Errorf("native protocol: %w", err)
 	}
