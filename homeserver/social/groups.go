@@ -268,6 +268,16 @@ func (s *Service) JoinGroup(ctx context.Context, userID, roomID string) error {
 // LeaveGroup leaves a group. The owner must hand it over or dissolve it first
 // (M_FORBIDDEN), so that a group always has an owner.
 func (s *Service) LeaveGroup(ctx context.Context, userID, roomID string) error {
+	if err := rooms.CheckRoomID(roomID); err != nil {
+		return err
+	}
+	if m, err := s.d.Rooms.CurrentMembership(ctx, roomID, userID); err != nil {
+		return err
+	} else if m == spec.Invite {
+		// Declining an invite to the group.
+		_, err := s.d.Rooms.SetMembership(ctx, roomID, rooms.Membership{Sender: userID, Target: userID, Membership: spec.Leave})
+		return err
+	}
 	st, err := s.readGroup(ctx, userID, roomID)
 	if err != nil {
 		return err
