@@ -50,6 +50,10 @@ func friendRequestToMatrixClient(t *testing.T, a, b *testserver.Server) {
 		t.Fatal(err)
 	}
 
+	// A user who does not exist, on bob's server (asked over federation there).
+	if _, err := alice.RequestFriend(ctx, "@ghost:"+b.Config.ServerName, ""); errCode(err) != "M_NOT_FOUND" {
+		t.Errorf("request to a user who does not exist = %v; want M_NOT_FOUND", err)
+	}
 	req, err := alice.RequestFriend(ctx, bob.UserID, "hi bob, alice here")
 	if err != nil {
 		t.Fatalf("RequestFriend: %v", err)

@@ -25,10 +25,11 @@ const (
 	stateRemoved   = "removed"
 )
 
-// Request is a friend request.
+// Request is a friend request as one side sees it: UserID is the other side.
 type Request struct {
 	RoomID    string `json:"room_id"`
-	Requester string `json:"user_id"`
+	UserID    string `json:"user_id"`
+	Requester string `json:"requester"`
 	Target    string `json:"target"`
 	Message   string `json:"message"`
 	TS        int64  `json:"ts"`
@@ -58,8 +59,9 @@ type requestRow struct {
 	created, updated                          int64
 }
 
-func (r requestRow) request() Request {
-	return Request{RoomID: r.roomID, Requester: r.requester, Target: r.target, Message: r.message, TS: r.created}
+// request is the request as viewer sees it.
+func (r requestRow) request(viewer string) Request {
+	return Request{RoomID: r.roomID, UserID: r.other(viewer), Requester: r.requester, Target: r.target, Message: r.message, TS: r.created}
 }
 
 // other is the side of the request that is not userID.
@@ -206,7 +208,7 @@ func (s *Service) RequestFriend(ctx context.Context, from, to, message string) (
 	if r, ok, err := s.between(ctx, from, to, statePending); err != nil {
 		return Request{}, err
 	} else if ok {
-		return r.request(), nil
+		return r.request(from), nil
 	}
 	if r, ok, err := s.between(ctx, to, from, statePending); err != nil {
 		return Request{}, err
@@ -214,7 +216,7 @@ func (s *Service) RequestFriend(ctx context.Context, from, to, message string) (
 		if _, err := s.Accept(ctx, from, to); err != nil {
 			return Request{}, err
 		}
-		return r.request(), nil
+		return r.request(from), nil
 	}
 	if err := s.checkUser(ctx, to); err != nil {
 		return Request{}, err
@@ -239,7 +241,7 @@ func (s *Service) RequestFriend(ctx context.Context, from, to, message string) (
 	if err := s.addDirect(ctx, from, to, roomID); err != nil {
 		return Request{}, err
 	}
-	return row.request(), nil
+	return row.request(from), nil
 }
 
 // Requests lists a user's pending requests, newest first.
@@ -252,9 +254,9 @@ func (s *Service) Requests(ctx context.Context, userID string) (Requests, error)
 	}
 	for _, r := range rows {
 		if r.target == userID {
-			out.Incoming = append(out.Incoming, r.request())
+			out.Incoming = append(out.Incoming, r.request(userID))
 		} else {
-			out.Outgoing = append(out.Outgoing, r.request())
+			out.Outgoing = append(out.Outgoing, r.request(userID))
 		}
 	}
 	return out, nil
