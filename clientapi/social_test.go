@@ -426,3 +426,74 @@ func TestGroupSizeCap(t *testing.T) {
 		}
 	}, func(c *config.Config) { c.Social.MaxGroupMembers = 3 })
 }
+
+// TestBlockedUserIsIgnored: once alice blocks mallory (m.ignored_user_list),
+// mallory's messages are gone from alice's /sync and /messages, her invites from
+// alice's sync, while bob still sees everything and state events still show.
+func TestBlockedUserIsIgnored(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		mallory := srv.Register(t, "mallory", "pw")
+		room := createRoom(t, bob, map[string]any{"preset": "public_chat"})
+		for _, c := range []*testserver.Client{alice, mallory} {
+			c.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+		}
+		sendText(t, mallory, room, "m1", "before the block")
+		alice.MustDo("POST", im+"/blocked/"+mallory.UserID, nil, nil)
+		sendText(t, mallory, room, "m2", "after the block")
+		sendText(t, bob, room, "b1", "bob speaks")
+
+		if got := bodies(mustMessages(t, alice, room)); slices.Contains(got, "after the block") || slices.Contains(got, "before the block") || !slices.Contains(got, "bob speaks") {
+			t.Errorf("alice's /messages = %v; want bob's message and none of mallory's", got)
+		}
+		if got := bodies(mustMessages(t, bob, room)); !slices.Contains(got, "after the block") {
+			t.Errorf("bob's /messages = %v; want mallory's message", got)
+		}
+		var sync struct {
+			Rooms struct {
+				Join map[string]struct {
+					Timeline struct {
+						Events []event `json:"events"`
+					} `json:"timeline"`
+				} `json:"join"`
+				Invite map[string]any `json:"invite"`
+			} `json:"rooms"`
+			NextBatch string `json:"next_batch"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &sync)
+		tl := sync.Rooms.Join[room].Timeline.Events
+		if got := bodies(tl); slices.Contains(got, "after the block") || !slices.Contains(got, "bob speaks") {
+			t.Errorf("alice's sync timeline = %v; want no message from mallory", got)
+		}
+		sawJoin := false
+		for _, e := range tl {
+			sawJoin = sawJoin || (e.Type == "m.room.member" && e.Sender == mallory.UserID)
+		}
+		if !sawJoin {
+			t.Errorf("alice's sync timeline hides mallory's join; state events stay visible")
+		}
+		// Mallory's invite is hidden; bob's is not.
+		fromMallory := createRoom(t, mallory, map[string]any{"invite": []string{alice.UserID}})
+		fromBob := createRoom(t, bob, map[string]any{"invite": []string{alice.UserID}})
+		alice.MustDo("GET", "/_matrix/client/v3/sync?since="+url.QueryEscape(sync.NextBatch), nil, &sync)
+		if _, ok := sync.Rooms.Invite[fromMallory]; ok {
+			t.Errorf("alice's sync shows mallory's invite")
+		}
+		if _, ok := sync.Rooms.Invite[fromBob]; !ok {
+			t.Errorf("alice's sync invites = %v; want bob's %s", sync.Rooms.Invite, fromBob)
+		}
+		// Unblocking shows her messages again.
+		alice.MustDo("DELETE", im+"/blocked/"+mallory.UserID, nil, nil)
+		settle(t, "mallory's messages visible again", func() bool {
+			return slices.Contains(bodies(mustMessages(t, alice, room)), "after the block")
+		})
+	})
+}
+
+func mustMessages(t *testing.T, c *testserver.Client, roomID string) []event {
+	t.Helper()
+	msgs, _ := messages(t, c, roomID, "dir=b&limit=50")
+	return msgs
+}

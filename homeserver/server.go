@@ -208,6 +208,10 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		Gate: func(ctx context.Context, roomID string, m rooms.Membership) error {
 			return s.Social.CheckMembership(ctx, roomID, m)
 		},
+		// Ignored users' events are hidden from their ignorers in every read.
+		Ignored: func(ctx context.Context, userID string) (map[string]bool, error) {
+			return s.Social.IgnoredSet(ctx, userID)
+		},
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)

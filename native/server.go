@@ -542,6 +542,15 @@ func newFeedEvent(e rooms.ClientEvent) *feedEvent {
 	return fe
 }
 
+// hiddenFeedEvent is fe, a message from a user the session's user ignores, as
+// that user is pushed it: its seq, type and sender only, its content empty and
+// unsigned["im.hongyan.ignored"] true, so that seq stays gapless.
+func hiddenFeedEvent(fe *feedEvent) *feedEvent {
+	ev := fe.push.Data.Event
+	ev.Content, ev.Unsigned, ev.Redacts = map[string]any{}, map[string]any{"im.hongyan.ignored": true}, ""
+	return &feedEvent{seq: fe.seq, typ: fe.typ, push: Message[EventPush]{Op: "event", Data: EventPush{RoomID: fe.push.Data.RoomID, Seq: fe.seq, Event: ev}}}
+}
+
 func (fe *feedEvent) frame(c Codec) ([]byte, error) {
 	fe.mu.Lock()
 	defer fe.mu.Unlock()

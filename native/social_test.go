@@ -191,3 +191,45 @@ func TestFriendsAndGroupsOverNative(t *testing.T) {
 		}
 	})
 }
+
+// TestBlockedUserHiddenFromNativePushes: a native session of a user who blocked
+// mallory gets her messages as hidden stubs (seq kept gapless) and not her invites.
+func TestBlockedUserHiddenFromNativePushes(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		ctx := context.Background()
+		aliceMx := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		mallory := srv.Register(t, "mallory", "pw")
+		var created map[string]string
+		bob.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "public_chat"}, &created)
+		room := created["room_id"]
+		for _, c := range []*testserver.Client{aliceMx, mallory} {
+			c.MustDo("POST", "/_matrix/client/v3/join/"+room, map[string]any{}, nil)
+		}
+		alice := dial(t, srv, sdk.Options{Token: aliceMx.Token})
+		if err := alice.Block(ctx, mallory.UserID); err != nil {
+			t.Fatal(err)
+		}
+		say := func(c *testserver.Client, body string) {
+			c.MustDo("PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/"+sdk.TxnID(), map[string]any{"msgtype": "m.text", "body": body}, nil)
+		}
+		say(mallory, "you cannot see this")
+		say(bob, "you can see this")
+		stub := next(t, alice, "mallory's message", eventOf("m.room.message", func(e native.Event) bool { return e.Sender == mallory.UserID }))
+		if len(stub.Event.Event.Content) != 0 || stub.Event.Event.Unsigned["im.hongyan.ignored"] != true {
+			t.Errorf("mallory's message pushed as %+v; want a hidden stub", stub.Event.Event)
+		}
+		shown := next(t, alice, "bob's message", eventOf("m.room.message", nil))
+		if shown.Event.Event.Content["body"] != "you can see this" || shown.Event.Seq != stub.Event.Seq+1 {
+			t.Errorf("bob's message = %+v at seq %d; want it right after the stub (%d)", shown.Event.Event.Content, shown.Event.Seq, stub.Event.Seq)
+		}
+		mallory.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"invite": []string{aliceMx.UserID}}, &created)
+		fromMallory := created["room_id"]
+		bob.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"invite": []string{aliceMx.UserID}}, &created)
+		inv := next(t, alice, "an invite", eventOf("m.room.member", func(e native.Event) bool { return e.Content["membership"] == "invite" }))
+		if inv.Event.RoomID == fromMallory {
+			t.Errorf("mallory's invite was pushed")
+		}
+	})
+}

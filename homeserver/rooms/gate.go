@@ -17,6 +17,11 @@ import (
 // /invite and /join as much as for the IM API. It runs before the event is built.
 type MembershipGate func(ctx context.Context, roomID string, m Membership) error
 
+// IgnoredUsers returns the set of users userID ignores (m.ignored_user_list):
+// their non-state events are hidden from userID in every read, as the spec's
+// "Ignoring users" asks and Synapse's filter_events_for_client does.
+type IgnoredUsers func(ctx context.Context, userID string) (map[string]bool, error)
+
 // CreateContent is the content of the room's m.room.create event, read without a
 // reader's visibility check: it is room metadata for the core's own rules (a
 // group's marker), like PowerFor. ErrNotFound when this server holds no create
@@ -44,4 +49,13 @@ func (s *Service) MemberCounts(ctx context.Context, roomID string) (joined, invi
 		return 0, 0, fmt.Errorf("member counts of %s: %w", roomID, err)
 	}
 	return joined, invited, nil
+}
+
+// IgnoredBy is the set of users userID ignores (nil when none, or when no
+// Config.Ignored is set): sync uses it to hide ignored users' invites.
+func (s *Service) IgnoredBy(ctx context.Context, userID string) (map[string]bool, error) {
+	if s.cfg.Ignored == nil {
+		return nil, nil
+	}
+	return s.cfg.Ignored(ctx, userID)
 }

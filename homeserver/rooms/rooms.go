@@ -73,6 +73,9 @@ type Config struct {
 	// Gate, if not nil, may refuse a local invite or join before it is built
 	// (homeserver/social's group size cap).
 	Gate MembershipGate
+	// Ignored, if not nil, names the users a reader ignores; the visibility
+	// filter hides their non-state events from that reader.
+	Ignored IgnoredUsers
 }
 
 // Service is the room engine. It is safe for concurrent use.

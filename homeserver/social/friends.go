@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/nats-io/nats.go"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/rooms"
@@ -499,16 +500,54 @@ func (s *Service) Blocked(ctx context.Context, userID string) ([]string, error) 
 
 // Ignores reports whether userID (a local user) ignores other.
 func (s *Service) Ignores(ctx context.Context, userID, other string) (bool, error) {
+	set, err := s.IgnoredSet(ctx, userID)
+	return set[other], err
+}
+
+// IgnoredSet is the set of users userID (a local user) ignores. The rooms
+// engine's visibility filter asks it on every read (rooms.Config.Ignored), so it
+// is cached until the user's account data changes. The set is shared: callers
+// must not change it.
+func (s *Service) IgnoredSet(ctx context.Context, userID string) (map[string]bool, error) {
 	if !s.isLocal(userID) {
-		return false, nil
+		return nil, nil
+	}
+	s.ignoredMu.Lock()
+	set, ok := s.ignored[userID]
+	s.ignoredMu.Unlock()
+	if ok {
+		return set, nil
 	}
 	obj, err := s.readAccountData(ctx, userID, IgnoredType)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	ignored, _ := obj["ignored_users"].(map[string]any)
-	_, ok := ignored[other]
-	return ok, nil
+	set = make(map[string]bool, len(ignored))
+	for u := range ignored {
+		set[u] = true
+	}
+	// Without a bus nothing would say the set went stale: keep none.
+	if s.cfg.Bus != nil {
+		s.ignoredMu.Lock()
+		if len(s.ignored) > 100_000 {
+			clear(s.ignored)
+		}
+		s.ignored[userID] = set
+		s.ignoredMu.Unlock()
+	}
+	return set, nil
+}
+
+// onAccountData drops a user's cached ignore set when their account data changes.
+func (s *Service) onAccountData(m *nats.Msg) {
+	var n users.AccountDataNotice
+	if json.Unmarshal(m.Data, &n) != nil {
+		return
+	}
+	s.ignoredMu.Lock()
+	delete(s.ignored, n.UserID)
+	s.ignoredMu.Unlock()
 }
 
 func (s *Service) addFriend(ctx context.Context, userID, friend, roomID string, since int64) error {

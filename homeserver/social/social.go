@@ -114,11 +114,17 @@ type Service struct {
 	groupMu sync.Mutex
 	groups  map[string]bool // room → has the group marker; create content never changes; guarded by groupMu
 
+	// ignoredMu guards ignored: user → the users they ignore, read from
+	// m.ignored_user_list once and dropped when their account data changes (the
+	// bus's AccountDataNotice, on every node), since every read of events asks.
+	ignoredMu sync.Mutex
+	ignored   map[string]map[string]bool
+
 	ctx    context.Context // the consumer's lifetime; cancelled by Close
 	cancel context.CancelFunc
 	wake   chan struct{}
 	wg     sync.WaitGroup
-	sub    *nats.Subscription
+	subs   []*nats.Subscription
 }
 
 // New returns the service. Start runs its consumer.
@@ -127,7 +133,7 @@ func New(cfg Config, d Deps) *Service {
 		cfg.MaxGroupMembers = 500
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{cfg: cfg, d: d, groups: map[string]bool{}, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}
+	return &Service{cfg: cfg, d: d, groups: map[string]bool{}, ignored: map[string]map[string]bool{}, ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1)}
 }
 
 // Start starts the consumer of the events stream: it begins at the stream's end on
@@ -142,7 +148,11 @@ func (s *Service) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("social: subscribe: %w", err)
 		}
-		s.sub = sub
+		s.subs = append(s.subs, sub)
+		if sub, err = s.cfg.Bus.Subscribe(users.AccountDataSubject, s.onAccountData); err != nil {
+			return fmt.Errorf("social: subscribe: %w", err)
+		}
+		s.subs = append(s.subs, sub)
 	}
 	s.wg.Add(1)
 	go s.consume()
@@ -151,8 +161,8 @@ func (s *Service) Start(ctx context.Context) error {
 
 // Close stops the consumer and waits for it.
 func (s *Service) Close() {
-	if s.sub != nil {
-		s.sub.Unsubscribe()
+	for _, sub := range s.subs {
+		sub.Unsubscribe()
 	}
 	s.cancel()
 	s.wg.Wait()
@@ -220,6 +230,11 @@ func (s *Service) editAccountData(ctx context.Context, userID, typ string, edit 
 	if _, err := s.d.Users.SetAccountData(ctx, local, "", typ, data); err != nil {
 		return fmt.Errorf("%s of %s: %w", typ, userID, err)
 	}
+	// The bus tells every node; this node forgets at once, so the next read here
+	// already filters.
+	s.ignoredMu.Lock()
+	delete(s.ignored, userID)
+	s.ignoredMu.Unlock()
 	return nil
 }
 
