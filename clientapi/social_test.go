@@ -497,3 +497,78 @@ func mustMessages(t *testing.T, c *testserver.Client, roomID string) []event {
 	msgs, _ := messages(t, c, roomID, "dir=b&limit=50")
 	return msgs
 }
+
+// TestFriendRequestsSurviveRestart: requests and friendships are server state,
+// the same after a restart.
+func TestFriendRequestsSurviveRestart(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		carol := srv.Register(t, "carol", "pw")
+		alice.MustDo("POST", im+"/friends/requests", map[string]string{"user_id": bob.UserID, "message": "still there?"}, nil)
+		carol.MustDo("POST", im+"/friends/requests", map[string]string{"user_id": alice.UserID}, nil)
+		alice.MustDo("POST", im+"/friends/requests/"+carol.UserID+"/accept", nil, nil)
+		srv.Restart(t)
+		if got := requestsOf(t, bob); len(got.Incoming) != 1 || got.Incoming[0].Message != "still there?" {
+			t.Fatalf("bob's requests after a restart = %+v; want alice's", got)
+		}
+		if f := friendsOf(t, alice); !slices.Equal(f, []string{carol.UserID}) {
+			t.Errorf("alice's friends after a restart = %v; want carol", f)
+		}
+		bob.MustDo("POST", im+"/friends/requests/"+alice.UserID+"/accept", nil, nil)
+		if f := friendsOf(t, alice); !slices.Equal(f, []string{bob.UserID, carol.UserID}) {
+			t.Errorf("alice's friends = %v; want bob and carol", f)
+		}
+	})
+}
+
+// TestUserDirectoryFindsByID: a whole user ID finds that user even with no room
+// shared; search_all_users finds every local user by name.
+func TestUserDirectoryFindsByID(t *testing.T) {
+	t.Parallel()
+	search := func(t *testing.T, c *testserver.Client, term string) []string {
+		t.Helper()
+		var res struct {
+			Results []struct {
+				UserID string `json:"user_id"`
+			} `json:"results"`
+		}
+		c.MustDo("POST", "/_matrix/client/v3/user_directory/search", map[string]any{"search_term": term}, &res)
+		var ids []string
+		for _, r := range res.Results {
+			ids = append(ids, r.UserID)
+		}
+		return ids
+	}
+	t.Run("default", func(t *testing.T) {
+		t.Parallel()
+		forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+			alice := srv.Register(t, "alice", "pw")
+			srv.Register(t, "hermit", "pw")
+			for _, tc := range []struct {
+				term string
+				want []string
+			}{
+				{"hermit", nil},
+				{"@hermit:localhost", []string{"@hermit:localhost"}},
+				{"@nobody:localhost", nil},
+				{"@not a user", nil},
+			} {
+				if got := search(t, alice, tc.term); !slices.Equal(got, tc.want) {
+					t.Errorf("search(%q) = %v; want %v", tc.term, got, tc.want)
+				}
+			}
+		})
+	})
+	t.Run("search_all_users", func(t *testing.T) {
+		t.Parallel()
+		forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+			alice := srv.Register(t, "alice", "pw")
+			srv.Register(t, "hermit", "pw")
+			if got := search(t, alice, "herm"); !slices.Equal(got, []string{"@hermit:localhost"}) {
+				t.Errorf("search(herm) with search_all_users = %v; want hermit", got)
+			}
+		}, func(c *config.Config) { c.UserDirectory.SearchAllUsers = true })
+	})
+}

@@ -54,6 +54,17 @@ func friendRequestToMatrixClient(t *testing.T, a, b *testserver.Server) {
 	if _, err := alice.RequestFriend(ctx, "@ghost:"+b.Config.ServerName, ""); errCode(err) != "M_NOT_FOUND" {
 		t.Errorf("request to a user who does not exist = %v; want M_NOT_FOUND", err)
 	}
+	// Alice finds bob by his user ID although they share no room (over
+	// federation: a profile query to bob's server).
+	var found struct {
+		Results []struct {
+			UserID string `json:"user_id"`
+		} `json:"results"`
+	}
+	aliceMx.MustDo("POST", "/_matrix/client/v3/user_directory/search", map[string]any{"search_term": bob.UserID}, &found)
+	if len(found.Results) != 1 || found.Results[0].UserID != bob.UserID {
+		t.Errorf("directory search for %s = %+v; want bob", bob.UserID, found.Results)
+	}
 	req, err := alice.RequestFriend(ctx, bob.UserID, "hi bob, alice here")
 	if err != nil {
 		t.Fatalf("RequestFriend: %v", err)
