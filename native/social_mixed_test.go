@@ -145,3 +145,72 @@ func settleFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(25 * time.Millisecond)
 	}
 }
+
+// TestFriendsAcrossServers: native users on two federating servers decline,
+// withdraw, accept and end friend requests; each answer reaches the other server
+// and its user's pushes and lists.
+func TestFriendsAcrossServers(t *testing.T) {
+	for _, d := range storagetest.Engines() {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			a := testserver.Start(t, d, testserver.Federated)
+			b := testserver.Start(t, d, testserver.Federated)
+			alice := dial(t, a, sdk.Options{Token: a.Register(t, "alice", "pw").Token})
+			bob := dial(t, b, sdk.Options{Token: b.Register(t, "bob", "pw").Token})
+
+			// Declined.
+			if _, err := alice.RequestFriend(ctx, bob.UserID, "first try"); err != nil {
+				t.Fatal(err)
+			}
+			if p := socialPush(t, bob, "friend_request", nil); p.From != alice.UserID || p.Message != "first try" {
+				t.Errorf("bob's push = %+v; want alice's request", p)
+			}
+			if err := bob.DeclineFriend(ctx, alice.UserID); err != nil {
+				t.Fatal(err)
+			}
+			if p := socialPush(t, alice, "friend_answer", nil); p.Answer != "declined" {
+				t.Errorf("alice's answer = %+v; want declined", p)
+			}
+			settleFor(t, "alice's request gone", func() bool {
+				rs, err := alice.FriendRequests(ctx)
+				return err == nil && len(rs.Outgoing) == 0
+			})
+
+			// Withdrawn.
+			if _, err := alice.RequestFriend(ctx, bob.UserID, "second try"); err != nil {
+				t.Fatal(err)
+			}
+			socialPush(t, bob, "friend_request", func(p *sdk.SocialPush) bool { return p.Message == "second try" })
+			if err := alice.CancelFriendRequest(ctx, bob.UserID); err != nil {
+				t.Fatal(err)
+			}
+			if p := socialPush(t, bob, "friend_answer", nil); p.Answer != "cancelled" {
+				t.Errorf("bob's push = %+v; want cancelled", p)
+			}
+			if _, err := bob.AcceptFriend(ctx, alice.UserID); errCode(err) != "M_NOT_FOUND" {
+				t.Errorf("accepting a withdrawn request = %v; want M_NOT_FOUND", err)
+			}
+
+			// Accepted, then ended from the other server.
+			if _, err := bob.RequestFriend(ctx, alice.UserID, "my turn"); err != nil {
+				t.Fatal(err)
+			}
+			socialPush(t, alice, "friend_request", func(p *sdk.SocialPush) bool { return p.Message == "my turn" })
+			if _, err := alice.AcceptFriend(ctx, bob.UserID); err != nil {
+				t.Fatal(err)
+			}
+			socialPush(t, bob, "friend_answer", func(p *sdk.SocialPush) bool { return p.Answer == "accepted" })
+			if fs, err := bob.Friends(ctx); err != nil || len(fs) != 1 || fs[0].UserID != alice.UserID {
+				t.Errorf("bob's friends = %+v, %v; want alice", fs, err)
+			}
+			if err := alice.RemoveFriend(ctx, bob.UserID); err != nil {
+				t.Fatal(err)
+			}
+			socialPush(t, bob, "friend_removed", nil)
+			if fs, err := bob.Friends(ctx); err != nil || len(fs) != 0 {
+				t.Errorf("bob's friends after removal = %+v, %v; want none", fs, err)
+			}
+		})
+	}
+}
