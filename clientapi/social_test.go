@@ -484,6 +484,14 @@ func TestBlockedUserIsIgnored(t *testing.T) {
 		if _, ok := sync.Rooms.Invite[fromBob]; !ok {
 			t.Errorf("alice's sync invites = %v; want bob's %s", sync.Rooms.Invite, fromBob)
 		}
+		// And in sliding sync.
+		sl := sliding(t, alice, "", map[string]any{"lists": map[string]any{"all": map[string]any{"ranges": [][]int{{0, 20}}, "timeline_limit": 1}}})
+		if _, ok := sl.Rooms[fromMallory]; ok {
+			t.Errorf("alice's sliding sync shows mallory's invite")
+		}
+		if _, ok := sl.Rooms[fromBob]; !ok {
+			t.Errorf("alice's sliding sync rooms lack bob's invite %s", fromBob)
+		}
 		// Unblocking shows her messages again.
 		alice.MustDo("DELETE", im+"/blocked/"+mallory.UserID, nil, nil)
 		settle(t, "mallory's messages visible again", func() bool {
