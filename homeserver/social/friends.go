@@ -385,8 +385,13 @@ func (s *Service) Friends(ctx context.Context, userID string) ([]Friend, error) 
 		return nil, err
 	}
 	out := []Friend{}
+	seen := map[string]bool{}
 	for _, r := range rows {
 		f := Friend{UserID: r.other(userID), RoomID: r.roomID, Since: r.updated}
+		if seen[f.UserID] {
+			continue // two crossing requests both accepted: one friend
+		}
+		seen[f.UserID] = true
 		if p, err := s.d.Users.ProfileOf(ctx, f.UserID); err == nil {
 			f.DisplayName, f.AvatarURL = p.DisplayName, p.AvatarURL
 		}
