@@ -258,3 +258,16 @@ func (h *handlers) openIDToken(r *httpapi.Request) (any, error) {
 	return map[string]any{"access_token": token, "token_type": "Bearer", "matrix_server_name": h.cfg.ServerName,
 		"expires_in": int(users.OpenIDLifetime.Seconds())}, nil
 }
+
+func (h *handlers) reportUser(r *httpapi.Request) (any, error) {
+	var body struct {
+		Reason *string `json:"reason"`
+	}
+	if err := r.Decode(&body); err != nil {
+		return nil, err
+	}
+	if body.Reason == nil {
+		return nil, mxerror.New(mxerror.MissingParam, "reason is required (it may be empty)")
+	}
+	return struct{}{}, h.users.ReportUser(r.Context(), r.Caller.UserID, r.Vars["userId"], *body.Reason)
+}

@@ -1,6 +1,8 @@
 package clientapi
 
 import (
+	"net/http"
+
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
@@ -92,4 +94,26 @@ func (h *handlers) deleteRegistrationToken(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	return struct{}{}, notFound(h.users.DeleteRegistrationToken(r.Context(), r.Vars["token"]), "registration token")
+}
+
+// accountRestriction serves GET and PUT /v1/admin/suspend|lock/{userId} (spec
+// v1.18): {"suspended": bool} or {"locked": bool}.
+func (h *handlers) accountRestriction(r users.AccountRestriction) httpapi.Handler {
+	return func(req *httpapi.Request) (any, error) {
+		var set *bool
+		if req.Method == http.MethodPut {
+			var body map[string]*bool
+			if err := req.Decode(&body); err != nil {
+				return nil, err
+			}
+			if set = body[string(r)]; set == nil {
+				return nil, mxerror.New(mxerror.BadJSON, "%s must be a boolean", r)
+			}
+		}
+		on, err := h.users.AdminRestriction(req.Context(), req.Caller, req.Vars["userId"], r, set)
+		if err != nil {
+			return nil, err
+		}
+		return map[string]bool{string(r): on}, nil
+	}
 }

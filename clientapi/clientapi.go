@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/hongyan/hongyan/homeserver/clientsync"
+	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -30,6 +31,8 @@ type Config struct {
 	PublicBaseURL string
 	// DefaultRoomVersion and the supported versions are advertised in /capabilities.
 	DefaultRoomVersion string
+	// Support is served as /.well-known/matrix/support.
+	Support config.Support
 }
 
 // Deps are the core services the client API calls.
@@ -71,6 +74,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
+	router.Handle("/.well-known/matrix/support", get(api, h.wellKnownSupport)).Methods(http.MethodGet)
 	api.Handle(router, http.MethodGet, "/_matrix/client/versions", h.versions)
 
 	// r0 and v3 are the same API; Sytest and older clients still use r0.
@@ -87,13 +91,15 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodPost, "/login", h.login, httpapi.RateLimited)
 	api.Handle(v1, http.MethodPost, "/login/get_token", h.getLoginToken, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/refresh", h.refresh, httpapi.RateLimited)
-	api.Handle(v3, http.MethodPost, "/logout", h.logout, httpapi.Authed, httpapi.GuestsAllowed)
-	api.Handle(v3, http.MethodPost, "/logout/all", h.logoutAll, httpapi.Authed, httpapi.GuestsAllowed)
+	// A locked account may still log out, and nothing else (spec, account locking).
+	api.Handle(v3, http.MethodPost, "/logout", h.logout, httpapi.Authed, httpapi.GuestsAllowed, httpapi.LockedAllowed)
+	api.Handle(v3, http.MethodPost, "/logout/all", h.logoutAll, httpapi.Authed, httpapi.GuestsAllowed, httpapi.LockedAllowed)
 
 	api.Handle(v3, http.MethodGet, "/account/whoami", h.whoami, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodPost, "/account/password", h.changePassword, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/account/deactivate", h.deactivate, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodGet, "/account/3pid", h.threepids, httpapi.Authed)
+	api.Handle(v3, http.MethodPost, "/users/{userId}/report", h.reportUser, httpapi.Authed, httpapi.RateLimited)
 
 	api.Handle(v3, http.MethodGet, "/devices", h.devices, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodGet, "/devices/{deviceId}", h.device, httpapi.Authed, httpapi.GuestsAllowed)
@@ -129,6 +135,12 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerTags(v3, api)
 	h.registerPushRules(v3, api)
 	h.registerSocial(router, api)
+
+	for _, r := range []users.AccountRestriction{users.Suspended, users.Locked} {
+		path := "/admin/" + map[users.AccountRestriction]string{users.Suspended: "suspend", users.Locked: "lock"}[r] + "/{userId}"
+		api.Handle(v1, http.MethodGet, path, h.accountRestriction(r), httpapi.Authed)
+		api.Handle(v1, http.MethodPut, path, h.accountRestriction(r), httpapi.Authed)
+	}
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

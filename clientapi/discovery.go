@@ -1,6 +1,7 @@
 package clientapi
 
 import (
+	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/httpapi"
 )
 
@@ -32,7 +33,7 @@ func (h *handlers) wellKnownServer(*httpapi.Request) (any, error) {
 	return map[string]string{"m.server": h.cfg.ServerName}, nil
 }
 
-func (h *handlers) capabilities(*httpapi.Request) (any, error) {
+func (h *handlers) capabilities(r *httpapi.Request) (any, error) {
 	available := map[string]string{}
 	for _, v := range roomVersions {
 		available[v] = "stable"
@@ -41,12 +42,31 @@ func (h *handlers) capabilities(*httpapi.Request) (any, error) {
 	if def == "" {
 		def = "10"
 	}
+	// Spec v1.18: whether the caller may suspend and lock accounts — a server
+	// admin may, nobody else.
+	admin := r.Caller.IsAdmin
 	return map[string]any{"capabilities": map[string]any{
-		"m.change_password": map[string]bool{"enabled": true},
-		"m.room_versions":   map[string]any{"default": def, "available": available},
-		"m.set_displayname": map[string]bool{"enabled": true},
-		"m.set_avatar_url":  map[string]bool{"enabled": true},
-		"m.3pid_changes":    map[string]bool{"enabled": false},
-		"m.get_login_token": map[string]bool{"enabled": true},
+		"m.account_moderation": map[string]bool{"suspend": admin, "lock": admin},
+		"m.change_password":    map[string]bool{"enabled": true},
+		"m.room_versions":      map[string]any{"default": def, "available": available},
+		"m.set_displayname":    map[string]bool{"enabled": true},
+		"m.set_avatar_url":     map[string]bool{"enabled": true},
+		"m.3pid_changes":       map[string]bool{"enabled": false},
+		"m.get_login_token":    map[string]bool{"enabled": true},
 	}}, nil
+}
+
+func (h *handlers) wellKnownSupport(*httpapi.Request) (any, error) {
+	s := h.cfg.Support
+	if len(s.Contacts) == 0 && s.Page == "" {
+		return nil, mxerror.New(mxerror.NotFound, "no support information is configured")
+	}
+	res := map[string]any{}
+	if len(s.Contacts) > 0 {
+		res["contacts"] = s.Contacts
+	}
+	if s.Page != "" {
+		res["support_page"] = s.Page
+	}
+	return res, nil
 }

@@ -3,8 +3,10 @@ package clientapi
 import (
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -26,6 +28,47 @@ func (h *handlers) registerRoomReads(v3, v1 *mux.Router, api *httpapi.API) {
 	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/timestamp_to_event", h.timestampToEvent, authed...)
 	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/threads", h.threads, authed...)
 	api.Handle(v1, http.MethodGet, "/rooms/{roomId}/hierarchy", h.hierarchy, authed...)
+	// Anonymous callers may ask too (the spec allows it for discoverable rooms),
+	// rate-limited: a summary of a room held elsewhere costs a federation request.
+	api.Handle(v1, http.MethodGet, "/room_summary/{roomIdOrAlias}", h.roomSummary, httpapi.OptionalAuth, httpapi.RateLimited)
+	api.Handle(v1, http.MethodGet, "/mutual_rooms", h.mutualRooms, httpapi.Authed, httpapi.RateLimited)
+}
+
+func (h *handlers) roomSummary(r *httpapi.Request) (any, error) {
+	target := r.Vars["roomIdOrAlias"]
+	if !strings.HasPrefix(target, "!") && !strings.HasPrefix(target, "#") {
+		return nil, mxerror.New(mxerror.InvalidParam, "%q is neither a room ID nor an alias", target)
+	}
+	// Caller.UserID is "" for an anonymous caller.
+	return h.rooms.PreviewRoom(r.Context(), target, r.Caller.UserID, r.URL.Query()["via"])
+}
+
+// mutualRoomsPage bounds one page of /mutual_rooms.
+const mutualRoomsPage = 100
+
+func (h *handlers) mutualRooms(r *httpapi.Request) (any, error) {
+	other := r.URL.Query().Get("user_id")
+	if other == "" {
+		return nil, mxerror.New(mxerror.MissingParam, "user_id is required")
+	}
+	if _, err := spec.NewUserID(other, false); err != nil || other == r.Caller.UserID {
+		return nil, mxerror.New(mxerror.InvalidParam, "user_id must be another user's ID")
+	}
+	from := r.URL.Query().Get("from")
+	if from != "" && rooms.CheckRoomID(from) != nil {
+		return nil, mxerror.New(mxerror.InvalidParam, "invalid from token")
+	}
+	joined, total, err := h.rooms.MutualRooms(r.Context(), r.Caller.UserID, other, from, mutualRoomsPage)
+	if err != nil {
+		return nil, err
+	}
+	res := map[string]any{"joined": joined, "count": total}
+	if len(joined) == mutualRoomsPage {
+		// The token is the last room ID given: pages stay consistent as rooms are
+		// joined and left between requests.
+		res["next_batch"] = joined[len(joined)-1]
+	}
+	return res, nil
 }
 
 func (h *handlers) hierarchy(r *httpapi.Request) (any, error) {

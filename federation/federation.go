@@ -259,6 +259,7 @@ func (s *Service) Register(router *mux.Router, api *httpapi.API) {
 	api.Handle(fed, http.MethodGet, "/v1/user/devices/{userId}", s.authed(s.userDevices))
 	if s.deps.Media != nil {
 		api.Handle(fed, http.MethodGet, "/v1/media/download/{mediaId}", s.authed(s.mediaDownload))
+		api.Handle(fed, http.MethodGet, "/v1/media/thumbnail/{mediaId}", s.authed(s.mediaThumbnail))
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/outbound"
+	"github.com/hongyan/hongyan/media"
 )
 
 // FetchMedia downloads another server's media through the authenticated federation
@@ -120,15 +121,43 @@ func (s *Service) mediaDownload(r *fedRequest) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return multipartMedia(obj, info.ContentType, info.UploadName), nil
+}
+
+// mediaThumbnail serves a thumbnail of this server's media to another server
+// (spec v1.11), made or reused exactly as for local clients.
+func (s *Service) mediaThumbnail(r *fedRequest) (any, error) {
+	q, err := media.ParseThumbnailQuery(r.URL.Query())
+	if err != nil {
+		return nil, err
+	}
+	info, err := s.deps.Media.Get(r.Context(), s.cfg.ServerName, r.Vars["mediaId"])
+	if err != nil {
+		return nil, err
+	}
+	t, err := s.deps.Media.Thumbnail(r.Context(), info, q.Width, q.Height, q.Method, q.Animated)
+	if err != nil {
+		return nil, err
+	}
+	obj, _, err := s.deps.Media.OpenThumbnail(r.Context(), t)
+	if err != nil {
+		return nil, err
+	}
+	return multipartMedia(obj, t.ContentType, ""), nil
+}
+
+// multipartMedia answers a federation media request: multipart/mixed with an
+// empty JSON metadata part and the bytes.
+func multipartMedia(obj io.ReadCloser, contentType, uploadName string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		defer obj.Close()
 		mw := multipart.NewWriter(w)
 		w.Header().Set("Content-Type", "multipart/mixed; boundary="+mw.Boundary())
 		meta, _ := mw.CreatePart(textproto.MIMEHeader{"Content-Type": {"application/json"}})
 		meta.Write([]byte("{}"))
-		h := textproto.MIMEHeader{"Content-Type": {info.ContentType}}
-		if info.UploadName != "" {
-			if d := mime.FormatMediaType("attachment", map[string]string{"filename": info.UploadName}); d != "" {
+		h := textproto.MIMEHeader{"Content-Type": {contentType}}
+		if uploadName != "" {
+			if d := mime.FormatMediaType("attachment", map[string]string{"filename": uploadName}); d != "" {
 				h.Set("Content-Disposition", d)
 			}
 		}
@@ -137,5 +166,5 @@ func (s *Service) mediaDownload(r *fedRequest) (any, error) {
 			return // the other server sees a truncated body and retries
 		}
 		mw.Close()
-	}), nil
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"testing"
 	"time"
@@ -26,6 +27,13 @@ func signedRequest(t *testing.T, from, to *testserver.Server, method, path strin
 	t.Helper()
 	client := fclient.NewFederationClient([]*fclient.SigningIdentity{{ServerName: spec.ServerName(from.Config.ServerName),
 		KeyID: gomatrixserverlib.KeyID(from.Key.ID), PrivateKey: from.Key.PrivateKey}}, fclient.WithSkipVerify(true))
+	return client.DoRequestAndParseResponse(context.Background(), signedHTTPRequest(t, from, to, method, path, body), out)
+}
+
+// signedHTTPRequest is the request signedRequest sends, for a test that reads the
+// raw response.
+func signedHTTPRequest(t *testing.T, from, to *testserver.Server, method, path string, body any) *http.Request {
+	t.Helper()
 	req := fclient.NewFederationRequest(method, spec.ServerName(from.Config.ServerName), spec.ServerName(to.Config.ServerName), path)
 	if body != nil {
 		if err := req.SetContent(body); err != nil {
@@ -39,7 +47,7 @@ func signedRequest(t *testing.T, from, to *testserver.Server, method, path strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	return client.DoRequestAndParseResponse(context.Background(), hr, out)
+	return hr
 }
 
 // errStatus is the HTTP status and errcode of a failed request ("" and 200 if it

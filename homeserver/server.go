@@ -212,6 +212,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		Ignored: func(ctx context.Context, userID string) (map[string]bool, error) {
 			return s.Social.IgnoredSet(ctx, userID)
 		},
+		Suspension: s.Users,
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)
@@ -261,6 +262,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		ServerName:         cfg.ServerName,
 		PublicBaseURL:      cfg.PublicBaseURL,
 		DefaultRoomVersion: cfg.DefaultRoomVersion,
+		Support:            cfg.Support,
 	}, clientapi.Deps{
 		Users:        s.Users,
 		Rooms:        s.Rooms,

@@ -75,10 +75,12 @@ type Response struct {
 type Option func(*route)
 
 type route struct {
-	auth        authMode
-	guests      bool
-	rateLimited bool
-	bodyLimit   int64
+	auth   authMode
+	guests bool
+	// lockedAllowed admits a locked account (logout only).
+	lockedAllowed bool
+	rateLimited   bool
+	bodyLimit     int64
 }
 
 type authMode int
@@ -98,6 +100,10 @@ func OptionalAuth(r *route) { r.auth = authOptional }
 
 // GuestsAllowed lets guest accounts use an authenticated route.
 func GuestsAllowed(r *route) { r.guests = true }
+
+// LockedAllowed lets a locked account use an authenticated route; the spec allows
+// logging out and nothing else.
+func LockedAllowed(r *route) { r.lockedAllowed = true }
 
 // BodyLimit replaces the JSON body limit for a route that streams a larger body
 // (media uploads) and enforces its own limit while reading.
@@ -226,6 +232,9 @@ func (a *API) authenticate(req *Request, rt route) error {
 	}
 	if c.IsGuest && !rt.guests {
 		return mxerror.New(mxerror.GuestAccessForbidden, "guest accounts cannot use this endpoint")
+	}
+	if c.Locked && !rt.lockedAllowed {
+		return mxerror.New(mxerror.UserLocked, "this account has been locked")
 	}
 	req.Caller, req.Authed = c, true
 	return nil

@@ -17,7 +17,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -422,4 +424,28 @@ func (s *Service) DeleteOlderThan(ctx context.Context, ts int64) ([]string, erro
 func (s *Service) Usage(ctx context.Context, userID string) (count, bytes int64, err error) {
 	err = s.db.QueryRow(ctx, `SELECT COUNT(*), COALESCE(SUM(size), 0) FROM media WHERE uploader = $1`, userID).Scan(&count, &bytes)
 	return count, bytes, err
+}
+
+// ThumbnailQuery is a thumbnail request's parameters, as the client and the
+// federation media APIs both take them.
+type ThumbnailQuery struct {
+	Width, Height int
+	// Method is crop, scale or "" (the server's choice).
+	Method   string
+	Animated bool
+}
+
+// ParseThumbnailQuery reads width, height, method and animated from a query
+// string; anything invalid is M_INVALID_PARAM.
+func ParseThumbnailQuery(q url.Values) (ThumbnailQuery, error) {
+	width, werr := strconv.Atoi(q.Get("width"))
+	height, herr := strconv.Atoi(q.Get("height"))
+	if werr != nil || herr != nil || width <= 0 || height <= 0 {
+		return ThumbnailQuery{}, mxerror.New(mxerror.InvalidParam, "width and height must be positive integers")
+	}
+	method := q.Get("method")
+	if method != "" && method != "crop" && method != "scale" {
+		return ThumbnailQuery{}, mxerror.New(mxerror.InvalidParam, "method must be crop or scale")
+	}
+	return ThumbnailQuery{Width: width, Height: height, Method: method, Animated: q.Get("animated") == "true"}, nil
 }

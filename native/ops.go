@@ -108,12 +108,21 @@ func opAuth(ctx context.Context, s *session, body []byte) (any, error) {
 		if err != nil {
 			return nil, err
 		}
+		if c.Locked {
+			return nil, mxerror.New(mxerror.UserLocked, "this account has been locked")
+		}
 		s.token = req.Token
 		reply = AuthReply{UserID: c.UserID, DeviceID: c.DeviceID}
 		s.localpart = c.Localpart
 	case req.User != "" && req.Password != "":
 		sess, err := u.LoginPassword(ctx, req.User, req.Password, users.LoginOptions{DeviceID: req.DeviceID, DisplayName: req.DeviceName, IP: remoteIP(s)})
 		if err != nil {
+			return nil, err
+		}
+		if locked, err := u.Restricted(ctx, sess.UserID, users.Locked); err != nil || locked {
+			if err == nil {
+				err = &mxerror.Error{Code: mxerror.UserLocked, Message: "this account has been locked", Extra: map[string]any{"access_token": sess.AccessToken, "device_id": sess.DeviceID}}
+			}
 			return nil, err
 		}
 		s.token = sess.AccessToken

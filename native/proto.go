@@ -38,6 +38,9 @@ const (
 	CloseSlowConsumer = "slow_consumer"   // the outgoing queue or unacknowledged pushes hit their bound
 	CloseShutdown     = "server_shutdown"
 	CloseLoggedOut    = "logged_out" // the access token stopped being valid
+	// CloseLocked: an admin locked the account; the token stays valid, so the
+	// client keeps it and reconnects to learn when the lock is lifted.
+	CloseLocked = "account_locked"
 )
 
 // ClosePush is the payload of a "close" push.

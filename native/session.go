@@ -339,9 +339,13 @@ func (s *session) throttle(op string) error {
 // checkToken looks the session's access token up again and closes the session with
 // logged_out if it is no longer valid. Safe from any goroutine once authenticated.
 func (s *session) checkToken(ctx context.Context) (closed bool) {
-	_, err := s.srv.d.Users.Authenticate(ctx, s.token, remoteIP(s))
+	c, err := s.srv.d.Users.Authenticate(ctx, s.token, remoteIP(s))
 	if mxerror.Is(err, mxerror.UnknownToken) {
 		s.closeWith(CloseLoggedOut, "the access token is no longer valid")
+		return true
+	}
+	if err == nil && c.Locked {
+		s.closeWith(CloseLocked, "this account has been locked")
 		return true
 	}
 	if err != nil && ctx.Err() == nil {

@@ -62,6 +62,7 @@ type Config struct {
 	Social       Social       `yaml:"social"`
 	// UserDirectory configures /user_directory/search.
 	UserDirectory UserDirectory `yaml:"user_directory"`
+	Support       Support       `yaml:"support"`
 }
 
 // Social configures friends and groups (homeserver/social).
@@ -78,6 +79,24 @@ type UserDirectory struct {
 	// the searcher or in a public room (Synapse's option of the same name).
 	// Default false.
 	SearchAllUsers bool `yaml:"search_all_users"`
+}
+
+// Support is what /.well-known/matrix/support tells people who need help with
+// this server. With neither contacts nor a page the document is 404, as the spec
+// allows.
+type Support struct {
+	// Contacts are the people to reach, each with a role (m.role.admin or
+	// m.role.security) and a Matrix ID, an email address or both.
+	Contacts []SupportContact `yaml:"contacts"`
+	// Page is a URL of a page with help for this server's users.
+	Page string `yaml:"page"`
+}
+
+// SupportContact is one entry of Support.Contacts.
+type SupportContact struct {
+	Role         string `yaml:"role" json:"role"`
+	MatrixID     string `yaml:"matrix_id" json:"matrix_id,omitempty"`
+	EmailAddress string `yaml:"email_address" json:"email_address,omitempty"`
 }
 
 // Federation configures the server–server API. It is off until Listen is set.
@@ -499,6 +518,17 @@ func (c *Config) Validate() error {
 				return fmt.Errorf("federation.trusted_key_servers: key %s of %s is not a base64 ed25519 public key", id, ks.ServerName)
 			}
 		}
+	}
+	for i, sc := range c.Support.Contacts {
+		if sc.Role == "" || (sc.MatrixID == "" && sc.EmailAddress == "") {
+			return fmt.Errorf("support.contacts[%d]: a role and a matrix_id or email_address are required", i)
+		}
+		if sc.MatrixID != "" && !strings.HasPrefix(sc.MatrixID, "@") {
+			return fmt.Errorf("support.contacts[%d]: matrix_id %q is not a user ID", i, sc.MatrixID)
+		}
+	}
+	if p := c.Support.Page; p != "" && !strings.HasPrefix(p, "https://") && !strings.HasPrefix(p, "http://") {
+		return fmt.Errorf("support.page %q is not an http(s) URL", p)
 	}
 	if _, err := outbound.ParsePrefixes(c.Federation.AllowCIDRs); err != nil {
 		return fmt.Errorf("federation.allow_cidrs: %w", err)

@@ -156,8 +156,12 @@ func (e *Error) MarshalJSON() ([]byte, error) {
 	}
 	body["errcode"] = e.Code
 	body["error"] = e.Message
-	if e.Code == UnknownToken {
+	switch e.Code {
+	case UnknownToken:
 		body["soft_logout"] = e.SoftLogout
+	case UserLocked:
+		// The spec: a locked account's client keeps its session and state.
+		body["soft_logout"] = true
 	}
 	if e.RetryAfterMs > 0 {
 		body["retry_after_ms"] = e.RetryAfterMs

@@ -65,6 +65,9 @@ type createPlan struct {
 // computes the room's first events, writes them in one go, then does what needs the
 // room to exist: invites to other servers, the alias and the directory entry.
 func (s *Service) CreateRoom(ctx context.Context, creator string, req CreateRequest) (string, error) {
+	if err := s.checkActive(ctx, creator); err != nil {
+		return "", err
+	}
 	plan, err := s.checkCreate(ctx, req)
 	if err != nil {
 		return "", err

@@ -34,6 +34,12 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 	if _, err := spec.NewUserID(m.Target, true); err != nil {
 		return Sent{}, mxerror.New(mxerror.InvalidParam, "%q is not a valid user ID", m.Target)
 	}
+	switch m.Membership {
+	case "join", "knock", "invite":
+		if err := s.checkActive(ctx, m.Sender); err != nil {
+			return Sent{}, err
+		}
+	}
 	// Kick and unban are leaves sent by someone else, and only make sense for a
 	// member, or for a banned user.
 	switch m.Membership {
@@ -185,6 +191,11 @@ func (s *Service) Send(ctx context.Context, roomID string, p Proto) (Sent, error
 	if p.Type == spec.MRoomCreate {
 		return Sent{}, mxerror.New(mxerror.Forbidden, "a room has exactly one create event")
 	}
+	if p.Type != spec.MRoomRedaction { // Redact lets a suspended user take back their own
+		if err := s.checkActive(ctx, p.Sender); err != nil {
+			return Sent{}, err
+		}
+	}
 	if len(p.Content) > 0 {
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(p.Content, &obj); err != nil {
@@ -236,8 +247,14 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 
 // Redact redacts an event the sender can see, with an optional reason.
 func (s *Service) Redact(ctx context.Context, roomID, sender, eventID, reason string, txn *Txn) (Sent, error) {
-	if _, err := s.Event(ctx, roomID, sender, eventID); err != nil {
+	ev, err := s.Event(ctx, roomID, sender, eventID)
+	if err != nil {
 		return Sent{}, err
+	}
+	if ev.Sender != sender {
+		if err := s.checkActive(ctx, sender); err != nil {
+			return Sent{}, err
+		}
 	}
 	content := map[string]any{"redacts": eventID} // room version 11 moved redacts into content
 	if reason != "" {

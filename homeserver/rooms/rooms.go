@@ -19,6 +19,7 @@ import (
 	"errors"
 	"hash/fnv"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,6 +77,23 @@ type Config struct {
 	// Ignored, if not nil, names the users a reader ignores; the visibility
 	// filter hides their non-state events from that reader.
 	Ignored IgnoredUsers
+	// Suspension says whether a local user is suspended (M_USER_SUSPENDED): a
+	// suspended user may leave and redact their own events, not create rooms,
+	// join, knock, invite or send. May be nil (nobody is suspended).
+	Suspension Suspension
+}
+
+// Suspension is the account check the engine asks before a user acts.
+type Suspension interface {
+	CheckNotSuspended(ctx context.Context, userID string) error
+}
+
+// checkActive refuses a suspended local user.
+func (s *Service) checkActive(ctx context.Context, userID string) error {
+	if s.cfg.Suspension == nil || !strings.HasSuffix(userID, ":"+s.cfg.ServerName) {
+		return nil
+	}
+	return s.cfg.Suspension.CheckNotSuspended(ctx, userID)
 }
 
 // Service is the room engine. It is safe for concurrent use.

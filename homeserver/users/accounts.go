@@ -304,6 +304,9 @@ type Caller struct {
 	DeviceID  string
 	IsGuest   bool
 	IsAdmin   bool
+	// Locked is true when an admin locked the account: front-ends refuse every
+	// request but logout with M_USER_LOCKED.
+	Locked bool
 	// tokenHash identifies the token for Logout.
 	tokenHash string
 }
@@ -314,9 +317,9 @@ func (s *Service) Authenticate(ctx context.Context, token, ip string) (Caller, e
 	c := Caller{tokenHash: hashToken(token)}
 	var expires int64
 	var deactivated bool
-	err := s.db.QueryRow(ctx, `SELECT t.localpart, t.device_id, t.expires_ts, a.is_guest, a.is_admin, a.deactivated
+	err := s.db.QueryRow(ctx, `SELECT t.localpart, t.device_id, t.expires_ts, a.is_guest, a.is_admin, a.deactivated, a.locked
 		FROM access_tokens t JOIN accounts a ON a.localpart = t.localpart WHERE t.token_hash = $1`, c.tokenHash).
-		Scan(&c.Localpart, &c.DeviceID, &expires, &c.IsGuest, &c.IsAdmin, &deactivated)
+		Scan(&c.Localpart, &c.DeviceID, &expires, &c.IsGuest, &c.IsAdmin, &deactivated, &c.Locked)
 	if errors.Is(err, sql.ErrNoRows) || deactivated {
 		return Caller{}, mxerror.New(mxerror.UnknownToken, "unknown access token")
 	}

@@ -62,6 +62,9 @@ func (s *Service) SetAvatarURL(ctx context.Context, localpart string, url *strin
 }
 
 func (s *Service) setProfileField(ctx context.Context, localpart, column string, value *string) error {
+	if err := s.CheckNotSuspended(ctx, s.UserID(localpart)); err != nil {
+		return err
+	}
 	// column is one of two constants above, never client input.
 	_, err := s.db.Exec(ctx, `INSERT INTO profiles (localpart, `+column+`) VALUES ($1, $2)
 		ON CONFLICT (localpart) DO UPDATE SET `+column+` = excluded.`+column, localpart, value)

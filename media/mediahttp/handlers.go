@@ -191,18 +191,11 @@ func (h *handlers) legacyThumbnail(r *httpapi.Request) (any, error) {
 }
 
 func (h *handlers) serveThumbnail(r *httpapi.Request, info media.Info) (any, error) {
-	q := r.URL.Query()
-	width, werr := strconv.Atoi(q.Get("width"))
-	height, herr := strconv.Atoi(q.Get("height"))
-	if werr != nil || herr != nil || width <= 0 || height <= 0 {
-		return nil, mxerror.New(mxerror.InvalidParam, "width and height must be positive integers")
+	q, err := media.ParseThumbnailQuery(r.URL.Query())
+	if err != nil {
+		return nil, err
 	}
-	method := q.Get("method")
-	if method != "" && method != "crop" && method != "scale" {
-		return nil, mxerror.New(mxerror.InvalidParam, "method must be crop or scale")
-	}
-	animated := q.Get("animated") == "true"
-	t, err := h.s.Thumbnail(r.Context(), info, width, height, method, animated)
+	t, err := h.s.Thumbnail(r.Context(), info, q.Width, q.Height, q.Method, q.Animated)
 	if err != nil {
 		return nil, err
 	}

@@ -304,7 +304,9 @@ func (c *Client) reader(conn net.Conn) {
 		delete(c.pending, id)
 	}
 	current := c.conn == conn
-	loggedOut := c.closeCode == native.CloseLoggedOut
+	// Reconnecting cannot help a dead token or a locked account: the app decides
+	// (log in again, or tell the user and try later).
+	loggedOut := c.closeCode == native.CloseLoggedOut || c.closeCode == native.CloseLocked
 	c.mu.Unlock()
 	switch {
 	case current && loggedOut:

@@ -28,30 +28,56 @@ func TestClassify(t *testing.T) {
 }
 
 func TestParseAndBaseline(t *testing.T) {
-	defs := `export interface paths {
-  "/_matrix/client/v3/login": {
-    get: operations["getLoginFlows"];
-    post: operations["login"];
-  };
-  "/_matrix/client/v3/sync": {
-    get: operations["sync"];
-  };
-}`
-	eps, err := parseDefinitions(strings.NewReader(defs), "client-server")
-	if err != nil || len(eps) != 3 {
-		t.Fatalf("parseDefinitions = %v, %v; want 3 endpoints", eps, err)
+	// The shape of the spec's data/api/client-server files: paths relative to the
+	// basePath server variable, a path-level parameters list, deprecated flags.
+	doc := `openapi: 3.1.0
+paths:
+  "/v3/login":
+    get:
+      operationId: getLoginFlows
+    post:
+      operationId: login
+  "/v3/sync":
+    parameters:
+      - in: query
+        name: since
+    get:
+      operationId: sync
+  "/v3/events":
+    get:
+      deprecated: true
+servers:
+  - url: "{protocol}://{hostname}{basePath}"
+    variables:
+      basePath:
+        default: /_matrix/client
+`
+	eps, err := parseOpenAPI([]byte(doc), "client-server")
+	if err != nil || len(eps) != 4 {
+		t.Fatalf("parseOpenAPI = %v, %v; want 4 endpoints", eps, err)
 	}
-	report := "| client-server | GET | /_matrix/client/v3/sync | COVERED |\n| client-server | POST | /_matrix/client/v3/login | MISSING |\n"
-	base, err := ReadBaseline(strings.NewReader(report))
-	if err != nil || len(base) != 1 {
-		t.Fatalf("ReadBaseline = %v, %v", base, err)
+	byKey := map[string]Endpoint{}
+	for _, e := range eps {
+		byKey[e.key()] = e
 	}
-	now := map[string]bool{Endpoint{"client-server", "POST", "/_matrix/client/v3/login"}.key(): true}
-	if reg := Regressions(base, now); len(reg) != 1 || !strings.Contains(reg[0], "/sync") {
+	if e, ok := byKey["client-server GET /_matrix/client/v3/events"]; !ok || !e.Deprecated {
+		t.Errorf("events endpoint = %+v, %v; want it, deprecated", e, ok)
+	}
+	if e, ok := byKey["client-server GET /_matrix/client/v3/sync"]; !ok || e.Deprecated {
+		t.Errorf("sync endpoint = %+v, %v; want it, not deprecated", e, ok)
+	}
+	report := "Spec: v1.19 (commit abc)\n| client-server | GET | /_matrix/client/v3/sync | COVERED |\n| client-server | POST | /_matrix/client/v3/login | MISSING |\n| client-server | GET | /_matrix/client/v3/events | COVERED, deprecated |\n"
+	rep, err := ReadReport(strings.NewReader(report))
+	if err != nil || len(rep.Endpoints) != 3 || len(rep.Covered) != 2 || rep.Spec != "v1.19 (commit abc)" || !rep.Endpoints[2].Deprecated {
+		t.Fatalf("ReadReport = %+v, %v", rep, err)
+	}
+	now := map[string]bool{Endpoint{API: "client-server", Method: "POST", Path: "/_matrix/client/v3/login"}.key(): true,
+		Endpoint{API: "client-server", Method: "GET", Path: "/_matrix/client/v3/events"}.key(): true}
+	if reg := Regressions(rep.Covered, now); len(reg) != 1 || !strings.Contains(reg[0], "/sync") {
 		t.Errorf("Regressions = %v; want the sync endpoint", reg)
 	}
-	now[Endpoint{"client-server", "GET", "/_matrix/client/v3/sync"}.key()] = true
-	if reg := Regressions(base, now); len(reg) != 0 {
+	now[Endpoint{API: "client-server", Method: "GET", Path: "/_matrix/client/v3/sync"}.key()] = true
+	if reg := Regressions(rep.Covered, now); len(reg) != 0 {
 		t.Errorf("Regressions = %v; want none", reg)
 	}
 }
