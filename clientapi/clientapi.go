@@ -18,6 +18,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/push"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/httpapi"
@@ -47,6 +48,8 @@ type Deps struct {
 	// Directory searches users.
 	Directory *directory.Service
 	Push      *push.Service
+	// Social serves the IM API (friends and groups); nil leaves it off.
+	Social *social.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 	// AppServices registers and logs in application services' users and
@@ -65,6 +68,7 @@ type handlers struct {
 	e2ee      *e2ee.Service
 	directory *directory.Service
 	push      *push.Service
+	social    *social.Service
 	ss        *users.SharedSecret
 	// appservices is nil when no application service is configured.
 	appservices *appservice.Service
@@ -72,7 +76,7 @@ type handlers struct {
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, ss: deps.SharedSecret, appservices: deps.AppServices}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -137,6 +141,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerTags(v3, api)
 	h.registerPushRules(v3, api)
 	h.registerAppServices(v3, v1, api)
+	h.registerSocial(router, api)
 
 	for _, r := range []users.AccountRestriction{users.Suspended, users.Locked} {
 		path := "/admin/" + map[users.AccountRestriction]string{users.Suspended: "suspend", users.Locked: "lock"}[r] + "/{userId}"

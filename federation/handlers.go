@@ -63,7 +63,7 @@ func (s *Service) send(r *fedRequest) (any, error) {
 			continue // not even an event ID to answer for
 		}
 		if err != nil {
-			report(ev.EventID(), err)
+			report(ev.EventID(), s.rescind(ctx, r.Origin, ev, err))
 			continue
 		}
 		room := ev.RoomID().String()
@@ -140,6 +140,21 @@ func (s *Service) checkPDU(ctx context.Context, origin string, raw json.RawMessa
 		}
 	}
 	return ev, s.verify(ctx, ev)
+}
+
+// rescind takes an event refused because the origin is in no room here that
+// withdraws an invite of a local user one of origin's users sent (a friend
+// request cancelled, an invite rescinded): the room engine stores it, once its
+// signatures check, so the invitee's server learns. Any other event keeps refused.
+func (s *Service) rescind(ctx context.Context, origin string, ev gomatrixserverlib.PDU, refused error) error {
+	ok, err := s.deps.Rooms.RescindsInvite(ctx, origin, ev)
+	if err != nil || !ok {
+		return refused
+	}
+	if err := s.verify(ctx, ev); err != nil {
+		return err
+	}
+	return s.deps.Rooms.ReceiveRescind(ctx, ev)
 }
 
 // ownMembership reports whether ev is a membership event of one of origin's users

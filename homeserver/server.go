@@ -36,6 +36,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
+	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/tlscert"
 	"github.com/hongyan/hongyan/homeserver/typing"
@@ -60,6 +61,7 @@ type Server struct {
 	Typing   *typing.Service
 	Presence *presence.Service
 	E2EE     *e2ee.Service
+	Social   *social.Service
 	Media    *media.Service
 	Native   *native.Server
 	// AppServices holds the application services' registrations and their
@@ -136,6 +138,9 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		if err := s.buildFederation(ctx, router, api); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.Social.Start(ctx); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -218,6 +223,15 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		Suspension:         s.Users,
 		AliasReserved:      func(alias, creator string) bool { return s.AppServices.AliasReserved(alias, creator) },
 		AliasMissing:       func(ctx context.Context, alias string) bool { return s.AppServices.QueryAlias(ctx, alias) },
+		// A group's size cap holds for every front-end's invites and joins;
+		// social is built below, before any request can arrive.
+		Gate: func(ctx context.Context, roomID string, m rooms.Membership) error {
+			return s.Social.CheckMembership(ctx, roomID, m)
+		},
+		// Ignored users' events are hidden from their ignorers in every read.
+		Ignored: func(ctx context.Context, userID string) (map[string]bool, error) {
+			return s.Social.IgnoredSet(ctx, userID)
+		},
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)
@@ -230,6 +244,8 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
 	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
+	s.Social = social.New(social.Config{ServerName: cfg.ServerName, MaxGroupMembers: cfg.Social.MaxGroupMembers, Bus: s.Bus.Conn},
+		social.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Presence: s.Presence, Push: push.New(s.Users)})
 	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
 		return err
@@ -302,8 +318,9 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Typing:       s.Typing,
 		Presence:     s.Presence,
 		E2EE:         s.E2EE,
-		Directory:    directory.New(s.DB, cfg.ServerName),
+		Directory:    directory.New(s.DB, directory.Config{ServerName: cfg.ServerName, SearchAllUsers: cfg.UserDirectory.SearchAllUsers, Users: s.Users}),
 		Push:         push.New(s.Users),
+		Social:       s.Social,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 		AppServices:  s.AppServices,
 	})
@@ -325,7 +342,7 @@ func (s *Server) buildNative(router *mux.Router, limiter *ratelimit.Limiter) err
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
 		TokenRecheck:  cfg.Native.TokenRecheck,
 		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.RateLimit.PerSecond), RateBurst: cfg.RateLimit.Burst},
-		native.Deps{Limiter: limiter, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
+		native.Deps{Limiter: limiter, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Social: s.Social, Bus: s.Bus.Conn})
 	if err != nil {
 		return fmt.Errorf("native protocol: %w", err)
 	}
@@ -581,6 +598,9 @@ func (s *Server) Close() {
 	}
 	if s.AppServices != nil {
 		s.AppServices.Close()
+	}
+	if s.Social != nil {
+		s.Social.Close()
 	}
 	if s.notifier != nil {
 		s.notifier.Close()

@@ -54,6 +54,10 @@ func init() {
 		"upload":       {true, opUpload},
 		"download":     {true, opDownload},
 	}
+	// Friends and groups (social.go).
+	for name, o := range socialOps {
+		ops[name] = o
+	}
 }
 
 // decodeError is a request whose data does not decode into the op's fields.

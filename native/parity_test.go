@@ -40,6 +40,12 @@ func mxCall(c *testserver.Client, method, path string, body any) (any, string) {
 	return nil, fmt.Sprintf("HTTP %d %s", status, data)
 }
 
+// asList is v as a list, for a Matrix reply's array field.
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
 // field is out[key], for a Matrix reply decoded as a map.
 func field(out any, key string) any {
 	m, _ := out.(map[string]any)
@@ -112,6 +118,12 @@ func TestParity(t *testing.T) {
 		}
 		msg := say(alice.mx, "alice's message")
 		redactMx, redactNat := say(alice.mx, "redact me (Matrix)"), say(alice.mx, "redact me (native)")
+
+		var grp map[string]string
+		alice.mx.MustDo("POST", "/_matrix/client/unstable/im.hongyan/groups", map[string]any{"name": "Parity group", "members": []string{bob.mx.UserID}}, &grp)
+		group := grp["room_id"]
+		bob.mx.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(group), map[string]any{}, nil)
+		im := "/_matrix/client/unstable/im.hongyan"
 
 		r := url.PathEscape(room)
 		sendPath := func(roomID string) string {
@@ -312,6 +324,90 @@ func TestParity(t *testing.T) {
 					return ok(mxCall(carol.mx, "GET", "/_matrix/client/v3/presence/"+url.PathEscape(bob.mx.UserID)+"/status", nil))
 				},
 				func() (any, string) { return ok(nat(carol.nat.Presence(ctx, bob.mx.UserID))) }},
+			{"friend request to oneself", "M_INVALID_PARAM",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", im+"/friends/requests", map[string]any{"user_id": carol.mx.UserID}))
+				},
+				func() (any, string) { return ok(nat(carol.nat.RequestFriend(ctx, carol.mx.UserID, ""))) }},
+			{"friend request to an unknown user", "M_NOT_FOUND",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", im+"/friends/requests", map[string]any{"user_id": "@nobody:" + hs}))
+				},
+				func() (any, string) { return ok(nat(carol.nat.RequestFriend(ctx, "@nobody:"+hs, ""))) }},
+			{"friend request (dave, erin to carol)", "",
+				func() (any, string) {
+					out, code := mxCall(dave.mx, "POST", im+"/friends/requests", map[string]any{"user_id": carol.mx.UserID, "message": "hi"})
+					return field(out, "user_id"), code
+				},
+				func() (any, string) {
+					r, err := erin.nat.RequestFriend(ctx, carol.mx.UserID, "hi")
+					return r.UserID, errCode(err)
+				}},
+			{"accept a request never made", "M_NOT_FOUND",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "POST", im+"/friends/requests/"+url.PathEscape(carol.mx.UserID)+"/accept", nil))
+				},
+				func() (any, string) { return ok(nat(bob.nat.AcceptFriend(ctx, carol.mx.UserID))) }},
+			{"accept (carol accepts dave, then erin)", "",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", im+"/friends/requests/"+url.PathEscape(dave.mx.UserID)+"/accept", nil))
+				},
+				func() (any, string) { return ok(nat(carol.nat.AcceptFriend(ctx, erin.mx.UserID))) }},
+			{"friends", "",
+				func() (any, string) {
+					out, code := mxCall(carol.mx, "GET", im+"/friends", nil)
+					var ids []string
+					for _, f := range asList(field(out, "friends")) {
+						ids = append(ids, field(f, "user_id").(string))
+					}
+					return ids, code
+				},
+				func() (any, string) {
+					fs, err := carol.nat.Friends(ctx)
+					var ids []string
+					for _, f := range fs {
+						ids = append(ids, f.UserID)
+					}
+					return ids, errCode(err)
+				}},
+			{"remove a stranger as a friend", "M_NOT_FOUND",
+				func() (any, string) { return ok(mxCall(bob.mx, "DELETE", im+"/friends/"+url.PathEscape(carol.mx.UserID), nil)) },
+				func() (any, string) { return ok(nat(nil, bob.nat.RemoveFriend(ctx, carol.mx.UserID))) }},
+			{"groups", "",
+				func() (any, string) {
+					out, code := mxCall(bob.mx, "GET", im+"/groups", nil)
+					var ids []string
+					for _, g := range asList(field(out, "groups")) {
+						ids = append(ids, field(g, "room_id").(string))
+					}
+					return ids, code
+				},
+				func() (any, string) {
+					gs, err := bob.nat.Groups(ctx)
+					var ids []string
+					for _, g := range gs {
+						ids = append(ids, g.RoomID)
+					}
+					return ids, errCode(err)
+				}},
+			{"group members of a stranger", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "GET", im+"/groups/"+url.PathEscape(group)+"/members", nil))
+				},
+				func() (any, string) { return ok(nat(carol.nat.GroupMembers(ctx, group))) }},
+			{"transfer a group by a non-owner", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "POST", im+"/groups/"+url.PathEscape(group)+"/transfer", map[string]any{"user_id": bob.mx.UserID}))
+				},
+				func() (any, string) { return ok(nat(nil, bob.nat.TransferGroup(ctx, group, bob.mx.UserID))) }},
+			{"dissolve a group by a non-owner", "M_FORBIDDEN",
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "POST", im+"/groups/"+url.PathEscape(group)+"/dissolve", nil))
+				},
+				func() (any, string) { return ok(nat(nil, bob.nat.DissolveGroup(ctx, group))) }},
+			{"group of a malformed room ID", "M_INVALID_PARAM",
+				func() (any, string) { return ok(mxCall(bob.mx, "GET", im+"/groups/nope/members", nil)) },
+				func() (any, string) { return ok(nat(bob.nat.GroupMembers(ctx, "nope"))) }},
 		}
 		for _, tc := range cases {
 			mres, mcode := tc.matrix()

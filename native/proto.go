@@ -306,3 +306,127 @@ type ReceiptPush struct {
 	ThreadID string `json:"thread_id,omitempty"`
 	TS       int64  `json:"ts"`
 }
+
+// FriendRequestOp sends a friend request (op friend_request) with a message.
+type FriendRequestOp struct {
+	UserID  string `json:"user_id"`
+	Message string `json:"message,omitempty"`
+}
+
+// FriendRequest is a friend request as one side sees it: UserID is the other
+// side. RoomID is the request's direct-message room.
+type FriendRequest struct {
+	RoomID    string `json:"room_id"`
+	UserID    string `json:"user_id"`
+	Requester string `json:"requester"`
+	Target    string `json:"target"`
+	Message   string `json:"message"`
+	TS        int64  `json:"ts"`
+}
+
+// FriendRequests answers friend_requests: the user's pending requests.
+type FriendRequests struct {
+	Incoming []FriendRequest `json:"incoming"`
+	Outgoing []FriendRequest `json:"outgoing"`
+}
+
+// Friend is one entry of the friends reply.
+type Friend struct {
+	UserID        string  `json:"user_id"`
+	RoomID        string  `json:"room_id"`
+	Since         int64   `json:"since"`
+	DisplayName   *string `json:"displayname,omitempty"`
+	AvatarURL     *string `json:"avatar_url,omitempty"`
+	Presence      string  `json:"presence,omitempty"`
+	StatusMsg     *string `json:"status_msg,omitempty"`
+	LastActiveAgo int64   `json:"last_active_ago,omitempty"`
+}
+
+// FriendsReply answers friends.
+type FriendsReply struct {
+	Friends []Friend `json:"friends"`
+}
+
+// BlockedReply answers blocked.
+type BlockedReply struct {
+	Blocked []string `json:"blocked"`
+}
+
+// GroupCreate creates a group (op group_create).
+type GroupCreate struct {
+	Name    string   `json:"name"`
+	Members []string `json:"members,omitempty"`
+}
+
+// Group is one of the user's groups.
+type Group struct {
+	RoomID       string `json:"room_id"`
+	Name         string `json:"name"`
+	AvatarURL    string `json:"avatar_url,omitempty"`
+	Announcement string `json:"announcement,omitempty"`
+	Owner        string `json:"owner"`
+	Members      int    `json:"joined_members"`
+	Muted        bool   `json:"muted"`
+}
+
+// GroupsReply answers groups.
+type GroupsReply struct {
+	Groups []Group `json:"groups"`
+}
+
+// GroupMember is a member and their role: owner, admin or member.
+type GroupMember struct {
+	UserID      string  `json:"user_id"`
+	DisplayName *string `json:"displayname,omitempty"`
+	AvatarURL   *string `json:"avatar_url,omitempty"`
+	Role        string  `json:"role"`
+	PowerLevel  int64   `json:"power_level"`
+}
+
+// GroupMembersReply answers group_members.
+type GroupMembersReply struct {
+	Members []GroupMember `json:"members"`
+}
+
+// GroupUser names a group and a user (group_invite, group_kick, group_transfer).
+type GroupUser struct {
+	RoomID string `json:"room_id"`
+	UserID string `json:"user_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// GroupUpdate changes a group's name, avatar (mxc://) or announcement; absent
+// fields stay.
+type GroupUpdate struct {
+	RoomID       string  `json:"room_id"`
+	Name         *string `json:"name,omitempty"`
+	AvatarURL    *string `json:"avatar_url,omitempty"`
+	Announcement *string `json:"announcement,omitempty"`
+}
+
+// GroupMute mutes or unmutes a group for the user.
+type GroupMute struct {
+	RoomID string `json:"room_id"`
+	Muted  bool   `json:"muted"`
+}
+
+// SocialPush is the payload of the typed social pushes, sent to every started
+// session of the user it concerns:
+//
+//   - friend_request: From asks to be friends (RoomID, Message);
+//   - friend_answer: From answered the user's request, or withdrew theirs: Answer
+//     is accepted, declined or cancelled;
+//   - friend_removed: From ended the friendship;
+//   - group_change: Change is invite (From invited the user to RoomID), removed
+//     (From removed the user), updated (name, avatar, announcement or roles) or
+//     dissolved.
+//
+// They ride on room events the session also receives (the invite, the join); a
+// session that was offline lists requests and groups when it connects.
+type SocialPush struct {
+	RoomID  string `json:"room_id"`
+	From    string `json:"from,omitempty"`
+	Message string `json:"message,omitempty"`
+	Answer  string `json:"answer,omitempty"`
+	Change  string `json:"change,omitempty"`
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
 	"github.com/hongyan/hongyan/media"
@@ -89,7 +90,9 @@ type Deps struct {
 	Receipts *receipts.Service
 	Presence *presence.Service
 	Media    *media.Service
-	Bus      *nats.Conn
+	// Social serves the friends and groups ops; nil answers them M_UNRECOGNIZED.
+	Social *social.Service
+	Bus    *nats.Conn
 }
 
 // Server serves native sessions on any number of listeners.
@@ -124,6 +127,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		typing.Subject:       s.hub.onTyping,
 		receipts.Subject:     s.hub.onReceipt,
 		users.RevokedSubject: s.onRevoked,
+		social.Subject:       s.hub.onSocial,
 	} {
 		sub, err := d.Bus.Subscribe(subject, func(m *nats.Msg) { fn(m.Data) })
 		if err != nil {
@@ -536,6 +540,15 @@ func newFeedEvent(e rooms.ClientEvent) *feedEvent {
 		fe.membership, _ = fe.push.Data.Event.Content["membership"].(string)
 	}
 	return fe
+}
+
+// hiddenFeedEvent is fe, a message from a user the session's user ignores, as
+// that user is pushed it: its seq, type and sender only, its content empty and
+// unsigned["im.hongyan.ignored"] true, so that seq stays gapless.
+func hiddenFeedEvent(fe *feedEvent) *feedEvent {
+	ev := fe.push.Data.Event
+	ev.Content, ev.Unsigned, ev.Redacts = map[string]any{}, map[string]any{"im.hongyan.ignored": true}, ""
+	return &feedEvent{seq: fe.seq, typ: fe.typ, push: Message[EventPush]{Op: "event", Data: EventPush{RoomID: fe.push.Data.RoomID, Seq: fe.seq, Event: ev}}}
 }
 
 func (fe *feedEvent) frame(c Codec) ([]byte, error) {

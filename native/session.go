@@ -315,6 +315,7 @@ func (s *session) handle(body []byte) bool {
 var readOps = map[string]bool{
 	"ping": true, "resume": true, "ack": true, "history": true, "rooms": true, "state": true,
 	"receipt": true, "get_presence": true, "profile": true, "download": true,
+	"friend_requests": true, "friends": true, "blocked": true, "groups": true, "group_members": true,
 }
 
 // throttle takes one request's token: before auth from the remote address's bucket
@@ -462,6 +463,12 @@ func (s *session) pushPending() error {
 	}
 	clear(s.dirty)
 	s.mu.Unlock()
+	// Users this one ignores (m.ignored_user_list): their invites are not pushed
+	// and their messages are pushed as hidden stubs, keeping seq gapless.
+	ignored, err := s.srv.d.Rooms.IgnoredBy(s.ctx, s.userID)
+	if err != nil {
+		return err
+	}
 
 	// Membership events in rooms not pushed yet: the event itself, and on a join
 	// the room's events from there on.
@@ -472,7 +479,7 @@ func (s *session) pushPending() error {
 			return err
 		}
 		fe := newFeedEvent(evs[0])
-		if fe.stateKey != s.userID {
+		if fe.stateKey != s.userID || (fe.membership == "invite" && ignored[fe.push.Data.Event.Sender]) {
 			continue
 		}
 		s.mu.Lock()
@@ -513,6 +520,9 @@ func (s *session) pushPending() error {
 		}
 		left := false
 		for _, fe := range evs {
+			if ignored[fe.push.Data.Event.Sender] && fe.push.Data.Event.StateKey == nil {
+				fe = hiddenFeedEvent(fe)
+			}
 			if !s.pushEvent(roomID, fe) {
 				return nil
 			}

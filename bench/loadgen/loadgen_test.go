@@ -34,6 +34,7 @@ func TestScenarios(t *testing.T) {
 		{"native_fanout", func() (loadgen.Result, error) {
 			return loadgen.RunNativeFanout(ctx, cfg, srv.NativeAddr, 5, 20, time.Second)
 		}, "delivered_share"},
+		{"native_social", func() (loadgen.Result, error) { return loadgen.RunNativeSocial(ctx, cfg, srv.NativeAddr, 3) }, "request_push_p50_ms"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := tc.run()

@@ -7,6 +7,11 @@
 //
 // Commands: /rooms, /open ROOM, /join ROOM, /create NAME [@user …], /invite @user,
 // /leave, /history [N], /me TEXT, /quit.
+//
+// Friends and groups: /friend @user [MESSAGE], /requests, /accept @user,
+// /decline @user, /cancel @user, /friends, /unfriend @user, /block @user,
+// /unblock @user, /group NAME [@user …], /groups, /members, /kick @user,
+// /transfer @user, /rename NAME, /mute, /unmute, /dissolve.
 package main
 
 import (
@@ -171,6 +176,10 @@ func (t *cli) command(line string) {
 		err = t.history(ctx, room, n)
 	case "/me":
 		_, err = t.c.Send(ctx, native.Send{RoomID: room, Kind: "emote", Body: arg})
+	case "/friend", "/requests", "/accept", "/decline", "/cancel", "/friends", "/unfriend", "/block", "/unblock":
+		err = t.friendCommand(ctx, cmd, arg)
+	case "/group", "/groups", "/members", "/kick", "/transfer", "/rename", "/mute", "/unmute", "/dissolve":
+		err = t.groupCommand(ctx, cmd, arg, room)
 	default:
 		if strings.HasPrefix(cmd, "/") {
 			t.printf("! unknown command %s\n", cmd)
@@ -217,6 +226,8 @@ func (t *cli) receive() {
 			if open && len(others) > 0 {
 				t.printf("  … %s typing\n", strings.Join(others, ", "))
 			}
+		case p.Social != nil:
+			t.showSocial(p.Social)
 		}
 	}
 }

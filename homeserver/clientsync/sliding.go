@@ -420,9 +420,24 @@ func (s *Service) buildSliding(ctx context.Context, req SlidingRequest, prev *co
 	// leave once.
 	var candidates []rooms.MembershipRow
 	byID := map[string]rooms.MembershipRow{}
+	ignored, err := s.rooms.IgnoredBy(ctx, req.UserID)
+	if err != nil {
+		return nil, nil, false, err
+	}
 	for _, m := range memberships {
 		switch m.Membership {
-		case spec.Join, spec.Invite, spec.Knock:
+		case spec.Invite:
+			if len(ignored) > 0 {
+				// An ignored user's invite is not shown, as in /sync.
+				stripped, err := s.rooms.StrippedState(ctx, m.RoomID, req.UserID)
+				if err != nil {
+					return nil, nil, false, err
+				}
+				if invitedBy(stripped, req.UserID, ignored) {
+					continue
+				}
+			}
+		case spec.Join, spec.Knock:
 		default:
 			sent, ok := prevRooms[m.RoomID]
 			if !ok || sent.membership == spec.Leave || sent.membership == spec.Ban || sent.upTo >= m.StreamPos {

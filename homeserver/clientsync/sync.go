@@ -411,11 +411,21 @@ func (s *Service) planRooms(ctx context.Context, req Request, since, cur Token, 
 // addInvites adds the rooms invited to and knocked on since the token, each with
 // the stripped state the user may see.
 func (s *Service) addInvites(ctx context.Context, req Request, plan roomPlan, resp *Response) error {
+	var ignored map[string]bool
+	if len(plan.invites) > 0 {
+		var err error
+		if ignored, err = s.rooms.IgnoredBy(ctx, req.UserID); err != nil {
+			return err
+		}
+	}
 	for _, roomID := range plan.invites {
 		ir := &InvitedRoom{}
 		var err error
 		if ir.InviteState.Events, err = s.rooms.StrippedState(ctx, roomID, req.UserID); err != nil {
 			return err
+		}
+		if invitedBy(ir.InviteState.Events, req.UserID, ignored) {
+			continue // the spec's ignoring: an ignored user's invites are not shown
 		}
 		resp.Rooms.Invite[roomID] = ir
 	}
@@ -427,6 +437,21 @@ func (s *Service) addInvites(ctx context.Context, req Request, plan roomPlan, re
 		resp.Rooms.Knock[roomID] = map[string]any{"knock_state": map[string]any{"events": events}}
 	}
 	return nil
+}
+
+// invitedBy reports whether the invite of userID in stripped state was sent by
+// one of the users in senders.
+func invitedBy(stripped []map[string]any, userID string, senders map[string]bool) bool {
+	if len(senders) == 0 {
+		return false
+	}
+	for _, ev := range stripped {
+		if ev["type"] == "m.room.member" && ev["state_key"] == userID {
+			sender, _ := ev["sender"].(string)
+			return senders[sender]
+		}
+	}
+	return false
 }
 
 // addLeaves adds the rooms left or banned from since the token.

@@ -71,6 +71,26 @@ type Config struct {
 	// services with https URLs. Test networks only (Sytest's services present a
 	// certificate of its own CA); logged loudly at start.
 	AppServiceInsecureSkipVerify bool `yaml:"app_service_insecure_skip_verify"`
+
+	Social Social `yaml:"social"`
+	// UserDirectory configures /user_directory/search.
+	UserDirectory UserDirectory `yaml:"user_directory"`
+}
+
+// Social configures friends and groups (homeserver/social).
+type Social struct {
+	// MaxGroupMembers caps a group's joined plus invited members, on every
+	// front-end (a Matrix client's /invite and /join too). Default 500; 0 or less
+	// takes the default.
+	MaxGroupMembers int `yaml:"max_group_members"`
+}
+
+// UserDirectory configures who /user_directory/search finds.
+type UserDirectory struct {
+	// SearchAllUsers finds every local user, not only those sharing a room with
+	// the searcher or in a public room (Synapse's option of the same name).
+	// Default false.
+	SearchAllUsers bool `yaml:"search_all_users"`
 }
 
 // Support is what /.well-known/matrix/support tells people who need help with
@@ -314,6 +334,7 @@ func Default() Config {
 		Federation: Federation{RatePerSecond: 50, RateBurst: 500, PartialStateJoins: true},
 		Log:        Log{Level: "info", Format: "text"},
 		Presence:   Presence{Enabled: true, VisibleTo: PresenceVisibleSharedRooms},
+		Social:     Social{MaxGroupMembers: 500},
 	}
 }
 

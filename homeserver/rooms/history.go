@@ -102,6 +102,7 @@ type visibility struct {
 	roomID      string
 	currentlyIn bool
 	bySnapshot  map[int64][2]string // snapshot → (history visibility, membership)
+	ignored     map[string]bool     // senders a user reader ignores
 }
 
 // errNoReader is a programming error: a Reader with neither a user nor a server.
@@ -116,6 +117,11 @@ func (s *Service) newVisibility(ctx context.Context, roomID string, r Reader) (*
 			return nil, err
 		}
 		v.currentlyIn = m == "join"
+		if s.cfg.Ignored != nil {
+			if v.ignored, err = s.cfg.Ignored(ctx, r.UserID); err != nil {
+				return nil, err
+			}
+		}
 	case r.ServerName == "":
 		return nil, errNoReader
 	}
@@ -125,6 +131,9 @@ func (s *Service) newVisibility(ctx context.Context, roomID string, r Reader) (*
 func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
 	if v.reader.ownsMembership(r.typ, r.stateKey) {
 		return true, nil
+	}
+	if r.stateKey == nil && v.ignored[r.sender] {
+		return false, nil
 	}
 	at, err := v.at(ctx, r)
 	if err != nil {

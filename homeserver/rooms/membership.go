@@ -56,6 +56,11 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		}
 		m.Membership = "leave"
 	}
+	if s.cfg.Gate != nil && (m.Membership == "invite" || m.Membership == "join") {
+		if err := s.cfg.Gate(ctx, roomID, m); err != nil {
+			return Sent{}, err
+		}
+	}
 	content := s.memberContent(ctx, m.Target, m.Membership, m.IsDirect)
 	if m.Membership == "join" && m.Sender == m.Target {
 		remote, err := s.joinsRemotely(ctx, roomID)

@@ -71,6 +71,12 @@ type Config struct {
 	Bus *nats.Conn
 	// Profiles fills member events' displayname and avatar_url. May be nil.
 	Profiles Profiles
+	// Gate, if not nil, may refuse a local invite or join before it is built
+	// (homeserver/social's group size cap).
+	Gate MembershipGate
+	// Ignored, if not nil, names the users a reader ignores; the visibility
+	// filter hides their non-state events from that reader.
+	Ignored IgnoredUsers
 	// Suspension says whether a local user is suspended (M_USER_SUSPENDED): a
 	// suspended user may leave and redact their own events, not create rooms,
 	// join, knock, invite or send. May be nil (nobody is suspended).

@@ -60,6 +60,14 @@ type Push struct {
 	Event   *native.EventPush
 	Typing  *native.TypingPush
 	Receipt *native.ReceiptPush
+	Social  *SocialPush
+}
+
+// SocialPush is a typed friends-and-groups push: Kind is its op (friend_request,
+// friend_answer, friend_removed or group_change).
+type SocialPush struct {
+	Kind string
+	native.SocialPush
 }
 
 // ErrClosed is returned by calls on a closed client.
@@ -274,6 +282,11 @@ func (c *Client) reader(conn net.Conn) {
 			var m native.Message[native.ReceiptPush]
 			if native.Unmarshal(codec, body, &m) == nil {
 				c.deliver(Push{Receipt: &m.Data})
+			}
+		case "friend_request", "friend_answer", "friend_removed", "group_change":
+			var m native.Message[native.SocialPush]
+			if native.Unmarshal(codec, body, &m) == nil {
+				c.deliver(Push{Social: &SocialPush{Kind: env.Op, SocialPush: m.Data}})
 			}
 		case "close":
 			var m native.Message[native.ClosePush]

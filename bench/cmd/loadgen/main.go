@@ -1,5 +1,6 @@
 // Command loadgen drives a homeserver with load scenarios over the client–server API
-// (and, for Hongyan, its native protocol: scenarios native_idle and native_fanout)
+// (and, for Hongyan, its native protocol: scenarios native_idle, native_fanout and
+// native_social)
 // and prints one JSON line per scenario. It works against any homeserver with open
 // registration (m.login.dummy) and rate limits off; given the server's pid it also
 // reports the server's CPU time and memory.
@@ -45,6 +46,7 @@ func main() {
 	nativeMembers := flag.Int("native-members", 1000, "native_fanout: connected room members")
 	nativeRate := flag.Float64("native-rate", 50, "native_fanout: messages per second")
 	nativeDur := flag.Duration("native-duration", 15*time.Second, "native_fanout: how long to send")
+	socialPairs := flag.Int("social-pairs", 200, "native_social: requester and target pairs")
 	flag.Parse()
 
 	cfg := loadgen.Config{
@@ -81,6 +83,8 @@ func main() {
 			r, err = loadgen.RunNativeIdle(ctx, cfg, *nativeAddr, *nativeConns, *nativeUsers)
 		case "native_fanout":
 			r, err = loadgen.RunNativeFanout(ctx, cfg, *nativeAddr, *nativeMembers, *nativeRate, *nativeDur)
+		case "native_social":
+			r, err = loadgen.RunNativeSocial(ctx, cfg, *nativeAddr, *socialPairs)
 		default:
 			err = fmt.Errorf("unknown scenario %q", sc)
 		}
