@@ -14,6 +14,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/push"
+	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/typing"
@@ -43,6 +44,7 @@ type Deps struct {
 	// Directory searches users.
 	Directory *directory.Service
 	Push      *push.Service
+	Pushers   *pusher.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 }
@@ -58,12 +60,13 @@ type handlers struct {
 	e2ee      *e2ee.Service
 	directory *directory.Service
 	push      *push.Service
+	pushers   *pusher.Service
 	ss        *users.SharedSecret
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, ss: deps.SharedSecret}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, pushers: deps.Pushers, ss: deps.SharedSecret}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -124,6 +127,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerBackup(v3, api)
 	h.registerTags(v3, api)
 	h.registerPushRules(v3, api)
+	h.registerPushers(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

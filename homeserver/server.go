@@ -31,6 +31,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/outbound"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/push"
+	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
@@ -59,14 +60,19 @@ type Server struct {
 	Typing   *typing.Service
 	Presence *presence.Service
 	E2EE     *e2ee.Service
-	Media    *media.Service
-	Native   *native.Server
+	Push     *push.Service
+	// Pushers stores pushers and delivers notifications to push gateways.
+	Pushers *pusher.Service
+	Media   *media.Service
+	Native  *native.Server
 	// Federation is nil when federation is off.
 	Federation *federation.Service
 	// FederationGuard dials federation and remote media, PreviewGuard URL
 	// previews (nil FederationGuard: federation is off). Tests read their
 	// counters to prove a refused address was never dialled.
 	FederationGuard, PreviewGuard *outbound.Guard
+	// PushGuard dials push gateways (push.gateway_allow_cidrs).
+	PushGuard *outbound.Guard
 
 	// FederationMiddleware, if set before ListenFederation, wraps the federation
 	// API's handler: tests use it to hold back requests of one kind.
@@ -107,6 +113,9 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		limiter = ratelimit.New(cfg.RateLimit.PerSecond, cfg.RateLimit.Burst)
 	}
 	if err := s.buildCore(limiter); err != nil {
+		return nil, err
+	}
+	if err := s.buildPushers(ctx); err != nil {
 		return nil, err
 	}
 	router, api, err := s.buildClientAPI(ctx, limiter)
@@ -180,14 +189,14 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		// Member events follow profile changes; rooms is built below, before any
 		// request can arrive.
 		ProfileChanged: func(ctx context.Context, userID string) error { return s.Rooms.RefreshMemberProfile(ctx, userID) },
-		// A deleted device's keys and queued messages go with it.
+		// A deleted device's keys, queued messages and pushers go with it.
 		DevicesDeleted: func(ctx context.Context, userID string, deviceIDs []string) error {
 			for _, d := range deviceIDs {
 				if err := s.E2EE.DeviceDeleted(ctx, userID, d); err != nil {
 					return err
 				}
 			}
-			return nil
+			return s.Pushers.DeleteDevices(ctx, userID, deviceIDs)
 		},
 		Hasher: users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 	})
@@ -210,12 +219,31 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
 	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
+	s.Push = push.New(s.Users)
 	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
 	if err != nil {
 		return err
 	}
 	s.notifier = notifier
 	s.Sync = clientsync.New(clientsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
+	return nil
+}
+
+// buildPushers starts delivery to push gateways, reading the notifications
+// stream of the push rule evaluator.
+func (s *Server) buildPushers(ctx context.Context) error {
+	allow, _ := outbound.ParsePrefixes(s.Config.Push.GatewayAllowCIDRs) // validated
+	s.PushGuard = outbound.New(outbound.Policy{Purpose: "push gateway", Allow: allow})
+	var src pusher.Source
+	if ps, ok := any(s.Push).(pusher.Source); ok {
+		src = ps
+	}
+	var err error
+	s.Pushers, err = pusher.New(ctx, pusher.Config{Guard: s.PushGuard},
+		pusher.Deps{DB: s.DB, Rooms: s.Rooms, Source: src, Receipts: s.Receipts, Bus: s.Bus.Conn})
+	if err != nil {
+		return fmt.Errorf("pushers: %w", err)
+	}
 	return nil
 }
 
@@ -254,7 +282,8 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Presence:     s.Presence,
 		E2EE:         s.E2EE,
 		Directory:    directory.New(s.DB, cfg.ServerName),
-		Push:         push.New(s.Users),
+		Push:         s.Push,
+		Pushers:      s.Pushers,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	var err error
@@ -275,7 +304,7 @@ func (s *Server) buildNative(router *mux.Router, limiter *ratelimit.Limiter) err
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
 		TokenRecheck:  cfg.Native.TokenRecheck,
 		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.RateLimit.PerSecond), RateBurst: cfg.RateLimit.Burst},
-		native.Deps{Limiter: limiter, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
+		native.Deps{Limiter: limiter, Pushers: s.Pushers, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
 	if err != nil {
 		return fmt.Errorf("native protocol: %w", err)
 	}
@@ -528,6 +557,9 @@ func (s *Server) Close() {
 	}
 	if s.Native != nil {
 		s.Native.Close()
+	}
+	if s.Pushers != nil {
+		s.Pushers.Close()
 	}
 	if s.notifier != nil {
 		s.notifier.Close()

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hongyan/hongyan/homeserver/presence"
+	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
@@ -89,7 +90,10 @@ type Deps struct {
 	Receipts *receipts.Service
 	Presence *presence.Service
 	Media    *media.Service
-	Bus      *nats.Conn
+	// Pushers serves the pushers ops; its NotifiedSubject notices become
+	// "notification" pushes.
+	Pushers *pusher.Service
+	Bus     *nats.Conn
 }
 
 // Server serves native sessions on any number of listeners.
@@ -120,10 +124,11 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.hub = newHub(s)
 	for subject, fn := range map[string]func([]byte){
-		rooms.NoticeSubject:  s.hub.onRoomNotice,
-		typing.Subject:       s.hub.onTyping,
-		receipts.Subject:     s.hub.onReceipt,
-		users.RevokedSubject: s.onRevoked,
+		rooms.NoticeSubject:    s.hub.onRoomNotice,
+		typing.Subject:         s.hub.onTyping,
+		receipts.Subject:       s.hub.onReceipt,
+		users.RevokedSubject:   s.onRevoked,
+		pusher.NotifiedSubject: s.hub.onNotified,
 	} {
 		sub, err := d.Bus.Subscribe(subject, func(m *nats.Msg) { fn(m.Data) })
 		if err != nil {

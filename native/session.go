@@ -315,6 +315,7 @@ func (s *session) handle(body []byte) bool {
 var readOps = map[string]bool{
 	"ping": true, "resume": true, "ack": true, "history": true, "rooms": true, "state": true,
 	"receipt": true, "get_presence": true, "profile": true, "download": true,
+	"pushers.get": true,
 }
 
 // throttle takes one request's token: before auth from the remote address's bucket

@@ -59,6 +59,17 @@ type Config struct {
 	Log          Log          `yaml:"log"`
 	Metrics      Metrics      `yaml:"metrics"`
 	Presence     Presence     `yaml:"presence"`
+	Push         Push         `yaml:"push"`
+}
+
+// Push configures delivery to push gateways.
+type Push struct {
+	// GatewayAllowCIDRs is a comma-separated list of CIDR prefixes push gateways
+	// may be reached at although they are loopback, private or otherwise not
+	// public (a gateway inside the deployment's network; 127.0.0.0/8,::1/128 for
+	// tests and Sytest). Pusher URLs come from users, so by default only public
+	// addresses are dialled. Empty: public addresses only.
+	GatewayAllowCIDRs string `yaml:"gateway_allow_cidrs"`
 }
 
 // Federation configures the server–server API. It is off until Listen is set.
@@ -485,6 +496,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := outbound.ParsePrefixes(c.Media.PreviewAllow); err != nil {
 		return fmt.Errorf("media.preview_allow: %w", err)
+	}
+	if _, err := outbound.ParsePrefixes(c.Push.GatewayAllowCIDRs); err != nil {
+		return fmt.Errorf("push.gateway_allow_cidrs: %w", err)
 	}
 	if (c.Federation.TLSCert == "") != (c.Federation.TLSKey == "") {
 		return errors.New("federation.tls_cert and federation.tls_key go together")

@@ -60,6 +60,8 @@ type Push struct {
 	Event   *native.EventPush
 	Typing  *native.TypingPush
 	Receipt *native.ReceiptPush
+	// Notification says an event notifies the user (their push rules matched).
+	Notification *native.NotificationPush
 }
 
 // ErrClosed is returned by calls on a closed client.
@@ -274,6 +276,11 @@ func (c *Client) reader(conn net.Conn) {
 			var m native.Message[native.ReceiptPush]
 			if native.Unmarshal(codec, body, &m) == nil {
 				c.deliver(Push{Receipt: &m.Data})
+			}
+		case "notification":
+			var m native.Message[native.NotificationPush]
+			if native.Unmarshal(codec, body, &m) == nil {
+				c.deliver(Push{Notification: &m.Data})
 			}
 		case "close":
 			var m native.Message[native.ClosePush]
