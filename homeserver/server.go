@@ -59,8 +59,10 @@ type Server struct {
 	Typing   *typing.Service
 	Presence *presence.Service
 	E2EE     *e2ee.Service
-	Media    *media.Service
-	Native   *native.Server
+	// Push holds push rules and evaluates every new event against them.
+	Push   *push.Service
+	Media  *media.Service
+	Native *native.Server
 	// Federation is nil when federation is off.
 	Federation *federation.Service
 	// FederationGuard dials federation and remote media, PreviewGuard URL
@@ -210,7 +212,11 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
 	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
-	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
+	s.Push = push.New(push.Deps{DB: s.DB, Users: s.Users, Rooms: s.Rooms, Receipts: s.Receipts, Bus: s.Bus.Conn, ServerName: cfg.ServerName})
+	if err := s.Push.Start(context.Background()); err != nil {
+		return err
+	}
+	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject, push.NoticeSubject)
 	if err != nil {
 		return err
 	}
@@ -254,7 +260,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Presence:     s.Presence,
 		E2EE:         s.E2EE,
 		Directory:    directory.New(s.DB, cfg.ServerName),
-		Push:         push.New(s.Users),
+		Push:         s.Push,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 	})
 	var err error
@@ -531,6 +537,9 @@ func (s *Server) Close() {
 	}
 	if s.notifier != nil {
 		s.notifier.Close()
+	}
+	if s.Push != nil {
+		s.Push.Close()
 	}
 	if s.Typing != nil {
 		s.Typing.Close()
