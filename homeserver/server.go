@@ -60,7 +60,8 @@ type Server struct {
 	Typing   *typing.Service
 	Presence *presence.Service
 	E2EE     *e2ee.Service
-	Push     *push.Service
+	// Push holds push rules and evaluates every new event against them.
+	Push *push.Service
 	// Pushers stores pushers and delivers notifications to push gateways.
 	Pushers *pusher.Service
 	Media   *media.Service
@@ -219,8 +220,11 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
 	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
-	s.Push = push.New(s.Users)
-	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
+	s.Push = push.New(push.Deps{DB: s.DB, Users: s.Users, Rooms: s.Rooms, Receipts: s.Receipts, Bus: s.Bus.Conn, ServerName: cfg.ServerName})
+	if err := s.Push.Start(context.Background()); err != nil {
+		return err
+	}
+	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject, push.NoticeSubject)
 	if err != nil {
 		return err
 	}
@@ -563,6 +567,9 @@ func (s *Server) Close() {
 	}
 	if s.notifier != nil {
 		s.notifier.Close()
+	}
+	if s.Push != nil {
+		s.Push.Close()
 	}
 	if s.Typing != nil {
 		s.Typing.Close()
