@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/push"
 	"github.com/hongyan/hongyan/homeserver/pusher"
 )
 
@@ -50,25 +51,38 @@ func opPushersSet(ctx context.Context, s *session, body []byte) (any, error) {
 	return struct{}{}, nil
 }
 
-// onNotified pushes each notification to its user's sessions on this node.
+// onNotified pushes each notification to its user's sessions on this node,
+// with the room's unread counts, counted only for users with sessions here.
 func (h *hub) onNotified(data []byte) {
 	var n pusher.Notified
 	if err := json.Unmarshal(data, &n); err != nil {
 		slog.Warn("native: notified notice", "err", err)
 		return
 	}
+	var mine []push.Notification
+	subs := map[string][]*session{}
+	h.mu.RLock()
 	for _, nt := range n.Notifications {
-		h.mu.RLock()
-		subs := h.byUser.of(nt.UserID)
-		h.mu.RUnlock()
-		if len(subs) == 0 {
-			continue
+		if _, ok := subs[nt.UserID]; !ok {
+			subs[nt.UserID] = h.byUser.of(nt.UserID)
 		}
+		if len(subs[nt.UserID]) > 0 {
+			mine = append(mine, nt)
+		}
+	}
+	h.mu.RUnlock()
+	if len(mine) == 0 {
+		return
+	}
+	if err := h.srv.d.Pushers.FillUnread(context.Background(), mine); err != nil {
+		slog.Warn("native: unread counts for notifications", "err", err)
+	}
+	for _, nt := range mine {
 		p := NotificationPush{RoomID: nt.RoomID, EventID: nt.EventID, ThreadID: nt.ThreadID, TS: nt.TS, Highlight: nt.Highlight,
 			Sound: pusher.Sound(nt.Actions), NotificationCount: nt.Unread.Notifications, HighlightCount: nt.Unread.Highlights}
-		push := Message[NotificationPush]{Op: "notification", Data: p}
-		for _, s := range subs {
-			s.sendPush(push)
+		msg := Message[NotificationPush]{Op: "notification", Data: p}
+		for _, s := range subs[nt.UserID] {
+			s.sendPush(msg)
 		}
 	}
 }

@@ -383,7 +383,7 @@ func (s *Service) deliver(ctx context.Context, w *worker, p Pusher, row queued) 
 	badge := -1
 	switch row.kind {
 	case "badge":
-		b, err := s.badge(ctx, p.userID, nil)
+		b, err := s.badge(ctx, p.userID)
 		if err != nil {
 			return failed, err
 		}
@@ -400,7 +400,7 @@ func (s *Service) deliver(ctx context.Context, w *worker, p Pusher, row queued) 
 		if n.UserID != p.userID {
 			return dropped, fmt.Errorf("notification for %s queued for a pusher of %s", n.UserID, p.userID)
 		}
-		b, err := s.badge(ctx, p.userID, &n)
+		b, err := s.badge(ctx, p.userID)
 		if err != nil {
 			return failed, err
 		}
@@ -421,16 +421,38 @@ func (s *Service) deliver(ctx context.Context, w *worker, p Pusher, row queued) 
 	return res, err
 }
 
-// badge is the count the app shows on its icon: the user's unread count over all
-// rooms when the source knows it, else the notification's room's.
-func (s *Service) badge(ctx context.Context, userID string, n *push.Notification) (int, error) {
-	if bs, ok := s.d.Source.(BadgeSource); ok {
-		return bs.Badge(ctx, userID)
+// badge is the count the app shows on its icon, as Synapse counts it by default:
+// the rooms the user is invited to plus the joined rooms with unread
+// notifications (not the notifications themselves: ten messages in one room are
+// one conversation to answer).
+func (s *Service) badge(ctx context.Context, userID string) (int, error) {
+	ms, err := s.d.Rooms.UserMemberships(ctx, userID)
+	if err != nil {
+		return 0, err
 	}
-	if n == nil {
-		return 0, nil
+	badge := 0
+	var joined []string
+	for _, m := range ms {
+		switch m.Membership {
+		case "invite":
+			badge++
+		case "join":
+			joined = append(joined, m.RoomID)
+		}
 	}
-	return n.Unread.Notifications, nil
+	if len(joined) == 0 {
+		return badge, nil
+	}
+	counts, err := s.d.Source.UnreadCounts(ctx, userID, joined, false)
+	if err != nil {
+		return 0, fmt.Errorf("badge of %s: %w", userID, err)
+	}
+	for _, c := range counts {
+		if c.Notifications > 0 {
+			badge++
+		}
+	}
+	return badge, nil
 }
 
 // maxReplyBytes bounds a gateway's answer.

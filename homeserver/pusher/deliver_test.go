@@ -30,8 +30,9 @@ func uid(local string) string { return "@" + local + ":" + testServer }
 
 // stream is a notifications stream a test appends to.
 type stream struct {
-	mu sync.Mutex
-	ns []push.Notification
+	mu   sync.Mutex
+	ns   []push.Notification
+	read map[string]int64 // user+" "+room → the last position read
 }
 
 func (s *stream) NotificationsSince(_ context.Context, after int64, limit int) ([]push.Notification, error) {
@@ -44,6 +45,42 @@ func (s *stream) NotificationsSince(_ context.Context, after int64, limit int) (
 		}
 	}
 	return out, nil
+}
+
+// UnreadCounts counts, per room, the user's notifications the stream holds
+// after the room's read mark.
+func (s *stream) UnreadCounts(_ context.Context, userID string, roomIDs []string, _ bool) (map[string]push.Unread, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]push.Unread{}
+	for _, r := range roomIDs {
+		var u push.Unread
+		for _, n := range s.ns {
+			if n.UserID == userID && n.RoomID == r && n.Pos > s.read[userID+" "+r] {
+				u.Notifications++
+			}
+		}
+		out[r] = u
+	}
+	return out, nil
+}
+
+func (s *stream) FillUnread(ctx context.Context, ns []push.Notification) error {
+	for i := range ns {
+		u, _ := s.UnreadCounts(ctx, ns[i].UserID, []string{ns[i].RoomID}, false)
+		ns[i].Unread = u[ns[i].RoomID].Counts
+	}
+	return nil
+}
+
+// markRead marks everything the stream holds for the user in the room read.
+func (s *stream) markRead(userID, roomID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.read == nil {
+		s.read = map[string]int64{}
+	}
+	s.read[userID+" "+roomID] = int64(len(s.ns))
 }
 
 func (s *stream) add(n push.Notification) {

@@ -18,17 +18,15 @@ import (
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
-// Source is the notifications stream the evaluator writes (push.Service): every
-// notification after a position, in position order.
+// Source is what the rule evaluator (push.Service) offers delivery: its
+// notifications stream, every notification after a position in position order
+// (Unread left zero), and unread counts.
 type Source interface {
 	NotificationsSince(ctx context.Context, after int64, limit int) ([]push.Notification, error)
-}
-
-// BadgeSource, if the Source also implements it, gives the badge a gateway shows
-// on the app's icon: the user's unread count over all rooms. Without it the badge
-// is the notification's room's count, and receipts send no badge updates.
-type BadgeSource interface {
-	Badge(ctx context.Context, userID string) (int, error)
+	// UnreadCounts returns the user's counts in each of the rooms.
+	UnreadCounts(ctx context.Context, userID string, roomIDs []string, threads bool) (map[string]push.Unread, error)
+	// FillUnread sets the notifications' Unread counts.
+	FillUnread(ctx context.Context, ns []push.Notification) error
 }
 
 // NotifiedSubject is the bus subject a Notified is published on after the
@@ -134,9 +132,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 	if d.Bus != nil {
 		handlers := map[string]nats.MsgHandler{push.NoticeSubject: func(*nats.Msg) { s.poke() }}
 		if d.Receipts != nil {
-			if _, ok := d.Source.(BadgeSource); ok {
-				handlers[receipts.Subject] = s.onReceipt
-			}
+			handlers[receipts.Subject] = s.onReceipt
 		}
 		for subject, fn := range handlers {
 			sub, err := d.Bus.Subscribe(subject, fn)
@@ -181,6 +177,15 @@ func (s *Service) poke() {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// FillUnread sets the Unread counts of notifications (from NotifiedSubject): a
+// front-end fills them only for the users it shows them to.
+func (s *Service) FillUnread(ctx context.Context, ns []push.Notification) error {
+	if s.d.Source == nil {
+		return nil
+	}
+	return s.d.Source.FillUnread(ctx, ns)
 }
 
 // onReceipt queues a badge update for the pushers of a local user whose read
