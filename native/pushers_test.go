@@ -36,7 +36,7 @@ func TestNotificationPushes(t *testing.T) {
 			ev := say(bob, "message")
 			second = ev
 			p := next(t, nat, "the message's notification", func(p sdk.Push) bool { return p.Notification != nil && p.Notification.EventID == ev })
-			if n := p.Notification;  n.RoomID != room || n.NotificationCount != count || n.Sound != "default" {
+			if n := p.Notification; n.RoomID != room || n.NotificationCount != count || n.Sound != "default" {
 				t.Errorf("notification push %d = %+v; want %s in %s, count %d, sound default", i, n, ev, room, count)
 			}
 		}
