@@ -243,7 +243,10 @@ func (s *Server) buildPushers(ctx context.Context) error {
 		src = ps
 	}
 	var err error
-	s.Pushers, err = pusher.New(ctx, pusher.Config{Guard: s.PushGuard},
+	if s.Config.Push.GatewayInsecureSkipVerify {
+		slog.Warn("PUSH GATEWAY CERTIFICATES ARE NOT VERIFIED (push.gateway_insecure_skip_verify): test networks only")
+	}
+	s.Pushers, err = pusher.New(ctx, pusher.Config{Guard: s.PushGuard, InsecureSkipVerify: s.Config.Push.GatewayInsecureSkipVerify},
 		pusher.Deps{DB: s.DB, Rooms: s.Rooms, Source: src, Receipts: s.Receipts, Bus: s.Bus.Conn})
 	if err != nil {
 		return fmt.Errorf("pushers: %w", err)

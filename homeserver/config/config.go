@@ -70,6 +70,10 @@ type Push struct {
 	// tests and Sytest). Pusher URLs come from users, so by default only public
 	// addresses are dialled. Empty: public addresses only.
 	GatewayAllowCIDRs string `yaml:"gateway_allow_cidrs"`
+	// GatewayInsecureSkipVerify accepts any TLS certificate from push gateways.
+	// Test networks only (Sytest's gateway has a self-signed one): it is logged
+	// loudly at start.
+	GatewayInsecureSkipVerify bool `yaml:"gateway_insecure_skip_verify"`
 }
 
 // Federation configures the server–server API. It is off until Listen is set.
