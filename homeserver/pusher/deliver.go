@@ -27,7 +27,11 @@ import (
 //     one-second tick as a safety net): a notification decided just before a
 //     crash is queued after the restart.
 //  2. One worker per pusher with work sends its queue in order, one POST per
-//     notification, and deletes each row once the gateway answered 2xx. While the
+//     notification, and deletes each row once the gateway answered 2xx. It holds
+//     the pusher's lease (pushers.lease_node, renewed before every POST), so on
+//     several nodes one sends and the others' workers step back; every
+//     sweepEvery the scanner kicks every pusher with work, which also picks up a
+//     queue whose node went away. While the
 //     gateway fails (no answer, 5xx, 408, 429) the worker waits, MinBackoff
 //     doubling to MaxBackoff, and tries again; other pushers are not held up. A
 //     pusher that has failed for GiveUpAfter in a row drops the notification at
@@ -50,12 +54,27 @@ const workerBatch = 20
 // theirs.
 var errCursorMoved = errors.New("pusher cursor moved by another scanner")
 
+// sweepEvery is how often the scanner kicks every pusher with work.
+const sweepEvery = 30 * time.Second
+
+// leaseFor is how long a pusher lease lasts without renewal.
+const leaseFor = 2 * time.Minute
+
 // scan queues new notifications until the service closes.
 func (s *Service) scan() {
 	defer s.wg.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	lastSweep := time.Now()
 	for {
+		if time.Since(lastSweep) >= sweepEvery {
+			lastSweep = time.Now()
+			if ids, err := s.pushersWithWork(s.ctx); err == nil {
+				for _, id := range ids {
+					s.kick(id)
+				}
+			}
+		}
 		for {
 			n, err := s.scanOnce(s.ctx)
 			if err != nil {
@@ -157,8 +176,11 @@ func pusherIDs(ctx context.Context, tx *storage.Tx, userID string) ([]int64, err
 	return ids, rows.Err()
 }
 
-// queueBadge queues a counts-only push for each of the user's pushers that has
-// none waiting already (the badge is computed when it is sent, so one is enough).
+// queueBadge queues a counts-only push for each of the user's pushers. The badge
+// is computed when the row is sent, and a worker skips one equal to the badge it
+// sent last, so repeated receipts (or every node queuing for the same receipt)
+// cost a count each, not a push. Rows are not merged: one already being sent
+// carries the count from before this receipt.
 func (s *Service) queueBadge(ctx context.Context, userID string) error {
 	var ids []int64
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
@@ -168,9 +190,8 @@ func (s *Service) queueBadge(ctx context.Context, userID string) error {
 		}
 		now := time.Now().UnixMilli()
 		for _, id := range ids {
-			if _, err := tx.Exec(ctx, `INSERT INTO pusher_queue (pusher_id, kind, notification, created_ts)
-				SELECT $1, 'badge', '{}', $2 WHERE NOT EXISTS (SELECT 1 FROM pusher_queue WHERE pusher_id = $3 AND kind = 'badge')`,
-				id, now, id); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO pusher_queue (pusher_id, kind, notification, created_ts) VALUES ($1, 'badge', '{}', $2)`,
+				id, now); err != nil {
 				return fmt.Errorf("queue badge for pusher %d: %w", id, err)
 			}
 		}
@@ -233,7 +254,8 @@ func (s *Service) kick(id int64) {
 }
 
 // retire ends w if no kick arrived since its queue was read empty: kicks are sent
-// under mu after their rows committed, so none is lost between the two.
+// under mu after their rows committed, so none is lost between the two. The
+// lease goes with it, so another node may send what it queues next.
 func (s *Service) retire(w *worker) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -243,7 +265,30 @@ func (s *Service) retire(w *worker) bool {
 	default:
 	}
 	delete(s.workers, w.id)
+	s.release(w.id)
 	return true
+}
+
+// lease takes or renews this node's lease on pusher id; false means another
+// node's worker holds it (or the pusher is gone).
+func (s *Service) lease(ctx context.Context, id int64) (bool, error) {
+	now := time.Now()
+	res, err := s.db.Exec(ctx, `UPDATE pushers SET lease_node = $1, lease_until = $2
+		WHERE id = $3 AND (lease_node = $1 OR lease_until < $4)`, s.node, now.Add(leaseFor).UnixMilli(), id, now.UnixMilli())
+	if err != nil {
+		return false, fmt.Errorf("lease pusher %d: %w", id, err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// release gives up this node's lease on pusher id.
+func (s *Service) release(id int64) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.db.Exec(ctx, `UPDATE pushers SET lease_until = 0 WHERE id = $1 AND lease_node = $2`, id, s.node); err != nil {
+		s.log.Warn("release pusher lease", "pusher", id, "err", err)
+	}
 }
 
 type queued struct {
@@ -293,6 +338,17 @@ func (s *Service) run(w *worker) {
 			continue
 		}
 		for _, row := range rows {
+			if mine, err := s.lease(ctx, p.id); err != nil || !mine {
+				if err != nil {
+					s.log.Warn("lease pusher", "pusher", p.id, "err", err)
+					sleep(ctx, s.cfg.MinBackoff)
+					break
+				}
+				s.mu.Lock() // another node sends this queue; its kicks find no worker here
+				delete(s.workers, w.id)
+				s.mu.Unlock()
+				return
+			}
 			res, err := s.deliver(ctx, w, p, row)
 			if ctx.Err() != nil {
 				return
@@ -340,6 +396,7 @@ func (s *Service) run(w *worker) {
 	s.mu.Lock()
 	delete(s.workers, w.id)
 	s.mu.Unlock()
+	s.release(w.id)
 }
 
 func (s *Service) head(ctx context.Context, pusherID int64) ([]queued, error) {

@@ -429,12 +429,16 @@ func waitQueueEmpty(t *testing.T, f *fixture) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
+		// The cursor first: rows it passed were queued before the count, and
+		// leave the queue only once decided on.
+		var cursor int64
+		if err := f.db.QueryRow(context.Background(), `SELECT pos FROM pusher_cursor WHERE name = 'pusher'`).Scan(&cursor); err != nil {
+			t.Fatal(err)
+		}
 		var n int
 		if err := f.db.QueryRow(context.Background(), `SELECT COUNT(*) FROM pusher_queue`).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		var cursor int64
-		f.db.QueryRow(context.Background(), `SELECT pos FROM pusher_cursor WHERE name = 'pusher'`).Scan(&cursor)
 		f.stream.mu.Lock()
 		end := int64(len(f.stream.ns))
 		f.stream.mu.Unlock()

@@ -2,7 +2,9 @@ package pusher
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -102,6 +104,8 @@ type Service struct {
 	guard  *outbound.Guard
 	client *http.Client
 	log    *slog.Logger
+	// node names this process in pusher leases.
+	node string
 
 	ctx    context.Context // the service's lifetime: cancelled by Close
 	cancel context.CancelFunc
@@ -123,7 +127,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Service, error) {
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s := &Service{cfg: cfg, db: d.DB, d: d, guard: cfg.Guard, log: slog.With("component", "pusher"),
-		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), workers: map[int64]*worker{}}
+		ctx: ctx, cancel: cancel, wake: make(chan struct{}, 1), workers: map[int64]*worker{}, node: newNodeID()}
 	s.client = cfg.Guard.Client(cfg.RequestTimeout)
 	if cfg.InsecureSkipVerify {
 		s.client.Transport.(*http.Transport).TLSClientConfig = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12} // #nosec G402 -- test networks only, logged
@@ -173,6 +177,18 @@ func (s *Service) Close() {
 	s.mu.Unlock()
 	s.cancel()
 	s.wg.Wait()
+	// Another node may take this one's pushers at once.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.db.Exec(ctx, `UPDATE pushers SET lease_until = 0 WHERE lease_node = $1`, s.node); err != nil {
+		s.log.Warn("release pusher leases", "err", err)
+	}
+}
+
+func newNodeID() string {
+	b := make([]byte, 9)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
 }
 
 // Guard is the guard delivery dials through; tests read its counters.

@@ -8,7 +8,8 @@
 -- pusher: deleting the device (logout, device deletion, a password change that
 -- logs other devices out) deletes its pushers. failing_since is when delivery to
 -- this pusher started failing (0: it is not), so that giving up survives a
--- restart.
+-- restart. lease_node and lease_until (ms) say which node's worker sends this
+-- pusher's queue, so that two nodes never send it at once.
 CREATE TABLE pushers (
 	id BIGSERIAL PRIMARY KEY,
 	user_id TEXT NOT NULL,
@@ -23,6 +24,8 @@ CREATE TABLE pushers (
 	lang TEXT NOT NULL,
 	data TEXT NOT NULL,
 	failing_since BIGINT NOT NULL DEFAULT 0,
+	lease_node TEXT NOT NULL DEFAULT '',
+	lease_until BIGINT NOT NULL DEFAULT 0,
 	UNIQUE (user_id, app_id, pushkey)
 );
 CREATE INDEX pushers_app_pushkey ON pushers (app_id, pushkey);

@@ -13,6 +13,8 @@ CREATE TABLE pushers (
 	lang TEXT NOT NULL,
 	data TEXT NOT NULL,
 	failing_since BIGINT NOT NULL DEFAULT 0,
+	lease_node TEXT NOT NULL DEFAULT '',
+	lease_until BIGINT NOT NULL DEFAULT 0,
 	UNIQUE (user_id, app_id, pushkey)
 );
 CREATE INDEX pushers_app_pushkey ON pushers (app_id, pushkey);
