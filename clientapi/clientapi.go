@@ -128,6 +128,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	h.registerTags(v3, api)
 	h.registerPushRules(v3, api)
 	h.registerPushers(v3, api)
+	h.registerNotifications(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

@@ -229,7 +229,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		return err
 	}
 	s.notifier = notifier
-	s.Sync = clientsync.New(clientsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
+	s.Sync = clientsync.New(clientsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier, Push: s.Push})
 	return nil
 }
 

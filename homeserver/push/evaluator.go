@@ -51,6 +51,14 @@ type evaluator struct {
 	// means another node evaluated events whose state changes the cache missed.
 	committed int64
 
+	// upTo is the events position every event at or before which this node has
+	// evaluated (or seen another node's cursor pass); advanced is closed and
+	// replaced whenever it moves. Both guarded by advMu. Sync waits on them so
+	// the counts it sends cover the events it sends.
+	advMu    sync.Mutex
+	upTo     int64
+	advanced chan struct{}
+
 	mu sync.Mutex
 	// epoch counts rule changes, so a load that raced a change is not cached;
 	// users caches each local user's compiled rules, sets the compiled rulesets
@@ -86,7 +94,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.deps.DB == nil || s.deps.Rooms == nil {
 		return errors.New("push evaluator: DB and Rooms are required")
 	}
-	e := &evaluator{s: s, wake: make(chan struct{}, 1), rooms: map[string]*roomState{},
+	e := &evaluator{s: s, wake: make(chan struct{}, 1), rooms: map[string]*roomState{}, advanced: make(chan struct{}),
 		users: map[string]*userRules{}, sets: map[string]*compiled{}}
 	e.ctx, e.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	end, err := s.deps.Rooms.LatestPosition(ctx)
@@ -195,9 +203,20 @@ func (e *evaluator) scanOnce(ctx context.Context) (int, error) {
 	if cursor != e.committed {
 		clear(e.rooms) // another node (or a restart) passed events the cache did not follow
 	}
-	evs, err := e.s.deps.Rooms.EventsSince(ctx, cursor, scanBatch)
-	if err != nil || len(evs) == 0 {
+	// Every event at or before end is committed (positions are taken under one
+	// row lock), so once the events after the cursor are evaluated, all up to
+	// end are.
+	end, err := e.s.deps.Rooms.LatestPosition(ctx)
+	if err != nil {
 		return 0, err
+	}
+	evs, err := e.s.deps.Rooms.EventsSince(ctx, cursor, scanBatch)
+	if err != nil {
+		return 0, err
+	}
+	if len(evs) == 0 {
+		e.advance(max(cursor, end))
+		return 0, nil
 	}
 	var out []decided
 	for _, r := range evs {
@@ -239,6 +258,11 @@ func (e *evaluator) scanOnce(ctx context.Context) (int, error) {
 		return len(evs), err
 	}
 	e.committed = last
+	if len(evs) < scanBatch {
+		e.advance(max(last, end))
+	} else {
+		e.advance(last)
+	}
 	if len(out) > 0 && e.s.deps.Bus != nil {
 		data, _ := json.Marshal(map[string]int64{"pos": lastPos})
 		if err := e.s.deps.Bus.Publish(NoticeSubject, data); err != nil {
@@ -247,6 +271,55 @@ func (e *evaluator) scanOnce(ctx context.Context) (int, error) {
 		}
 	}
 	return len(evs), nil
+}
+
+// advance records that every event up to pos is evaluated and wakes waiters.
+func (e *evaluator) advance(pos int64) {
+	e.advMu.Lock()
+	defer e.advMu.Unlock()
+	if pos > e.upTo {
+		e.upTo = pos
+		close(e.advanced)
+		e.advanced = make(chan struct{})
+	}
+}
+
+// WaitEvaluated waits, at most limit, until every event at or before the events
+// position pos has been evaluated, so that counts read next include their
+// notifications. It reports whether they have. Sync calls it before reading the
+// notifications position for a response that carries events up to pos.
+func (s *Service) WaitEvaluated(ctx context.Context, pos int64, limit time.Duration) bool {
+	e := s.ev
+	if e == nil {
+		return false
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		e.advMu.Lock()
+		upTo, ch := e.upTo, e.advanced
+		e.advMu.Unlock()
+		if upTo >= pos {
+			return true
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return false
+		}
+		// Another node may run the evaluator: its cursor in the database counts too.
+		var cursor int64
+		if err := s.deps.DB.QueryRow(ctx, `SELECT pos FROM push_cursor WHERE name = $1`, cursorName).Scan(&cursor); err == nil && cursor >= pos {
+			return true
+		}
+		t := time.NewTimer(min(remaining, 50*time.Millisecond))
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		}
+		t.Stop()
+	}
 }
 
 func insertNotifications(ctx context.Context, tx *storage.Tx, first int64, ds []decided) error {
