@@ -30,9 +30,8 @@ func uid(local string) string { return "@" + local + ":" + testServer }
 
 // stream is a notifications stream a test appends to.
 type stream struct {
-	mu   sync.Mutex
-	ns   []push.Notification
-	read map[string]int64 // user+" "+room → the last position read
+	mu sync.Mutex
+	ns []push.Notification
 }
 
 func (s *stream) NotificationsSince(_ context.Context, after int64, limit int) ([]push.Notification, error) {
@@ -47,8 +46,8 @@ func (s *stream) NotificationsSince(_ context.Context, after int64, limit int) (
 	return out, nil
 }
 
-// UnreadCounts counts, per room, the user's notifications the stream holds
-// after the room's read mark.
+// UnreadCounts counts, per room, the user's notifications the stream holds (no
+// test here reads any).
 func (s *stream) UnreadCounts(_ context.Context, userID string, roomIDs []string, _ bool) (map[string]push.Unread, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -56,7 +55,7 @@ func (s *stream) UnreadCounts(_ context.Context, userID string, roomIDs []string
 	for _, r := range roomIDs {
 		var u push.Unread
 		for _, n := range s.ns {
-			if n.UserID == userID && n.RoomID == r && n.Pos > s.read[userID+" "+r] {
+			if n.UserID == userID && n.RoomID == r {
 				u.Notifications++
 			}
 		}
@@ -71,16 +70,6 @@ func (s *stream) FillUnread(ctx context.Context, ns []push.Notification) error {
 		ns[i].Unread = u[ns[i].RoomID].Counts
 	}
 	return nil
-}
-
-// markRead marks everything the stream holds for the user in the room read.
-func (s *stream) markRead(userID, roomID string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.read == nil {
-		s.read = map[string]int64{}
-	}
-	s.read[userID+" "+roomID] = int64(len(s.ns))
 }
 
 func (s *stream) add(n push.Notification) {

@@ -157,7 +157,7 @@ func TestPushEndToEnd(t *testing.T) {
 			}
 
 			alice.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(dm.RoomID)+"/receipt/m.read/"+esc(dmEvent), map[string]any{}, nil)
-			n, next = gw.await(t, next, "of the badge after the first receipt", func(n map[string]any) bool {
+			_, next = gw.await(t, next, "of the badge after the first receipt", func(n map[string]any) bool {
 				return n["event_id"] == nil && pushkeyOf(n) == "full" && unreadOf(n) == float64(1)
 			})
 			alice.MustDo("POST", "/_matrix/client/v3/rooms/"+esc(group.RoomID)+"/receipt/m.read/"+esc(groupEvent), map[string]any{}, nil)
