@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -198,4 +200,93 @@ func pushkeys(t *testing.T, c *testserver.Client) []string {
 		keys = append(keys, p.PushKey)
 	}
 	return keys
+}
+
+// TestPushAfterGatewayOutage: messages sent while the user's push gateway is
+// down reach it once it is back, all of them, in the order they were sent.
+func TestPushAfterGatewayOutage(t *testing.T) {
+	for _, d := range storagetest.Engines() {
+		t.Run(storagetest.Name(d), func(t *testing.T) {
+			srv := testserver.Start(t, d, allowLoopback)
+			var mu sync.Mutex
+			down, failed, delivered := true, make(chan struct{}, 100), make(chan struct{}, 100)
+			var got []string
+			gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				var body struct {
+					Notification struct {
+						EventID string `json:"event_id"`
+					} `json:"notification"`
+				}
+				json.NewDecoder(req.Body).Decode(&body)
+				mu.Lock()
+				defer mu.Unlock()
+				if down {
+					select {
+					case failed <- struct{}{}:
+					default:
+					}
+					http.Error(w, "down", http.StatusServiceUnavailable)
+					return
+				}
+				got = append(got, body.Notification.EventID)
+				select {
+				case delivered <- struct{}{}:
+				default:
+				}
+				w.Write([]byte(`{}`))
+			}))
+			t.Cleanup(gw.Close)
+			alice := srv.Register(t, "alice", "password-alice")
+			bob := srv.Register(t, "bob", "password-bob")
+			var dm struct {
+				RoomID string `json:"room_id"`
+			}
+			bob.MustDo("POST", "/_matrix/client/v3/createRoom", map[string]any{"preset": "trusted_private_chat", "invite": []string{alice.UserID}}, &dm)
+			alice.MustDo("POST", "/_matrix/client/v3/join/"+esc(dm.RoomID), map[string]any{}, nil)
+			setPusher(t, alice, "k", gw.URL+pusher.NotifyPath, "event_id_only")
+			var want []string
+			for i := range 3 {
+				var sent struct {
+					EventID string `json:"event_id"`
+				}
+				bob.MustDo("PUT", "/_matrix/client/v3/rooms/"+esc(dm.RoomID)+"/send/m.room.message/o"+strconv.Itoa(i), map[string]any{"msgtype": "m.text", "body": "while down"}, &sent)
+				want = append(want, sent.EventID)
+			}
+			select {
+			case <-failed:
+			case <-time.After(20 * time.Second):
+				t.Fatal("the gateway was never tried while down")
+			}
+			mu.Lock()
+			down = false
+			mu.Unlock()
+			// Alice's own invite may notify her too; the messages must all arrive, in order.
+			messages := func() []string {
+				var out []string
+				for _, e := range got {
+					if slices.Contains(want, e) {
+						out = append(out, e)
+					}
+				}
+				return out
+			}
+			deadline := time.After(30 * time.Second)
+			for {
+				mu.Lock()
+				msgs := messages()
+				mu.Unlock()
+				if len(msgs) >= 3 {
+					if !slices.Equal(msgs, want) {
+						t.Errorf("messages pushed after the outage = %v; want %v in order", msgs, want)
+					}
+					break
+				}
+				select {
+				case <-delivered:
+				case <-deadline:
+					t.Fatalf("messages pushed after the outage = %v; want %v", msgs, want)
+				}
+			}
+		})
+	}
 }
