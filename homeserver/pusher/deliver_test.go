@@ -490,3 +490,67 @@ func TestGuardRefusesPrivateGateway(t *testing.T) {
 		}
 	})
 }
+
+// BenchmarkDeliver measures one notification's way from the stream to a
+// gateway on loopback: queued by the scanner, read through the visibility
+// filter, sent, deleted (SQLite, one pusher).
+func BenchmarkDeliver(b *testing.B) {
+	db, err := storage.Open(context.Background(), storagetest.DSN(b, storage.SQLite), b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	key, _ := serverkey.Generate()
+	f := &fixture{db: db, rooms: rooms.New(db, rooms.Config{ServerName: testServer, Key: key}), stream: &stream{}}
+	f.gw = &gateway{status: http.StatusOK, arrived: make(chan struct{})}
+	f.gw.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		f.gw.mu.Lock()
+		f.gw.got = append(f.gw.got, nil)
+		close(f.gw.arrived)
+		f.gw.arrived = make(chan struct{})
+		f.gw.mu.Unlock()
+		w.Write([]byte(`{}`))
+	}))
+	defer f.gw.srv.Close()
+	f.gw.url = f.gw.srv.URL + NotifyPath
+	svc, err := New(context.Background(), Config{Guard: outbound.New(outbound.Policy{Allow: loopback})}, Deps{DB: db, Rooms: f.rooms, Source: f.stream})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer svc.Close()
+	f.svc = svc
+	alice, bob := uid("alice"), uid("bob")
+	roomID, err := f.rooms.CreateRoom(context.Background(), bob, rooms.CreateRequest{Preset: "public_chat"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := f.rooms.SetMembership(context.Background(), roomID, rooms.Membership{Sender: alice, Target: alice, Membership: "join"}); err != nil {
+		b.Fatal(err)
+	}
+	raw, _ := json.Marshal(map[string]any{"url": f.gw.url})
+	if err := svc.Set(context.Background(), alice, "DEV", Set{Kind: "http", AppID: "app", PushKey: "k", AppDisplayName: "A", DeviceDisplayName: "D", Lang: "en", Data: raw}); err != nil {
+		b.Fatal(err)
+	}
+	content, _ := json.Marshal(map[string]any{"msgtype": "m.text", "body": "hi"})
+	sent, err := f.rooms.Send(context.Background(), roomID, rooms.Proto{Sender: bob, Type: "m.room.message", Content: content})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for range b.N {
+		f.notify(note(alice, roomID, sent.EventID, 1))
+	}
+	for {
+		f.gw.mu.Lock()
+		n, arrived := len(f.gw.got), f.gw.arrived
+		f.gw.mu.Unlock()
+		if n >= b.N {
+			break
+		}
+		<-arrived
+	}
+}
