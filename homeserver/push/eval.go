@@ -386,6 +386,18 @@ type Owner struct {
 	UserID, Localpart string
 	// DisplayName is their display name in the room ("" for none).
 	DisplayName string
+
+	// The lower-cased localpart and display name, set by prepare: matched
+	// against every event's body, they are lowered once, not per event.
+	lowerLocal, lowerName string
+	prepared              bool
+}
+
+// prepare lowers the owner's names once.
+func (o *Owner) prepare() {
+	if !o.prepared {
+		o.lowerLocal, o.lowerName, o.prepared = strings.ToLower(o.Localpart), strings.ToLower(o.DisplayName), true
+	}
 }
 
 // matchStatic evaluates the owner-free conditions of r: it reports whether they
@@ -420,16 +432,29 @@ func (cd *cond) match(ev *Event, room *Room, o *Owner) bool {
 		if !ok || !isStr {
 			return false
 		}
+		if cd.body {
+			s = ev.bodyLower // content.body, lowered once per event
+		}
 		switch cd.owner {
 		case ownerUserID:
-			return matchLiteral(s, strings.ToLower(o.UserID), cd.body)
+			if cd.body {
+				return containsWord(s, strings.ToLower(o.UserID))
+			}
+			return strings.EqualFold(s, o.UserID)
 		case ownerLocalpart:
-			return matchLiteral(s, strings.ToLower(o.Localpart), cd.body)
+			o.prepare()
+			if cd.body {
+				return containsWord(s, o.lowerLocal)
+			}
+			return strings.EqualFold(s, o.Localpart)
 		}
 		if cd.re != nil {
 			return cd.re.MatchString(s)
 		}
-		return matchLiteral(s, cd.exact, cd.body)
+		if cd.body {
+			return containsWord(s, cd.exact)
+		}
+		return strings.EqualFold(s, cd.exact)
 	case condPropertyIs, condPropertyContains:
 		v, ok := ev.lookup(cd.path)
 		if !ok {
@@ -456,7 +481,8 @@ func (cd *cond) match(ev *Event, room *Room, o *Owner) bool {
 		if o == nil || o.DisplayName == "" || !ev.hasBody {
 			return false
 		}
-		return containsWord(ev.bodyLower, strings.ToLower(o.DisplayName))
+		o.prepare()
+		return containsWord(ev.bodyLower, o.lowerName)
 	case condMemberCount:
 		n := int64(room.MemberCount)
 		switch cd.op {
@@ -479,15 +505,6 @@ func (cd *cond) match(ev *Event, room *Room, o *Owner) bool {
 		return room.SenderPower >= need
 	}
 	return false
-}
-
-// matchLiteral compares a value with a wildcard-free pattern (lower-cased):
-// equal, ignoring case, or for content.body contained as whole words.
-func matchLiteral(value, lowerPattern string, body bool) bool {
-	if !body {
-		return strings.EqualFold(value, lowerPattern)
-	}
-	return lowerPattern != "" && containsWord(strings.ToLower(value), lowerPattern)
 }
 
 // containsWord reports whether needle occurs in s starting and ending at word

@@ -70,7 +70,7 @@ type evaluator struct {
 
 type roomState struct {
 	joined     map[string]string // every joined member → display name
-	local      map[string]string // the local ones
+	local      map[string]Owner  // the local ones, names lowered once
 	pl         map[string]any    // power_levels content; nil if none
 	creators   []string
 	privileged bool
@@ -160,11 +160,18 @@ func (e *evaluator) onAccountData(m *nats.Msg) {
 	e.mu.Unlock()
 }
 
+// gather is how long the evaluator lets events accumulate after a busy pass
+// before the next one. While events keep coming, each pass then stores several
+// events' notifications in one commit instead of one commit per event: on
+// SQLite every commit takes the one write lock the send path needs too.
+const gather = 20 * time.Millisecond
+
 func (e *evaluator) run() {
 	defer e.wg.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
+		busy := false
 		for {
 			n, err := e.scanOnce(e.ctx)
 			if err != nil {
@@ -176,12 +183,23 @@ func (e *evaluator) run() {
 			if n == 0 {
 				break
 			}
+			busy = true
+			if n < scanBatch {
+				break
+			}
 		}
 		select {
 		case <-e.ctx.Done():
 			return
 		case <-e.wake:
 		case <-tick.C:
+		}
+		if busy {
+			select {
+			case <-e.ctx.Done():
+				return
+			case <-time.After(gather):
+			}
 		}
 	}
 }
@@ -322,25 +340,58 @@ func (s *Service) WaitEvaluated(ctx context.Context, pos int64, limit time.Durat
 	}
 }
 
+// insertNotifications stores ds with positions from first on. The users of one
+// event with the same outcome (nearly all of a large room) go in one statement
+// that expands a JSON array of their IDs: one parameter, not nine per row, which
+// on SQLite is most of the cost of a wide multi-row insert.
 func insertNotifications(ctx context.Context, tx *storage.Tx, first int64, ds []decided) error {
-	const cols = 9
-	for start := 0; start < len(ds); start += 200 {
-		batch := ds[start:min(start+200, len(ds))]
-		args := make([]any, 0, cols*len(batch))
-		rows := make([]string, 0, len(batch))
-		for i, d := range batch {
-			n := len(args)
-			rows = append(rows, fmt.Sprintf("($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8, n+9))
-			actions, _ := json.Marshal(d.n.Actions)
-			args = append(args, first+int64(start+i), d.n.UserID, d.n.RoomID, d.n.EventID, d.n.ThreadID, d.eventPos,
-				string(actions), d.n.Highlight, d.n.TS)
+	// OR FAIL: a multi-row statement that may abort needs a statement journal,
+	// a temporary file SQLite writes every touched page to; FAIL needs none (the
+	// transaction is rolled back on any error anyway).
+	q := `INSERT OR FAIL INTO push_notifications (pos, user_id, room_id, event_id, thread_id, event_pos, actions, highlight, ts)
+		SELECT $1 + j.key, j.value, $2, $3, $4, $5, $6, $7, $8 FROM json_each($9) j`
+	if tx.Dialect() == storage.Postgres {
+		q = `INSERT INTO push_notifications (pos, user_id, room_id, event_id, thread_id, event_pos, actions, highlight, ts)
+		SELECT $1 + j.ord - 1, j.value, $2, $3, $4, $5, $6, $7, $8 FROM jsonb_array_elements_text($9::jsonb) WITH ORDINALITY AS j(value, ord)`
+	}
+	pos := first
+	for start := 0; start < len(ds); {
+		d := ds[start]
+		actions, _ := json.Marshal(d.n.Actions)
+		users := []string{d.n.UserID}
+		end := start + 1
+		for ; end < len(ds); end++ {
+			e := ds[end]
+			if e.n.EventID != d.n.EventID || e.n.Highlight != d.n.Highlight || !sameActions(e.n.Actions, d.n.Actions) {
+				break
+			}
+			users = append(users, e.n.UserID)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO push_notifications (pos, user_id, room_id, event_id, thread_id, event_pos, actions, highlight, ts)
-			VALUES `+strings.Join(rows, ", "), args...); err != nil {
-			return fmt.Errorf("store notifications: %w", err)
+		list, _ := json.Marshal(users)
+		if _, err := tx.Exec(ctx, q, pos, d.n.RoomID, d.n.EventID, d.n.ThreadID, d.eventPos, string(actions), d.n.Highlight, d.n.TS, string(list)); err != nil {
+			return fmt.Errorf("store notifications of %s: %w", d.n.EventID, err)
 		}
+		pos += int64(len(users))
+		start = end
 	}
 	return nil
+}
+
+// sameActions reports whether two action lists are the same. Rules compiled
+// once share their slices, so the first check nearly always decides.
+func sameActions(a, b []json.RawMessage) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true
+	}
+	for i := range a {
+		if string(a[i]) != string(b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *evaluator) isLocal(userID string) bool {
@@ -403,7 +454,11 @@ func (e *evaluator) evaluateEvent(ctx context.Context, r rooms.OutboundEvent) ([
 			if ur == nil || ur.ignored[r.Sender] {
 				continue
 			}
-			targets = append(targets, target{owner: Owner{UserID: u, Localpart: localpartOf(u), DisplayName: st.local[u]}, set: ur.set})
+			o, ok := st.local[u]
+			if !ok { // an invitee
+				o = newOwner(u, "")
+			}
+			targets = append(targets, target{owner: o, set: ur.set})
 		}
 		evaluateMany(ev, &room, targets, func(t *target, o Outcome) {
 			out = append(out, decided{eventPos: r.Pos, n: Notification{UserID: t.owner.UserID, RoomID: r.RoomID, EventID: r.EventID,
@@ -418,7 +473,7 @@ func (e *evaluator) evaluateEvent(ctx context.Context, r rooms.OutboundEvent) ([
 			s, _ := name.(string)
 			st.joined[r.StateKey] = s
 			if e.isLocal(r.StateKey) {
-				st.local[r.StateKey] = s
+				st.local[r.StateKey] = newOwner(r.StateKey, s)
 			}
 		} else {
 			delete(st.joined, r.StateKey)
@@ -431,10 +486,10 @@ func (e *evaluator) evaluateEvent(ctx context.Context, r rooms.OutboundEvent) ([
 }
 
 func (e *evaluator) newRoomState(ps rooms.PushState) *roomState {
-	st := &roomState{joined: ps.Joined, local: map[string]string{}, creators: ps.Creators, privileged: ps.PrivilegedCreators}
+	st := &roomState{joined: ps.Joined, local: map[string]Owner{}, creators: ps.Creators, privileged: ps.PrivilegedCreators}
 	for u, name := range ps.Joined {
 		if e.isLocal(u) {
-			st.local[u] = name
+			st.local[u] = newOwner(u, name)
 		}
 	}
 	if len(ps.PowerLevels) > 0 {
@@ -443,6 +498,13 @@ func (e *evaluator) newRoomState(ps rooms.PushState) *roomState {
 		}
 	}
 	return st
+}
+
+// newOwner is a member as conditions see them, names lowered.
+func newOwner(userID, displayName string) Owner {
+	o := Owner{UserID: userID, Localpart: localpartOf(userID), DisplayName: displayName}
+	o.prepare()
+	return o
 }
 
 func localpartOf(userID string) string {

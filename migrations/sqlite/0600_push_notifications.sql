@@ -10,7 +10,7 @@
 -- highlight is true when a highlight tweak (true or valueless) came with notify;
 -- ts is the event's origin_server_ts.
 CREATE TABLE push_notifications (
-	pos BIGINT PRIMARY KEY,
+	pos INTEGER PRIMARY KEY, -- the rowid: one B-tree less per row than BIGINT (postgres: BIGINT)
 	user_id TEXT NOT NULL,
 	room_id TEXT NOT NULL,
 	event_id TEXT NOT NULL,
