@@ -238,16 +238,12 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 func (s *Server) buildPushers(ctx context.Context) error {
 	allow, _ := outbound.ParsePrefixes(s.Config.Push.GatewayAllowCIDRs) // validated
 	s.PushGuard = outbound.New(outbound.Policy{Purpose: "push gateway", Allow: allow})
-	var src pusher.Source
-	if ps, ok := any(s.Push).(pusher.Source); ok {
-		src = ps
-	}
 	var err error
 	if s.Config.Push.GatewayInsecureSkipVerify {
 		slog.Warn("PUSH GATEWAY CERTIFICATES ARE NOT VERIFIED (push.gateway_insecure_skip_verify): test networks only")
 	}
 	s.Pushers, err = pusher.New(ctx, pusher.Config{Guard: s.PushGuard, InsecureSkipVerify: s.Config.Push.GatewayInsecureSkipVerify},
-		pusher.Deps{DB: s.DB, Rooms: s.Rooms, Source: src, Receipts: s.Receipts, Bus: s.Bus.Conn})
+		pusher.Deps{DB: s.DB, Rooms: s.Rooms, Source: s.Push, Receipts: s.Receipts, Bus: s.Bus.Conn})
 	if err != nil {
 		return fmt.Errorf("pushers: %w", err)
 	}
