@@ -16,6 +16,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/push"
+	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/social"
@@ -50,6 +51,7 @@ type Deps struct {
 	Push      *push.Service
 	// Social serves the IM API (friends and groups); nil leaves it off.
 	Social *social.Service
+	Pushers   *pusher.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 	// AppServices registers and logs in application services' users and
@@ -69,6 +71,7 @@ type handlers struct {
 	directory *directory.Service
 	push      *push.Service
 	social    *social.Service
+	pushers   *pusher.Service
 	ss        *users.SharedSecret
 	// appservices is nil when no application service is configured.
 	appservices *appservice.Service
@@ -76,7 +79,7 @@ type handlers struct {
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -148,6 +151,8 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 		api.Handle(v1, http.MethodGet, path, h.accountRestriction(r), httpapi.Authed)
 		api.Handle(v1, http.MethodPut, path, h.accountRestriction(r), httpapi.Authed)
 	}
+	h.registerPushers(v3, api)
+	h.registerNotifications(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

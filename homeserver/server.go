@@ -32,6 +32,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/outbound"
 	"github.com/hongyan/hongyan/homeserver/presence"
 	"github.com/hongyan/hongyan/homeserver/push"
+	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
@@ -67,6 +68,10 @@ type Server struct {
 	// AppServices holds the application services' registrations and their
 	// sender (with no registrations, an empty one).
 	AppServices *appservice.Service
+	// Push holds push rules and evaluates every new event against them.
+	Push *push.Service
+	// Pushers stores pushers and delivers notifications to push gateways.
+	Pushers *pusher.Service
 	// Federation is nil when federation is off.
 	Federation *federation.Service
 	// FederationGuard dials federation and remote media, PreviewGuard URL
@@ -75,6 +80,8 @@ type Server struct {
 	FederationGuard, PreviewGuard *outbound.Guard
 	// AppServiceGuard dials the application services' URLs.
 	AppServiceGuard *outbound.Guard
+	// PushGuard dials push gateways (push.gateway_allow_cidrs).
+	PushGuard *outbound.Guard
 
 	// FederationMiddleware, if set before ListenFederation, wraps the federation
 	// API's handler: tests use it to hold back requests of one kind.
@@ -124,6 +131,9 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 		return nil, err
 	}
 	if err := s.buildAppServices(ctx, regs); err != nil {
+		return nil, err
+	}
+	if err := s.buildPushers(ctx); err != nil {
 		return nil, err
 	}
 	router, api, err := s.buildClientAPI(ctx, limiter)
@@ -200,14 +210,14 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		// Member events follow profile changes; rooms is built below, before any
 		// request can arrive.
 		ProfileChanged: func(ctx context.Context, userID string) error { return s.Rooms.RefreshMemberProfile(ctx, userID) },
-		// A deleted device's keys and queued messages go with it.
+		// A deleted device's keys, queued messages and pushers go with it.
 		DevicesDeleted: func(ctx context.Context, userID string, deviceIDs []string) error {
 			for _, d := range deviceIDs {
 				if err := s.E2EE.DeviceDeleted(ctx, userID, d); err != nil {
 					return err
 				}
 			}
-			return nil
+			return s.Pushers.DeleteDevices(ctx, userID, deviceIDs)
 		},
 		Hasher: users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 		// Application services are built after users, before any request.
@@ -244,14 +254,35 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		VisibleToAll: cfg.Presence.VisibleTo == config.PresenceVisibleAll,
 	})
 	s.E2EE = e2ee.New(s.DB, s.Bus.Conn)
+	s.Push = push.New(push.Deps{DB: s.DB, Users: s.Users, Rooms: s.Rooms, Receipts: s.Receipts, Bus: s.Bus.Conn, ServerName: cfg.ServerName})
+	if err := s.Push.Start(context.Background()); err != nil {
+		return err
+	}
 	s.Social = social.New(social.Config{ServerName: cfg.ServerName, MaxGroupMembers: cfg.Social.MaxGroupMembers, Bus: s.Bus.Conn},
-		social.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Presence: s.Presence, Push: push.New(s.Users)})
-	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject)
+		social.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Presence: s.Presence, Push: s.Push})
+	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject, push.NoticeSubject)
 	if err != nil {
 		return err
 	}
 	s.notifier = notifier
-	s.Sync = clientsync.New(clientsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier})
+	s.Sync = clientsync.New(clientsync.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Receipts: s.Receipts, Typing: s.Typing, Presence: s.Presence, E2EE: s.E2EE, Notifier: notifier, Push: s.Push})
+	return nil
+}
+
+// buildPushers starts delivery to push gateways, reading the notifications
+// stream of the push rule evaluator.
+func (s *Server) buildPushers(ctx context.Context) error {
+	allow, _ := outbound.ParsePrefixes(s.Config.Push.GatewayAllowCIDRs) // validated
+	s.PushGuard = outbound.New(outbound.Policy{Purpose: "push gateway", Allow: allow})
+	var err error
+	if s.Config.Push.GatewayInsecureSkipVerify {
+		slog.Warn("PUSH GATEWAY CERTIFICATES ARE NOT VERIFIED (push.gateway_insecure_skip_verify): test networks only")
+	}
+	s.Pushers, err = pusher.New(ctx, pusher.Config{Guard: s.PushGuard, InsecureSkipVerify: s.Config.Push.GatewayInsecureSkipVerify},
+		pusher.Deps{DB: s.DB, Rooms: s.Rooms, Source: s.Push, Receipts: s.Receipts, Bus: s.Bus.Conn})
+	if err != nil {
+		return fmt.Errorf("pushers: %w", err)
+	}
 	return nil
 }
 
@@ -319,7 +350,8 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Presence:     s.Presence,
 		E2EE:         s.E2EE,
 		Directory:    directory.New(s.DB, directory.Config{ServerName: cfg.ServerName, SearchAllUsers: cfg.UserDirectory.SearchAllUsers, Users: s.Users}),
-		Push:         push.New(s.Users),
+		Push:         s.Push,
+		Pushers:      s.Pushers,
 		Social:       s.Social,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 		AppServices:  s.AppServices,
@@ -342,7 +374,7 @@ func (s *Server) buildNative(router *mux.Router, limiter *ratelimit.Limiter) err
 		IdleTimeout: cfg.Native.IdleTimeout, RetransmitAfter: cfg.Native.RetransmitAfter, MaxUnacked: cfg.Native.MaxUnacked,
 		TokenRecheck:  cfg.Native.TokenRecheck,
 		RatePerSecond: rateIf(cfg.RateLimit.Enabled, cfg.RateLimit.PerSecond), RateBurst: cfg.RateLimit.Burst},
-		native.Deps{Limiter: limiter, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Social: s.Social, Bus: s.Bus.Conn})
+		native.Deps{Limiter: limiter, Pushers: s.Pushers, Social: s.Social, Rooms: s.Rooms, Users: s.Users, Typing: s.Typing, Receipts: s.Receipts, Presence: s.Presence, Media: s.Media, Bus: s.Bus.Conn})
 	if err != nil {
 		return fmt.Errorf("native protocol: %w", err)
 	}
@@ -602,8 +634,14 @@ func (s *Server) Close() {
 	if s.Social != nil {
 		s.Social.Close()
 	}
+	if s.Pushers != nil {
+		s.Pushers.Close()
+	}
 	if s.notifier != nil {
 		s.notifier.Close()
+	}
+	if s.Push != nil {
+		s.Push.Close()
 	}
 	if s.Typing != nil {
 		s.Typing.Close()

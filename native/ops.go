@@ -53,6 +53,8 @@ func init() {
 		"create_room":  {true, opCreateRoom},
 		"upload":       {true, opUpload},
 		"download":     {true, opDownload},
+		"pushers.get":  {true, opPushersGet},
+		"pushers.set":  {true, opPushersSet},
 	}
 	// Friends and groups (social.go).
 	for name, o := range socialOps {

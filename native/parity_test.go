@@ -136,6 +136,31 @@ func TestParity(t *testing.T) {
 				"m.relates_to":  map[string]any{"rel_type": "m.replace", "event_id": eventID}}
 		}
 		nat := func(v any, err error) (any, string) { return v, errCode(err) }
+		httpKind := "http"
+		gateway := "https://push.example.org/_matrix/push/v1/notify"
+		mxPusher := func(pushkey string, kind any, data map[string]any) map[string]any {
+			body := map[string]any{"app_id": "org.example.app", "pushkey": pushkey, "app_display_name": "Example",
+				"device_display_name": "Phone", "lang": "en", "data": data}
+			if kind != "absent" {
+				body["kind"] = kind
+			}
+			return body
+		}
+		natPusher := func(pushkey string, kind *string, data map[string]any) native.PushersSet {
+			return native.PushersSet{AppID: "org.example.app", PushKey: pushkey, Kind: kind, AppDisplayName: "Example",
+				DeviceDisplayName: "Phone", Lang: "en", Data: data}
+		}
+		pushkeysOf := func(list any) []string {
+			out := []string{}
+			raw, _ := json.Marshal(list)
+			var ps []native.Pusher
+			_ = json.Unmarshal(raw, &ps)
+			for _, p := range ps {
+				out = append(out, p.PushKey+" "+fmt.Sprint(p.Data["url"]))
+			}
+			slices.Sort(out)
+			return out
+		}
 		ok := func(_ any, code string) (any, string) { return nil, code } // success compared, not the new event
 
 		cases := []struct {
@@ -371,7 +396,9 @@ func TestParity(t *testing.T) {
 					return ids, errCode(err)
 				}},
 			{"remove a stranger as a friend", "M_NOT_FOUND",
-				func() (any, string) { return ok(mxCall(bob.mx, "DELETE", im+"/friends/"+url.PathEscape(carol.mx.UserID), nil)) },
+				func() (any, string) {
+					return ok(mxCall(bob.mx, "DELETE", im+"/friends/"+url.PathEscape(carol.mx.UserID), nil))
+				},
 				func() (any, string) { return ok(nat(nil, bob.nat.RemoveFriend(ctx, carol.mx.UserID))) }},
 			{"groups", "",
 				func() (any, string) {
@@ -408,6 +435,57 @@ func TestParity(t *testing.T) {
 			{"group of a malformed room ID", "M_INVALID_PARAM",
 				func() (any, string) { return ok(mxCall(bob.mx, "GET", im+"/groups/nope/members", nil)) },
 				func() (any, string) { return ok(nat(bob.nat.GroupMembers(ctx, "nope"))) }},
+			{"set a pusher (one each)", "",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/pushers/set", mxPusher("mx", "http", map[string]any{"url": gateway})))
+				},
+				func() (any, string) {
+					return ok(nat(nil, carol.nat.SetPusher(ctx, natPusher("nat", &httpKind, map[string]any{"url": gateway}))))
+				}},
+			{"set a pusher without data.url", "M_MISSING_PARAM",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/pushers/set", mxPusher("k", "http", map[string]any{})))
+				},
+				func() (any, string) {
+					return ok(nat(nil, carol.nat.SetPusher(ctx, natPusher("k", &httpKind, map[string]any{}))))
+				}},
+			{"set a pusher whose URL has the wrong path", "M_INVALID_PARAM",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/pushers/set", mxPusher("k", "http", map[string]any{"url": "https://push.example.org/"})))
+				},
+				func() (any, string) {
+					return ok(nat(nil, carol.nat.SetPusher(ctx, natPusher("k", &httpKind, map[string]any{"url": "https://push.example.org/"}))))
+				}},
+			{"set a pusher at a loopback address", "M_INVALID_PARAM",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/pushers/set", mxPusher("k", "http", map[string]any{"url": "http://127.0.0.1/_matrix/push/v1/notify"})))
+				},
+				func() (any, string) {
+					return ok(nat(nil, carol.nat.SetPusher(ctx, natPusher("k", &httpKind, map[string]any{"url": "http://127.0.0.1/_matrix/push/v1/notify"}))))
+				}},
+			{"list pushers", "",
+				func() (any, string) {
+					out, code := mxCall(carol.mx, "GET", "/_matrix/client/v3/pushers", nil)
+					return pushkeysOf(field(out, "pushers")), code
+				},
+				func() (any, string) {
+					ps, err := carol.nat.Pushers(ctx)
+					return pushkeysOf(ps), errCode(err)
+				}},
+			{"delete a pusher with kind null (one each)", "",
+				func() (any, string) {
+					return ok(mxCall(carol.mx, "POST", "/_matrix/client/v3/pushers/set", mxPusher("mx", nil, nil)))
+				},
+				func() (any, string) { return ok(nat(nil, carol.nat.SetPusher(ctx, natPusher("nat", nil, nil)))) }},
+			{"list pushers after deleting them", "",
+				func() (any, string) {
+					out, code := mxCall(carol.mx, "GET", "/_matrix/client/v3/pushers", nil)
+					return pushkeysOf(field(out, "pushers")), code
+				},
+				func() (any, string) {
+					ps, err := carol.nat.Pushers(ctx)
+					return pushkeysOf(ps), errCode(err)
+				}},
 		}
 		for _, tc := range cases {
 			mres, mcode := tc.matrix()

@@ -313,6 +313,53 @@ type FriendRequestOp struct {
 	Message string `json:"message,omitempty"`
 }
 
+// Pusher is one of the user's pushers (pushers.get), as GET /pushers lists it.
+type Pusher struct {
+	PushKey           string         `json:"pushkey"`
+	Kind              string         `json:"kind"`
+	AppID             string         `json:"app_id"`
+	AppDisplayName    string         `json:"app_display_name"`
+	DeviceDisplayName string         `json:"device_display_name"`
+	ProfileTag        string         `json:"profile_tag,omitempty"`
+	Lang              string         `json:"lang"`
+	Data              map[string]any `json:"data"`
+}
+
+// PushersReply lists the user's pushers.
+type PushersReply struct {
+	Pushers []Pusher `json:"pushers"`
+}
+
+// PushersSet is the pushers.set op's data: the fields of POST /pushers/set, with
+// the same meaning ("kind": null deletes the pusher with app_id and pushkey; no
+// kind at all is M_MISSING_PARAM). Kind is a pointer so a client can send null.
+type PushersSet struct {
+	PushKey           string         `json:"pushkey"`
+	Kind              *string        `json:"kind"`
+	AppID             string         `json:"app_id"`
+	AppDisplayName    string         `json:"app_display_name,omitempty"`
+	DeviceDisplayName string         `json:"device_display_name,omitempty"`
+	ProfileTag        string         `json:"profile_tag,omitempty"`
+	Lang              string         `json:"lang,omitempty"`
+	Data              map[string]any `json:"data,omitempty"`
+	Append            bool           `json:"append,omitempty"`
+}
+
+// NotificationPush is the payload of a "notification" push: the user's push
+// rules say an event notifies them. The event itself arrives as an "event" push
+// of its room; this says it should ring, and the room's unread counts after it.
+type NotificationPush struct {
+	RoomID    string `json:"room_id"`
+	EventID   string `json:"event_id"`
+	ThreadID  string `json:"thread_id,omitempty"`
+	TS        int64  `json:"ts"`
+	Highlight bool   `json:"highlight"`
+	// Sound is the sound tweak's value ("default"), "" for a silent notification.
+	Sound             string `json:"sound,omitempty"`
+	NotificationCount int    `json:"notification_count"`
+	HighlightCount    int    `json:"highlight_count"`
+}
+
 // FriendRequest is a friend request as one side sees it: UserID is the other
 // side. RoomID is the request's direct-message room.
 type FriendRequest struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/hongyan/hongyan/homeserver/presence"
+	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
@@ -91,8 +92,9 @@ type Deps struct {
 	Presence *presence.Service
 	Media    *media.Service
 	// Social serves the friends and groups ops; nil answers them M_UNRECOGNIZED.
-	Social *social.Service
-	Bus    *nats.Conn
+	Social  *social.Service
+	Bus     *nats.Conn
+	Pushers *pusher.Service
 }
 
 // Server serves native sessions on any number of listeners.
@@ -123,11 +125,12 @@ func New(cfg Config, d Deps) (*Server, error) {
 	}
 	s.hub = newHub(s)
 	for subject, fn := range map[string]func([]byte){
-		rooms.NoticeSubject:  s.hub.onRoomNotice,
-		typing.Subject:       s.hub.onTyping,
-		receipts.Subject:     s.hub.onReceipt,
-		users.RevokedSubject: s.onRevoked,
-		social.Subject:       s.hub.onSocial,
+		rooms.NoticeSubject:    s.hub.onRoomNotice,
+		typing.Subject:         s.hub.onTyping,
+		receipts.Subject:       s.hub.onReceipt,
+		users.RevokedSubject:   s.onRevoked,
+		social.Subject:         s.hub.onSocial,
+		pusher.NotifiedSubject: s.hub.onNotified,
 	} {
 		sub, err := d.Bus.Subscribe(subject, func(m *nats.Msg) { fn(m.Data) })
 		if err != nil {

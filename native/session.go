@@ -316,6 +316,7 @@ var readOps = map[string]bool{
 	"ping": true, "resume": true, "ack": true, "history": true, "rooms": true, "state": true,
 	"receipt": true, "get_presence": true, "profile": true, "download": true,
 	"friend_requests": true, "friends": true, "blocked": true, "groups": true, "group_members": true,
+	"pushers.get": true,
 }
 
 // throttle takes one request's token: before auth from the remote address's bucket

@@ -17,6 +17,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/presence"
+	"github.com/hongyan/hongyan/homeserver/push"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 )
@@ -198,6 +199,7 @@ type roomSent struct {
 	upTo       int64  // events position the client has the room up to
 	config     string // the room config it was sent with
 	membership string
+	counts     push.Counts // the unread counts last sent
 }
 
 func newSlidingConns() *slidingConns {
@@ -714,9 +716,25 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, w *slidin
 			return nil, now, err
 		}
 		if !has {
-			return nil, now, nil
+			// No new events, but a notification or a receipt may have changed
+			// the counts: then the room comes with them alone.
+			now.counts = sent.counts
+			if since.Notifications >= cur.Notifications && since.Receipts >= cur.Receipts {
+				return nil, now, nil
+			}
+			counts, err := s.unreadCounts(ctx, req.UserID, m.RoomID)
+			if err != nil || counts == sent.counts {
+				return nil, now, err
+			}
+			now.counts = counts
+			return &SlidingRoom{NotificationCount: counts.Notifications, HighlightCount: counts.Highlights, BumpStamp: bump}, now, nil
 		}
 	}
+	counts, err := s.unreadCounts(ctx, req.UserID, m.RoomID)
+	if err != nil {
+		return nil, now, err
+	}
+	now.counts = counts
 
 	limit := min(w.config.TimelineLimit, maxSlidingTimeline)
 	syncReq := Request{UserID: req.UserID, DeviceID: req.DeviceID}
@@ -728,7 +746,8 @@ func (s *Service) slidingRoom(ctx context.Context, req SlidingRequest, w *slidin
 	if err != nil {
 		return nil, now, err
 	}
-	room := &SlidingRoom{Initial: initial, Timeline: tl.Events, Limited: tl.Limited, PrevBatch: tl.PrevBatch, BumpStamp: bump}
+	room := &SlidingRoom{Initial: initial, Timeline: tl.Events, Limited: tl.Limited, PrevBatch: tl.PrevBatch, BumpStamp: bump,
+		NotificationCount: counts.Notifications, HighlightCount: counts.Highlights}
 	if incremental {
 		for _, ev := range tl.Events {
 			if ev.StreamPos > since.Events {

@@ -13,6 +13,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/presence"
+	"github.com/hongyan/hongyan/homeserver/push"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -31,6 +32,7 @@ type Service struct {
 	e2ee     *e2ee.Service
 	notifier *Notifier
 	sliding  *slidingConns
+	push     *push.Service
 }
 
 // Deps are the services sync reads.
@@ -44,11 +46,13 @@ type Deps struct {
 	Presence *presence.Service
 	E2EE     *e2ee.Service
 	Notifier *Notifier
+	// Push gives the unread counts; nil sends them as zero.
+	Push *push.Service
 }
 
 // New returns the sync service.
 func New(d Deps) *Service {
-	return &Service{db: d.DB, rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns()}
+	return &Service{db: d.DB, rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns(), push: d.Push}
 }
 
 // Request is one /sync call.
@@ -106,6 +110,9 @@ type JoinedRoom struct {
 	Ephemeral           EventList      `json:"ephemeral"`
 	AccountData         EventList      `json:"account_data"`
 	UnreadNotifications map[string]int `json:"unread_notifications"`
+	// UnreadThreadNotifications are the counts per thread, for a filter that
+	// asked for unread_thread_notifications.
+	UnreadThreadNotifications map[string]push.Counts `json:"unread_thread_notifications,omitempty"`
 }
 
 // InvitedRoom is a room the user is invited to.
@@ -189,14 +196,16 @@ func (s *Service) current(ctx context.Context) (Token, error) {
 	if err != nil {
 		return Token{}, err
 	}
+	s.awaitCounts(ctx, pos)
 	return Token{
-		Events:      pos["events"],
-		AccountData: pos["account_data"],
-		Receipts:    pos["receipts"],
-		Typing:      s.typing.Position(),
-		Presence:    pos["presence"],
-		ToDevice:    pos["to_device"],
-		DeviceLists: pos["device_lists"],
+		Events:        pos["events"],
+		AccountData:   pos["account_data"],
+		Receipts:      pos["receipts"],
+		Typing:        s.typing.Position(),
+		Presence:      pos["presence"],
+		ToDevice:      pos["to_device"],
+		DeviceLists:   pos["device_lists"],
+		Notifications: pos["push_notifications"],
 	}, nil
 }
 
@@ -237,6 +246,9 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 	if err := s.addEphemeral(ctx, req, plan.joined, since, cur, roomFilter, resp); err != nil {
 		return nil, false, err
 	}
+	if err := s.addUnread(ctx, req, plan.joined, since, cur, roomFilter, resp); err != nil {
+		return nil, false, err
+	}
 	return resp, resp.hasContent(), nil
 }
 
@@ -254,6 +266,7 @@ func clampSince(tok *Token, cur Token) Token {
 	since.Presence = min(since.Presence, cur.Presence)
 	since.ToDevice = min(since.ToDevice, cur.ToDevice)
 	since.DeviceLists = min(since.DeviceLists, cur.DeviceLists)
+	since.Notifications = min(since.Notifications, cur.Notifications)
 	if since.Typing > cur.Typing {
 		since.Typing = 0 // typing positions are per node; a foreign one resets
 	}

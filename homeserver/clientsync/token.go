@@ -12,7 +12,7 @@ import (
 )
 
 // Token is a position in every stream a client follows; a since token is one of
-// these. Its text form is "s<events>_<account data>_<receipts>_<typing>_<presence>_<to-device>_<device lists>", and later
+// these. Its text form is "s<events>_<account data>_<receipts>_<typing>_<presence>_<to-device>_<device lists>_<notifications>", and later
 // streams append components, so tokens issued before an upgrade still parse (missing
 // components are zero).
 type Token struct {
@@ -23,10 +23,13 @@ type Token struct {
 	Presence    int64
 	ToDevice    int64
 	DeviceLists int64
+	// Notifications is the push notifications stream: a new notification
+	// changes the user's unread counts after the event itself was synced.
+	Notifications int64
 }
 
 func (t Token) String() string {
-	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence, t.ToDevice, t.DeviceLists)
+	return fmt.Sprintf("s%d_%d_%d_%d_%d_%d_%d_%d", t.Events, t.AccountData, t.Receipts, t.Typing, t.Presence, t.ToDevice, t.DeviceLists, t.Notifications)
 }
 
 // ParseToken reads a since token; malformed tokens are M_INVALID_PARAM.
@@ -45,11 +48,11 @@ func ParseToken(s string) (Token, error) {
 		}
 		nums = append(nums, n)
 	}
-	for len(nums) < 7 {
+	for len(nums) < 8 {
 		nums = append(nums, 0)
 	}
 	return Token{Events: nums[0], AccountData: nums[1], Receipts: nums[2], Typing: nums[3], Presence: nums[4],
-		ToDevice: nums[5], DeviceLists: nums[6]}, nil
+		ToDevice: nums[5], DeviceLists: nums[6], Notifications: nums[7]}, nil
 }
 
 func errInvalidFilter(param string) error {

@@ -13,6 +13,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		{},
 		{Events: 1},
 		{Events: 1, AccountData: 2, Receipts: 3, Typing: 4, Presence: 5, ToDevice: 6, DeviceLists: 7},
+		{Events: 1, AccountData: 2, Receipts: 3, Typing: 4, Presence: 5, ToDevice: 6, DeviceLists: 7, Notifications: 8},
 		{Events: 1 << 62, DeviceLists: 9},
 		{Typing: 12, ToDevice: 40},
 	} {
@@ -46,7 +47,8 @@ func TestParseTokenOlderForms(t *testing.T) {
 		{"s42_7", Token{Events: 42, AccountData: 7}},
 		{"s1_2_3_4_5", Token{Events: 1, AccountData: 2, Receipts: 3, Typing: 4, Presence: 5}},
 		{"s1_2_3_4_5_6", Token{Events: 1, AccountData: 2, Receipts: 3, Typing: 4, Presence: 5, ToDevice: 6}},
-		{"s1_2_3_4_5_6_7_8", Token{Events: 1, AccountData: 2, Receipts: 3, Typing: 4, Presence: 5, ToDevice: 6, DeviceLists: 7}},
+		{"s1_2_3_4_5_6_7", Token{Events: 1, AccountData: 2, Receipts: 3, Typing: 4, Presence: 5, ToDevice: 6, DeviceLists: 7}},
+		{"s1_2_3_4_5_6_7_8_9", Token{Events: 1, AccountData: 2, Receipts: 3, Typing: 4, Presence: 5, ToDevice: 6, DeviceLists: 7, Notifications: 8}},
 	} {
 		got, err := ParseToken(tc.in)
 		if err != nil || got != tc.want {

@@ -75,6 +75,21 @@ type Config struct {
 	Social Social `yaml:"social"`
 	// UserDirectory configures /user_directory/search.
 	UserDirectory UserDirectory `yaml:"user_directory"`
+	Push         Push         `yaml:"push"`
+}
+
+// Push configures delivery to push gateways.
+type Push struct {
+	// GatewayAllowCIDRs is a comma-separated list of CIDR prefixes push gateways
+	// may be reached at although they are loopback, private or otherwise not
+	// public (a gateway inside the deployment's network; 127.0.0.0/8,::1/128 for
+	// tests and Sytest). Pusher URLs come from users, so by default only public
+	// addresses are dialled. Empty: public addresses only.
+	GatewayAllowCIDRs string `yaml:"gateway_allow_cidrs"`
+	// GatewayInsecureSkipVerify accepts any TLS certificate from push gateways.
+	// Test networks only (Sytest's gateway has a self-signed one): it is logged
+	// loudly at start.
+	GatewayInsecureSkipVerify bool `yaml:"gateway_insecure_skip_verify"`
 }
 
 // Social configures friends and groups (homeserver/social).
@@ -559,6 +574,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := outbound.ParsePrefixes(c.Media.PreviewAllow); err != nil {
 		return fmt.Errorf("media.preview_allow: %w", err)
+	}
+	if _, err := outbound.ParsePrefixes(c.Push.GatewayAllowCIDRs); err != nil {
+		return fmt.Errorf("push.gateway_allow_cidrs: %w", err)
 	}
 	if (c.Federation.TLSCert == "") != (c.Federation.TLSKey == "") {
 		return errors.New("federation.tls_cert and federation.tls_key go together")

@@ -73,6 +73,9 @@ func TestLoadRejectsBadInput(t *testing.T) {
 	if err := bad.Validate(); err == nil {
 		t.Error("Validate(listen: nonsense) = nil; want an error")
 	}
+	if cfg, err := Load("", []string{"HONGYAN_PUSH_GATEWAY_ALLOW_CIDRS=127.0.0.0/8,::1/128"}); err != nil || cfg.Push.GatewayAllowCIDRs != "127.0.0.0/8,::1/128" {
+		t.Errorf("Load(HONGYAN_PUSH_GATEWAY_ALLOW_CIDRS) = %q, %v; want 127.0.0.0/8,::1/128", cfg.Push.GatewayAllowCIDRs, err)
+	}
 	cfg, err := Load("", []string{"HONGYAN_FEDERATION_ALLOW_CIDRS=10.0.0.0/8, fd00::/8", "HONGYAN_MEDIA_PREVIEW_ALLOW=192.168.0.0/16"})
 	if err != nil || cfg.Federation.AllowCIDRs != "10.0.0.0/8, fd00::/8" || cfg.Media.PreviewAllow != "192.168.0.0/16" {
 		t.Errorf("Load(allow-list variables) = %q, %q, %v", cfg.Federation.AllowCIDRs, cfg.Media.PreviewAllow, err)
@@ -80,11 +83,12 @@ func TestLoadRejectsBadInput(t *testing.T) {
 	for _, set := range []func(*Config){
 		func(c *Config) { c.Federation.AllowCIDRs = "10.0.0.0/33" },
 		func(c *Config) { c.Media.PreviewAllow = "10.0.0.0/8,intranet" },
+		func(c *Config) { c.Push.GatewayAllowCIDRs = "127.0.0.0/8,localhost" },
 	} {
 		c := Default()
 		set(&c)
 		if err := c.Validate(); err == nil {
-			t.Errorf("Validate(allow-lists %q, %q) = nil; want an error", c.Federation.AllowCIDRs, c.Media.PreviewAllow)
+			t.Errorf("Validate(allow-lists %q, %q, %q) = nil; want an error", c.Federation.AllowCIDRs, c.Media.PreviewAllow, c.Push.GatewayAllowCIDRs)
 		}
 	}
 }

@@ -5,8 +5,12 @@ import (
 	"strings"
 )
 
-// defaultRules is the spec's server-default push ruleset (v1.16), with USER_ID and
-// LOCALPART filled in per user by Defaults.
+// defaultRules is the spec's server-default push ruleset (v1.16, "Predefined
+// Rules"), in the spec's order, with USER_ID and LOCALPART filled in per user by
+// Defaults. The legacy mention rules (.m.rule.contains_display_name,
+// .m.rule.roomnotif, .m.rule.contains_user_name) are still listed by the spec,
+// deprecated since v1.7; the evaluator skips them for events that carry
+// m.mentions, as MSC3952 says, so intentional mentions are not doubled.
 const defaultRules = `{
  "override": [
   {"rule_id": ".m.rule.master", "default": true, "enabled": false, "conditions": [], "actions": []},
@@ -22,8 +26,15 @@ const defaultRules = `{
   {"rule_id": ".m.rule.is_user_mention", "default": true, "enabled": true,
    "conditions": [{"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids", "value": "USER_ID"}],
    "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]},
+  {"rule_id": ".m.rule.contains_display_name", "default": true, "enabled": true,
+   "conditions": [{"kind": "contains_display_name"}],
+   "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]},
   {"rule_id": ".m.rule.is_room_mention", "default": true, "enabled": true,
    "conditions": [{"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": true},
+    {"kind": "sender_notification_permission", "key": "room"}],
+   "actions": ["notify", {"set_tweak": "highlight"}]},
+  {"rule_id": ".m.rule.roomnotif", "default": true, "enabled": true,
+   "conditions": [{"kind": "event_match", "key": "content.body", "pattern": "@room"},
     {"kind": "sender_notification_permission", "key": "room"}],
    "actions": ["notify", {"set_tweak": "highlight"}]},
   {"rule_id": ".m.rule.tombstone", "default": true, "enabled": true,
@@ -38,7 +49,10 @@ const defaultRules = `{
   {"rule_id": ".m.rule.suppress_edits", "default": true, "enabled": true,
    "conditions": [{"kind": "event_property_is", "key": "content.m\\.relates_to.rel_type", "value": "m.replace"}], "actions": []}
  ],
- "content": [],
+ "content": [
+  {"rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true, "pattern": "LOCALPART",
+   "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]}
+ ],
  "room": [],
  "sender": [],
  "underride": [

@@ -7,10 +7,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"log/slog"
 	"strings"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/hongyan/hongyan/homeserver/mxerror"
+	"github.com/hongyan/hongyan/homeserver/receipts"
+	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/storage"
 	"github.com/hongyan/hongyan/homeserver/users"
 )
 
@@ -52,13 +57,40 @@ func (rs *Ruleset) list(kind string) (*[]Rule, error) {
 	return nil, mxerror.New(mxerror.InvalidParam, "unknown rule kind %q", kind)
 }
 
-// Service reads and changes push rules through account data.
-type Service struct {
-	users *users.Service
+// Deps are what the push service reads and writes through.
+type Deps struct {
+	DB    *storage.DB
+	Users *users.Service
+	// Rooms and Receipts feed the evaluator and the unread counts.
+	Rooms    *rooms.Service
+	Receipts *receipts.Service
+	// Bus, if not nil, wakes the evaluator (rooms.NoticeSubject), tells it of
+	// changed rules (users.AccountDataSubject), and carries NoticeSubject.
+	Bus *nats.Conn
+	// ServerName is this server's name: only its users have push rules here.
+	ServerName string
+	// Log is where the evaluator reports failures; nil means slog.Default().
+	Log *slog.Logger
 }
 
-// New returns the service.
-func New(u *users.Service) *Service { return &Service{users: u} }
+// Service reads and changes push rules through account data, evaluates every new
+// event against the rules of the room's local members (Start) and keeps the
+// notifications and unread counts that follow.
+type Service struct {
+	deps  Deps
+	users *users.Service
+	log   *slog.Logger
+	ev    *evaluator // nil until Start
+}
+
+// New returns the service. The evaluator runs only after Start.
+func New(deps Deps) *Service {
+	log := deps.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{deps: deps, users: deps.Users, log: log}
+}
 
 // Rules returns the user's ruleset: stored, or the defaults.
 func (s *Service) Rules(ctx context.Context, userID string) (Ruleset, error) {
@@ -70,13 +102,7 @@ func (s *Service) Rules(ctx context.Context, userID string) (Ruleset, error) {
 	if err != nil {
 		return Ruleset{}, err
 	}
-	var content struct {
-		Global Ruleset `json:"global"`
-	}
-	if err := json.Unmarshal(raw, &content); err != nil {
-		return Ruleset{}, fmt.Errorf("stored push rules of %s: %w", userID, err)
-	}
-	return content.Global, nil
+	return rulesetFrom(raw, userID)
 }
 
 func (s *Service) save(ctx context.Context, userID string, rs Ruleset) error {

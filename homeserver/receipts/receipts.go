@@ -159,3 +159,38 @@ func Event(rs []Receipt) map[string]any {
 	}
 	return map[string]any{"type": "m.receipt", "content": content}
 }
+
+// ReadMarker is one of a user's read receipts (m.read or m.read.private) in a
+// room: ThreadID "" is unthreaded, "main" the main timeline, else a thread root.
+type ReadMarker struct {
+	RoomID, ThreadID, EventID string
+}
+
+// ReadMarkers returns the user's read receipts of both types in the rooms. Unread
+// counts start after the later of them, per thread.
+func (s *Service) ReadMarkers(ctx context.Context, userID string, roomIDs []string) ([]ReadMarker, error) {
+	var out []ReadMarker
+	for start := 0; start < len(roomIDs); start += 500 {
+		batch := roomIDs[start:min(start+500, len(roomIDs))]
+		marks, args := storage.InList(batch)
+		args = append(args, userID)
+		rows, err := s.db.Query(ctx, fmt.Sprintf(`SELECT room_id, thread_id, event_id FROM receipts
+			WHERE user_id = $%d AND receipt_type IN ('m.read', 'm.read.private') AND room_id IN (%s)`, len(args), marks), args...)
+		if err != nil {
+			return nil, fmt.Errorf("read markers of %s: %w", userID, err)
+		}
+		for rows.Next() {
+			var m ReadMarker
+			if err := rows.Scan(&m.RoomID, &m.ThreadID, &m.EventID); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read markers of %s: %w", userID, err)
+			}
+			out = append(out, m)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read markers of %s: %w", userID, err)
+		}
+	}
+	return out, nil
+}

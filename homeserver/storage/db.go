@@ -90,7 +90,7 @@ func openSQLite(ctx context.Context, path string) (*DB, error) {
 	// crash can lose the last transactions), which is the trade Synapse and Dendrite
 	// make for SQLite too.
 	params := url.Values{}
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)"} {
+	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)", "temp_store(MEMORY)"} {
 		params.Add("_pragma", p)
 	}
 	params.Set("_txlock", "immediate")

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
@@ -123,4 +124,45 @@ func (s *Service) Filter(ctx context.Context, localpart string, id int64) (json.
 		return nil, fmt.Errorf("read filter %d of %q: %w", id, localpart, err)
 	}
 	return json.RawMessage(content), nil
+}
+
+// GlobalAccountDataOf returns the global account data of the given types for many
+// users at once, by localpart and then type; users with none are left out. The
+// push evaluator loads the rules of a large room's members with it.
+func (s *Service) GlobalAccountDataOf(ctx context.Context, localparts, types []string) (map[string]map[string]json.RawMessage, error) {
+	out := map[string]map[string]json.RawMessage{}
+	if len(types) == 0 {
+		return out, nil
+	}
+	typeMarks, typeArgs := storage.InList(types)
+	for start := 0; start < len(localparts); start += 500 {
+		batch := localparts[start:min(start+500, len(localparts))]
+		args := append([]any{}, typeArgs...)
+		marks := make([]string, len(batch))
+		for i, l := range batch {
+			args = append(args, l)
+			marks[i] = fmt.Sprintf("$%d", len(args))
+		}
+		rows, err := s.db.Query(ctx, `SELECT localpart, type, content FROM account_data WHERE room_id = '' AND type IN (`+typeMarks+`)
+			AND localpart IN (`+strings.Join(marks, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("account data of %d users: %w", len(batch), err)
+		}
+		for rows.Next() {
+			var local, typ, content string
+			if err := rows.Scan(&local, &typ, &content); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("account data of %d users: %w", len(batch), err)
+			}
+			if out[local] == nil {
+				out[local] = map[string]json.RawMessage{}
+			}
+			out[local][typ] = json.RawMessage(content)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("account data of %d users: %w", len(batch), err)
+		}
+	}
+	return out, nil
 }

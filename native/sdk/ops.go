@@ -145,3 +145,16 @@ func (c *Client) Download(ctx context.Context, contentURI string) (native.Downlo
 	err := c.Call(ctx, "download", native.Download{ContentURI: contentURI}, &out)
 	return out, err
 }
+
+// Pushers lists the user's pushers (GET /pushers).
+func (c *Client) Pushers(ctx context.Context) ([]native.Pusher, error) {
+	var out native.PushersReply
+	err := c.Call(ctx, "pushers.get", struct{}{}, &out)
+	return out.Pushers, err
+}
+
+// SetPusher creates or updates a pusher (POST /pushers/set); a nil Kind deletes
+// the one with the request's app_id and pushkey.
+func (c *Client) SetPusher(ctx context.Context, req native.PushersSet) error {
+	return c.Call(ctx, "pushers.set", req, nil)
+}

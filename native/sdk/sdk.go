@@ -61,6 +61,8 @@ type Push struct {
 	Typing  *native.TypingPush
 	Receipt *native.ReceiptPush
 	Social  *SocialPush
+	// Notification says an event notifies the user (their push rules matched).
+	Notification *native.NotificationPush
 }
 
 // SocialPush is a typed friends-and-groups push: Kind is its op (friend_request,
@@ -287,6 +289,11 @@ func (c *Client) reader(conn net.Conn) {
 			var m native.Message[native.SocialPush]
 			if native.Unmarshal(codec, body, &m) == nil {
 				c.deliver(Push{Social: &SocialPush{Kind: env.Op, SocialPush: m.Data}})
+			}
+		case "notification":
+			var m native.Message[native.NotificationPush]
+			if native.Unmarshal(codec, body, &m) == nil {
+				c.deliver(Push{Notification: &m.Data})
 			}
 		case "close":
 			var m native.Message[native.ClosePush]

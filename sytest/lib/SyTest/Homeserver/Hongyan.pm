@@ -70,6 +70,8 @@ sub start
          retry_max            => "5s",
       },
       native     => { listen => "off" },
+      # Sytest's push gateway listens on loopback, with a self-signed certificate.
+      push       => { gateway_allow_cidrs => "127.0.0.0/8,::1/128", gateway_insecure_skip_verify => JSON::true },
       log        => { level => "info" },
       # Sytest writes the application services' registration files itself;
       # their URLs are its own HTTPS server, with a certificate of its own CA.
