@@ -563,6 +563,14 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 	if changed, err = s.e2ee.ChangedUsers(ctx, shared, since.DeviceLists, cur.DeviceLists); err != nil {
 		return nil, nil, err
 	}
+	// A user always hears of their own devices, in a room with anyone or not.
+	own, err := s.e2ee.OwnDevicesChanged(ctx, userID, since.DeviceLists, cur.DeviceLists)
+	if err != nil {
+		return nil, nil, err
+	}
+	if own && !slices.Contains(changed, userID) {
+		changed = append(changed, userID)
+	}
 	memberChanges, err := s.rooms.MemberChangesBetween(ctx, userID, since.Events, cur.Events)
 	if err != nil || len(memberChanges) == 0 {
 		return changed, nil, err
@@ -605,6 +613,26 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 	}
 	slices.Sort(left)
 	return changed, left, nil
+}
+
+// KeyChanges answers /keys/changes: whose devices changed between two sync tokens
+// as the user's sync would have told them, joins and leaves in shared rooms
+// included.
+func (s *Service) KeyChanges(ctx context.Context, userID string, from, to Token) (changed, left []string, err error) {
+	cur, err := s.current(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	to = clampSince(&to, cur)
+	from = clampSince(&from, to)
+	changed, left, err = s.deviceListChanges(ctx, userID, from, to)
+	if changed == nil {
+		changed = []string{}
+	}
+	if left == nil {
+		left = []string{}
+	}
+	return changed, left, err
 }
 
 // addKeyCounts adds the device's one-time key counts and unused fallback key types,

@@ -101,8 +101,8 @@ func parseDeviceKeys(raw json.RawMessage, userID, deviceID string) error {
 }
 
 // UploadKeys stores a device's keys and returns its one-time key counts. Device keys
-// must have the spec's shape and be the caller's device's; identical re-uploads are
-// accepted, changed ones refused.
+// must have the spec's shape and be the caller's device's; an identical re-upload
+// changes nothing, a different one replaces the keys and moves the device list.
 func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Upload) (map[string]int, error) {
 	changedDevice := false
 	if len(up.DeviceKeys) > 0 && string(up.DeviceKeys) != "null" {
@@ -117,7 +117,9 @@ func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Up
 		case err != nil:
 			return nil, fmt.Errorf("read device keys: %w", err)
 		case !sameKeys(existing, up.DeviceKeys):
-			return nil, mxerror.New(mxerror.InvalidParam, "device keys of %s are already uploaded and differ", deviceID)
+			// Replaced, as Synapse does, and announced: the keys were never
+			// vouched for by the server, so refusing a change protects no one.
+			changedDevice = true
 		}
 	}
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
@@ -189,9 +191,51 @@ func markDeviceListChange(ctx context.Context, tx *storage.Tx, userID string) er
 	if err := tx.NextStreamPos(ctx, "device_lists", &pos); err != nil {
 		return err
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)
-		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos`, userID, pos)
+	_, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos, own_pos) VALUES ($1, $2, $2)
+		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos, own_pos = excluded.own_pos`, userID, pos)
 	return err
+}
+
+// markOwnDeviceListChange moves the user's device list position for their own
+// devices only (a change no one else may see, such as a new user-signing key).
+func markOwnDeviceListChange(ctx context.Context, tx *storage.Tx, userID string) error {
+	var pos int64
+	if err := tx.NextStreamPos(ctx, "device_lists", &pos); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos, own_pos) VALUES ($1, 0, $2)
+		ON CONFLICT (user_id) DO UPDATE SET own_pos = excluded.own_pos`, userID, pos)
+	return err
+}
+
+// OwnDevicesChanged reports whether anything the user's own devices must refetch
+// changed between since and upTo: their devices, device keys or cross-signing keys,
+// the private ones included. A user is always told about their own devices, also
+// when they share no room with anyone (Synapse does the same), so that a second
+// client of a fresh account sees the first one's keys.
+func (s *Service) OwnDevicesChanged(ctx context.Context, userID string, since, upTo int64) (bool, error) {
+	if since >= upTo {
+		return false, nil
+	}
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM device_list_changes WHERE user_id = $1 AND own_pos > $2 AND own_pos <= $3`, userID, since, upTo).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("own device list changes of %s: %w", userID, err)
+	}
+	return true, nil
+}
+
+// DeviceListChanged records and announces a change of the user's devices made
+// elsewhere (a new device logged in, a device renamed).
+func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
+	if err := s.db.WithTx(ctx, func(tx *storage.Tx) error { return markDeviceListChange(ctx, tx, userID) }); err != nil {
+		return fmt.Errorf("device list of %s: %w", userID, err)
+	}
+	s.deviceListChanged(userID)
+	return nil
 }
 
 // DeviceDeleted removes a deleted device's keys and pending messages and announces
@@ -277,19 +321,34 @@ func (s *Service) QueryKeys(ctx context.Context, serverName string, want map[str
 				return nil, nil, err
 			}
 			if len(devices) == 0 || contains(devices, dev) {
-				byDevice[dev] = json.RawMessage(raw)
+				byDevice[dev] = withUnsigned(json.RawMessage(raw))
 			}
 		}
 		rows.Close()
 		for dev, raw := range byDevice {
 			// Cross-signing signatures of the device are served with its keys.
-			if byDevice[dev], err = s.withSignatures(ctx, userID, dev, raw); err != nil {
+			if byDevice[dev], err = s.withSignatures(ctx, userID, dev, raw, ""); err != nil {
 				return nil, nil, err
 			}
 		}
 		out[userID] = byDevice
 	}
 	return out, failures, nil
+}
+
+// withUnsigned gives device keys the unsigned object the spec's /keys/query
+// answer has (clients read unsigned.device_display_name from it).
+func withUnsigned(raw json.RawMessage) json.RawMessage {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil || obj == nil || obj["unsigned"] != nil {
+		return raw
+	}
+	obj["unsigned"] = json.RawMessage(`{}`)
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return raw
+	}
+	return out
 }
 
 // ClaimKeys hands out one key per requested (user, device, algorithm): a one-time key
