@@ -184,3 +184,26 @@ func TestUserSigningSignaturesPrivate(t *testing.T) {
 		}
 	})
 }
+
+// TestInviteeInDeviceListChanged: a user invited to a room the syncing user is in
+// appears in device_lists.changed before joining (the inviter may encrypt for them,
+// as with Synapse), never in left; the invitee's own sync loses no one.
+func TestInviteeInDeviceListChanged(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		dave := srv.Register(t, "dave", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "private_chat"})
+		var as, ds deviceListSync
+		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &as)
+		dave.MustDo("GET", "/_matrix/client/v3/sync", nil, &ds)
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/invite", map[string]any{"user_id": dave.UserID}, nil)
+		as = syncFrom(alice, as.NextBatch)
+		if !slices.Contains(as.DeviceLists.Changed, dave.UserID) || slices.Contains(as.DeviceLists.Left, dave.UserID) {
+			t.Errorf("alice's device_lists after inviting dave = %+v; want dave changed, not left", as.DeviceLists)
+		}
+		if ds = syncFrom(dave, ds.NextBatch); len(ds.DeviceLists.Left) != 0 {
+			t.Errorf("dave's device_lists after his invite = %+v; want no one left", ds.DeviceLists)
+		}
+	})
+}

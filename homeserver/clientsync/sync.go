@@ -579,9 +579,11 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 	for _, u := range shared {
 		sharing[u] = true
 	}
-	newly, gone := map[string]bool{}, map[string]bool{}
+	newly, gone, invited := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, c := range memberChanges {
 		switch {
+		case c.UserID == userID && (c.Membership == "invite" || c.Membership == "knock"):
+			// Not in the room yet: no one's devices matter to the user.
 		case c.UserID == userID:
 			// The user's own join or leave affects everyone in the room.
 			members, err := s.rooms.JoinedUserIDs(ctx, c.RoomID)
@@ -597,12 +599,21 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 			}
 		case c.Membership == "join":
 			newly[c.UserID] = true
+		case c.Membership == "invite" || c.Membership == "knock":
+			// As Synapse does: the client may want to encrypt for them before
+			// they join (an invitee's keys let the inviter share the room key).
+			invited[c.UserID] = true
 		default:
 			gone[c.UserID] = true
 		}
 	}
 	for u := range newly {
 		if sharing[u] && u != userID && !slices.Contains(changed, u) {
+			changed = append(changed, u)
+		}
+	}
+	for u := range invited {
+		if u != userID && !slices.Contains(changed, u) {
 			changed = append(changed, u)
 		}
 	}
