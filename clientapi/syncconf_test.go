@@ -2,6 +2,7 @@ package clientapi_test
 
 import (
 	"net/url"
+	"slices"
 	"testing"
 
 	"github.com/hongyan/hongyan/homeserver/testserver"
@@ -40,6 +41,86 @@ func TestSyncHeroesOnlyForUnnamedRooms(t *testing.T) {
 			if sum["m.joined_member_count"] != float64(2) {
 				t.Errorf("%s: summary %v; want 2 joined", tc.name, sum)
 			}
+		}
+	})
+}
+
+// presenceDelta is the part of a /sync response the presence tests read.
+type presenceDelta struct {
+	NextBatch string `json:"next_batch"`
+	Presence  struct {
+		Events []struct {
+			Type    string         `json:"type"`
+			Sender  string         `json:"sender"`
+			Content map[string]any `json:"content"`
+		} `json:"events"`
+	} `json:"presence"`
+}
+
+func (p presenceDelta) senders() []string {
+	var out []string
+	for _, ev := range p.Presence.Events {
+		if ev.Type == "m.presence" {
+			out = append(out, ev.Sender)
+		}
+	}
+	return out
+}
+
+// TestSyncPresenceOfNewlySharedUsers: when two users come to share a room, each
+// one's next incremental sync carries the other's presence, changed since the token
+// or not (the client never had it), and the sync after that does not repeat it.
+func TestSyncPresenceOfNewlySharedUsers(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		var as, bs presenceDelta
+		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &as)
+		bob.MustDo("GET", "/_matrix/client/v3/sync", nil, &bs)
+		// Both are online now; the positions below are after those changes.
+		alice.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+as.NextBatch, nil, &as)
+		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+bs.NextBatch, nil, &bs)
+
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		for _, tc := range []struct {
+			who   *testserver.Client
+			since *presenceDelta
+			other string
+		}{{bob, &bs, alice.UserID}, {alice, &as, bob.UserID}} {
+			var got presenceDelta
+			tc.who.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+tc.since.NextBatch, nil, &got)
+			if !slices.Contains(got.senders(), tc.other) {
+				t.Errorf("%s's sync after bob joined: presence from %v; want %s", tc.who, got.senders(), tc.other)
+			}
+			var again presenceDelta
+			tc.who.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+got.NextBatch, nil, &again)
+			if slices.Contains(again.senders(), tc.other) {
+				t.Errorf("%s's sync after that: presence from %v; want %s no more", tc.who, again.senders(), tc.other)
+			}
+		}
+	})
+}
+
+// TestSyncNewlyJoinedRoomLimited: a room joined since the token comes in an
+// incremental sync with a limited timeline and a prev_batch, however few events it
+// has: the client holds none of its history and must page back for more.
+func TestSyncNewlyJoinedRoomLimited(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		sendText(t, alice, roomID, "1", "before bob")
+		since := doSync(t, bob, "").NextBatch
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		room, ok := doSync(t, bob, "timeout=0&since="+since).Rooms.Join[roomID]
+		if !ok {
+			t.Fatal("bob's incremental sync lacks the room he joined")
+		}
+		if !room.Timeline.Limited || room.Timeline.PrevBatch == "" {
+			t.Errorf("newly joined room: timeline limited %v, prev_batch %q; want limited with a prev_batch", room.Timeline.Limited, room.Timeline.PrevBatch)
 		}
 	})
 }

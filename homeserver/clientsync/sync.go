@@ -306,15 +306,37 @@ func (s *Service) addAccountData(ctx context.Context, req Request, since, cur To
 	return roomData, nil
 }
 
-// addPresence adds the presence changes of users sharing a room with the user, as
-// the presence filter allows.
+// addPresence adds the presence changes of users sharing a room with the user, and
+// the presence of users who came to share a room with the user since the token
+// (changed or not: the client has never seen it), as the presence filter allows.
 func (s *Service) addPresence(ctx context.Context, req Request, since, cur Token, resp *Response) error {
-	if since.Presence >= cur.Presence || !eventAllowed(req.Filter.Presence, "m.presence") {
+	if !eventAllowed(req.Filter.Presence, "m.presence") {
 		return nil
 	}
-	changes, err := s.presence.ChangedForUser(ctx, req.UserID, since.Presence, cur.Presence)
-	if err != nil {
-		return err
+	var changes []presence.Status
+	if since.Presence < cur.Presence {
+		var err error
+		if changes, err = s.presence.ChangedForUser(ctx, req.UserID, since.Presence, cur.Presence); err != nil {
+			return err
+		}
+	}
+	if req.Since != nil && since.Events < cur.Events {
+		newly, err := s.newlyShared(ctx, req.UserID, since, cur)
+		if err != nil {
+			return err
+		}
+		for _, u := range newly {
+			if slices.ContainsFunc(changes, func(st presence.Status) bool { return st.UserID == u }) {
+				continue
+			}
+			st, ok, err := s.presence.Known(ctx, u)
+			if err != nil {
+				return err
+			}
+			if ok {
+				changes = append(changes, st)
+			}
+		}
 	}
 	for _, st := range changes {
 		if f := req.Filter.Presence; f != nil && (f.Senders != nil && !slices.Contains(*f.Senders, st.UserID) || slices.Contains(f.NotSenders, st.UserID)) {
@@ -626,6 +648,48 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 	return changed, left, nil
 }
 
+// newlyShared lists the users who came to share a joined room with the user between
+// since and cur (the user's own joins bring the room's members, another's join
+// brings them) and still do, the user not included.
+func (s *Service) newlyShared(ctx context.Context, userID string, since, cur Token) ([]string, error) {
+	changes, err := s.rooms.MemberChangesBetween(ctx, userID, since.Events, cur.Events)
+	if err != nil || len(changes) == 0 {
+		return nil, err
+	}
+	newly := map[string]bool{}
+	for _, c := range changes {
+		switch {
+		case c.Membership != "join":
+		case c.UserID == userID:
+			members, err := s.rooms.JoinedUserIDs(ctx, c.RoomID)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range members {
+				newly[m] = true
+			}
+		default:
+			newly[c.UserID] = true
+		}
+	}
+	delete(newly, userID)
+	if len(newly) == 0 {
+		return nil, nil
+	}
+	shared, err := s.rooms.SharedUsers(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, u := range shared {
+		if newly[u] {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // KeyChanges answers /keys/changes: whose devices changed between two sync tokens
 // as the user's sync would have told them, joins and leaves in shared rooms
 // included.
@@ -710,6 +774,12 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 	var err error
 	if jr.Timeline, err = s.timeline(ctx, req, roomID, sinceTok, cur.Events, f); err != nil {
 		return nil, err
+	}
+	if fresh && req.Since != nil {
+		// Newly joined in an incremental sync: the client holds none of the room's
+		// history, so the timeline is limited (as with Synapse and Dendrite) and
+		// the client pages back from prev_batch for more.
+		jr.Timeline.Limited = true
 	}
 	// The summary is sent when it may have changed: with the room's state, or
 	// after membership events.

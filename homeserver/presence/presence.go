@@ -216,6 +216,26 @@ func (s *Service) Get(ctx context.Context, userID string) (Status, error) {
 	return derive(st, msg, lastActive), nil
 }
 
+// Known returns a user's presence if presence is enabled and the user has any
+// recorded (has ever synced or set it); a user never seen has none to tell.
+func (s *Service) Known(ctx context.Context, userID string) (Status, bool, error) {
+	if s.cfg.Disabled {
+		return Status{}, false, nil
+	}
+	st := Status{UserID: userID}
+	var msg sql.NullString
+	var lastActive int64
+	err := s.db.QueryRow(ctx, `SELECT state, status_msg, last_active_ts, stream_pos FROM presence WHERE user_id = $1`, userID).
+		Scan(&st.Presence, &msg, &lastActive, &st.StreamPos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Status{}, false, nil
+	}
+	if err != nil {
+		return Status{}, false, fmt.Errorf("presence of %s: %w", userID, err)
+	}
+	return derive(st, msg, lastActive), true, nil
+}
+
 // derive fills the fields computed at read time: idle online users show as
 // unavailable, and currently_active reflects the last minute.
 func derive(st Status, msg sql.NullString, lastActive int64) Status {
