@@ -1,8 +1,11 @@
 package clientapi_test
 
 import (
+	"fmt"
+	"maps"
 	"net/url"
 	"slices"
+	"time"
 	"testing"
 
 	"github.com/hongyan/hongyan/homeserver/testserver"
@@ -69,19 +72,19 @@ func (p presenceDelta) senders() []string {
 
 // TestSyncPresenceOfNewlySharedUsers: when two users come to share a room, each
 // one's next incremental sync carries the other's presence, changed since the token
-// or not (the client never had it), and the sync after that does not repeat it.
+// or not, offline for a user never seen (the client never had it), and the sync
+// after that does not repeat it.
 func TestSyncPresenceOfNewlySharedUsers(t *testing.T) {
 	t.Parallel()
 	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
 		alice := srv.Register(t, "alice", "pw")
 		bob := srv.Register(t, "bob", "pw")
 		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		// Neither has any presence recorded (they sync as offline): what the
+		// other gets is the default, offline, and still gets it.
 		var as, bs presenceDelta
-		alice.MustDo("GET", "/_matrix/client/v3/sync", nil, &as)
-		bob.MustDo("GET", "/_matrix/client/v3/sync", nil, &bs)
-		// Both are online now; the positions below are after those changes.
-		alice.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+as.NextBatch, nil, &as)
-		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+bs.NextBatch, nil, &bs)
+		alice.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline", nil, &as)
+		bob.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline", nil, &bs)
 
 		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
 		for _, tc := range []struct {
@@ -90,12 +93,12 @@ func TestSyncPresenceOfNewlySharedUsers(t *testing.T) {
 			other string
 		}{{bob, &bs, alice.UserID}, {alice, &as, bob.UserID}} {
 			var got presenceDelta
-			tc.who.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+tc.since.NextBatch, nil, &got)
+			tc.who.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline&timeout=0&since="+tc.since.NextBatch, nil, &got)
 			if !slices.Contains(got.senders(), tc.other) {
 				t.Errorf("%s's sync after bob joined: presence from %v; want %s", tc.who, got.senders(), tc.other)
 			}
 			var again presenceDelta
-			tc.who.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&since="+got.NextBatch, nil, &again)
+			tc.who.MustDo("GET", "/_matrix/client/v3/sync?set_presence=offline&timeout=0&since="+got.NextBatch, nil, &again)
 			if slices.Contains(again.senders(), tc.other) {
 				t.Errorf("%s's sync after that: presence from %v; want %s no more", tc.who, again.senders(), tc.other)
 			}
@@ -122,5 +125,78 @@ func TestSyncNewlyJoinedRoomLimited(t *testing.T) {
 		if !room.Timeline.Limited || room.Timeline.PrevBatch == "" {
 			t.Errorf("newly joined room: timeline limited %v, prev_batch %q; want limited with a prev_batch", room.Timeline.Limited, room.Timeline.PrevBatch)
 		}
+	})
+}
+
+// members is the membership of each member event in a sync's room state.
+func members(state []event) map[string]string {
+	out := map[string]string{}
+	for _, ev := range state {
+		if ev.Type == "m.room.member" && ev.StateKey != nil {
+			m, _ := ev.Content["membership"].(string)
+			out[*ev.StateKey] = m
+		}
+	}
+	return out
+}
+
+// TestSyncLazyMembersAcrossGaps: a lazy-loading client's incremental syncs carry
+// the members it needs and has not been sent: those of the timeline's senders, and
+// every membership change in a gap (a join or leave of someone who never spoke);
+// never a member the device was already sent, unless include_redundant_members asks;
+// and a retried sync from an older token is sent them again.
+func TestSyncLazyMembersAcrossGaps(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		charlie := srv.Register(t, "charlie", "pw")
+		dave := srv.Register(t, "dave", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		for _, u := range []*testserver.Client{bob, charlie} {
+			u.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		}
+		lazy := "filter=" + url.QueryEscape(`{"room":{"state":{"lazy_load_members":true},"timeline":{"limit":3}}}`)
+		redundant := "filter=" + url.QueryEscape(`{"room":{"state":{"lazy_load_members":true,"include_redundant_members":true},"timeline":{"limit":3}}}`)
+		say := func(c *testserver.Client, n int) {
+			for i := range n {
+				sendText(t, c, roomID, fmt.Sprintf("%s-%d-%d", c.Device, time.Now().UnixNano(), i), "hi")
+			}
+		}
+		check := func(step string, s syncResp, want map[string]string) {
+			t.Helper()
+			room := s.Rooms.Join[roomID]
+			if got := members(room.State.Events); !maps.Equal(got, want) {
+				t.Errorf("%s: state members = %v; want %v", step, got, want)
+			}
+		}
+
+		say(bob, 3)
+		first := doSync(t, alice, lazy)
+		check("initial sync", first, map[string]string{alice.UserID: "join", bob.UserID: "join"})
+
+		// Dave joins and stays silent, charlie speaks: a gap.
+		dave.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		say(charlie, 3)
+		second := doSync(t, alice, lazy+"&timeout=0&since="+first.NextBatch)
+		if !second.Rooms.Join[roomID].Timeline.Limited {
+			t.Fatal("second sync: timeline not limited; the test needs a gap")
+		}
+		want := map[string]string{charlie.UserID: "join", dave.UserID: "join"}
+		check("gappy sync", second, want)
+		check("the same sync retried", doSync(t, alice, lazy+"&timeout=0&since="+first.NextBatch), want)
+
+		// No gap: bob and charlie speak; alice holds both members already.
+		say(bob, 1)
+		say(charlie, 1)
+		third := doSync(t, alice, lazy+"&timeout=0&since="+second.NextBatch)
+		check("sync without a gap", third, map[string]string{})
+		check("sync without a gap, redundant members asked for", doSync(t, alice, redundant+"&timeout=0&since="+second.NextBatch),
+			map[string]string{bob.UserID: "join", charlie.UserID: "join"})
+
+		// Dave leaves in a gap: his leave comes, the speaker's member does not.
+		dave.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/leave", map[string]any{}, nil)
+		say(bob, 3)
+		check("gappy sync over a leave", doSync(t, alice, lazy+"&timeout=0&since="+third.NextBatch), map[string]string{dave.UserID: "leave"})
 	})
 }

@@ -31,6 +31,8 @@ type Service struct {
 	e2ee     *e2ee.Service
 	notifier *Notifier
 	sliding  *slidingConns
+	// lazy is what lazy-loading syncs sent each device (lazymembers.go).
+	lazy *lazyMembers
 }
 
 // Deps are the services sync reads.
@@ -48,7 +50,7 @@ type Deps struct {
 
 // New returns the sync service.
 func New(d Deps) *Service {
-	return &Service{db: d.DB, rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns()}
+	return &Service{db: d.DB, rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns(), lazy: newLazyMembers()}
 }
 
 // Request is one /sync call.
@@ -230,6 +232,9 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 	}
 	if err := s.addLeaves(ctx, req, plan.leaves, since, roomFilter, resp); err != nil {
 		return nil, false, err
+	}
+	if req.Since == nil && roomFilter.State != nil && roomFilter.State.LazyLoadMembers {
+		s.lazy.reset(req.UserID, req.DeviceID)
 	}
 	if err := s.addJoinedRooms(ctx, req, plan.joins, since, cur, roomFilter, roomData, resp); err != nil {
 		return nil, false, err
@@ -794,45 +799,116 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 	if len(jr.Timeline.Events) > 0 {
 		start = jr.Timeline.Events[0].StreamPos - 1
 	}
+	lazy := f.State != nil && f.State.LazyLoadMembers
+	// senders are the members a lazy-loading client needs to render the timeline.
+	senders := map[string]bool{}
+	for _, ev := range jr.Timeline.Events {
+		senders[ev.Sender] = true
+	}
+	var state []rooms.ClientEvent
 	switch {
 	case fullState:
 		// A lazy-loading client gets only the members it needs; loading the rest
 		// of a large room's roster just to drop it would dominate the sync.
 		var members map[string]bool
-		if f.State != nil && f.State.LazyLoadMembers {
+		if lazy {
 			members = map[string]bool{req.UserID: true}
-			for _, ev := range jr.Timeline.Events {
-				members[ev.Sender] = true
+			for u := range senders {
+				members[u] = true
 			}
 		}
-		state, err := s.rooms.StateAtFor(ctx, roomID, start, members)
-		if err != nil {
+		if state, err = s.rooms.StateAtFor(ctx, roomID, start, members); err != nil {
 			return nil, err
 		}
-		jr.State.Events = state
 	case jr.Timeline.Limited:
 		// The gap between since and the timeline may hold state changes the
-		// client has not seen: send those that differ.
-		before, err := s.rooms.StateAt(ctx, roomID, since.Events)
-		if err != nil {
+		// client has not seen: send those that differ, every member among them
+		// (a join or leave in the gap is news to a lazy-loading client too).
+		if state, err = s.stateDelta(ctx, roomID, since.Events, start); err != nil {
 			return nil, err
 		}
-		after, err := s.rooms.StateAt(ctx, roomID, start)
-		if err != nil {
-			return nil, err
-		}
-		seen := map[string]bool{}
-		for _, ev := range before {
-			seen[ev.EventID] = true
-		}
-		for _, ev := range after {
-			if !seen[ev.EventID] {
-				jr.State.Events = append(jr.State.Events, ev)
+		if lazy {
+			if state, err = s.withSenderMembers(ctx, roomID, start, senders, state); err != nil {
+				return nil, err
 			}
 		}
+	case lazy && len(jr.Timeline.Events) > 0:
+		// No gap: the timeline holds every change, but the client may never have
+		// been sent the members of its senders.
+		if state, err = s.withSenderMembers(ctx, roomID, start, senders, nil); err != nil {
+			return nil, err
+		}
 	}
-	jr.State.Events = filterState(req, f, jr.State.Events, jr.Timeline.Events)
+	state = withoutTimelineEvents(state, jr.Timeline.Events)
+	jr.State.Events = filterState(req, f, state, jr.Timeline.Events, false)
+	if lazy && !f.State.IncludeRedundantMembers {
+		// Members the device already holds are not sent again; an initial sync
+		// starts the device afresh (build resets it).
+		if req.Since != nil {
+			jr.State.Events = slices.DeleteFunc(jr.State.Events, func(ev rooms.ClientEvent) bool {
+				return ev.Type == spec.MRoomMember && s.lazy.known(req.UserID, req.DeviceID, roomID, since.Events, ev)
+			})
+		}
+		s.lazy.record(req.UserID, req.DeviceID, roomID, cur.Events, jr.State.Events, jr.Timeline.Events)
+	}
 	return jr, nil
+}
+
+// stateDelta is the room's state at to that differs from its state at from.
+func (s *Service) stateDelta(ctx context.Context, roomID string, from, to int64) ([]rooms.ClientEvent, error) {
+	before, err := s.rooms.StateAt(ctx, roomID, from)
+	if err != nil {
+		return nil, err
+	}
+	after, err := s.rooms.StateAt(ctx, roomID, to)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, ev := range before {
+		seen[ev.EventID] = true
+	}
+	var out []rooms.ClientEvent
+	for _, ev := range after {
+		if !seen[ev.EventID] {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// withSenderMembers adds to state the member events at position pos of the users in
+// senders, those state lacks.
+func (s *Service) withSenderMembers(ctx context.Context, roomID string, pos int64, senders map[string]bool, state []rooms.ClientEvent) ([]rooms.ClientEvent, error) {
+	if len(senders) == 0 {
+		return state, nil
+	}
+	at, err := s.rooms.StateAtFor(ctx, roomID, pos, senders)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, ev := range state {
+		have[ev.EventID] = true
+	}
+	for _, ev := range at {
+		if ev.Type == spec.MRoomMember && !have[ev.EventID] {
+			state = append(state, ev)
+		}
+	}
+	return state, nil
+}
+
+// withoutTimelineEvents drops from state the events the timeline carries.
+func withoutTimelineEvents(state, timeline []rooms.ClientEvent) []rooms.ClientEvent {
+	if len(state) == 0 || len(timeline) == 0 {
+		return state
+	}
+	inTimeline := map[string]bool{}
+	for _, ev := range timeline {
+		inTimeline[ev.EventID] = true
+	}
+	return slices.DeleteFunc(state, func(ev rooms.ClientEvent) bool { return inTimeline[ev.EventID] })
 }
 
 func (s *Service) leftRoom(ctx context.Context, req Request, m rooms.MembershipRow, since Token, f *filter.RoomFilter) (*LeftRoom, error) {
@@ -854,14 +930,15 @@ func (s *Service) leftRoom(ctx context.Context, req Request, m rooms.MembershipR
 		if err != nil {
 			return nil, err
 		}
-		lr.State.Events = filterState(req, f, state, lr.Timeline.Events)
+		lr.State.Events = filterState(req, f, state, lr.Timeline.Events, true)
 	}
 	return lr, nil
 }
 
-// filterState applies the state filter and lazy loading of members: with
-// lazy_load_members only the members who sent timeline events (and the user) stay.
-func filterState(req Request, f *filter.RoomFilter, state, timeline []rooms.ClientEvent) []rooms.ClientEvent {
+// filterState applies the state filter and, when pruneMembers, lazy loading of
+// members: with lazy_load_members only the members who sent timeline events (and the
+// user) stay.
+func filterState(req Request, f *filter.RoomFilter, state, timeline []rooms.ClientEvent, pruneMembers bool) []rooms.ClientEvent {
 	sf := f.State
 	if sf == nil {
 		return state
@@ -876,7 +953,7 @@ func filterState(req Request, f *filter.RoomFilter, state, timeline []rooms.Clie
 			slices.Contains(sf.NotSenders, ev.Sender) {
 			continue
 		}
-		if sf.LazyLoadMembers && ev.Type == spec.MRoomMember && ev.StateKey != nil && !senders[*ev.StateKey] {
+		if pruneMembers && sf.LazyLoadMembers && ev.Type == spec.MRoomMember && ev.StateKey != nil && !senders[*ev.StateKey] {
 			continue
 		}
 		out = append(out, ev)

@@ -216,24 +216,15 @@ func (s *Service) Get(ctx context.Context, userID string) (Status, error) {
 	return derive(st, msg, lastActive), nil
 }
 
-// Known returns a user's presence if presence is enabled and the user has any
-// recorded (has ever synced or set it); a user never seen has none to tell.
-func (s *Service) Known(ctx context.Context, userID string) (Status, bool, error) {
+// Known returns a user's presence for a client that has never been told it (a
+// user who just came to share a room with them): offline for a user never seen.
+// ok is false while presence is disabled: there is nothing to tell.
+func (s *Service) Known(ctx context.Context, userID string) (st Status, ok bool, err error) {
 	if s.cfg.Disabled {
 		return Status{}, false, nil
 	}
-	st := Status{UserID: userID}
-	var msg sql.NullString
-	var lastActive int64
-	err := s.db.QueryRow(ctx, `SELECT state, status_msg, last_active_ts, stream_pos FROM presence WHERE user_id = $1`, userID).
-		Scan(&st.Presence, &msg, &lastActive, &st.StreamPos)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Status{}, false, nil
-	}
-	if err != nil {
-		return Status{}, false, fmt.Errorf("presence of %s: %w", userID, err)
-	}
-	return derive(st, msg, lastActive), true, nil
+	st, err = s.Get(ctx, userID)
+	return st, err == nil, err
 }
 
 // derive fills the fields computed at read time: idle online users show as
