@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 	"testing"
 
@@ -124,6 +125,14 @@ func TestSyncNewlyJoinedRoomLimited(t *testing.T) {
 		}
 		if !room.Timeline.Limited || room.Timeline.PrevBatch == "" {
 			t.Errorf("newly joined room: timeline limited %v, prev_batch %q; want limited with a prev_batch", room.Timeline.Limited, room.Timeline.PrevBatch)
+		}
+
+		// The next message comes with an empty state list, not a null one.
+		since = doSync(t, bob, "timeout=0&since="+since).NextBatch
+		sendText(t, alice, roomID, "2", "after bob")
+		_, raw := bob.Raw("GET", "/_matrix/client/v3/sync?timeout=0&filter="+url.QueryEscape(`{"room":{"state":{"types":[]}}}`)+"&since="+since, nil)
+		if !strings.Contains(string(raw), `"state":{"events":[]}`) {
+			t.Errorf("incremental sync with no state = %s; want state.events []", raw)
 		}
 	})
 }

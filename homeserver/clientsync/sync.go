@@ -851,6 +851,9 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 		}
 		s.lazy.record(req.UserID, req.DeviceID, roomID, cur.Events, jr.State.Events, jr.Timeline.Events)
 	}
+	if jr.State.Events == nil {
+		jr.State.Events = []rooms.ClientEvent{} // clients expect the list, if empty
+	}
 	return jr, nil
 }
 
