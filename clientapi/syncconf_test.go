@@ -209,3 +209,29 @@ func TestSyncLazyMembersAcrossGaps(t *testing.T) {
 		check("gappy sync over a leave", doSync(t, alice, lazy+"&timeout=0&since="+third.NextBatch), map[string]string{dave.UserID: "leave"})
 	})
 }
+
+// TestSyncDisplaynameChangeIsNoRejoin: a joined user's new member event (a new
+// displayname) comes in the next incremental sync as one timeline event, like any
+// state change; the room is not sent afresh as if newly joined (full timeline,
+// whole state).
+func TestSyncDisplaynameChangeIsNoRejoin(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		since := doSync(t, alice, "").NextBatch
+		var put map[string]string
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.member/"+url.PathEscape(alice.UserID),
+			map[string]string{"membership": "join", "displayname": "boris"}, &put)
+		msg := sendText(t, alice, roomID, "1", "after")
+		room := doSync(t, alice, "timeout=0&since="+since).Rooms.Join[roomID]
+		var ids []string
+		for _, ev := range room.Timeline.Events {
+			ids = append(ids, ev.EventID)
+		}
+		if !slices.Equal(ids, []string{put["event_id"], msg}) || room.Timeline.Limited || len(room.State.Events) != 0 {
+			t.Errorf("sync after a displayname change: timeline %v (limited %v), %d state events; want [%s %s], not limited, no state",
+				ids, room.Timeline.Limited, len(room.State.Events), put["event_id"], msg)
+		}
+	})
+}

@@ -412,6 +412,14 @@ func (s *Service) planRooms(ctx context.Context, req Request, since, cur Token, 
 		newMembership := req.Since == nil || (m.StreamPos > since.Events && m.StreamPos <= cur.Events)
 		switch m.Membership {
 		case "join":
+			if newMembership && req.Since != nil {
+				// The user's member event changed since the token: a join, or
+				// only a new displayname or avatar of a user joined all along,
+				// which is a state change like any other, not a new room.
+				if newMembership, err = s.joinedSince(ctx, m.RoomID, req.UserID, since.Events); err != nil {
+					return plan, err
+				}
+			}
 			fresh := req.Since == nil || newMembership || (changes[m.RoomID].StateCompleted && !lazy)
 			fullState := fresh || req.FullState
 			if !fullState && !changes[m.RoomID].Events && len(roomData[m.RoomID]) == 0 {
@@ -433,6 +441,27 @@ func (s *Service) planRooms(ctx context.Context, req Request, since, cur Token, 
 		}
 	}
 	return plan, nil
+}
+
+// joinedSince reports whether the user joined the room after position since: they
+// were not joined to it then.
+func (s *Service) joinedSince(ctx context.Context, roomID, userID string, since int64) (bool, error) {
+	state, err := s.rooms.StateAtFor(ctx, roomID, since, map[string]bool{userID: true})
+	if err != nil {
+		return false, err
+	}
+	for _, ev := range state {
+		if ev.Type == spec.MRoomMember && ev.StateKey != nil && *ev.StateKey == userID {
+			var c struct {
+				Membership string `json:"membership"`
+			}
+			if err := json.Unmarshal(ev.Content, &c); err != nil {
+				return true, nil
+			}
+			return c.Membership != "join", nil
+		}
+	}
+	return true, nil
 }
 
 // addInvites adds the rooms invited to and knocked on since the token, each with
