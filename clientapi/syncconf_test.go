@@ -235,3 +235,53 @@ func TestSyncDisplaynameChangeIsNoRejoin(t *testing.T) {
 		}
 	})
 }
+
+// TestSyncFilteredTimelineLimited: a timeline filtered by type is limited only when
+// an earlier matching event exists, not whenever the limit is reached; and /messages
+// paging forward to the live end gives an end token to go on from.
+func TestSyncFilteredTimelineLimited(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		first := sendText(t, alice, roomID, "1", "only message")
+		for i := range 5 {
+			alice.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/a.filler/f%d", roomID, i), map[string]any{"n": i}, nil)
+		}
+		for _, tc := range []struct {
+			name        string
+			limit       int
+			wantEvents  int
+			wantLimited bool
+		}{
+			{"limit 1, one message", 1, 1, false},
+			{"limit 5, one message", 5, 1, false},
+		} {
+			f := url.QueryEscape(fmt.Sprintf(`{"room":{"timeline":{"types":["m.room.message"],"limit":%d},"state":{"types":[]}}}`, tc.limit))
+			room := doSync(t, alice, "filter="+f).Rooms.Join[roomID]
+			if len(room.Timeline.Events) != tc.wantEvents || room.Timeline.Limited != tc.wantLimited || room.Timeline.Events[0].EventID != first {
+				t.Errorf("%s: %d events (limited %v); want %d (limited %v)", tc.name, len(room.Timeline.Events), room.Timeline.Limited, tc.wantEvents, tc.wantLimited)
+			}
+		}
+		second := sendText(t, alice, roomID, "2", "second message")
+		f := url.QueryEscape(`{"room":{"timeline":{"types":["m.room.message"],"limit":1}}}`)
+		if room := doSync(t, alice, "filter="+f).Rooms.Join[roomID]; !room.Timeline.Limited || room.Timeline.Events[0].EventID != second {
+			t.Errorf("limit 1, two messages: limited %v, first %v; want limited, the second message", room.Timeline.Limited, room.Timeline.Events)
+		}
+
+		next := doSync(t, alice, "").NextBatch
+		third := sendText(t, alice, roomID, "3", "third")
+		var page struct {
+			Chunk []event `json:"chunk"`
+			End   string  `json:"end"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+roomID+"/messages?dir=f&from="+next, nil, &page)
+		if len(page.Chunk) != 1 || page.Chunk[0].EventID != third || page.End == "" {
+			t.Fatalf("/messages forward from next_batch = %d events, end %q; want the third message and an end", len(page.Chunk), page.End)
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+roomID+"/messages?dir=f&from="+page.End, nil, &page)
+		if len(page.Chunk) != 0 || page.End == "" {
+			t.Errorf("/messages forward from the live end = %d events, end %q; want none and an end", len(page.Chunk), page.End)
+		}
+	})
+}

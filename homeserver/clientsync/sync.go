@@ -774,23 +774,36 @@ func timelineLimit(f *filter.RoomFilter) int {
 // timeline returns the room's events after since up to `upTo`, newest last, at most
 // the filter's limit, with limited and prev_batch.
 func (s *Service) timeline(ctx context.Context, req Request, roomID string, since *Token, upTo int64, f *filter.RoomFilter) (Timeline, error) {
-	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: timelineLimit(f), Filter: f.Timeline, DeviceID: req.DeviceID}
-	if since != nil {
-		q.To = rooms.Token(since.Events)
-	}
+	limit := timelineLimit(f)
 	tl := Timeline{Events: []rooms.ClientEvent{}}
-	if q.Limit == 0 {
+	if limit <= 0 {
 		tl.Limited = true
 		tl.PrevBatch = rooms.Token(upTo)
 		return tl, nil
+	}
+	// One event more than the limit is read: the timeline is limited when it
+	// exists, not merely when the limit was reached (a filtered timeline may have
+	// no further matching event).
+	var tf *filter.RoomEventFilter
+	if f.Timeline != nil {
+		copied := *f.Timeline
+		copied.Limit = nil
+		tf = &copied
+	}
+	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: limit + 1, Filter: tf, DeviceID: req.DeviceID}
+	if since != nil {
+		q.To = rooms.Token(since.Events)
 	}
 	page, err := s.rooms.Messages(ctx, roomID, req.UserID, q)
 	if err != nil {
 		return tl, err
 	}
+	tl.Limited = len(page.Chunk) > limit || page.End != ""
+	if len(page.Chunk) > limit {
+		page.Chunk = page.Chunk[:limit]
+	}
 	slices.Reverse(page.Chunk)
 	tl.Events = page.Chunk
-	tl.Limited = page.End != ""
 	if len(tl.Events) > 0 {
 		tl.PrevBatch = rooms.Token(tl.Events[0].StreamPos - 1)
 	} else {

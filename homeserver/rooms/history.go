@@ -484,7 +484,13 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			break
 		}
 	}
-	if !exhausted && len(res.Chunk) > 0 {
+	switch {
+	case !exhausted && len(res.Chunk) > 0:
+		res.End = Token(cursor)
+	case !q.Backward && q.To == "":
+		// Paging forward reached the live end: the token to go on from when more
+		// arrives, as Synapse gives (a sync's next_batch works the same way).
+		// Backward, a missing end is how a client knows it reached the start.
 		res.End = Token(cursor)
 	}
 	if q.Filter != nil && q.Filter.LazyLoadMembers {
