@@ -271,6 +271,11 @@ func TestSyncFilteredTimelineLimited(t *testing.T) {
 
 		next := doSync(t, alice, "").NextBatch
 		third := sendText(t, alice, roomID, "3", "third")
+		// A room whose new events all fall to the filter is left out.
+		none := url.QueryEscape(`{"room":{"timeline":{"types":[]},"state":{"types":["a.none"]}}}`)
+		if s := doSync(t, alice, "timeout=0&filter="+none+"&since="+next); len(s.Rooms.Join) != 0 {
+			t.Errorf("incremental sync whose events the filter drops: rooms.join = %v; want none", s.Rooms.Join)
+		}
 		var page struct {
 			Chunk []event `json:"chunk"`
 			End   string  `json:"end"`
@@ -282,6 +287,71 @@ func TestSyncFilteredTimelineLimited(t *testing.T) {
 		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+roomID+"/messages?dir=f&from="+page.End, nil, &page)
 		if len(page.Chunk) != 0 || page.End == "" {
 			t.Errorf("/messages forward from the live end = %d events, end %q; want none and an end", len(page.Chunk), page.End)
+		}
+	})
+}
+
+// TestSyncCurrentStateSeenOnRejoin: in a room with joined history visibility, a
+// member who leaves and rejoins gets in the rejoin's timeline the joins that
+// happened while away, since they are current state (readable by a member anyway),
+// but no message sent while away.
+func TestSyncCurrentStateSeenOnRejoin(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		creator := srv.Register(t, "creator", "pw")
+		syncer := srv.Register(t, "syncer", "pw")
+		invitee := srv.Register(t, "invitee", "pw")
+		roomID := createRoom(t, creator, map[string]any{"preset": "public_chat"})
+		syncer.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		creator.MustDo("PUT", "/_matrix/client/v3/rooms/"+roomID+"/state/m.room.history_visibility/", map[string]string{"history_visibility": "joined"}, nil)
+		since := doSync(t, syncer, "").NextBatch
+		syncer.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/leave", map[string]any{}, nil)
+		var joined map[string]string
+		invitee.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, &joined)
+		secret := sendText(t, creator, roomID, "away", "while syncer is away")
+		syncer.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+
+		room := doSync(t, syncer, "timeout=0&since="+since).Rooms.Join[roomID]
+		sawJoin := false
+		for _, ev := range append(room.Timeline.Events, room.State.Events...) {
+			if ev.Type == "m.room.member" && ev.StateKey != nil && *ev.StateKey == invitee.UserID && ev.Content["membership"] == "join" {
+				sawJoin = true
+			}
+			if ev.EventID == secret {
+				t.Errorf("rejoined member sees a message sent while away: %v", ev.Content)
+			}
+		}
+		if !sawJoin {
+			t.Errorf("rejoined member's sync lacks invitee's join: timeline %d events, state %d", len(room.Timeline.Events), len(room.State.Events))
+		}
+	})
+}
+
+// TestSyncLeftRoomJoinedSinceHasState: a room the user joined and left between two
+// syncs comes under leave with its state (filtered as asked): the client never had
+// it.
+func TestSyncLeftRoomJoinedSinceHasState(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		roomID := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+roomID+"/state/a.test.state/", map[string]int{"my_key": 1}, nil)
+		f := "filter=" + url.QueryEscape(`{"room":{"timeline":{"types":[]},"state":{"types":["a.test.state"]},"include_leave":true}}`)
+		since := doSync(t, bob, f).NextBatch
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+roomID, map[string]any{}, nil)
+		bob.MustDo("POST", "/_matrix/client/v3/rooms/"+roomID+"/leave", map[string]any{}, nil)
+		var s struct {
+			Rooms struct {
+				Leave map[string]struct {
+					State struct{ Events []event } `json:"state"`
+				} `json:"leave"`
+			} `json:"rooms"`
+		}
+		bob.MustDo("GET", "/_matrix/client/v3/sync?timeout=0&"+f+"&since="+since, nil, &s)
+		left, ok := s.Rooms.Leave[roomID]
+		if !ok || len(left.State.Events) != 1 || left.State.Events[0].Type != "a.test.state" {
+			t.Errorf("left room after joining and leaving since the token: present %v, state %+v; want the one a.test.state event", ok, left.State.Events)
 		}
 	})
 }

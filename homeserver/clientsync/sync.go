@@ -518,6 +518,11 @@ func (s *Service) addJoinedRooms(ctx context.Context, req Request, joins []joinW
 	for i, w := range joins {
 		jr := built[i]
 		jr.AccountData.Events = append(jr.AccountData.Events, roomData[w.roomID]...)
+		if req.Since != nil && !w.fullState && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 && len(jr.AccountData.Events) == 0 {
+			// The room's new events all fell to the filter: nothing to send, and
+			// an empty entry would end a long-poll for nothing (as in Synapse).
+			continue
+		}
 		resp.Rooms.Join[w.roomID] = jr
 	}
 	return nil
@@ -790,7 +795,7 @@ func (s *Service) timeline(ctx context.Context, req Request, roomID string, sinc
 		copied.Limit = nil
 		tf = &copied
 	}
-	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: limit + 1, Filter: tf, DeviceID: req.DeviceID}
+	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: limit + 1, Filter: tf, DeviceID: req.DeviceID, CurrentState: true}
 	if since != nil {
 		q.To = rooms.Token(since.Events)
 	}
@@ -966,7 +971,15 @@ func (s *Service) leftRoom(ctx context.Context, req Request, m rooms.MembershipR
 	if lr.Timeline, err = s.timeline(ctx, req, m.RoomID, sinceTok, m.StreamPos, f); err != nil {
 		return nil, err
 	}
-	if lr.Timeline.Limited || req.Since == nil {
+	full := lr.Timeline.Limited || req.Since == nil
+	if !full {
+		// A user who was not joined at the token (invited, say, then joined and
+		// left since) never had the room's state: it comes whole.
+		if full, err = s.joinedSince(ctx, m.RoomID, req.UserID, since.Events); err != nil {
+			return nil, err
+		}
+	}
+	if full {
 		start := m.StreamPos
 		if len(lr.Timeline.Events) > 0 {
 			start = lr.Timeline.Events[0].StreamPos - 1

@@ -102,6 +102,36 @@ type visibility struct {
 	roomID      string
 	currentlyIn bool
 	bySnapshot  map[int64][2]string // snapshot → (history visibility, membership)
+	// current holds the room's current state event IDs, loaded on first need
+	// by isCurrentState.
+	current map[string]bool
+}
+
+// isCurrentState reports whether the event is part of the room's current state,
+// which a joined member may read whatever the history visibility (GET /state).
+func (v *visibility) isCurrentState(ctx context.Context, r eventRow) (bool, error) {
+	if !v.currentlyIn || r.stateKey == nil {
+		return false, nil
+	}
+	if v.current == nil {
+		rows, err := v.s.db.Query(ctx, `SELECT event_id FROM current_state WHERE room_id = $1`, v.roomID)
+		if err != nil {
+			return false, fmt.Errorf("current state of %s: %w", v.roomID, err)
+		}
+		defer rows.Close()
+		v.current = map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return false, err
+			}
+			v.current[id] = true
+		}
+		if err := rows.Err(); err != nil {
+			return false, err
+		}
+	}
+	return v.current[r.eventID], nil
 }
 
 // errNoReader is a programming error: a Reader with neither a user nor a server.
@@ -341,6 +371,10 @@ type MessagesQuery struct {
 	// Backfill lets a backward page that runs out of history held here ask a
 	// server in the room for what came before (/messages does; sync does not).
 	Backfill bool
+	// CurrentState shows a joined member the events of the room's current state
+	// even where the history visibility hides them (sync's timeline does, as
+	// Synapse's: a member who rejoins sees the joins made while away).
+	CurrentState bool
 }
 
 // Messages is a page of a room's timeline.
@@ -445,6 +479,9 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 				cursor = r.pos
 			}
 			ok, err := v.canSee(ctx, r)
+			if err == nil && !ok && q.CurrentState {
+				ok, err = v.isCurrentState(ctx, r)
+			}
 			if err != nil {
 				return Messages{}, err
 			}
