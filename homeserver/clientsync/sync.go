@@ -97,6 +97,8 @@ type RoomsSection struct {
 	Invite map[string]*InvitedRoom `json:"invite"`
 	Leave  map[string]*LeftRoom    `json:"leave"`
 	Knock  map[string]any          `json:"knock"`
+	// Peek holds the rooms the device peeks into (MSC2753), shaped as joined ones.
+	Peek map[string]*JoinedRoom `json:"peek,omitempty"`
 }
 
 // JoinedRoom is a room the user is in.
@@ -242,6 +244,9 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 	if err := s.addEphemeral(ctx, req, plan.joined, since, cur, roomFilter, resp); err != nil {
 		return nil, false, err
 	}
+	if err := s.addPeeks(ctx, req, plan.changes, since, cur, roomFilter, resp); err != nil {
+		return nil, false, err
+	}
 	return resp, resp.hasContent(), nil
 }
 
@@ -284,7 +289,8 @@ func newResponse(cur Token) *Response {
 func (r *Response) hasContent() bool {
 	return len(r.AccountData.Events) > 0 || len(r.Presence.Events) > 0 || len(r.ToDevice.Events) > 0 ||
 		len(r.DeviceLists.Changed) > 0 || len(r.DeviceLists.Left) > 0 ||
-		len(r.Rooms.Join) > 0 || len(r.Rooms.Invite) > 0 || len(r.Rooms.Leave) > 0 || len(r.Rooms.Knock) > 0
+		len(r.Rooms.Join) > 0 || len(r.Rooms.Invite) > 0 || len(r.Rooms.Leave) > 0 || len(r.Rooms.Knock) > 0 ||
+		len(r.Rooms.Peek) > 0
 }
 
 // addAccountData adds the global account data the filter allows and returns the
@@ -372,6 +378,8 @@ type roomPlan struct {
 	invites, knocks []string
 	// leaves are the rooms left or banned from since the token.
 	leaves []rooms.MembershipRow
+	// changes are the rooms with events since the token (nil for an initial sync).
+	changes map[string]rooms.RoomChange
 }
 
 // planRooms sorts the user's rooms by what the response sends for each. An
@@ -389,6 +397,7 @@ func (s *Service) planRooms(ctx context.Context, req Request, since, cur Token, 
 			return plan, err
 		}
 	}
+	plan.changes = changes
 	// As with Synapse, a room joined with partial state is left out for clients
 	// that do not lazy-load members (they would take the partial member list for
 	// the room's) and comes, once completed, as newly joined with its whole state.
@@ -543,6 +552,36 @@ func (s *Service) addEphemeral(ctx context.Context, req Request, joined []string
 			resp.Rooms.Join[roomID] = jr
 		}
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, events...)
+	}
+	return nil
+}
+
+// addPeeks adds the rooms the device peeks into: afresh after the peek began (or
+// in an initial sync), then as their events come, like joined rooms.
+func (s *Service) addPeeks(ctx context.Context, req Request, changes map[string]rooms.RoomChange, since, cur Token, roomFilter *filter.RoomFilter, resp *Response) error {
+	peeks, err := s.rooms.Peeks(ctx, req.UserID, req.DeviceID)
+	if err != nil || len(peeks) == 0 {
+		return err
+	}
+	for _, p := range peeks {
+		if !roomAllowed(roomFilter, p.RoomID) {
+			continue
+		}
+		fresh := req.Since == nil || p.StreamPos > since.Events
+		if !fresh && !req.FullState && !changes[p.RoomID].Events {
+			continue
+		}
+		jr, err := s.joinedRoom(ctx, req, p.RoomID, since, cur, fresh, fresh || req.FullState, roomFilter)
+		if err != nil {
+			return err
+		}
+		if !fresh && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 {
+			continue
+		}
+		if resp.Rooms.Peek == nil {
+			resp.Rooms.Peek = map[string]*JoinedRoom{}
+		}
+		resp.Rooms.Peek[p.RoomID] = jr
 	}
 	return nil
 }

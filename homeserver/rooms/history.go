@@ -108,10 +108,20 @@ type visibility struct {
 }
 
 // isCurrentState reports whether the event is part of the room's current state,
-// which a joined member may read whatever the history visibility (GET /state).
+// which a joined member may read whatever the history visibility (GET /state), and
+// anyone while the room is world-readable.
 func (v *visibility) isCurrentState(ctx context.Context, r eventRow) (bool, error) {
-	if !v.currentlyIn || r.stateKey == nil {
+	if r.stateKey == nil || v.reader.UserID == "" {
 		return false, nil
+	}
+	if v.current == nil && !v.currentlyIn {
+		vis, err := v.s.currentHistoryVisibility(ctx, v.roomID)
+		if err != nil {
+			return false, err
+		}
+		if vis != "world_readable" {
+			v.current = map[string]bool{} // none of it to show this reader
+		}
 	}
 	if v.current == nil {
 		rows, err := v.s.db.Query(ctx, `SELECT event_id FROM current_state WHERE room_id = $1`, v.roomID)
@@ -371,9 +381,10 @@ type MessagesQuery struct {
 	// Backfill lets a backward page that runs out of history held here ask a
 	// server in the room for what came before (/messages does; sync does not).
 	Backfill bool
-	// CurrentState shows a joined member the events of the room's current state
-	// even where the history visibility hides them (sync's timeline does, as
-	// Synapse's: a member who rejoins sees the joins made while away).
+	// CurrentState shows a joined member (anyone, in a world-readable room) the
+	// events of the room's current state even where the history visibility hides
+	// them (sync's timeline does, as Synapse's: a member who rejoins sees the joins
+	// made while away, a peeker the room's creation).
 	CurrentState bool
 }
 
