@@ -6,8 +6,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/hongyan/hongyan/homeserver/testserver"
 )
