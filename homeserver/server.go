@@ -190,8 +190,10 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 			return nil
 		},
 		// A new or renamed device moves the user's device list.
-		DevicesChanged: func(ctx context.Context, userID string) error { return s.E2EE.DeviceListChanged(ctx, userID) },
-		Hasher:         users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
+		DevicesChanged: func(ctx context.Context, userID, deviceID string) error {
+			return s.E2EE.DeviceListChanged(ctx, userID, deviceID)
+		},
+		Hasher: users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 	})
 
 	s.Rooms = rooms.New(s.DB, rooms.Config{

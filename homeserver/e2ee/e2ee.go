@@ -30,6 +30,14 @@ type Notice struct {
 	// DeviceList is set when the user's devices or cross-signing keys changed (as
 	// opposed to a to-device message for them), which other servers must hear of.
 	DeviceList bool `json:"device_list,omitempty"`
+	// DeviceID names the device that changed, when one did (new keys, a new or
+	// renamed device, a deletion: Deleted); StreamID is the change's position in
+	// the user's device list and PrevID the one before it (0: none), which other
+	// servers' m.device_list_update carries so they notice a missed update.
+	DeviceID string `json:"device_id,omitempty"`
+	Deleted  bool   `json:"deleted,omitempty"`
+	StreamID int64  `json:"stream_id,omitempty"`
+	PrevID   int64  `json:"prev_id,omitempty"`
 }
 
 // Service is the key store. It is safe for concurrent use.
@@ -47,6 +55,17 @@ func (s *Service) notify(userIDs ...string) { s.publish(false, userIDs...) }
 
 // deviceListChanged announces changes of the users' devices or cross-signing keys.
 func (s *Service) deviceListChanged(userIDs ...string) { s.publish(true, userIDs...) }
+
+// deviceChanged announces the change of one device, at position pos after prev.
+func (s *Service) deviceChanged(userID, deviceID string, deleted bool, pos, prev int64) {
+	if s.bus == nil {
+		return
+	}
+	data, _ := json.Marshal(Notice{UserID: userID, DeviceList: true, DeviceID: deviceID, Deleted: deleted, StreamID: pos, PrevID: prev})
+	if err := s.bus.Publish(Subject, data); err != nil {
+		slog.Warn("publish e2ee notice", "err", err)
+	}
+}
 
 func (s *Service) publish(deviceList bool, userIDs ...string) {
 	if s.bus == nil {
@@ -122,13 +141,15 @@ func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Up
 			changedDevice = true
 		}
 	}
+	var pos, prev int64
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if changedDevice {
 			if _, err := tx.Exec(ctx, `INSERT INTO device_keys (user_id, device_id, key_json) VALUES ($1, $2, $3)
 				ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json`, userID, deviceID, string(up.DeviceKeys)); err != nil {
 				return fmt.Errorf("store device keys: %w", err)
 			}
-			if err := markDeviceListChange(ctx, tx, userID); err != nil {
+			var err error
+			if pos, prev, err = markDeviceChange(ctx, tx, userID); err != nil {
 				return err
 			}
 		}
@@ -162,7 +183,7 @@ func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Up
 		return nil, err
 	}
 	if changedDevice {
-		s.deviceListChanged(userID)
+		s.deviceChanged(userID, deviceID, false, pos, prev)
 	}
 	return s.OneTimeKeyCounts(ctx, userID, deviceID)
 }
@@ -187,13 +208,22 @@ func sameKeys(a string, b json.RawMessage) bool {
 
 // markDeviceListChange moves the user's device list position inside tx.
 func markDeviceListChange(ctx context.Context, tx *storage.Tx, userID string) error {
-	var pos int64
-	if err := tx.NextStreamPos(ctx, "device_lists", &pos); err != nil {
-		return err
-	}
-	_, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos, own_pos) VALUES ($1, $2, $2)
-		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos, own_pos = excluded.own_pos`, userID, pos)
+	_, _, err := markDeviceChange(ctx, tx, userID)
 	return err
+}
+
+// markDeviceChange moves the user's device list position inside tx and returns the
+// new position and the one before it (0 if none).
+func markDeviceChange(ctx context.Context, tx *storage.Tx, userID string) (pos, prev int64, err error) {
+	if err := tx.QueryRow(ctx, `SELECT stream_pos FROM device_list_changes WHERE user_id = $1`, userID).Scan(&prev); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, fmt.Errorf("device list position of %s: %w", userID, err)
+	}
+	if err := tx.NextStreamPos(ctx, "device_lists", &pos); err != nil {
+		return 0, 0, err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos, own_pos) VALUES ($1, $2, $2)
+		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos, own_pos = excluded.own_pos`, userID, pos)
+	return pos, prev, err
 }
 
 // markOwnDeviceListChange moves the user's device list position for their own
@@ -228,19 +258,25 @@ func (s *Service) OwnDevicesChanged(ctx context.Context, userID string, since, u
 	return true, nil
 }
 
-// DeviceListChanged records and announces a change of the user's devices made
-// elsewhere (a new device logged in, a device renamed).
-func (s *Service) DeviceListChanged(ctx context.Context, userID string) error {
-	if err := s.db.WithTx(ctx, func(tx *storage.Tx) error { return markDeviceListChange(ctx, tx, userID) }); err != nil {
+// DeviceListChanged records and announces a change of one of the user's devices
+// made elsewhere (a new device logged in, a device renamed).
+func (s *Service) DeviceListChanged(ctx context.Context, userID, deviceID string) error {
+	var pos, prev int64
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) (err error) {
+		pos, prev, err = markDeviceChange(ctx, tx, userID)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("device list of %s: %w", userID, err)
 	}
-	s.deviceListChanged(userID)
+	s.deviceChanged(userID, deviceID, false, pos, prev)
 	return nil
 }
 
 // DeviceDeleted removes a deleted device's keys and pending messages and announces
 // the change.
 func (s *Service) DeviceDeleted(ctx context.Context, userID, deviceID string) error {
+	var pos, prev int64
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		for _, q := range []string{
 			`DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2`,
@@ -252,10 +288,12 @@ func (s *Service) DeviceDeleted(ctx context.Context, userID, deviceID string) er
 				return fmt.Errorf("forget device %s: %w", deviceID, err)
 			}
 		}
-		return markDeviceListChange(ctx, tx, userID)
+		var err error
+		pos, prev, err = markDeviceChange(ctx, tx, userID)
+		return err
 	})
 	if err == nil {
-		s.deviceListChanged(userID)
+		s.deviceChanged(userID, deviceID, true, pos, prev)
 	}
 	return err
 }

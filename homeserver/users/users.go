@@ -57,7 +57,7 @@ type Config struct {
 	// DevicesChanged, if not nil, is called after a login made or reused a device
 	// or a device was renamed, so the user's device list moves for everyone who
 	// tracks it (their own other devices included).
-	DevicesChanged func(ctx context.Context, userID string) error
+	DevicesChanged func(ctx context.Context, userID, deviceID string) error
 	// Limiter, if not nil, limits password checks (login, and the password stage of
 	// user-interactive auth) per account. The front-ends pass the limiter they
 	// share, so one configuration and one budget govern an account everywhere;
