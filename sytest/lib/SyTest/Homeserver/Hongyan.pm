@@ -69,6 +69,8 @@ sub start
          insecure_skip_verify => JSON::true,
          retry_max            => "5s",
       },
+      # Sytest's own web server, which URL previews fetch from, is on loopback.
+      media      => { preview_allow => "127.0.0.0/8,::1/128" },
       native     => { listen => "off" },
       log        => { level => "info" },
    };
