@@ -157,18 +157,11 @@ func (h *handlers) keyChanges(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	shared, err := h.rooms.SharedUsers(r.Context(), r.Caller.UserID)
+	changed, left, err := h.syncer.KeyChanges(r.Context(), r.Caller.UserID, from, to)
 	if err != nil {
 		return nil, err
 	}
-	changed, err := h.e2ee.ChangedUsers(r.Context(), shared, from.DeviceLists, to.DeviceLists)
-	if err != nil {
-		return nil, err
-	}
-	if changed == nil {
-		changed = []string{}
-	}
-	return map[string]any{"changed": changed, "left": []string{}}, nil
+	return map[string]any{"changed": changed, "left": left}, nil
 }
 
 func (h *handlers) sendToDevice(r *httpapi.Request) (any, error) {

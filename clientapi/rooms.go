@@ -43,6 +43,8 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/messages", h.messages, authed...)
 	api.Handle(v3, http.MethodGet, "/rooms/{roomId}/aliases", h.roomAliases, authed...)
 	api.Handle(v3, http.MethodGet, "/joined_rooms", h.joinedRooms, authed...)
+	api.Handle(v3, http.MethodPost, "/peek/{room}", h.peek, httpapi.Authed)
+	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/unpeek", h.unpeek, httpapi.Authed)
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/upgrade", h.upgrade, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodGet, "/directory/room/{alias}", h.resolveAlias)
 	api.Handle(v3, http.MethodPut, "/directory/room/{alias}", h.setAlias, httpapi.Authed)
@@ -55,6 +57,23 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 func roomVar(r *httpapi.Request) (string, error) {
 	id := r.Vars["roomId"]
 	return id, rooms.CheckRoomID(id)
+}
+
+// peek starts the device peeking into a world-readable room (MSC2753).
+func (h *handlers) peek(r *httpapi.Request) (any, error) {
+	roomID, err := h.rooms.Peek(r.Context(), r.Caller.UserID, r.Caller.DeviceID, r.Vars["room"])
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{"room_id": roomID}, nil
+}
+
+func (h *handlers) unpeek(r *httpapi.Request) (any, error) {
+	roomID, err := roomVar(r)
+	if err != nil {
+		return nil, err
+	}
+	return struct{}{}, h.rooms.Unpeek(r.Context(), r.Caller.UserID, r.Caller.DeviceID, roomID)
 }
 
 func (h *handlers) createRoom(r *httpapi.Request) (any, error) {

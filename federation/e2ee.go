@@ -73,10 +73,37 @@ func (snd *sender) onDeviceList(m *nats.Msg) {
 	if err != nil {
 		return
 	}
-	update := map[string]any{"user_id": n.UserID, "device_id": "", "stream_id": 0, "prev_id": []int{}, "deleted": false}
+	update := snd.deviceListUpdate(n)
 	if err := snd.queueEDUTo(snd.ctx, servers, spec.MDeviceListUpdate, update); err != nil {
 		snd.s.log.Warn("queue device list update", "err", err)
 	}
+}
+
+// deviceListUpdate is the m.device_list_update for a notice: the device that
+// changed with its keys and display name (or deleted), and the stream IDs that let
+// the receiver notice a missed update (prev_id is the previous stream_id, as
+// Synapse sends them). A change of no one device (cross-signing keys) names none.
+func (snd *sender) deviceListUpdate(n e2ee.Notice) map[string]any {
+	update := map[string]any{"user_id": n.UserID, "device_id": n.DeviceID, "stream_id": n.StreamID, "prev_id": []int64{}, "deleted": n.Deleted}
+	if n.PrevID > 0 {
+		update["prev_id"] = []int64{n.PrevID}
+	}
+	if n.DeviceID == "" || n.Deleted {
+		return update
+	}
+	ctx := snd.ctx
+	keys, _, err := snd.s.deps.E2EE.QueryKeys(ctx, snd.s.cfg.ServerName, map[string][]string{n.UserID: {n.DeviceID}})
+	if err != nil {
+		snd.s.log.Warn("device list update: read keys", "user", n.UserID, "err", err)
+	} else if k, ok := keys[n.UserID][n.DeviceID]; ok {
+		update["keys"] = k
+	}
+	if localpart, ok := snd.s.deps.Users.LocalpartOf(n.UserID); ok {
+		if d, err := snd.s.deps.Users.Device(ctx, localpart, n.DeviceID); err == nil && d.DisplayName != nil {
+			update["device_display_name"] = *d.DisplayName
+		}
+	}
+	return update
 }
 
 // receiveE2EEEDU applies the key-related EDUs of another server's users.

@@ -1326,3 +1326,26 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		_ = a
 	})
 }
+
+// TestDeviceListUpdateNamesTheDevice: a local device's change reaches the servers
+// sharing a room as an m.device_list_update naming the device, with its keys and
+// display name (Synapse's form; other servers read the keys from it instead of
+// asking), and the other server's users see the new keys.
+func TestDeviceListUpdateNamesTheDevice(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, d storage.Dialect) {
+		a, b, alice, bob, _ := joinedPair(t, d)
+		_ = a
+		renamed := b.FederationAnswered("/send/", `"device_display_name":"phone"`)
+		alice.MustDo("PUT", "/_matrix/client/v3/devices/"+alice.Device, map[string]any{"display_name": "phone"}, nil)
+		select {
+		case <-renamed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("B never got an m.device_list_update with alice's device's new display name")
+		}
+		key := uploadDeviceKeys(t, alice)
+		waitFor(t, "bob to see alice's device key", func() bool {
+			return queriedKey(t, bob, alice.UserID, alice.Device) == key
+		})
+	})
+}

@@ -219,6 +219,10 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 			}
 			return s.Pushers.DeleteDevices(ctx, userID, deviceIDs)
 		},
+		// A new or renamed device moves the user's device list.
+		DevicesChanged: func(ctx context.Context, userID, deviceID string) error {
+			return s.E2EE.DeviceListChanged(ctx, userID, deviceID)
+		},
 		Hasher: users.Hasher{MemoryKiB: uint32(cfg.Auth.PasswordHashMemoryKiB), Time: uint32(cfg.Auth.PasswordHashIterations)},
 		// Application services are built after users, before any request.
 		Reserved: func(userID string) bool { return s.AppServices.UserReserved(userID) },

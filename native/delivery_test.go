@@ -369,3 +369,40 @@ func TestLoggedOutSessionCloses(t *testing.T) {
 		t.Errorf("close = %+v; want %s", got, native.CloseLoggedOut)
 	}
 }
+
+// TestRefusedRequestAnsweredBeforeClose: a request the session refuses and closes
+// over (a hello of another protocol version, an undecodable hello, an op before the
+// hello) gets its error reply, with the request's ID, before the close frame: a
+// client waiting on that ID learns why instead of seeing the connection drop.
+func TestRefusedRequestAnsweredBeforeClose(t *testing.T) {
+	t.Parallel()
+	srv := testserver.Start(t, storagetest.Engines()[0])
+	for _, tc := range []struct {
+		name  string
+		id    string
+		frame func(c *rawConn)
+	}{
+		{"unsupported version", "v", func(c *rawConn) { c.op("v", "hello", native.Hello{Version: 99}) }},
+		{"hello of the wrong shape", "w", func(c *rawConn) { c.op("w", "hello", "not a hello") }},
+		{"op before the hello", "a", func(c *rawConn) { c.op("a", "ping", nil) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := rawDial(t, srv)
+			tc.frame(c)
+			env, body, err := c.read(5 * time.Second)
+			if err != nil {
+				t.Fatalf("first frame: %v; want the error reply", err)
+			}
+			var m native.Message[native.Error]
+			if err := native.Unmarshal(native.JSON, body, &m); err != nil {
+				t.Fatal(err)
+			}
+			if env.Op != "error" || env.ID != tc.id || m.Data.Code == "" {
+				t.Errorf("first frame = op %q id %q %+v; want an error with id %q", env.Op, env.ID, m.Data, tc.id)
+			}
+			if got := expect[native.ClosePush](c, "close"); got.Code != native.CloseProtocol {
+				t.Errorf("close = %+v; want %s", got, native.CloseProtocol)
+			}
+		})
+	}
+}

@@ -81,13 +81,12 @@ func opHello(_ context.Context, s *session, body []byte) (any, error) {
 	}
 	req, err := decode[Hello](s, body)
 	if err != nil {
-		s.closeWith(CloseProtocol, err.Error())
-		return nil, errEnd
+		return nil, &refusal{err: err, code: CloseProtocol, reason: err.Error()}
 	}
 	if req.Version != ProtocolVersion {
 		s.hello = true // so the close frame uses the client's codec
-		s.closeWith(CloseProtocol, "unsupported protocol version; this server speaks 1")
-		return nil, errEnd
+		const why = "unsupported protocol version; this server speaks 1"
+		return nil, &refusal{err: mxerror.New(mxerror.Unrecognized, why), code: CloseProtocol, reason: why}
 	}
 	s.hello = true
 	return HelloReply{Server: "hongyan", ServerName: s.srv.cfg.ServerName, Version: ProtocolVersion, SessionID: s.id,

@@ -272,6 +272,8 @@ func (s *session) handle(body []byte) bool {
 		return true
 	}
 	if !s.hello && env.Op != "hello" {
+		// Refused, and answered: a request with an ID gets its error before the close.
+		s.replyErr(env.ID, mxerror.New(mxerror.BadState, "the first frame must be a hello"))
 		s.closeWith(CloseProtocol, "the first frame must be a hello")
 		return false
 	}
@@ -294,6 +296,12 @@ func (s *session) handle(body []byte) bool {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	res, err := op.fn(ctx, s, body)
 	cancel()
+	var refused *refusal
+	if errors.As(err, &refused) {
+		s.replyErr(env.ID, refused.err)
+		s.closeWith(refused.code, refused.reason)
+		return false
+	}
 	if errors.Is(err, errEnd) {
 		return false
 	}
@@ -357,6 +365,17 @@ func (s *session) checkToken(ctx context.Context) (closed bool) {
 
 // errEnd is returned by an op that ends the session (close, a repeated hello).
 var errEnd = errors.New("session ends")
+
+// refusal is returned by an op that refuses the request and ends the session (a
+// hello of another protocol version): the request is answered with err, carrying
+// its ID, before the close frame with code and reason, so a client waiting on the
+// reply learns why instead of seeing the connection drop.
+type refusal struct {
+	err          error
+	code, reason string
+}
+
+func (r *refusal) Error() string { return r.reason }
 
 func (s *session) replyErr(id string, err error) {
 	var me *mxerror.Error

@@ -33,6 +33,8 @@ type Service struct {
 	notifier *Notifier
 	sliding  *slidingConns
 	push     *push.Service
+	// lazy is what lazy-loading syncs sent each device (lazymembers.go).
+	lazy *lazyMembers
 }
 
 // Deps are the services sync reads.
@@ -52,7 +54,7 @@ type Deps struct {
 
 // New returns the sync service.
 func New(d Deps) *Service {
-	return &Service{db: d.DB, rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns(), push: d.Push}
+	return &Service{db: d.DB, rooms: d.Rooms, users: d.Users, receipts: d.Receipts, typing: d.Typing, presence: d.Presence, e2ee: d.E2EE, notifier: d.Notifier, sliding: newSlidingConns(), push: d.Push, lazy: newLazyMembers()}
 }
 
 // Request is one /sync call.
@@ -99,6 +101,8 @@ type RoomsSection struct {
 	Invite map[string]*InvitedRoom `json:"invite"`
 	Leave  map[string]*LeftRoom    `json:"leave"`
 	Knock  map[string]any          `json:"knock"`
+	// Peek holds the rooms the device peeks into (MSC2753), shaped as joined ones.
+	Peek map[string]*JoinedRoom `json:"peek,omitempty"`
 }
 
 // JoinedRoom is a room the user is in.
@@ -240,6 +244,9 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 	if err := s.addLeaves(ctx, req, plan.leaves, since, roomFilter, resp); err != nil {
 		return nil, false, err
 	}
+	if req.Since == nil && roomFilter.State != nil && roomFilter.State.LazyLoadMembers {
+		s.lazy.reset(req.UserID, req.DeviceID)
+	}
 	if err := s.addJoinedRooms(ctx, req, plan.joins, since, cur, roomFilter, roomData, resp); err != nil {
 		return nil, false, err
 	}
@@ -247,6 +254,9 @@ func (s *Service) build(ctx context.Context, req Request, cur Token, first bool)
 		return nil, false, err
 	}
 	if err := s.addUnread(ctx, req, plan.joined, since, cur, roomFilter, resp); err != nil {
+		return nil, false, err
+	}
+	if err := s.addPeeks(ctx, req, plan.changes, since, cur, roomFilter, resp); err != nil {
 		return nil, false, err
 	}
 	return resp, resp.hasContent(), nil
@@ -292,7 +302,8 @@ func newResponse(cur Token) *Response {
 func (r *Response) hasContent() bool {
 	return len(r.AccountData.Events) > 0 || len(r.Presence.Events) > 0 || len(r.ToDevice.Events) > 0 ||
 		len(r.DeviceLists.Changed) > 0 || len(r.DeviceLists.Left) > 0 ||
-		len(r.Rooms.Join) > 0 || len(r.Rooms.Invite) > 0 || len(r.Rooms.Leave) > 0 || len(r.Rooms.Knock) > 0
+		len(r.Rooms.Join) > 0 || len(r.Rooms.Invite) > 0 || len(r.Rooms.Leave) > 0 || len(r.Rooms.Knock) > 0 ||
+		len(r.Rooms.Peek) > 0
 }
 
 // addAccountData adds the global account data the filter allows and returns the
@@ -319,15 +330,37 @@ func (s *Service) addAccountData(ctx context.Context, req Request, since, cur To
 	return roomData, nil
 }
 
-// addPresence adds the presence changes of users sharing a room with the user, as
-// the presence filter allows.
+// addPresence adds the presence changes of users sharing a room with the user, and
+// the presence of users who came to share a room with the user since the token
+// (changed or not: the client has never seen it), as the presence filter allows.
 func (s *Service) addPresence(ctx context.Context, req Request, since, cur Token, resp *Response) error {
-	if since.Presence >= cur.Presence || !eventAllowed(req.Filter.Presence, "m.presence") {
+	if !eventAllowed(req.Filter.Presence, "m.presence") {
 		return nil
 	}
-	changes, err := s.presence.ChangedForUser(ctx, req.UserID, since.Presence, cur.Presence)
-	if err != nil {
-		return err
+	var changes []presence.Status
+	if since.Presence < cur.Presence {
+		var err error
+		if changes, err = s.presence.ChangedForUser(ctx, req.UserID, since.Presence, cur.Presence); err != nil {
+			return err
+		}
+	}
+	if req.Since != nil && since.Events < cur.Events {
+		newly, err := s.newlyShared(ctx, req.UserID, since, cur)
+		if err != nil {
+			return err
+		}
+		for _, u := range newly {
+			if slices.ContainsFunc(changes, func(st presence.Status) bool { return st.UserID == u }) {
+				continue
+			}
+			st, ok, err := s.presence.Known(ctx, u)
+			if err != nil {
+				return err
+			}
+			if ok {
+				changes = append(changes, st)
+			}
+		}
 	}
 	for _, st := range changes {
 		if f := req.Filter.Presence; f != nil && (f.Senders != nil && !slices.Contains(*f.Senders, st.UserID) || slices.Contains(f.NotSenders, st.UserID)) {
@@ -358,6 +391,8 @@ type roomPlan struct {
 	invites, knocks []string
 	// leaves are the rooms left or banned from since the token.
 	leaves []rooms.MembershipRow
+	// changes are the rooms with events since the token (nil for an initial sync).
+	changes map[string]rooms.RoomChange
 }
 
 // planRooms sorts the user's rooms by what the response sends for each. An
@@ -375,6 +410,7 @@ func (s *Service) planRooms(ctx context.Context, req Request, since, cur Token, 
 			return plan, err
 		}
 	}
+	plan.changes = changes
 	// As with Synapse, a room joined with partial state is left out for clients
 	// that do not lazy-load members (they would take the partial member list for
 	// the room's) and comes, once completed, as newly joined with its whole state.
@@ -398,6 +434,14 @@ func (s *Service) planRooms(ctx context.Context, req Request, since, cur Token, 
 		newMembership := req.Since == nil || (m.StreamPos > since.Events && m.StreamPos <= cur.Events)
 		switch m.Membership {
 		case "join":
+			if newMembership && req.Since != nil {
+				// The user's member event changed since the token: a join, or
+				// only a new displayname or avatar of a user joined all along,
+				// which is a state change like any other, not a new room.
+				if newMembership, err = s.joinedSince(ctx, m.RoomID, req.UserID, since.Events); err != nil {
+					return plan, err
+				}
+			}
 			fresh := req.Since == nil || newMembership || (changes[m.RoomID].StateCompleted && !lazy)
 			fullState := fresh || req.FullState
 			if !fullState && !changes[m.RoomID].Events && len(roomData[m.RoomID]) == 0 {
@@ -419,6 +463,27 @@ func (s *Service) planRooms(ctx context.Context, req Request, since, cur Token, 
 		}
 	}
 	return plan, nil
+}
+
+// joinedSince reports whether the user joined the room after position since: they
+// were not joined to it then.
+func (s *Service) joinedSince(ctx context.Context, roomID, userID string, since int64) (bool, error) {
+	state, err := s.rooms.StateAtFor(ctx, roomID, since, map[string]bool{userID: true})
+	if err != nil {
+		return false, err
+	}
+	for _, ev := range state {
+		if ev.Type == spec.MRoomMember && ev.StateKey != nil && *ev.StateKey == userID {
+			var c struct {
+				Membership string `json:"membership"`
+			}
+			if err := json.Unmarshal(ev.Content, &c); err != nil {
+				return true, nil
+			}
+			return c.Membership != "join", nil
+		}
+	}
+	return true, nil
 }
 
 // addInvites adds the rooms invited to and knocked on since the token, each with
@@ -500,6 +565,11 @@ func (s *Service) addJoinedRooms(ctx context.Context, req Request, joins []joinW
 	for i, w := range joins {
 		jr := built[i]
 		jr.AccountData.Events = append(jr.AccountData.Events, roomData[w.roomID]...)
+		if req.Since != nil && !w.fullState && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 && len(jr.AccountData.Events) == 0 {
+			// The room's new events all fell to the filter: nothing to send, and
+			// an empty entry would end a long-poll for nothing (as in Synapse).
+			continue
+		}
 		resp.Rooms.Join[w.roomID] = jr
 	}
 	return nil
@@ -520,6 +590,36 @@ func (s *Service) addEphemeral(ctx context.Context, req Request, joined []string
 			resp.Rooms.Join[roomID] = jr
 		}
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, events...)
+	}
+	return nil
+}
+
+// addPeeks adds the rooms the device peeks into: afresh after the peek began (or
+// in an initial sync), then as their events come, like joined rooms.
+func (s *Service) addPeeks(ctx context.Context, req Request, changes map[string]rooms.RoomChange, since, cur Token, roomFilter *filter.RoomFilter, resp *Response) error {
+	peeks, err := s.rooms.Peeks(ctx, req.UserID, req.DeviceID)
+	if err != nil || len(peeks) == 0 {
+		return err
+	}
+	for _, p := range peeks {
+		if !roomAllowed(roomFilter, p.RoomID) {
+			continue
+		}
+		fresh := req.Since == nil || p.StreamPos > since.Events
+		if !fresh && !req.FullState && !changes[p.RoomID].Events {
+			continue
+		}
+		jr, err := s.joinedRoom(ctx, req, p.RoomID, since, cur, fresh, fresh || req.FullState, roomFilter)
+		if err != nil {
+			return err
+		}
+		if !fresh && len(jr.Timeline.Events) == 0 && len(jr.State.Events) == 0 {
+			continue
+		}
+		if resp.Rooms.Peek == nil {
+			resp.Rooms.Peek = map[string]*JoinedRoom{}
+		}
+		resp.Rooms.Peek[p.RoomID] = jr
 	}
 	return nil
 }
@@ -601,6 +701,14 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 	if changed, err = s.e2ee.ChangedUsers(ctx, shared, since.DeviceLists, cur.DeviceLists); err != nil {
 		return nil, nil, err
 	}
+	// A user always hears of their own devices, in a room with anyone or not.
+	own, err := s.e2ee.OwnDevicesChanged(ctx, userID, since.DeviceLists, cur.DeviceLists)
+	if err != nil {
+		return nil, nil, err
+	}
+	if own && !slices.Contains(changed, userID) {
+		changed = append(changed, userID)
+	}
 	memberChanges, err := s.rooms.MemberChangesBetween(ctx, userID, since.Events, cur.Events)
 	if err != nil || len(memberChanges) == 0 {
 		return changed, nil, err
@@ -609,9 +717,11 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 	for _, u := range shared {
 		sharing[u] = true
 	}
-	newly, gone := map[string]bool{}, map[string]bool{}
+	newly, gone, invited := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, c := range memberChanges {
 		switch {
+		case c.UserID == userID && (c.Membership == "invite" || c.Membership == "knock"):
+			// Not in the room yet: no one's devices matter to the user.
 		case c.UserID == userID:
 			// The user's own join or leave affects everyone in the room.
 			members, err := s.rooms.JoinedUserIDs(ctx, c.RoomID)
@@ -627,12 +737,21 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 			}
 		case c.Membership == "join":
 			newly[c.UserID] = true
+		case c.Membership == "invite" || c.Membership == "knock":
+			// As Synapse does: the client may want to encrypt for them before
+			// they join (an invitee's keys let the inviter share the room key).
+			invited[c.UserID] = true
 		default:
 			gone[c.UserID] = true
 		}
 	}
 	for u := range newly {
 		if sharing[u] && u != userID && !slices.Contains(changed, u) {
+			changed = append(changed, u)
+		}
+	}
+	for u := range invited {
+		if u != userID && !slices.Contains(changed, u) {
 			changed = append(changed, u)
 		}
 	}
@@ -643,6 +762,68 @@ func (s *Service) deviceListChanges(ctx context.Context, userID string, since, c
 	}
 	slices.Sort(left)
 	return changed, left, nil
+}
+
+// newlyShared lists the users who came to share a joined room with the user between
+// since and cur (the user's own joins bring the room's members, another's join
+// brings them) and still do, the user not included.
+func (s *Service) newlyShared(ctx context.Context, userID string, since, cur Token) ([]string, error) {
+	changes, err := s.rooms.MemberChangesBetween(ctx, userID, since.Events, cur.Events)
+	if err != nil || len(changes) == 0 {
+		return nil, err
+	}
+	newly := map[string]bool{}
+	for _, c := range changes {
+		switch {
+		case c.Membership != "join":
+		case c.UserID == userID:
+			members, err := s.rooms.JoinedUserIDs(ctx, c.RoomID)
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range members {
+				newly[m] = true
+			}
+		default:
+			newly[c.UserID] = true
+		}
+	}
+	delete(newly, userID)
+	if len(newly) == 0 {
+		return nil, nil
+	}
+	shared, err := s.rooms.SharedUsers(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, u := range shared {
+		if newly[u] {
+			out = append(out, u)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// KeyChanges answers /keys/changes: whose devices changed between two sync tokens
+// as the user's sync would have told them, joins and leaves in shared rooms
+// included.
+func (s *Service) KeyChanges(ctx context.Context, userID string, from, to Token) (changed, left []string, err error) {
+	cur, err := s.current(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	to = clampSince(&to, cur)
+	from = clampSince(&from, to)
+	changed, left, err = s.deviceListChanges(ctx, userID, from, to)
+	if changed == nil {
+		changed = []string{}
+	}
+	if left == nil {
+		left = []string{}
+	}
+	return changed, left, err
 }
 
 // addKeyCounts adds the device's one-time key counts and unused fallback key types,
@@ -675,23 +856,36 @@ func timelineLimit(f *filter.RoomFilter) int {
 // timeline returns the room's events after since up to `upTo`, newest last, at most
 // the filter's limit, with limited and prev_batch.
 func (s *Service) timeline(ctx context.Context, req Request, roomID string, since *Token, upTo int64, f *filter.RoomFilter) (Timeline, error) {
-	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: timelineLimit(f), Filter: f.Timeline, DeviceID: req.DeviceID}
-	if since != nil {
-		q.To = rooms.Token(since.Events)
-	}
+	limit := timelineLimit(f)
 	tl := Timeline{Events: []rooms.ClientEvent{}}
-	if q.Limit == 0 {
+	if limit <= 0 {
 		tl.Limited = true
 		tl.PrevBatch = rooms.Token(upTo)
 		return tl, nil
+	}
+	// One event more than the limit is read: the timeline is limited when it
+	// exists, not merely when the limit was reached (a filtered timeline may have
+	// no further matching event).
+	var tf *filter.RoomEventFilter
+	if f.Timeline != nil {
+		copied := *f.Timeline
+		copied.Limit = nil
+		tf = &copied
+	}
+	q := rooms.MessagesQuery{From: rooms.Token(upTo), Backward: true, Limit: limit + 1, Filter: tf, DeviceID: req.DeviceID, CurrentState: true}
+	if since != nil {
+		q.To = rooms.Token(since.Events)
 	}
 	page, err := s.rooms.Messages(ctx, roomID, req.UserID, q)
 	if err != nil {
 		return tl, err
 	}
+	tl.Limited = len(page.Chunk) > limit || page.End != ""
+	if len(page.Chunk) > limit {
+		page.Chunk = page.Chunk[:limit]
+	}
 	slices.Reverse(page.Chunk)
 	tl.Events = page.Chunk
-	tl.Limited = page.End != ""
 	if len(tl.Events) > 0 {
 		tl.PrevBatch = rooms.Token(tl.Events[0].StreamPos - 1)
 	} else {
@@ -710,6 +904,12 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 	if jr.Timeline, err = s.timeline(ctx, req, roomID, sinceTok, cur.Events, f); err != nil {
 		return nil, err
 	}
+	if fresh && req.Since != nil {
+		// Newly joined in an incremental sync: the client holds none of the room's
+		// history, so the timeline is limited (as with Synapse and Dendrite) and
+		// the client pages back from prev_batch for more.
+		jr.Timeline.Limited = true
+	}
 	// The summary is sent when it may have changed: with the room's state, or
 	// after membership events.
 	if fullState || jr.Timeline.Limited || slices.ContainsFunc(jr.Timeline.Events, func(ev rooms.ClientEvent) bool { return ev.Type == spec.MRoomMember }) {
@@ -723,45 +923,119 @@ func (s *Service) joinedRoom(ctx context.Context, req Request, roomID string, si
 	if len(jr.Timeline.Events) > 0 {
 		start = jr.Timeline.Events[0].StreamPos - 1
 	}
+	lazy := f.State != nil && f.State.LazyLoadMembers
+	// senders are the members a lazy-loading client needs to render the timeline.
+	senders := map[string]bool{}
+	for _, ev := range jr.Timeline.Events {
+		senders[ev.Sender] = true
+	}
+	var state []rooms.ClientEvent
 	switch {
 	case fullState:
 		// A lazy-loading client gets only the members it needs; loading the rest
 		// of a large room's roster just to drop it would dominate the sync.
 		var members map[string]bool
-		if f.State != nil && f.State.LazyLoadMembers {
+		if lazy {
 			members = map[string]bool{req.UserID: true}
-			for _, ev := range jr.Timeline.Events {
-				members[ev.Sender] = true
+			for u := range senders {
+				members[u] = true
 			}
 		}
-		state, err := s.rooms.StateAtFor(ctx, roomID, start, members)
-		if err != nil {
+		if state, err = s.rooms.StateAtFor(ctx, roomID, start, members); err != nil {
 			return nil, err
 		}
-		jr.State.Events = state
 	case jr.Timeline.Limited:
 		// The gap between since and the timeline may hold state changes the
-		// client has not seen: send those that differ.
-		before, err := s.rooms.StateAt(ctx, roomID, since.Events)
-		if err != nil {
+		// client has not seen: send those that differ, every member among them
+		// (a join or leave in the gap is news to a lazy-loading client too).
+		if state, err = s.stateDelta(ctx, roomID, since.Events, start); err != nil {
 			return nil, err
 		}
-		after, err := s.rooms.StateAt(ctx, roomID, start)
-		if err != nil {
-			return nil, err
-		}
-		seen := map[string]bool{}
-		for _, ev := range before {
-			seen[ev.EventID] = true
-		}
-		for _, ev := range after {
-			if !seen[ev.EventID] {
-				jr.State.Events = append(jr.State.Events, ev)
+		if lazy {
+			if state, err = s.withSenderMembers(ctx, roomID, start, senders, state); err != nil {
+				return nil, err
 			}
 		}
+	case lazy && len(jr.Timeline.Events) > 0:
+		// No gap: the timeline holds every change, but the client may never have
+		// been sent the members of its senders.
+		if state, err = s.withSenderMembers(ctx, roomID, start, senders, nil); err != nil {
+			return nil, err
+		}
 	}
-	jr.State.Events = filterState(req, f, jr.State.Events, jr.Timeline.Events)
+	state = withoutTimelineEvents(state, jr.Timeline.Events)
+	jr.State.Events = filterState(req, f, state, jr.Timeline.Events, false)
+	if lazy && !f.State.IncludeRedundantMembers {
+		// Members the device already holds are not sent again; an initial sync
+		// starts the device afresh (build resets it).
+		if req.Since != nil {
+			jr.State.Events = slices.DeleteFunc(jr.State.Events, func(ev rooms.ClientEvent) bool {
+				return ev.Type == spec.MRoomMember && s.lazy.known(req.UserID, req.DeviceID, roomID, since.Events, ev)
+			})
+		}
+		s.lazy.record(req.UserID, req.DeviceID, roomID, cur.Events, jr.State.Events, jr.Timeline.Events)
+	}
+	if jr.State.Events == nil {
+		jr.State.Events = []rooms.ClientEvent{} // clients expect the list, if empty
+	}
 	return jr, nil
+}
+
+// stateDelta is the room's state at to that differs from its state at from.
+func (s *Service) stateDelta(ctx context.Context, roomID string, from, to int64) ([]rooms.ClientEvent, error) {
+	before, err := s.rooms.StateAt(ctx, roomID, from)
+	if err != nil {
+		return nil, err
+	}
+	after, err := s.rooms.StateAt(ctx, roomID, to)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, ev := range before {
+		seen[ev.EventID] = true
+	}
+	var out []rooms.ClientEvent
+	for _, ev := range after {
+		if !seen[ev.EventID] {
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}
+
+// withSenderMembers adds to state the member events at position pos of the users in
+// senders, those state lacks.
+func (s *Service) withSenderMembers(ctx context.Context, roomID string, pos int64, senders map[string]bool, state []rooms.ClientEvent) ([]rooms.ClientEvent, error) {
+	if len(senders) == 0 {
+		return state, nil
+	}
+	at, err := s.rooms.StateAtFor(ctx, roomID, pos, senders)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	for _, ev := range state {
+		have[ev.EventID] = true
+	}
+	for _, ev := range at {
+		if ev.Type == spec.MRoomMember && !have[ev.EventID] {
+			state = append(state, ev)
+		}
+	}
+	return state, nil
+}
+
+// withoutTimelineEvents drops from state the events the timeline carries.
+func withoutTimelineEvents(state, timeline []rooms.ClientEvent) []rooms.ClientEvent {
+	if len(state) == 0 || len(timeline) == 0 {
+		return state
+	}
+	inTimeline := map[string]bool{}
+	for _, ev := range timeline {
+		inTimeline[ev.EventID] = true
+	}
+	return slices.DeleteFunc(state, func(ev rooms.ClientEvent) bool { return inTimeline[ev.EventID] })
 }
 
 func (s *Service) leftRoom(ctx context.Context, req Request, m rooms.MembershipRow, since Token, f *filter.RoomFilter) (*LeftRoom, error) {
@@ -774,7 +1048,15 @@ func (s *Service) leftRoom(ctx context.Context, req Request, m rooms.MembershipR
 	if lr.Timeline, err = s.timeline(ctx, req, m.RoomID, sinceTok, m.StreamPos, f); err != nil {
 		return nil, err
 	}
-	if lr.Timeline.Limited || req.Since == nil {
+	full := lr.Timeline.Limited || req.Since == nil
+	if !full {
+		// A user who was not joined at the token (invited, say, then joined and
+		// left since) never had the room's state: it comes whole.
+		if full, err = s.joinedSince(ctx, m.RoomID, req.UserID, since.Events); err != nil {
+			return nil, err
+		}
+	}
+	if full {
 		start := m.StreamPos
 		if len(lr.Timeline.Events) > 0 {
 			start = lr.Timeline.Events[0].StreamPos - 1
@@ -783,14 +1065,15 @@ func (s *Service) leftRoom(ctx context.Context, req Request, m rooms.MembershipR
 		if err != nil {
 			return nil, err
 		}
-		lr.State.Events = filterState(req, f, state, lr.Timeline.Events)
+		lr.State.Events = filterState(req, f, state, lr.Timeline.Events, true)
 	}
 	return lr, nil
 }
 
-// filterState applies the state filter and lazy loading of members: with
-// lazy_load_members only the members who sent timeline events (and the user) stay.
-func filterState(req Request, f *filter.RoomFilter, state, timeline []rooms.ClientEvent) []rooms.ClientEvent {
+// filterState applies the state filter and, when pruneMembers, lazy loading of
+// members: with lazy_load_members only the members who sent timeline events (and the
+// user) stay.
+func filterState(req Request, f *filter.RoomFilter, state, timeline []rooms.ClientEvent, pruneMembers bool) []rooms.ClientEvent {
 	sf := f.State
 	if sf == nil {
 		return state
@@ -805,7 +1088,7 @@ func filterState(req Request, f *filter.RoomFilter, state, timeline []rooms.Clie
 			slices.Contains(sf.NotSenders, ev.Sender) {
 			continue
 		}
-		if sf.LazyLoadMembers && ev.Type == spec.MRoomMember && ev.StateKey != nil && !senders[*ev.StateKey] {
+		if pruneMembers && sf.LazyLoadMembers && ev.Type == spec.MRoomMember && ev.StateKey != nil && !senders[*ev.StateKey] {
 			continue
 		}
 		out = append(out, ev)

@@ -75,7 +75,7 @@ type Config struct {
 	Social Social `yaml:"social"`
 	// UserDirectory configures /user_directory/search.
 	UserDirectory UserDirectory `yaml:"user_directory"`
-	Push         Push         `yaml:"push"`
+	Push          Push          `yaml:"push"`
 }
 
 // Push configures delivery to push gateways.

@@ -130,15 +130,29 @@ func (s *Service) UploadCrossSigningKeys(ctx context.Context, userID string, mas
 				return fmt.Errorf("store %s key: %w", u.typ, err)
 			}
 		}
+		// The user-signing key is the user's alone: only their own devices hear of it.
+		if public := has(master) || has(selfSigning); !public {
+			return markOwnDeviceListChange(ctx, tx, userID)
+		}
 		return markDeviceListChange(ctx, tx, userID)
 	})
-	if err == nil {
+	switch {
+	case err != nil:
+	case has(master) || has(selfSigning):
 		s.deviceListChanged(userID)
+	default:
+		s.notify(userID)
 	}
 	return err
 }
 
+// crossSigningKey is the user's key of type typ with the signatures viewer may see
+// (see withSignatures); viewer "" sees the owner's own signatures only.
 func (s *Service) crossSigningKey(ctx context.Context, userID, typ string) (json.RawMessage, error) {
+	return s.crossSigningKeyFor(ctx, userID, typ, "")
+}
+
+func (s *Service) crossSigningKeyFor(ctx context.Context, userID, typ, viewer string) (json.RawMessage, error) {
 	var raw string
 	err := s.db.QueryRow(ctx, `SELECT key_json FROM cross_signing_keys WHERE user_id = $1 AND key_type = $2`, userID, typ).Scan(&raw)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -147,7 +161,7 @@ func (s *Service) crossSigningKey(ctx context.Context, userID, typ string) (json
 	if err != nil {
 		return nil, fmt.Errorf("read %s key: %w", typ, err)
 	}
-	return s.withSignatures(ctx, userID, crossKeyTarget(json.RawMessage(raw)), json.RawMessage(raw))
+	return s.withSignatures(ctx, userID, crossKeyTarget(json.RawMessage(raw)), json.RawMessage(raw), viewer)
 }
 
 // crossKeyTarget is how signatures of a cross-signing key are filed: by its public key.
@@ -160,8 +174,11 @@ func crossKeyTarget(raw json.RawMessage) string {
 	return ""
 }
 
-// withSignatures merges uploaded signatures into a signed object.
-func (s *Service) withSignatures(ctx context.Context, userID, target string, raw json.RawMessage) (json.RawMessage, error) {
+// withSignatures merges uploaded signatures into a signed object: the owner's own,
+// and another user's (made with their user-signing key) only when that user is the
+// viewer. Who verified whom is the signer's business, as in Synapse: the signed
+// user and everyone else do not see it.
+func (s *Service) withSignatures(ctx context.Context, userID, target string, raw json.RawMessage, viewer string) (json.RawMessage, error) {
 	rows, err := s.db.Query(ctx, `SELECT signer, signer_key_id, signature FROM cross_signing_sigs WHERE target_user = $1 AND target_key = $2`, userID, target)
 	if err != nil {
 		return nil, fmt.Errorf("read signatures: %w", err)
@@ -180,6 +197,9 @@ func (s *Service) withSignatures(ctx context.Context, userID, target string, raw
 		var signer, keyID, sig string
 		if err := rows.Scan(&signer, &keyID, &sig); err != nil {
 			return nil, err
+		}
+		if signer != userID && signer != viewer {
+			continue
 		}
 		if sigs[signer] == nil {
 			sigs[signer] = map[string]string{}
@@ -207,7 +227,7 @@ func (s *Service) CrossSigningKeys(ctx context.Context, requester string, users 
 			if t.typ == UserSigning && u != requester {
 				continue
 			}
-			raw, err := s.crossSigningKey(ctx, u, t.typ)
+			raw, err := s.crossSigningKeyFor(ctx, u, t.typ, requester)
 			if err != nil {
 				return nil, nil, nil, err
 			}

@@ -5,9 +5,7 @@ package e2ee
 
 import (
 	"context"
-	"crypto/ed25519"
 	"database/sql"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +30,14 @@ type Notice struct {
 	// DeviceList is set when the user's devices or cross-signing keys changed (as
 	// opposed to a to-device message for them), which other servers must hear of.
 	DeviceList bool `json:"device_list,omitempty"`
+	// DeviceID names the device that changed, when one did (new keys, a new or
+	// renamed device, a deletion: Deleted); StreamID is the change's position in
+	// the user's device list and PrevID the one before it (0: none), which other
+	// servers' m.device_list_update carries so they notice a missed update.
+	DeviceID string `json:"device_id,omitempty"`
+	Deleted  bool   `json:"deleted,omitempty"`
+	StreamID int64  `json:"stream_id,omitempty"`
+	PrevID   int64  `json:"prev_id,omitempty"`
 }
 
 // Service is the key store. It is safe for concurrent use.
@@ -49,6 +55,17 @@ func (s *Service) notify(userIDs ...string) { s.publish(false, userIDs...) }
 
 // deviceListChanged announces changes of the users' devices or cross-signing keys.
 func (s *Service) deviceListChanged(userIDs ...string) { s.publish(true, userIDs...) }
+
+// deviceChanged announces the change of one device, at position pos after prev.
+func (s *Service) deviceChanged(userID, deviceID string, deleted bool, pos, prev int64) {
+	if s.bus == nil {
+		return
+	}
+	data, _ := json.Marshal(Notice{UserID: userID, DeviceList: true, DeviceID: deviceID, Deleted: deleted, StreamID: pos, PrevID: prev})
+	if err := s.bus.Publish(Subject, data); err != nil {
+		slog.Warn("publish e2ee notice", "err", err)
+	}
+}
 
 func (s *Service) publish(deviceList bool, userIDs ...string) {
 	if s.bus == nil {
@@ -70,26 +87,45 @@ type Upload struct {
 }
 
 type deviceKeys struct {
-	UserID     string            `json:"user_id"`
-	DeviceID   string            `json:"device_id"`
-	Algorithms []string          `json:"algorithms"`
-	Keys       map[string]string `json:"keys"`
+	UserID     *string                      `json:"user_id"`
+	DeviceID   *string                      `json:"device_id"`
+	Algorithms []string                     `json:"algorithms"`
+	Keys       map[string]string            `json:"keys"`
+	Signatures map[string]map[string]string `json:"signatures"`
+}
+
+// parseDeviceKeys checks the shape the spec gives device_keys (every field present,
+// of its type) and that they are the caller's device's. Signatures are the
+// clients' to verify, as in Synapse and Dendrite: a server that refused unsigned or
+// oddly encoded keys would only stand between clients that accept them.
+func parseDeviceKeys(raw json.RawMessage, userID, deviceID string) error {
+	var dk deviceKeys
+	if err := json.Unmarshal(raw, &dk); err != nil {
+		return mxerror.New(mxerror.BadJSON, "device_keys: %v", err)
+	}
+	switch {
+	case dk.UserID == nil || dk.DeviceID == nil:
+		return mxerror.New(mxerror.BadJSON, "device_keys need user_id and device_id")
+	case dk.Algorithms == nil || dk.Keys == nil || dk.Signatures == nil:
+		return mxerror.New(mxerror.BadJSON, "device_keys need algorithms, keys and signatures")
+	case *dk.UserID != userID || *dk.DeviceID != deviceID:
+		return mxerror.New(mxerror.InvalidParam, "device_keys must be for %s device %s", userID, deviceID)
+	}
+	for id := range dk.Keys {
+		if alg, _, ok := strings.Cut(id, ":"); !ok || alg == "" {
+			return mxerror.New(mxerror.BadJSON, "device key ID %q must be algorithm:device_id", id)
+		}
+	}
+	return nil
 }
 
 // UploadKeys stores a device's keys and returns its one-time key counts. Device keys
-// must be the caller's, name the caller's device, and be self-signed with the
-// device's own ed25519 key; identical re-uploads are accepted, changed ones refused.
+// must have the spec's shape and be the caller's device's; an identical re-upload
+// changes nothing, a different one replaces the keys and moves the device list.
 func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Upload) (map[string]int, error) {
 	changedDevice := false
 	if len(up.DeviceKeys) > 0 && string(up.DeviceKeys) != "null" {
-		var dk deviceKeys
-		if err := json.Unmarshal(up.DeviceKeys, &dk); err != nil {
-			return nil, mxerror.New(mxerror.BadJSON, "device_keys: %v", err)
-		}
-		if dk.UserID != userID || dk.DeviceID != deviceID {
-			return nil, mxerror.New(mxerror.InvalidParam, "device_keys must be for %s device %s", userID, deviceID)
-		}
-		if err := verifySelfSigned(up.DeviceKeys, userID, deviceID, dk.Keys); err != nil {
+		if err := parseDeviceKeys(up.DeviceKeys, userID, deviceID); err != nil {
 			return nil, err
 		}
 		var existing string
@@ -100,16 +136,20 @@ func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Up
 		case err != nil:
 			return nil, fmt.Errorf("read device keys: %w", err)
 		case !sameKeys(existing, up.DeviceKeys):
-			return nil, mxerror.New(mxerror.InvalidParam, "device keys of %s are already uploaded and differ", deviceID)
+			// Replaced, as Synapse does, and announced: the keys were never
+			// vouched for by the server, so refusing a change protects no one.
+			changedDevice = true
 		}
 	}
+	var pos, prev int64
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if changedDevice {
 			if _, err := tx.Exec(ctx, `INSERT INTO device_keys (user_id, device_id, key_json) VALUES ($1, $2, $3)
 				ON CONFLICT (user_id, device_id) DO UPDATE SET key_json = excluded.key_json`, userID, deviceID, string(up.DeviceKeys)); err != nil {
 				return fmt.Errorf("store device keys: %w", err)
 			}
-			if err := markDeviceListChange(ctx, tx, userID); err != nil {
+			var err error
+			if pos, prev, err = markDeviceChange(ctx, tx, userID); err != nil {
 				return err
 			}
 		}
@@ -143,25 +183,9 @@ func (s *Service) UploadKeys(ctx context.Context, userID, deviceID string, up Up
 		return nil, err
 	}
 	if changedDevice {
-		s.deviceListChanged(userID)
+		s.deviceChanged(userID, deviceID, false, pos, prev)
 	}
 	return s.OneTimeKeyCounts(ctx, userID, deviceID)
-}
-
-// verifySelfSigned checks the device's signature over its own keys.
-func verifySelfSigned(raw json.RawMessage, userID, deviceID string, keys map[string]string) error {
-	pub, ok := keys["ed25519:"+deviceID]
-	if !ok {
-		return mxerror.New(mxerror.InvalidParam, "device_keys lack ed25519:%s", deviceID)
-	}
-	key, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(pub, "="))
-	if err != nil || len(key) != ed25519.PublicKeySize {
-		return mxerror.New(mxerror.InvalidParam, "ed25519:%s is not an ed25519 public key", deviceID)
-	}
-	if err := gomatrixserverlib.VerifyJSON(userID, gomatrixserverlib.KeyID("ed25519:"+deviceID), key, raw); err != nil {
-		return mxerror.New(mxerror.InvalidParam, "device_keys signature does not verify: %v", err)
-	}
-	return nil
 }
 
 // sameKeys compares two device key objects ignoring formatting and unsigned.
@@ -184,18 +208,75 @@ func sameKeys(a string, b json.RawMessage) bool {
 
 // markDeviceListChange moves the user's device list position inside tx.
 func markDeviceListChange(ctx context.Context, tx *storage.Tx, userID string) error {
+	_, _, err := markDeviceChange(ctx, tx, userID)
+	return err
+}
+
+// markDeviceChange moves the user's device list position inside tx and returns the
+// new position and the one before it (0 if none).
+func markDeviceChange(ctx context.Context, tx *storage.Tx, userID string) (pos, prev int64, err error) {
+	if err := tx.QueryRow(ctx, `SELECT stream_pos FROM device_list_changes WHERE user_id = $1`, userID).Scan(&prev); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return 0, 0, fmt.Errorf("device list position of %s: %w", userID, err)
+	}
+	if err := tx.NextStreamPos(ctx, "device_lists", &pos); err != nil {
+		return 0, 0, err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos, own_pos) VALUES ($1, $2, $2)
+		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos, own_pos = excluded.own_pos`, userID, pos)
+	return pos, prev, err
+}
+
+// markOwnDeviceListChange moves the user's device list position for their own
+// devices only (a change no one else may see, such as a new user-signing key).
+func markOwnDeviceListChange(ctx context.Context, tx *storage.Tx, userID string) error {
 	var pos int64
 	if err := tx.NextStreamPos(ctx, "device_lists", &pos); err != nil {
 		return err
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos) VALUES ($1, $2)
-		ON CONFLICT (user_id) DO UPDATE SET stream_pos = excluded.stream_pos`, userID, pos)
+	_, err := tx.Exec(ctx, `INSERT INTO device_list_changes (user_id, stream_pos, own_pos) VALUES ($1, 0, $2)
+		ON CONFLICT (user_id) DO UPDATE SET own_pos = excluded.own_pos`, userID, pos)
 	return err
+}
+
+// OwnDevicesChanged reports whether anything the user's own devices must refetch
+// changed between since and upTo: their devices, device keys or cross-signing keys,
+// the private ones included. A user is always told about their own devices, also
+// when they share no room with anyone (Synapse does the same), so that a second
+// client of a fresh account sees the first one's keys.
+func (s *Service) OwnDevicesChanged(ctx context.Context, userID string, since, upTo int64) (bool, error) {
+	if since >= upTo {
+		return false, nil
+	}
+	var one int
+	err := s.db.QueryRow(ctx, `SELECT 1 FROM device_list_changes WHERE user_id = $1 AND own_pos > $2 AND own_pos <= $3`, userID, since, upTo).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("own device list changes of %s: %w", userID, err)
+	}
+	return true, nil
+}
+
+// DeviceListChanged records and announces a change of one of the user's devices
+// made elsewhere (a new device logged in, a device renamed).
+func (s *Service) DeviceListChanged(ctx context.Context, userID, deviceID string) error {
+	var pos, prev int64
+	err := s.db.WithTx(ctx, func(tx *storage.Tx) (err error) {
+		pos, prev, err = markDeviceChange(ctx, tx, userID)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("device list of %s: %w", userID, err)
+	}
+	s.deviceChanged(userID, deviceID, false, pos, prev)
+	return nil
 }
 
 // DeviceDeleted removes a deleted device's keys and pending messages and announces
 // the change.
 func (s *Service) DeviceDeleted(ctx context.Context, userID, deviceID string) error {
+	var pos, prev int64
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		for _, q := range []string{
 			`DELETE FROM device_keys WHERE user_id = $1 AND device_id = $2`,
@@ -207,10 +288,12 @@ func (s *Service) DeviceDeleted(ctx context.Context, userID, deviceID string) er
 				return fmt.Errorf("forget device %s: %w", deviceID, err)
 			}
 		}
-		return markDeviceListChange(ctx, tx, userID)
+		var err error
+		pos, prev, err = markDeviceChange(ctx, tx, userID)
+		return err
 	})
 	if err == nil {
-		s.deviceListChanged(userID)
+		s.deviceChanged(userID, deviceID, true, pos, prev)
 	}
 	return err
 }
@@ -276,19 +359,34 @@ func (s *Service) QueryKeys(ctx context.Context, serverName string, want map[str
 				return nil, nil, err
 			}
 			if len(devices) == 0 || contains(devices, dev) {
-				byDevice[dev] = json.RawMessage(raw)
+				byDevice[dev] = withUnsigned(json.RawMessage(raw))
 			}
 		}
 		rows.Close()
 		for dev, raw := range byDevice {
 			// Cross-signing signatures of the device are served with its keys.
-			if byDevice[dev], err = s.withSignatures(ctx, userID, dev, raw); err != nil {
+			if byDevice[dev], err = s.withSignatures(ctx, userID, dev, raw, ""); err != nil {
 				return nil, nil, err
 			}
 		}
 		out[userID] = byDevice
 	}
 	return out, failures, nil
+}
+
+// withUnsigned gives device keys the unsigned object the spec's /keys/query
+// answer has (clients read unsigned.device_display_name from it).
+func withUnsigned(raw json.RawMessage) json.RawMessage {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil || obj == nil || obj["unsigned"] != nil {
+		return raw
+	}
+	obj["unsigned"] = json.RawMessage(`{}`)
+	out, err := json.Marshal(obj)
+	if err != nil {
+		return raw
+	}
+	return out
 }
 
 // ClaimKeys hands out one key per requested (user, device, algorithm): a one-time key

@@ -216,6 +216,17 @@ func (s *Service) Get(ctx context.Context, userID string) (Status, error) {
 	return derive(st, msg, lastActive), nil
 }
 
+// Known returns a user's presence for a client that has never been told it (a
+// user who just came to share a room with them): offline for a user never seen.
+// ok is false while presence is disabled: there is nothing to tell.
+func (s *Service) Known(ctx context.Context, userID string) (st Status, ok bool, err error) {
+	if s.cfg.Disabled {
+		return Status{}, false, nil
+	}
+	st, err = s.Get(ctx, userID)
+	return st, err == nil, err
+}
+
 // derive fills the fields computed at read time: idle online users show as
 // unavailable, and currently_active reflects the last minute.
 func derive(st Status, msg sql.NullString, lastActive int64) Status {

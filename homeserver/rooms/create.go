@@ -44,11 +44,13 @@ type presetRules struct {
 	inviteesAreAdmins              bool
 }
 
-// presets are the spec's createRoom presets.
+// presets are the spec's createRoom presets. public_chat's guest access is
+// "forbidden", which is what a room without m.room.guest_access has: like Synapse,
+// no event is sent for it (clients and Sytest count the state a new room has).
 var presets = map[string]presetRules{
 	"private_chat":         {"invite", "shared", "can_join", false},
 	"trusted_private_chat": {"invite", "shared", "can_join", true},
-	"public_chat":          {"public", "shared", "forbidden", false},
+	"public_chat":          {"public", "shared", "", false},
 }
 
 // createPlan is a checked CreateRequest: the room version, the preset and the alias

@@ -103,6 +103,46 @@ type visibility struct {
 	currentlyIn bool
 	bySnapshot  map[int64][2]string // snapshot → (history visibility, membership)
 	ignored     map[string]bool     // senders a user reader ignores
+	// current holds the room's current state event IDs, loaded on first need
+	// by isCurrentState.
+	current map[string]bool
+}
+
+// isCurrentState reports whether the event is part of the room's current state,
+// which a joined member may read whatever the history visibility (GET /state), and
+// anyone while the room is world-readable.
+func (v *visibility) isCurrentState(ctx context.Context, r eventRow) (bool, error) {
+	if r.stateKey == nil || v.reader.UserID == "" {
+		return false, nil
+	}
+	if v.current == nil && !v.currentlyIn {
+		vis, err := v.s.currentHistoryVisibility(ctx, v.roomID)
+		if err != nil {
+			return false, err
+		}
+		if vis != "world_readable" {
+			v.current = map[string]bool{} // none of it to show this reader
+		}
+	}
+	if v.current == nil {
+		rows, err := v.s.db.Query(ctx, `SELECT event_id FROM current_state WHERE room_id = $1`, v.roomID)
+		if err != nil {
+			return false, fmt.Errorf("current state of %s: %w", v.roomID, err)
+		}
+		defer rows.Close()
+		v.current = map[string]bool{}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return false, err
+			}
+			v.current[id] = true
+		}
+		if err := rows.Err(); err != nil {
+			return false, err
+		}
+	}
+	return v.current[r.eventID], nil
 }
 
 // errNoReader is a programming error: a Reader with neither a user nor a server.
@@ -350,6 +390,11 @@ type MessagesQuery struct {
 	// Backfill lets a backward page that runs out of history held here ask a
 	// server in the room for what came before (/messages does; sync does not).
 	Backfill bool
+	// CurrentState shows a joined member (anyone, in a world-readable room) the
+	// events of the room's current state even where the history visibility hides
+	// them (sync's timeline does, as Synapse's: a member who rejoins sees the joins
+	// made while away, a peeker the room's creation).
+	CurrentState bool
 }
 
 // Messages is a page of a room's timeline.
@@ -454,6 +499,9 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 				cursor = r.pos
 			}
 			ok, err := v.canSee(ctx, r)
+			if err == nil && !ok && q.CurrentState {
+				ok, err = v.isCurrentState(ctx, r)
+			}
 			if err != nil {
 				return Messages{}, err
 			}
@@ -493,7 +541,13 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			break
 		}
 	}
-	if !exhausted && len(res.Chunk) > 0 {
+	switch {
+	case !exhausted && len(res.Chunk) > 0:
+		res.End = Token(cursor)
+	case !q.Backward && q.To == "":
+		// Paging forward reached the live end: the token to go on from when more
+		// arrives, as Synapse gives (a sync's next_batch works the same way).
+		// Backward, a missing end is how a client knows it reached the start.
 		res.End = Token(cursor)
 	}
 	if q.Filter != nil && q.Filter.LazyLoadMembers {

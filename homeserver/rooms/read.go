@@ -727,7 +727,8 @@ type Summary struct {
 	InvitedCount int      `json:"m.invited_member_count"`
 }
 
-// RoomSummary computes the summary for userID: up to five other members as heroes.
+// RoomSummary computes the summary for userID: the member counts, and up to five
+// other members as heroes when the room has no name or canonical alias.
 func (s *Service) RoomSummary(ctx context.Context, roomID, userID string) (Summary, error) {
 	rows, err := s.db.Query(ctx, `SELECT state_key, membership FROM current_state WHERE room_id = $1 AND type = 'm.room.member'
 		ORDER BY stream_pos`, roomID)
@@ -754,7 +755,40 @@ func (s *Service) RoomSummary(ctx context.Context, roomID, userID string) (Summa
 			sum.Heroes = append(sum.Heroes, user)
 		}
 	}
-	return sum, rows.Err()
+	if err := rows.Err(); err != nil {
+		return Summary{}, err
+	}
+	rows.Close()
+	named, err := s.hasNameOrAlias(ctx, roomID)
+	if err != nil {
+		return Summary{}, err
+	}
+	if named {
+		sum.Heroes = nil
+	}
+	return sum, nil
+}
+
+// hasNameOrAlias reports whether the room has a non-empty name or canonical alias,
+// by which clients name it; heroes are for rooms without either (the spec's room
+// name calculation, as Synapse sends them).
+func (s *Service) hasNameOrAlias(ctx context.Context, roomID string) (bool, error) {
+	rows, err := s.db.Query(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.state_key = '' AND c.type IN ('m.room.name', 'm.room.canonical_alias')`, roomID)
+	if err != nil {
+		return false, fmt.Errorf("room name of %s: %w", roomID, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			return false, err
+		}
+		if gjson.Get(raw, "content.name").String() != "" || gjson.Get(raw, "content.alias").String() != "" {
+			return true, nil
+		}
+	}
+	return false, rows.Err()
 }
 
 // relTarget is the event a stored event relates to ("" if none).

@@ -235,6 +235,9 @@ func (s *Service) Login(ctx context.Context, localpart string, opts LoginOptions
 		// A login that names an existing device replaced its tokens (createSession).
 		s.revoked(localpart, []string{opts.DeviceID}, false)
 	}
+	if err := s.devicesChanged(ctx, localpart, sess.DeviceID); err != nil {
+		return Session{}, fmt.Errorf("login %q: %w", localpart, err)
+	}
 	sess.HomeServer = s.cfg.ServerName
 	return sess, nil
 }

@@ -62,7 +62,7 @@ func (s *Service) RenameDevice(ctx context.Context, localpart, deviceID, name st
 	if n, _ := res.RowsAffected(); n == 0 {
 		return ErrNotFound
 	}
-	return nil
+	return s.devicesChanged(ctx, localpart, deviceID)
 }
 
 // DeleteDevices deletes devices and their tokens. Devices that do not exist are

@@ -47,6 +47,14 @@ func (s *Service) revoked(localpart string, deviceIDs []string, all bool) {
 	}
 }
 
+// devicesChanged runs the DevicesChanged hook.
+func (s *Service) devicesChanged(ctx context.Context, localpart, deviceID string) error {
+	if s.cfg.DevicesChanged == nil {
+		return nil
+	}
+	return s.cfg.DevicesChanged(ctx, s.UserID(localpart), deviceID)
+}
+
 // devicesDeleted announces the deletion of devices (all: every device of the
 // user) and runs the DevicesDeleted hook.
 func (s *Service) devicesDeleted(ctx context.Context, localpart string, deviceIDs []string, all bool) error {

@@ -54,6 +54,10 @@ type Config struct {
 	// DevicesDeleted, if not nil, is called after devices were deleted (logout,
 	// device deletion, password change, deactivation), so their keys go too.
 	DevicesDeleted func(ctx context.Context, userID string, deviceIDs []string) error
+	// DevicesChanged, if not nil, is called after a login made or reused a device
+	// or a device was renamed, so the user's device list moves for everyone who
+	// tracks it (their own other devices included).
+	DevicesChanged func(ctx context.Context, userID, deviceID string) error
 	// Limiter, if not nil, limits password checks (login, and the password stage of
 	// user-interactive auth) per account. The front-ends pass the limiter they
 	// share, so one configuration and one budget govern an account everywhere;

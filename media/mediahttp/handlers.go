@@ -44,6 +44,8 @@ func Register(router *mux.Router, api *httpapi.API, s *media.Service, p *media.P
 	api.Handle(mv3, http.MethodGet, "/download/{server}/{mediaID}", h.legacyDownload)
 	api.Handle(mv3, http.MethodGet, "/download/{server}/{mediaID}/{fileName}", h.legacyDownload)
 	api.Handle(mv3, http.MethodGet, "/thumbnail/{server}/{mediaID}", h.legacyThumbnail)
+	// The pre-1.11 path older clients and Sytest use; the same previewer.
+	api.Handle(mv3, http.MethodGet, "/preview_url", h.previewURL, httpapi.Authed, httpapi.RateLimited)
 
 	mv1 := httpapi.Subrouter(router, "/_matrix/media/v1")
 	api.Handle(mv1, http.MethodPost, "/create", h.create, httpapi.Authed, httpapi.RateLimited)

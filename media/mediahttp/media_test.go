@@ -587,6 +587,13 @@ func TestURLPreviewOpenGraph(t *testing.T) {
 		if r := do(t, alice, "GET", previewPath+url.QueryEscape(site.URL+"/missing"), nil); r.status != 502 {
 			t.Errorf("preview of a 404 page = %d; want 502", r.status)
 		}
+		// The pre-1.11 path older clients use gives the same preview.
+		if r := do(t, alice, "GET", "/_matrix/media/v3/preview_url?url="+url.QueryEscape(site.URL+"/page"), nil); r.status != 200 || r.json(t)["og:title"] != "Hongyan" {
+			t.Errorf("preview through /_matrix/media/v3 = %d %s; want the page's", r.status, r.body)
+		}
+		if r := do(t, s.srv.Client(t), "GET", "/_matrix/media/v3/preview_url?url="+url.QueryEscape(site.URL+"/page"), nil); r.status != 401 {
+			t.Errorf("preview through /_matrix/media/v3 without a token = %d; want 401", r.status)
+		}
 	}, func(c *config.Config) { c.Media.PreviewAllow = "127.0.0.0/8" })
 }
 

@@ -69,6 +69,8 @@ sub start
          insecure_skip_verify => JSON::true,
          retry_max            => "5s",
       },
+      # Sytest's own web server, which URL previews fetch from, is on loopback.
+      media      => { preview_allow => "127.0.0.0/8,::1/128" },
       native     => { listen => "off" },
       # Sytest's push gateway listens on loopback, with a self-signed certificate.
       push       => { gateway_allow_cidrs => "127.0.0.0/8,::1/128", gateway_insecure_skip_verify => JSON::true },
