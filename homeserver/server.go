@@ -216,7 +216,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 	if err := s.Push.Start(context.Background()); err != nil {
 		return err
 	}
-	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject, push.NoticeSubject)
+	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject, push.LateSubject)
 	if err != nil {
 		return err
 	}
