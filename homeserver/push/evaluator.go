@@ -90,8 +90,8 @@ const cursorName = "evaluator"
 const LateSubject = "hongyan.push.late"
 
 // lateAfter is the age of an event past which its notification may come after
-// a sync stopped waiting for it (clientsync waits 500 ms).
-const lateAfter = 250 * time.Millisecond
+// a sync stopped waiting for it (clientsync waits 50 ms).
+const lateAfter = 40 * time.Millisecond
 
 // scanBatch is how many events one pass reads.
 const scanBatch = 100
