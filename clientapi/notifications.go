@@ -20,9 +20,12 @@ func (h *handlers) registerNotifications(v3 *mux.Router, api *httpapi.API) {
 type notificationEntry struct {
 	Actions []json.RawMessage `json:"actions"`
 	Event   any               `json:"event"`
-	Read    bool              `json:"read"`
-	RoomID  string            `json:"room_id"`
-	TS      int64             `json:"ts"`
+	// ProfileTag is the tag of the pusher rule set that matched; rule sets
+	// other than global are not supported, so it is always null.
+	ProfileTag *string `json:"profile_tag"`
+	Read       bool    `json:"read"`
+	RoomID     string  `json:"room_id"`
+	TS         int64   `json:"ts"`
 }
 
 // notifications lists the caller's notifications, newest first. Each event is

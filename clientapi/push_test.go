@@ -273,3 +273,36 @@ func TestUnreadCountsInSlidingSync(t *testing.T) {
 		until(counts{})
 	})
 }
+
+// TestPushRulePathsAndActions: the kind listing, and the bad paths and actions
+// Sytest's torture tests send, each a 400.
+func TestPushRulePathsAndActions(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		alice.MustDo("PUT", "/_matrix/client/v3/pushrules/global/room/"+url.PathEscape("!r:localhost"), map[string]any{"actions": []string{"notify"}}, nil)
+		var rules []map[string]any
+		alice.MustDo("GET", "/_matrix/client/v3/pushrules/global/room/", nil, &rules)
+		if len(rules) != 1 || rules[0]["rule_id"] != "!r:localhost" {
+			t.Errorf("GET /pushrules/global/room/ = %v; want the one room rule", rules)
+		}
+		for _, c := range []struct{ method, path string }{
+			{"PUT", "/"}, {"PUT", "/global"}, {"PUT", "/global/room"}, {"PUT", "/global/room/"},
+			{"PUT", "/global/override/.m.rule.master/not_an_attr"},
+			{"GET", "/global"}, {"GET", "/global/room"}, {"GET", "/not_a_scope/"}, {"GET", "/global/not_a_template/"},
+			{"GET", "/global/override/.m.rule.master/not_an_attr"},
+		} {
+			if status := alice.Do(c.method, "/_matrix/client/v3/pushrules"+c.path, map[string]any{"actions": []string{"notify"}}, nil); status != 400 {
+				t.Errorf("%s /pushrules%s = %d; want 400", c.method, c.path, status)
+			}
+		}
+		for _, actions := range []any{[]string{"not_an_action"}, []any{map[string]any{"value": 1}}, []any{7}} {
+			if status := alice.Do("PUT", "/_matrix/client/v3/pushrules/global/room/"+url.PathEscape("!s:localhost"), map[string]any{"actions": actions}, nil); status != 400 {
+				t.Errorf("PUT a rule with actions %v = %d; want 400", actions, status)
+			}
+		}
+		if status := alice.Do("GET", "/_matrix/client/v3/pushrules", nil, nil); status != 404 {
+			t.Errorf("GET /pushrules (no slash) = %d; want 404", status)
+		}
+	})
+}

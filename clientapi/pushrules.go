@@ -23,6 +23,32 @@ func (h *handlers) registerPushRules(v3 *mux.Router, api *httpapi.API) {
 	api.Handle(v3, http.MethodPut, rule+"/enabled", h.setPushRuleEnabled, a...)
 	api.Handle(v3, http.MethodGet, rule+"/actions", h.pushRuleActions, a...)
 	api.Handle(v3, http.MethodPut, rule+"/actions", h.setPushRuleActions, a...)
+	api.Handle(v3, http.MethodGet, "/pushrules/{scope}/{kind}/", h.pushRulesOfKind, a...)
+	// Paths that stop short of a rule, or name an unknown attribute, are bad
+	// requests (400, as Synapse answers), not unknown endpoints.
+	for _, p := range []string{"/pushrules/", "/pushrules/{scope}", "/pushrules/{scope}/", "/pushrules/{scope}/{kind}",
+		"/pushrules/{scope}/{kind}/", rule + "/{attr}"} {
+		for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodDelete} {
+			if m == http.MethodGet && (p == "/pushrules/" || p == "/pushrules/{scope}/{kind}/") {
+				continue // served above
+			}
+			api.Handle(v3, m, p, h.badPushRulePath, a...)
+		}
+	}
+}
+
+func (h *handlers) badPushRulePath(r *httpapi.Request) (any, error) {
+	if attr := r.Vars["attr"]; attr != "" {
+		return nil, mxerror.New(mxerror.InvalidParam, "unknown push rule attribute %q", attr)
+	}
+	if r.Vars["scope"] != "" && r.Vars["scope"] != "global" {
+		return nil, mxerror.New(mxerror.InvalidParam, "scope must be global")
+	}
+	return nil, mxerror.New(mxerror.InvalidParam, "the path must name a scope, a kind and a rule ID")
+}
+
+func (h *handlers) pushRulesOfKind(r *httpapi.Request) (any, error) {
+	return h.push.RulesOfKind(r.Context(), r.Caller.UserID, r.Vars["scope"], r.Vars["kind"])
 }
 
 func (h *handlers) allPushRules(r *httpapi.Request) (any, error) {

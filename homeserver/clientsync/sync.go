@@ -169,6 +169,9 @@ func (s *Service) Sync(ctx context.Context, req Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		if req.Since == nil {
+			s.awaitInitialCounts(ctx, &cur)
+		}
 		resp, changed, err := s.build(ctx, req, cur, first)
 		if err != nil {
 			return nil, err

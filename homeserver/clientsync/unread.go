@@ -64,9 +64,24 @@ func (s *Service) unreadCounts(ctx context.Context, userID, roomID string) (push
 }
 
 // evaluatorWait bounds how long a sync waits for the push evaluator to catch up
-// with the events it is about to send. Past it the counts follow in a later
-// response (the notifications position moves then).
-const evaluatorWait = 500 * time.Millisecond
+// with the events it is about to send: long enough for an evaluator keeping up,
+// short enough that a lagging one does not hold back messages. Past it the
+// counts follow in a later response (push.LateSubject wakes the sync).
+// initialWait is the longer bound for an initial sync, which is slow anyway and
+// whose counts a client shows until the next change.
+const (
+	evaluatorWait = 50 * time.Millisecond
+	initialWait   = 500 * time.Millisecond
+)
+
+// awaitInitialCounts gives an initial sync's counts the longer wait.
+func (s *Service) awaitInitialCounts(ctx context.Context, cur *Token) {
+	if s.push != nil && s.push.WaitEvaluated(ctx, cur.Events, initialWait) {
+		if n, err := s.push.Position(ctx); err == nil {
+			cur.Notifications = n
+		}
+	}
+}
 
 // awaitCounts waits until the push evaluator has evaluated every event up to the
 // events position in pos, then re-reads the notifications position into pos: a

@@ -104,48 +104,70 @@ func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []str
 	out := make(map[string]Unread, len(roomIDs))
 	for _, roomID := range roomIDs {
 		m := marks[roomID]
-		rows, err := s.deps.DB.Query(ctx, `SELECT thread_id, event_pos, highlight FROM push_notifications
-			WHERE user_id = $1 AND room_id = $2 AND event_pos > $3`, userID, roomID, m.all)
+		// Counted in SQL from the covering index: every thread after the
+		// unthreaded mark, then a thread's own receipt takes off what it covers.
+		byThread, err := s.countAfter(ctx, userID, roomID, m.all, "", 0)
 		if err != nil {
-			return nil, fmt.Errorf("unread counts of %s in %s: %w", userID, roomID, err)
+			return nil, err
 		}
-		var u Unread
-		for rows.Next() {
-			var thread string
-			var pos int64
-			var hl bool
-			if err := rows.Scan(&thread, &pos, &hl); err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("unread counts of %s in %s: %w", userID, roomID, err)
-			}
-			if pos <= m.threshold(thread) {
+		for thread, pos := range m.threads {
+			if pos <= m.all {
 				continue
 			}
-			c := &u.Counts
+			read, err := s.countAfter(ctx, userID, roomID, m.all, thread, pos)
+			if err != nil {
+				return nil, err
+			}
+			c := byThread[thread]
+			c.Notifications -= read[thread].Notifications
+			c.Highlights -= read[thread].Highlights
+			byThread[thread] = c
+		}
+		var u Unread
+		for thread, c := range byThread {
+			if c.Notifications <= 0 {
+				continue
+			}
 			if threads && thread != "" {
 				if u.Threads == nil {
 					u.Threads = map[string]Counts{}
 				}
-				tc := u.Threads[thread]
-				tc.Notifications++
-				if hl {
-					tc.Highlights++
-				}
-				u.Threads[thread] = tc
+				u.Threads[thread] = c
 				continue
 			}
-			c.Notifications++
-			if hl {
-				c.Highlights++
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("unread counts of %s in %s: %w", userID, roomID, err)
+			u.Notifications += c.Notifications
+			u.Highlights += c.Highlights
 		}
 		out[roomID] = u
 	}
 	return out, nil
+}
+
+// countAfter counts the user's notifications in the room after position after,
+// by thread; with thread set, only that thread's up to upTo.
+func (s *Service) countAfter(ctx context.Context, userID, roomID string, after int64, thread string, upTo int64) (map[string]Counts, error) {
+	q := `SELECT thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END) FROM push_notifications
+		WHERE user_id = $1 AND room_id = $2 AND event_pos > $3`
+	args := []any{userID, roomID, after}
+	if thread != "" || upTo > 0 {
+		q += ` AND thread_id = $4 AND event_pos <= $5`
+		args = append(args, thread, upTo)
+	}
+	rows, err := s.deps.DB.Query(ctx, q+` GROUP BY thread_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("unread counts of %s in %s: %w", userID, roomID, err)
+	}
+	defer rows.Close()
+	out := map[string]Counts{}
+	for rows.Next() {
+		var t string
+		var c Counts
+		if err := rows.Scan(&t, &c.Notifications, &c.Highlights); err != nil {
+			return nil, fmt.Errorf("unread counts of %s in %s: %w", userID, roomID, err)
+		}
+		out[t] = c
+	}
+	return out, rows.Err()
 }
 
 // FillUnread sets the Unread counts of the notifications (the room's counts,

@@ -84,6 +84,15 @@ type userRules struct {
 // cursorName is the evaluator's row in push_cursor.
 const cursorName = "evaluator"
 
+// LateSubject is published with NoticeSubject when some of the notifications
+// stored belong to events older than lateAfter: syncs that may have answered
+// without their counts wake on it (clientsync's notifier).
+const LateSubject = "hongyan.push.late"
+
+// lateAfter is the age of an event past which its notification may come after
+// a sync stopped waiting for it (clientsync waits 50 ms).
+const lateAfter = 40 * time.Millisecond
+
 // scanBatch is how many events one pass reads.
 const scanBatch = 100
 
@@ -160,11 +169,13 @@ func (e *evaluator) onAccountData(m *nats.Msg) {
 	e.mu.Unlock()
 }
 
-// gather is how long the evaluator lets events accumulate after a busy pass
-// before the next one. While events keep coming, each pass then stores several
-// events' notifications in one commit instead of one commit per event: on
-// SQLite every commit takes the one write lock the send path needs too.
-const gather = 20 * time.Millisecond
+// gather is how long the evaluator lets events accumulate after a pass that
+// found several events (they arrive faster than one commit each can keep up
+// with): each pass then stores many events' notifications in one commit. Every
+// commit takes the write lock the send path needs too (SQLite has one writer),
+// and a user's index entries are written once per commit, not once per event.
+// At a trickle (one event per pass) there is no wait, so counts stay prompt.
+const gather = 50 * time.Millisecond
 
 func (e *evaluator) run() {
 	defer e.wg.Done()
@@ -183,7 +194,7 @@ func (e *evaluator) run() {
 			if n == 0 {
 				break
 			}
-			busy = true
+			busy = n > 1
 			if n < scanBatch {
 				break
 			}
@@ -286,6 +297,20 @@ func (e *evaluator) scanOnce(ctx context.Context) (int, error) {
 		if err := e.s.deps.Bus.Publish(NoticeSubject, data); err != nil {
 			// Stored already; consumers also poll.
 			e.s.log.Warn("publish push notice", "err", err)
+		}
+		// A sync waits for the evaluator (WaitEvaluated) before it answers, so
+		// the counts of prompt notifications travel with their events. Only
+		// notifications of older events (a slow pass, federation) may have come
+		// after a sync gave up waiting: only they wake the syncs again, so one
+		// message does not wake every member's sync twice.
+		now := time.Now().UnixMilli()
+		for _, d := range out {
+			if now-d.n.TS > lateAfter.Milliseconds() {
+				if err := e.s.deps.Bus.Publish(LateSubject, data); err != nil {
+					e.s.log.Warn("publish push notice", "err", err)
+				}
+				break
+			}
 		}
 	}
 	return len(evs), nil

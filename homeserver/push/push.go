@@ -118,6 +118,47 @@ func (s *Service) save(ctx context.Context, userID string, rs Ruleset) error {
 	return err
 }
 
+// RulesOfKind returns the user's rules of one kind.
+func (s *Service) RulesOfKind(ctx context.Context, userID, scope, kind string) ([]Rule, error) {
+	if scope != "global" {
+		return nil, mxerror.New(mxerror.InvalidParam, "scope must be global")
+	}
+	rs, err := s.Rules(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	l, err := rs.list(kind)
+	if err != nil {
+		return nil, err
+	}
+	if *l == nil {
+		return []Rule{}, nil
+	}
+	return *l, nil
+}
+
+// validActions checks a rule's actions: the spec's strings (and the historical
+// ones, which evaluation ignores) or set_tweak objects.
+func validActions(actions []json.RawMessage) error {
+	for _, a := range actions {
+		var str string
+		if json.Unmarshal(a, &str) == nil {
+			switch str {
+			case "notify", "dont_notify", "coalesce":
+				continue
+			}
+			return mxerror.New(mxerror.InvalidParam, "unknown action %q", str)
+		}
+		var tweak struct {
+			SetTweak *string `json:"set_tweak"`
+		}
+		if json.Unmarshal(a, &tweak) != nil || tweak.SetTweak == nil || *tweak.SetTweak == "" {
+			return mxerror.New(mxerror.InvalidParam, "an action is a string or a set_tweak object")
+		}
+	}
+	return nil
+}
+
 // Rule returns one rule.
 func (s *Service) Rule(ctx context.Context, userID, scope, kind, ruleID string) (Rule, error) {
 	_, l, i, err := s.find(ctx, userID, scope, kind, ruleID)
@@ -159,6 +200,9 @@ func (s *Service) PutRule(ctx context.Context, userID, scope, kind, ruleID, befo
 	}
 	if r.Actions == nil {
 		return mxerror.New(mxerror.MissingParam, "actions is required")
+	}
+	if err := validActions(r.Actions); err != nil {
+		return err
 	}
 	if kind == "content" && r.Pattern == "" {
 		return mxerror.New(mxerror.MissingParam, "content rules need a pattern")
@@ -221,6 +265,9 @@ func (s *Service) SetEnabled(ctx context.Context, userID, scope, kind, ruleID st
 func (s *Service) SetActions(ctx context.Context, userID, scope, kind, ruleID string, actions []json.RawMessage) error {
 	if actions == nil {
 		return mxerror.New(mxerror.MissingParam, "actions is required")
+	}
+	if err := validActions(actions); err != nil {
+		return err
 	}
 	rs, l, i, err := s.find(ctx, userID, scope, kind, ruleID)
 	if err != nil {
