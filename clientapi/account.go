@@ -17,6 +17,7 @@ type registerRequest struct {
 	InitialDeviceDisplayName string          `json:"initial_device_display_name"`
 	InhibitLogin             bool            `json:"inhibit_login"`
 	RefreshToken             bool            `json:"refresh_token"`
+	GuestAccessToken         string          `json:"guest_access_token"`
 }
 
 func (h *handlers) register(r *httpapi.Request) (any, error) {
@@ -24,50 +25,24 @@ func (h *handlers) register(r *httpapi.Request) (any, error) {
 	if err := r.Decode(&req); err != nil {
 		return nil, err
 	}
-	login := users.LoginOptions{DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName,
-		WithRefreshToken: req.RefreshToken, IP: r.IP}
 	kind := r.URL.Query().Get("kind")
 	switch kind {
 	case "guest":
 		if !h.users.GuestsAllowed() {
 			return nil, mxerror.New(mxerror.Forbidden, "guest access is disabled")
 		}
+		login := users.LoginOptions{DeviceID: req.DeviceID, DisplayName: req.InitialDeviceDisplayName,
+			WithRefreshToken: req.RefreshToken, IP: r.IP}
 		return h.users.Register(r.Context(), users.NewAccount{Guest: true}, login, false)
 	case "", "user":
 	default:
 		return nil, mxerror.New(mxerror.InvalidParam, "kind must be user or guest")
 	}
-	if !h.users.RegistrationOpen() {
-		return nil, mxerror.New(mxerror.Forbidden, "registration is disabled")
-	}
-	// Name and password are checked before the auth stages, so a client learns at
-	// once that its choice will not do.
-	acct := users.NewAccount{}
-	if req.Username != nil {
-		acct.Localpart = strings.ToLower(*req.Username)
-		if err := h.users.Available(r.Context(), acct.Localpart); err != nil {
-			return nil, err
-		}
-	}
-	if req.Password == nil {
-		if req.Auth == nil {
-			// A first request without credentials asks for the flows: answer
-			// with the auth stages (401) before insisting on a password.
-			_, err := h.users.Interactive(r.Context(), users.Interactive{Purpose: "register", Flows: h.users.RegistrationFlows()}, nil)
-			return nil, err
-		}
-		return nil, mxerror.New(mxerror.MissingParam, "password is required")
-	}
-	if err := users.CheckNewPassword(*req.Password); err != nil {
-		return nil, err
-	}
-	acct.Password = *req.Password
-	done, err := h.users.Interactive(r.Context(), users.Interactive{Purpose: "register", Flows: h.users.RegistrationFlows()}, req.Auth)
-	if err != nil {
-		return nil, err
-	}
-	acct.RegistrationToken = done.RegistrationToken
-	return h.users.Register(r.Context(), acct, login, req.InhibitLogin)
+	return h.users.RegisterInteractive(r.Context(), users.RegisterRequest{
+		Username: req.Username, Password: req.Password, DeviceID: req.DeviceID,
+		InitialDeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin,
+		RefreshToken: req.RefreshToken, GuestAccessToken: req.GuestAccessToken, IP: r.IP,
+	}, req.Auth)
 }
 
 func (h *handlers) registerAvailable(r *httpapi.Request) (any, error) {

@@ -97,8 +97,8 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodDelete, "/devices/{deviceId}", h.deleteDevice, httpapi.Authed)
 	api.Handle(v3, http.MethodPost, "/delete_devices", h.deleteDevices, httpapi.Authed)
 
-	api.Handle(v3, http.MethodGet, "/profile/{userId}", h.profile, httpapi.OptionalAuth)
-	api.Handle(v3, http.MethodGet, "/profile/{userId}/{field:(?:displayname|avatar_url)}", h.profileField, httpapi.OptionalAuth)
+	api.Handle(v3, http.MethodGet, "/profile/{userId}", h.profile, httpapi.OptionalAuth, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/profile/{userId}/{field:(?:displayname|avatar_url)}", h.profileField, httpapi.OptionalAuth, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodPut, "/profile/{userId}/{field:(?:displayname|avatar_url)}", h.setProfileField, httpapi.Authed, httpapi.GuestsAllowed, httpapi.RateLimited)
 
 	api.Handle(v3, http.MethodGet, "/user/{userId}/account_data/{type}", h.accountData, httpapi.Authed, httpapi.GuestsAllowed)

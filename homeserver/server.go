@@ -198,6 +198,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		DefaultRoomVersion: cfg.DefaultRoomVersion,
 		Bus:                s.Bus.Conn,
 		Profiles:           s.Users,
+		Guests:             s.Users,
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)

@@ -635,7 +635,12 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 	}
 
 	unlock := s.lockRoom(roomID)
-	defer unlock()
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
 	var notice *Notice
 	var rejected error
 	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
@@ -683,6 +688,9 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 	}
 	if notice != nil {
 		s.publish(*notice)
+		unlock() // what follows writes to the room itself
+		locked = false
+		s.guestAccessChanged(ctx, roomID, notice.Type, notice.StateKey)
 	}
 	return nil
 }

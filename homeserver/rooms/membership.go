@@ -92,6 +92,9 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		content["reason"] = m.Reason
 	}
 	if m.Membership == "join" && m.Sender == m.Target {
+		if err := s.checkGuestJoin(ctx, roomID, m.Target); err != nil {
+			return Sent{}, err
+		}
 		via, err := s.restrictedJoinAuthoriser(ctx, roomID, m.Target)
 		if err != nil {
 			return Sent{}, err
@@ -198,6 +201,7 @@ func (s *Service) Send(ctx context.Context, roomID string, p Proto) (Sent, error
 	if err != nil {
 		return Sent{}, s.roomError(err, roomID)
 	}
+	s.guestAccessChanged(ctx, roomID, p.Type, p.StateKey)
 	return sent[0], nil
 }
 

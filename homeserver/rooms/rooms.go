@@ -58,6 +58,12 @@ type Profiles interface {
 	MemberProfile(ctx context.Context, userID string) (displayName, avatarURL string)
 }
 
+// Guests tells local guest accounts apart: guests may join only rooms whose
+// m.room.guest_access is can_join, and leave rooms that stop allowing them.
+type Guests interface {
+	IsGuest(ctx context.Context, userID string) (bool, error)
+}
+
 // Config configures the engine.
 type Config struct {
 	// ServerName signs events and owns local users and aliases.
@@ -70,6 +76,9 @@ type Config struct {
 	Bus *nats.Conn
 	// Profiles fills member events' displayname and avatar_url. May be nil.
 	Profiles Profiles
+	// Guests, if not nil, enforces the guest access rules; nil means no user is a
+	// guest.
+	Guests Guests
 }
 
 // Service is the room engine. It is safe for concurrent use.

@@ -53,14 +53,20 @@ type LoginOptions struct {
 
 // Register creates an account and, unless inhibitLogin, logs it in.
 func (s *Service) Register(ctx context.Context, acct NewAccount, login LoginOptions, inhibitLogin bool) (Session, error) {
-	var sess Session
 	hash := ""
 	if acct.Password != "" {
 		var err error
 		if hash, err = s.hashPassword(ctx, acct.Password); err != nil {
-			return sess, fmt.Errorf("hash password: %w", err)
+			return Session{}, fmt.Errorf("hash password: %w", err)
 		}
 	}
+	return s.registerHashed(ctx, acct, hash, login, inhibitLogin)
+}
+
+// registerHashed is Register with the password already hashed (acct.Password is
+// ignored).
+func (s *Service) registerHashed(ctx context.Context, acct NewAccount, hash string, login LoginOptions, inhibitLogin bool) (Session, error) {
+	var sess Session
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if acct.Localpart == "" {
 			n, err := nextNumericLocalpart(ctx, tx)
@@ -439,6 +445,20 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 		return err
 	}
 	return s.devicesDeleted(ctx, localpart, ids, true)
+}
+
+// IsGuest reports whether userID is a local guest account; remote and unknown
+// users are not guests.
+func (s *Service) IsGuest(ctx context.Context, userID string) (bool, error) {
+	local, ok := s.LocalpartOf(userID)
+	if !ok {
+		return false, nil
+	}
+	a, err := s.Account(ctx, local)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return a.IsGuest, err
 }
 
 // Account returns the stored account.
