@@ -130,7 +130,18 @@ func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return visibleTo(v.reader, at[0], at[1], v.currentlyIn), nil
+	if visibleTo(v.reader, at[0], at[1], v.currentlyIn) {
+		return true, nil
+	}
+	// A history visibility change is shown to whoever the visibility before or
+	// after it lets see it (the spec's "History visibility"; Synapse does the
+	// same), so a reader sees the boundary where history opens to them.
+	if r.typ == "m.room.history_visibility" && r.stateKey != nil && *r.stateKey == "" {
+		if after := gjson.Get(r.json, "content.history_visibility").String(); after != "" {
+			return visibleTo(v.reader, after, at[1], v.currentlyIn), nil
+		}
+	}
+	return false, nil
 }
 
 // at is (history visibility, membership) in the state before the event.

@@ -27,7 +27,15 @@ type Membership struct {
 	// Servers are the servers to join a remote room through (the client's via or
 	// server_name), tried after the one in the room ID.
 	Servers []string
+	// Content holds extra keys for the event's content, as Synapse takes them from
+	// a /join body. They may set a per-room displayname or avatar_url; they cannot
+	// change the membership or the keys the server sets for a restricted join.
+	Content map[string]json.RawMessage
 }
+
+// serverMemberKeys are the content keys of a membership event that only the server
+// sets.
+var serverMemberKeys = []string{"membership", "join_authorised_via_users_server", "third_party_invite"}
 
 // SetMembership sends the membership event.
 func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership) (Sent, error) {
@@ -51,6 +59,11 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		m.Membership = "leave"
 	}
 	content := s.memberContent(ctx, m.Target, m.Membership, m.IsDirect)
+	for k, v := range m.Content {
+		if !slices.Contains(serverMemberKeys, k) {
+			content[k] = v
+		}
+	}
 	if m.Membership == "join" && m.Sender == m.Target {
 		remote, err := s.joinsRemotely(ctx, roomID)
 		if err != nil {
