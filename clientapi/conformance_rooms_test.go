@@ -1,6 +1,7 @@
 package clientapi_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -148,6 +149,143 @@ func TestLegacySendAndBadBodies(t *testing.T) {
 			if st := alice.Do(method, path, []byte("{\"username\": \"a\x81\", \"body\": \"b\x81\"}"), &e); st != 400 || e.ErrCode != "M_NOT_JSON" {
 				t.Errorf("%s %s with invalid UTF-8 = %d %s; want 400 M_NOT_JSON", method, path, st, e.ErrCode)
 			}
+		}
+	})
+}
+
+// TestUpgradeNamesItsTombstone: the new room's create event names the old room's
+// tombstone as predecessor.event_id; an unknown room cannot be upgraded (404).
+func TestUpgradeNamesItsTombstone(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		for _, version := range []string{"10", "11"} {
+			old := createRoom(t, alice, map[string]any{"room_version": "9"})
+			var out map[string]string
+			alice.MustDo("POST", "/_matrix/client/v3/rooms/"+old+"/upgrade", map[string]string{"new_version": version}, &out)
+			var tomb, create struct {
+				EventID string         `json:"event_id"`
+				Content map[string]any `json:"content"`
+			}
+			alice.MustDo("GET", "/_matrix/client/v3/rooms/"+old+"/state/m.room.tombstone?format=event", nil, &tomb)
+			alice.MustDo("GET", "/_matrix/client/v3/rooms/"+out["replacement_room"]+"/state/m.room.create?format=event", nil, &create)
+			pred, _ := create.Content["predecessor"].(map[string]any)
+			if pred["event_id"] != tomb.EventID || pred["room_id"] != old || tomb.Content["replacement_room"] != out["replacement_room"] {
+				t.Errorf("upgrade 9→%s: predecessor %v, tombstone %s %v; want the predecessor to name the tombstone", version, pred, tomb.EventID, tomb.Content)
+			}
+		}
+		var e errBody
+		if st := alice.Do("POST", "/_matrix/client/v3/rooms/!fail:unknown/upgrade", map[string]string{"new_version": "10"}, &e); st != 404 || e.ErrCode != "M_NOT_FOUND" {
+			t.Errorf("upgrade an unknown room = %d %s; want 404 M_NOT_FOUND", st, e.ErrCode)
+		}
+	})
+}
+
+// TestTypingStopReachesEveryone: after a typer stops, even a client whose first
+// (initial) sync comes later learns that nobody is typing.
+func TestTypingStopReachesEveryone(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		bob := srv.Register(t, "bob", "pw")
+		room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		bob.MustDo("POST", "/_matrix/client/v3/join/"+room, map[string]any{}, nil)
+		since := doSync(t, bob, "").NextBatch
+		typing := "/_matrix/client/v3/rooms/" + room + "/typing/" + alice.UserID
+		alice.MustDo("PUT", typing, map[string]any{"typing": true, "timeout": 30000}, nil)
+		_, since = waitEphemeral(t, bob, room, since, "m.typing")
+		alice.MustDo("PUT", typing, map[string]any{"typing": false}, nil)
+		if content, _ := waitEphemeral(t, bob, room, since, "m.typing"); string(content) != `{"user_ids":[]}` {
+			t.Fatalf("typing after the stop = %s; want nobody", content)
+		}
+		var s ephemeralSync
+		bob.MustDo("GET", "/_matrix/client/v3/sync", nil, &s)
+		var got []string
+		for _, e := range s.Rooms.Join[room].Ephemeral.Events {
+			if e.Type == "m.typing" {
+				got = append(got, string(e.Content))
+			}
+		}
+		if len(got) != 1 || got[0] != `{"user_ids":[]}` {
+			t.Errorf("initial sync's typing = %v; want one m.typing with nobody", got)
+		}
+	})
+}
+
+// TestAliasDeletionAndWrongRoomRedaction: deleting the room's canonical alias takes
+// it out of m.room.canonical_alias; redacting an event of another room is a bad
+// request (400), an unknown event 404.
+func TestAliasDeletionAndWrongRoomRedaction(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		room := createRoom(t, alice, map[string]any{})
+		alice.MustDo("PUT", "/_matrix/client/v3/directory/room/%23main:localhost", map[string]string{"room_id": room}, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/directory/room/%23alt:localhost", map[string]string{"room_id": room}, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+room+"/state/m.room.canonical_alias", map[string]any{
+			"alias": "#main:localhost", "alt_aliases": []string{"#alt:localhost"}}, nil)
+		alice.MustDo("DELETE", "/_matrix/client/v3/directory/room/%23main:localhost", nil, nil)
+		alice.MustDo("DELETE", "/_matrix/client/v3/directory/room/%23alt:localhost", nil, nil)
+		st, body := alice.Raw("GET", "/_matrix/client/v3/rooms/"+room+"/state/m.room.canonical_alias", nil)
+		if st != 200 || string(body) != `{"alt_aliases":[]}` {
+			t.Errorf("canonical alias after deleting its aliases = %d %s; want {\"alt_aliases\":[]}", st, body)
+		}
+
+		other := createRoom(t, alice, map[string]any{})
+		msg := sendText(t, alice, other, "m1", "elsewhere")
+		var e errBody
+		if st := alice.Do("PUT", "/_matrix/client/v3/rooms/"+room+"/redact/"+msg+"/r1", map[string]any{}, &e); st != 400 {
+			t.Errorf("redact another room's event = %d %s; want 400", st, e.ErrCode)
+		}
+		if st := alice.Do("PUT", "/_matrix/client/v3/rooms/"+room+"/redact/$nope/r2", map[string]any{}, &e); st != 404 {
+			t.Errorf("redact an unknown event = %d %s; want 404", st, e.ErrCode)
+		}
+	})
+}
+
+// TestErasedUsersEventsArePrunedForLaterJoiners: after its sender deactivates with
+// erase, a message stays whole for those who were joined when it was sent and is
+// pruned for those who joined later, in /messages, /event and sync.
+func TestErasedUsersEventsArePrunedForLaterJoiners(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw-a")
+		member := srv.Register(t, "member", "pw")
+		joiner := srv.Register(t, "joiner", "pw")
+		room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		member.MustDo("POST", "/_matrix/client/v3/join/"+room, map[string]any{}, nil)
+		msg := sendText(t, alice, room, "m1", "body1")
+		joiner.MustDo("POST", "/_matrix/client/v3/join/"+room, map[string]any{}, nil)
+		body := func(c *testserver.Client) []string {
+			t.Helper()
+			var ev event
+			c.MustDo("GET", "/_matrix/client/v3/rooms/"+room+"/event/"+msg, nil, &ev)
+			chunk, _ := messages(t, c, room, "dir=b&limit=50")
+			s := doSync(t, c, "")
+			var inSync []event
+			for _, e := range s.Rooms.Join[room].Timeline.Events {
+				if e.EventID == msg {
+					inSync = append(inSync, e)
+				}
+			}
+			out := []string{fmt.Sprint(ev.Content["body"])}
+			for _, e := range append(chunk, inSync...) {
+				if e.EventID == msg {
+					out = append(out, fmt.Sprint(e.Content["body"]))
+				}
+			}
+			return out
+		}
+		if got := body(joiner); strings.Join(got, ",") != "body1,body1,body1" {
+			t.Fatalf("joiner before the erasure sees %v; want the body everywhere", got)
+		}
+		alice.MustDo("POST", "/_matrix/client/v3/account/deactivate", map[string]any{"erase": true, "auth": map[string]any{
+			"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": "alice"}, "password": "pw-a"}}, nil)
+		if got := body(member); strings.Join(got, ",") != "body1,body1,body1" {
+			t.Errorf("original member after the erasure sees %v; want the body everywhere", got)
+		}
+		if got := body(joiner); strings.Join(got, ",") != "<nil>,<nil>,<nil>" {
+			t.Errorf("later joiner after the erasure sees %v; want it pruned everywhere", got)
 		}
 	})
 }

@@ -199,6 +199,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		Bus:                s.Bus.Conn,
 		Profiles:           s.Users,
 		Guests:             s.Users,
+		Erasures:           s.Users,
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -102,13 +103,15 @@ type visibility struct {
 	roomID      string
 	currentlyIn bool
 	bySnapshot  map[int64][2]string // snapshot → (history visibility, membership)
+	erased      map[string]bool     // the erased senders among those checked
+	checked     map[string]bool     // local senders looked up by loadErased
 }
 
 // errNoReader is a programming error: a Reader with neither a user nor a server.
 var errNoReader = errors.New("rooms: read without a reader")
 
 func (s *Service) newVisibility(ctx context.Context, roomID string, r Reader) (*visibility, error) {
-	v := &visibility{s: s, reader: r, roomID: roomID, bySnapshot: map[int64][2]string{}}
+	v := &visibility{s: s, reader: r, roomID: roomID, bySnapshot: map[int64][2]string{}, erased: map[string]bool{}}
 	switch {
 	case r.UserID != "":
 		m, err := s.CurrentMembership(ctx, roomID, r.UserID)
@@ -130,18 +133,98 @@ func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	return v.visibleAt(r, at), nil
+}
+
+// prune reports whether the reader is shown the event pruned (as if redacted): its
+// sender's account was erased and the reader (for a server: none of its users) was
+// not joined when it was sent. Who was there keeps what they saw; who came later
+// does not read an erased user's words (the spec's erasure, as Synapse does it).
+func (v *visibility) prune(ctx context.Context, r eventRow) (bool, error) {
+	if !v.erased[r.sender] || v.reader.ownsMembership(r.typ, r.stateKey) {
+		return false, nil
+	}
+	at, err := v.at(ctx, r)
+	if err != nil {
+		return false, err
+	}
+	return at[1] != "join", nil
+}
+
+// show is the event as the reader sees it, and whether they see it at all: canSee,
+// then pruned if its sender was erased (see prune). Callers that render events
+// call loadErased for their rows first.
+func (v *visibility) show(ctx context.Context, r eventRow) (eventRow, bool, error) {
+	ok, err := v.canSee(ctx, r)
+	if err != nil || !ok {
+		return r, false, err
+	}
+	if len(v.erased) == 0 {
+		return r, true, nil
+	}
+	prune, err := v.prune(ctx, r)
+	if err != nil || !prune {
+		return r, true, err
+	}
+	impl, err := v.s.RoomVersion(ctx, r.roomID)
+	if err != nil {
+		return r, false, fmt.Errorf("prune erased user's event %s: %w", r.eventID, err)
+	}
+	redacted, err := impl.RedactEventJSON([]byte(r.json))
+	if err != nil {
+		return r, false, fmt.Errorf("prune erased user's event %s: %w", r.eventID, err)
+	}
+	r.json = string(redacted)
+	return r, true, nil
+}
+
+// loadErased looks up, in one query, which local senders of rows not looked up yet
+// were erased. Only erased senders stay in the map, so an empty map (the common
+// case) costs show nothing.
+func (v *visibility) loadErased(ctx context.Context, rows []eventRow) error {
+	if v.s.cfg.Erasures == nil {
+		return nil
+	}
+	var senders []string
+	for _, r := range rows {
+		if !v.checked[r.sender] && v.s.isLocal(r.sender) && !slices.Contains(senders, r.sender) {
+			senders = append(senders, r.sender)
+		}
+	}
+	if len(senders) == 0 {
+		return nil
+	}
+	erased, err := v.s.cfg.Erasures.ErasedUsers(ctx, senders)
+	if err != nil {
+		return fmt.Errorf("erased senders: %w", err)
+	}
+	if v.checked == nil {
+		v.checked = map[string]bool{}
+	}
+	for _, u := range senders {
+		v.checked[u] = true
+		if erased[u] {
+			v.erased[u] = true
+		}
+	}
+	return nil
+}
+
+// visibleAt is canSee once (history visibility, membership) before the event is
+// known.
+func (v *visibility) visibleAt(r eventRow, at [2]string) bool {
 	if visibleTo(v.reader, at[0], at[1], v.currentlyIn) {
-		return true, nil
+		return true
 	}
 	// A history visibility change is shown to whoever the visibility before or
 	// after it lets see it (the spec's "History visibility"; Synapse does the
 	// same), so a reader sees the boundary where history opens to them.
 	if r.typ == "m.room.history_visibility" && r.stateKey != nil && *r.stateKey == "" {
 		if after := gjson.Get(r.json, "content.history_visibility").String(); after != "" {
-			return visibleTo(v.reader, after, at[1], v.currentlyIn), nil
+			return visibleTo(v.reader, after, at[1], v.currentlyIn)
 		}
 	}
-	return false, nil
+	return false
 }
 
 // at is (history visibility, membership) in the state before the event.
@@ -303,14 +386,17 @@ func (s *Service) filterMixedRows(ctx context.Context, r Reader, rows []eventRow
 			if v, err = s.newVisibility(ctx, row.roomID, r); err != nil {
 				return nil, err
 			}
+			if err := v.loadErased(ctx, rows); err != nil {
+				return nil, err
+			}
 			byRoom[row.roomID] = v
 		}
-		ok, err := v.canSee(ctx, row)
+		shown, ok, err := v.show(ctx, row)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			out = append(out, row)
+			out = append(out, shown)
 		}
 	}
 	return out, nil
@@ -447,6 +533,9 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 		if err != nil {
 			return Messages{}, err
 		}
+		if err := v.loadErased(ctx, rows); err != nil {
+			return Messages{}, err
+		}
 		read := 0
 		for _, r := range rows {
 			read++
@@ -455,7 +544,7 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			} else {
 				cursor = r.pos
 			}
-			ok, err := v.canSee(ctx, r)
+			r, ok, err := v.show(ctx, r)
 			if err != nil {
 				return Messages{}, err
 			}

@@ -249,6 +249,12 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 // Redact redacts an event the sender can see, with an optional reason.
 func (s *Service) Redact(ctx context.Context, roomID, sender, eventID, reason string, txn *Txn) (Sent, error) {
 	if _, err := s.Event(ctx, roomID, sender, eventID); err != nil {
+		// An event of another room is a malformed request (400, as Synapse
+		// answers), not an unknown event: a redaction names its own room's events.
+		var other string
+		if mxerror.Is(err, mxerror.NotFound) && s.db.QueryRow(ctx, `SELECT room_id FROM events WHERE event_id = $1`, eventID).Scan(&other) == nil && other != roomID {
+			return Sent{}, mxerror.New(mxerror.InvalidParam, "event %s is not in room %s", eventID, roomID)
+		}
 		return Sent{}, err
 	}
 	content := map[string]any{"redacts": eventID} // room version 11 moved redacts into content

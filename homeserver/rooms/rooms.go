@@ -64,6 +64,11 @@ type Guests interface {
 	IsGuest(ctx context.Context, userID string) (bool, error)
 }
 
+// Erasures names the local users whose accounts were deactivated with erasure.
+type Erasures interface {
+	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error)
+}
+
 // Config configures the engine.
 type Config struct {
 	// ServerName signs events and owns local users and aliases.
@@ -79,6 +84,9 @@ type Config struct {
 	// Guests, if not nil, enforces the guest access rules; nil means no user is a
 	// guest.
 	Guests Guests
+	// Erasures, if not nil, has erased users' events shown pruned to readers who
+	// were not joined when they were sent; nil means nobody is erased.
+	Erasures Erasures
 }
 
 // Service is the room engine. It is safe for concurrent use.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -25,6 +26,11 @@ func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string
 	impl, err := versionImpl(newVersion)
 	if err != nil {
 		return "", &mxerror.Error{Code: mxerror.UnsupportedRoomVersion, Message: "room version " + newVersion + " is not supported"}
+	}
+	if ok, err := s.roomExists(ctx, roomID); err != nil {
+		return "", err
+	} else if !ok {
+		return "", mxerror.New(mxerror.NotFound, "unknown room %s", roomID)
 	}
 	level, need, err := s.PowerFor(ctx, roomID, userID, "m.room.tombstone")
 	if err != nil {
@@ -48,12 +54,31 @@ func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string
 			byType[ev.Type] = ev
 		}
 	}
-	lastEventID, err := s.LatestEventID(ctx, roomID)
-	if err != nil {
+	str := func(typ string, content any) Proto {
+		empty := ""
+		return Proto{Sender: userID, Type: typ, StateKey: &empty, Content: mustJSON(content)}
+	}
+	newRoomID := newRoomID(impl, s.cfg.ServerName)
+	tombstoneContent := func(newRoomID string) map[string]string {
+		return map[string]string{"body": "This room has been replaced", "replacement_room": newRoomID}
+	}
+	// predecessor.event_id names the old room's tombstone, as Synapse does and
+	// clients follow. When the new room's ID is known before its create event
+	// (versions before 12), the tombstone is built first and admitted once the new
+	// room exists; a v12 room's ID hashes its create event, which cannot name a
+	// tombstone that names the room, so it names the old room's latest event.
+	var tombstone gomatrixserverlib.PDU
+	predecessorID := ""
+	if newRoomID != "" {
+		if tombstone, err = s.buildUnsent(ctx, roomID, str("m.room.tombstone", tombstoneContent(newRoomID))); err != nil {
+			return "", err
+		}
+		predecessorID = tombstone.EventID()
+	} else if predecessorID, err = s.LatestEventID(ctx, roomID); err != nil {
 		return "", fmt.Errorf("latest event of %s: %w", roomID, err)
 	}
 
-	createContent := map[string]any{"room_version": newVersion, "predecessor": map[string]string{"room_id": roomID, "event_id": lastEventID}}
+	createContent := map[string]any{"room_version": newVersion, "predecessor": map[string]string{"room_id": roomID, "event_id": predecessorID}}
 	if old, ok := byType[spec.MRoomCreate]; ok {
 		var c map[string]any
 		json.Unmarshal(old.Content, &c)
@@ -94,11 +119,6 @@ func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string
 	}
 	boosted["users"] = users
 
-	newRoomID := newRoomID(impl, s.cfg.ServerName)
-	str := func(typ string, content any) Proto {
-		empty := ""
-		return Proto{Sender: userID, Type: typ, StateKey: &empty, Content: mustJSON(content)}
-	}
 	self := userID
 	protos := []Proto{
 		str(spec.MRoomCreate, createContent),
@@ -135,7 +155,14 @@ func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string
 	usersDefault, _ := restricted["users_default"].(float64)
 	lvl := max(50, usersDefault+1)
 	restricted["events_default"], restricted["invite"] = lvl, lvl
-	oldProtos := []Proto{str("m.room.tombstone", map[string]string{"body": "This room has been replaced", "replacement_room": newRoomID})}
+	var oldProtos []Proto
+	if tombstone != nil {
+		if err := s.Receive(ctx, tombstone); err != nil {
+			return "", fmt.Errorf("tombstone %s: %w", roomID, err)
+		}
+	} else {
+		oldProtos = append(oldProtos, str("m.room.tombstone", tombstoneContent(newRoomID)))
+	}
 	if _, ok := byType[spec.MRoomCanonicalAlias]; ok {
 		oldProtos = append(oldProtos, str(spec.MRoomCanonicalAlias, map[string]any{}))
 	}

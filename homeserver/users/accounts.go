@@ -432,7 +432,8 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 			`DELETE FROM login_tokens WHERE localpart = $1`,
 		}
 		if erase {
-			stmts = append(stmts, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE localpart = $1`)
+			stmts = append(stmts, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE localpart = $1`,
+				`UPDATE accounts SET erased = TRUE WHERE localpart = $1`)
 		}
 		for _, q := range stmts {
 			if _, err := tx.Exec(ctx, q, localpart); err != nil {
@@ -459,6 +460,34 @@ func (s *Service) IsGuest(ctx context.Context, userID string) (bool, error) {
 		return false, nil
 	}
 	return a.IsGuest, err
+}
+
+// ErasedUsers reports which of userIDs are local accounts deactivated with erasure.
+func (s *Service) ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error) {
+	var locals []string
+	for _, u := range userIDs {
+		if l, ok := s.LocalpartOf(u); ok {
+			locals = append(locals, l)
+		}
+	}
+	out := map[string]bool{}
+	if len(locals) == 0 {
+		return out, nil
+	}
+	marks, args := storage.InList(locals)
+	rows, err := s.db.Query(ctx, `SELECT localpart FROM accounts WHERE erased AND localpart IN (`+marks+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read erased users: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			return nil, fmt.Errorf("read erased users: %w", err)
+		}
+		out[s.UserID(l)] = true
+	}
+	return out, rows.Err()
 }
 
 // Account returns the stored account.
