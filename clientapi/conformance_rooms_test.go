@@ -289,3 +289,43 @@ func TestErasedUsersEventsArePrunedForLaterJoiners(t *testing.T) {
 		}
 	})
 }
+
+// TestUpgradeCarriesPowersBansAndDirect: an upgrade keeps an upgrader's level above
+// 100, carries bans over, and moves the upgrader's tags and m.direct entry to the
+// new room.
+func TestUpgradeCarriesPowersBansAndDirect(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		old := createRoom(t, alice, map[string]any{"power_level_content_override": map[string]any{"users": map[string]int{alice.UserID: 500}}})
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+old+"/ban", map[string]string{"user_id": "@bob:matrix.org", "reason": "spam"}, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/user/"+alice.UserID+"/account_data/m.direct", map[string]any{"@carol:localhost": []string{old}}, nil)
+		alice.MustDo("PUT", "/_matrix/client/v3/user/"+alice.UserID+"/rooms/"+old+"/tags/u.work", map[string]any{"order": 0.5}, nil)
+
+		var out map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+old+"/upgrade", map[string]string{"new_version": "10"}, &out)
+		room := out["replacement_room"]
+		var pl struct {
+			Users map[string]int `json:"users"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+room+"/state/m.room.power_levels", nil, &pl)
+		if len(pl.Users) != 1 || pl.Users[alice.UserID] != 500 {
+			t.Errorf("new room's users = %v; want alice at 500", pl.Users)
+		}
+		if m := membershipOf(t, alice, room, "@bob:matrix.org"); m != "ban" {
+			t.Errorf("banned user in the new room = %q; want ban", m)
+		}
+		var direct map[string][]string
+		alice.MustDo("GET", "/_matrix/client/v3/user/"+alice.UserID+"/account_data/m.direct", nil, &direct)
+		if got := direct["@carol:localhost"]; len(got) != 2 || got[1] != room {
+			t.Errorf("m.direct after upgrade = %v; want the new room added", direct)
+		}
+		var tags struct {
+			Tags map[string]any `json:"tags"`
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/user/"+alice.UserID+"/rooms/"+room+"/tags", nil, &tags)
+		if _, ok := tags.Tags["u.work"]; !ok {
+			t.Errorf("new room's tags = %v; want u.work", tags.Tags)
+		}
+	})
+}

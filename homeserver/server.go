@@ -200,6 +200,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		Profiles:           s.Users,
 		Guests:             s.Users,
 		Erasures:           s.Users,
+		UserRoomState:      s.Users,
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -70,7 +71,13 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 			return Sent{}, err
 		}
 		if remote {
-			return s.joinRemote(ctx, roomID, m, content)
+			sent, err := s.joinRemote(ctx, roomID, m, content)
+			if err == nil {
+				if err := s.followUpgrade(ctx, roomID); err != nil {
+					slog.Warn("follow a room upgrade", "room_id", roomID, "err", err)
+				}
+			}
+			return sent, err
 		}
 	}
 	if m.Membership == "knock" && m.Sender == m.Target {

@@ -69,6 +69,12 @@ type Erasures interface {
 	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error)
 }
 
+// UserRoomState moves a user's own view of a room (tags, m.direct) to the room that
+// replaces it after an upgrade.
+type UserRoomState interface {
+	RoomUpgraded(ctx context.Context, userID, oldRoomID, newRoomID string) error
+}
+
 // Config configures the engine.
 type Config struct {
 	// ServerName signs events and owns local users and aliases.
@@ -87,6 +93,9 @@ type Config struct {
 	// Erasures, if not nil, has erased users' events shown pruned to readers who
 	// were not joined when they were sent; nil means nobody is erased.
 	Erasures Erasures
+	// UserRoomState, if not nil, carries the upgrader's tags and m.direct entry
+	// over to an upgraded room.
+	UserRoomState UserRoomState
 }
 
 // Service is the room engine. It is safe for concurrent use.
