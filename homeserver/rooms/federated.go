@@ -1594,6 +1594,9 @@ func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU)
 	for _, n := range notices {
 		s.publish(n)
 	}
+	for _, n := range notices {
+		s.guestAccessChanged(ctx, n.RoomID, n.Type, n.StateKey)
+	}
 	return errs
 }
 

@@ -72,12 +72,21 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		}
 		if remote {
 			sent, err := s.joinRemote(ctx, roomID, m, content)
-			if err == nil {
-				if err := s.followUpgrade(ctx, roomID); err != nil {
-					slog.Warn("follow a room upgrade", "room_id", roomID, "err", err)
-				}
+			if err != nil {
+				return Sent{}, err
 			}
-			return sent, err
+			// A room held elsewhere shows its guest access only once joined: a
+			// guest who may not be there leaves at once and is refused.
+			if err := s.checkGuestJoin(ctx, roomID, m.Target); err != nil {
+				if _, lerr := s.SetMembership(ctx, roomID, Membership{Sender: m.Target, Target: m.Target, Membership: "leave"}); lerr != nil {
+					slog.Warn("guest leaves a room it may not join", "room_id", roomID, "user_id", m.Target, "err", lerr)
+				}
+				return Sent{}, err
+			}
+			if err := s.followUpgrade(ctx, roomID); err != nil {
+				slog.Warn("follow a room upgrade", "room_id", roomID, "err", err)
+			}
+			return sent, nil
 		}
 	}
 	if m.Membership == "knock" && m.Sender == m.Target {
