@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hongyan/hongyan/homeserver/testserver"
 )
@@ -326,6 +327,38 @@ func TestUpgradeCarriesPowersBansAndDirect(t *testing.T) {
 		alice.MustDo("GET", "/_matrix/client/v3/user/"+alice.UserID+"/rooms/"+room+"/tags", nil, &tags)
 		if _, ok := tags.Tags["u.work"]; !ok {
 			t.Errorf("new room's tags = %v; want u.work", tags.Tags)
+		}
+	})
+}
+
+// TestSelfDestructingMessages: a message whose org.matrix.self_destruct_after time
+// has passed (MSC2228) is shown pruned; one whose time is still ahead is shown whole.
+func TestSelfDestructingMessages(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw")
+		room := createRoom(t, alice, map[string]any{})
+		now := time.Now().UnixMilli()
+		send := func(txn string, at int64) string {
+			var out map[string]string
+			alice.MustDo("PUT", "/_matrix/client/v3/rooms/"+room+"/send/m.room.message/"+txn, map[string]any{
+				"msgtype": "m.text", "body": txn, "org.matrix.self_destruct_after": at}, &out)
+			return out["event_id"]
+		}
+		gone, kept := send("gone", now-1), send("kept", now+3_600_000)
+		for id, want := range map[string]string{gone: "<nil>", kept: "kept"} {
+			var ev event
+			alice.MustDo("GET", "/_matrix/client/v3/rooms/"+room+"/event/"+id, nil, &ev)
+			chunk, _ := messages(t, alice, room, "dir=b&limit=10")
+			got := []string{fmt.Sprint(ev.Content["body"])}
+			for _, e := range chunk {
+				if e.EventID == id {
+					got = append(got, fmt.Sprint(e.Content["body"]))
+				}
+			}
+			if strings.Join(got, ",") != want+","+want {
+				t.Errorf("message %s in /event and /messages = %v; want %s twice", id, got, want)
+			}
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
@@ -159,12 +160,14 @@ func (v *visibility) show(ctx context.Context, r eventRow) (eventRow, bool, erro
 	if err != nil || !ok {
 		return r, false, err
 	}
-	if len(v.erased) == 0 {
-		return r, true, nil
+	prune := expired(r)
+	if !prune && len(v.erased) > 0 {
+		if prune, err = v.prune(ctx, r); err != nil {
+			return r, false, err
+		}
 	}
-	prune, err := v.prune(ctx, r)
-	if err != nil || !prune {
-		return r, true, err
+	if !prune {
+		return r, true, nil
 	}
 	impl, err := v.s.RoomVersion(ctx, r.roomID)
 	if err != nil {
@@ -176,6 +179,21 @@ func (v *visibility) show(ctx context.Context, r eventRow) (eventRow, bool, erro
 	}
 	r.json = string(redacted)
 	return r, true, nil
+}
+
+// selfDestructPath is MSC2228's content key: the time (ms since the epoch) after
+// which the sender wants the message gone.
+const selfDestructPath = `content.org\.matrix\.self_destruct_after`
+
+// expired reports whether the event asked to self-destruct (MSC2228) and its time
+// has passed: it is then shown pruned, to everyone, as Synapse's ephemeral messages
+// do. The stored event keeps its content (a read-time rule, not a purge).
+func expired(r eventRow) bool {
+	if !strings.Contains(r.json, "self_destruct_after") {
+		return false
+	}
+	at := gjson.Get(r.json, selfDestructPath)
+	return at.Type == gjson.Number && at.Int() <= time.Now().UnixMilli()
 }
 
 // loadErased looks up, in one query, which local senders of rows not looked up yet
