@@ -139,11 +139,17 @@ func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
 
 // prune reports whether the reader is shown the event pruned (as if redacted): its
 // sender's account was erased and the reader (for a server: none of its users) was
-// not joined when it was sent. Who was there keeps what they saw; who came later
-// does not read an erased user's words (the spec's erasure, as Synapse does it).
+// not joined when it was sent; another server always gets it pruned. Who was there
+// keeps what they saw; who came later does not read an erased user's words (the
+// spec's erasure, as Synapse does it).
 func (v *visibility) prune(ctx context.Context, r eventRow) (bool, error) {
 	if !v.erased[r.sender] || v.reader.ownsMembership(r.typ, r.stateKey) {
 		return false, nil
+	}
+	if v.reader.ServerName != "" {
+		// Another server would show the event to its later joiners too, so it
+		// gets it pruned whatever its users saw (Synapse's filter_events_for_server).
+		return true, nil
 	}
 	at, err := v.at(ctx, r)
 	if err != nil {
