@@ -19,7 +19,8 @@ type registerRequest struct {
 	RefreshToken             bool            `json:"refresh_token"`
 	// Type is m.login.application_service for an application service's
 	// registration (the spec puts it here, beside auth).
-	Type string `json:"type"`
+	Type             string `json:"type"`
+	GuestAccessToken string `json:"guest_access_token"`
 }
 
 func (h *handlers) register(r *httpapi.Request) (any, error) {
@@ -53,37 +54,11 @@ func (h *handlers) register(r *httpapi.Request) (any, error) {
 	default:
 		return nil, mxerror.New(mxerror.InvalidParam, "kind must be user or guest")
 	}
-	if !h.users.RegistrationOpen() {
-		return nil, mxerror.New(mxerror.Forbidden, "registration is disabled")
-	}
-	// Name and password are checked before the auth stages, so a client learns at
-	// once that its choice will not do.
-	acct := users.NewAccount{}
-	if req.Username != nil {
-		acct.Localpart = strings.ToLower(*req.Username)
-		if err := h.users.Available(r.Context(), acct.Localpart); err != nil {
-			return nil, err
-		}
-	}
-	if req.Password == nil {
-		if req.Auth == nil {
-			// A first request without credentials asks for the flows: answer
-			// with the auth stages (401) before insisting on a password.
-			_, err := h.users.Interactive(r.Context(), users.Interactive{Purpose: "register", Flows: h.users.RegistrationFlows()}, nil)
-			return nil, err
-		}
-		return nil, mxerror.New(mxerror.MissingParam, "password is required")
-	}
-	if err := users.CheckNewPassword(*req.Password); err != nil {
-		return nil, err
-	}
-	acct.Password = *req.Password
-	done, err := h.users.Interactive(r.Context(), users.Interactive{Purpose: "register", Flows: h.users.RegistrationFlows()}, req.Auth)
-	if err != nil {
-		return nil, err
-	}
-	acct.RegistrationToken = done.RegistrationToken
-	return h.users.Register(r.Context(), acct, login, req.InhibitLogin)
+	return h.users.RegisterInteractive(r.Context(), users.RegisterRequest{
+		Username: req.Username, Password: req.Password, DeviceID: req.DeviceID,
+		InitialDeviceDisplayName: req.InitialDeviceDisplayName, InhibitLogin: req.InhibitLogin,
+		RefreshToken: req.RefreshToken, GuestAccessToken: req.GuestAccessToken, IP: r.IP,
+	}, req.Auth)
 }
 
 func (h *handlers) registerAvailable(r *httpapi.Request) (any, error) {

@@ -23,6 +23,10 @@ func (h *handlers) sharedSecretRegister(r *httpapi.Request) (any, error) {
 	return h.users.RegisterWithSharedSecret(r.Context(), h.ss, req)
 }
 
+func (h *handlers) whois(r *httpapi.Request) (any, error) {
+	return h.users.Whois(r.Context(), r.Caller, r.Vars["userId"])
+}
+
 func adminOnly(r *httpapi.Request) error {
 	if !r.Caller.IsAdmin {
 		return mxerror.New(mxerror.Forbidden, "you are not a server admin")

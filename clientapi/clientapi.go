@@ -50,8 +50,8 @@ type Deps struct {
 	Directory *directory.Service
 	Push      *push.Service
 	// Social serves the IM API (friends and groups); nil leaves it off.
-	Social *social.Service
-	Pushers   *pusher.Service
+	Social  *social.Service
+	Pushers *pusher.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 	// AppServices registers and logs in application services' users and
@@ -109,6 +109,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodPost, "/account/deactivate", h.deactivate, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodGet, "/account/3pid", h.threepids, httpapi.Authed)
 	api.Handle(v3, http.MethodPost, "/users/{userId}/report", h.reportUser, httpapi.Authed, httpapi.RateLimited)
+	api.Handle(v3, http.MethodGet, "/admin/whois/{userId}", h.whois, httpapi.Authed)
 
 	api.Handle(v3, http.MethodGet, "/devices", h.devices, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodGet, "/devices/{deviceId}", h.device, httpapi.Authed, httpapi.GuestsAllowed)
@@ -116,8 +117,8 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodDelete, "/devices/{deviceId}", h.deleteDevice, httpapi.Authed)
 	api.Handle(v3, http.MethodPost, "/delete_devices", h.deleteDevices, httpapi.Authed)
 
-	api.Handle(v3, http.MethodGet, "/profile/{userId}", h.profile, httpapi.OptionalAuth)
-	api.Handle(v3, http.MethodGet, "/profile/{userId}/{field:(?:displayname|avatar_url)}", h.profileField, httpapi.OptionalAuth)
+	api.Handle(v3, http.MethodGet, "/profile/{userId}", h.profile, httpapi.OptionalAuth, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/profile/{userId}/{field:(?:displayname|avatar_url)}", h.profileField, httpapi.OptionalAuth, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodPut, "/profile/{userId}/{field:(?:displayname|avatar_url)}", h.setProfileField, httpapi.Authed, httpapi.GuestsAllowed, httpapi.RateLimited)
 
 	api.Handle(v3, http.MethodGet, "/user/{userId}/account_data/{type}", h.accountData, httpapi.Authed, httpapi.GuestsAllowed)

@@ -50,7 +50,11 @@ func (h *handlers) deleteDevice(r *httpapi.Request) (any, error) {
 	if _, err := h.users.Device(r.Context(), r.Caller.Localpart, id); err != nil {
 		return nil, notFound(err, "device")
 	}
-	if _, err := h.users.Interactive(r.Context(), passwordUIA("delete_devices", r), req.Auth); err != nil {
+	// The session is bound to this device: one started to delete another device
+	// cannot finish deleting this one.
+	op := passwordUIA("delete_device", r)
+	op.Target = id
+	if _, err := h.users.Interactive(r.Context(), op, req.Auth); err != nil {
 		return nil, err
 	}
 	return struct{}{}, h.users.DeleteDevices(r.Context(), r.Caller.Localpart, []string{id})

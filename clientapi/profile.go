@@ -38,12 +38,15 @@ func (h *handlers) profileField(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	// An existing user whose displayname or avatar_url is unset answers 200 with
+	// no value, as Synapse does: clients (and Sytest) read the field before setting
+	// it, and 404 stays the answer for a user who does not exist.
 	field := r.Vars["field"]
-	v, ok := p[field]
-	if !ok {
-		return nil, mxerror.New(mxerror.NotFound, "%s is not set", field)
+	out := map[string]any{}
+	if v, ok := p[field]; ok {
+		out[field] = v
 	}
-	return map[string]any{field: v}, nil
+	return out, nil
 }
 
 func (h *handlers) setProfileField(r *httpapi.Request) (any, error) {

@@ -202,3 +202,128 @@ func TestExpiredAccessTokenIsSoftLogout(t *testing.T) {
 		}
 	}, func(c *config.Config) { c.Auth.AccessTokenLifetime = time.Millisecond })
 }
+
+// registerStart sends a registration's first step and returns its session.
+func registerStart(t *testing.T, c *testserver.Client, body map[string]any) string {
+	t.Helper()
+	var ch struct {
+		Session   string   `json:"session"`
+		Completed []string `json:"completed"`
+	}
+	if st := c.Do("POST", "/_matrix/client/v3/register", body, &ch); st != 401 || ch.Session == "" || ch.Completed == nil {
+		t.Fatalf("register %v = %d %+v; want 401 with a session and completed: []", body, st, ch)
+	}
+	return ch.Session
+}
+
+// TestRegistrationSessionRemembersAndRepeats: the auth session keeps the parameters
+// of the step that sent them, so the last step may carry only the auth dict; and a
+// finished session answers a repeat with the same account instead of an error or a
+// second account.
+func TestRegistrationSessionRemembersAndRepeats(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		anon := srv.Client(t)
+		type sess struct {
+			UserID      string `json:"user_id"`
+			AccessToken string `json:"access_token"`
+			DeviceID    string `json:"device_id"`
+		}
+		for _, tc := range []struct {
+			name     string
+			first    map[string]any
+			wantUser string
+			inhibit  bool
+		}{
+			{"device and non-ASCII password", map[string]any{"username": "remy", "password": "übers3kr1t", "device_id": "xyzzy",
+				"initial_device_display_name": "display_name"}, "@remy:localhost", false},
+			{"inhibit_login", map[string]any{"username": "ines", "password": "pw", "inhibit_login": true}, "@ines:localhost", true},
+		} {
+			session := registerStart(t, anon, tc.first)
+			var s sess
+			anon.MustDo("POST", "/_matrix/client/v3/register", map[string]any{"auth": map[string]string{"type": "m.login.dummy", "session": session}}, &s)
+			if s.UserID != tc.wantUser || (s.AccessToken == "") != tc.inhibit {
+				t.Errorf("%s: register with only the auth dict = %+v; want %s, logged in %v", tc.name, s, tc.wantUser, !tc.inhibit)
+				continue
+			}
+			if tc.inhibit {
+				continue
+			}
+			var dev map[string]any
+			anon.WithToken(s.AccessToken).MustDo("GET", "/_matrix/client/v3/devices/xyzzy", nil, &dev)
+			if dev["display_name"] != "display_name" {
+				t.Errorf("%s: device = %v; want the remembered display name", tc.name, dev)
+			}
+			pw := tc.first["password"].(string)
+			anon.MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password",
+				"identifier": map[string]string{"type": "m.id.user", "user": tc.wantUser}, "password": pw}, nil)
+		}
+
+		// Repeating a finished registration, with or without a username, answers
+		// with the same account; it neither fails nor makes another.
+		for _, first := range []map[string]any{{"username": "idem", "password": "pw"}, {"password": "pw"}} {
+			session := registerStart(t, anon, first)
+			step := map[string]any{"auth": map[string]string{"type": "m.login.dummy", "session": session}}
+			for k, v := range first {
+				step[k] = v
+			}
+			var a, b sess
+			anon.MustDo("POST", "/_matrix/client/v3/register", step, &a)
+			anon.MustDo("POST", "/_matrix/client/v3/register", step, &b)
+			if a.UserID == "" || a.UserID != b.UserID || b.AccessToken == "" {
+				t.Errorf("register twice with session (%v) = %+v then %+v; want the same user, logged in", first, a, b)
+			}
+		}
+		// A fresh session for a taken name is still refused.
+		var e errBody
+		if st := anon.Do("POST", "/_matrix/client/v3/register", map[string]any{"username": "idem", "password": "pw",
+			"auth": map[string]string{"type": "m.login.dummy"}}, &e); st != 400 || e.ErrCode != "M_USER_IN_USE" {
+			t.Errorf("register a taken name in a new session = %d %s; want 400 M_USER_IN_USE", st, e.ErrCode)
+		}
+	})
+}
+
+// TestAuthSessionIsBoundToItsOperation: a password stage for another user is
+// refused (403) rather than re-challenged; a wrong password is a 401 challenge that
+// lists the completed stages; and a session started to delete one device cannot
+// finish deleting another.
+func TestAuthSessionIsBoundToItsOperation(t *testing.T) {
+	t.Parallel()
+	forEachEngine(t, func(t *testing.T, srv *testserver.Server) {
+		alice := srv.Register(t, "alice", "pw-a")
+		srv.Register(t, "eve", "pw-e")
+		for _, d := range []string{"one", "two"} {
+			srv.Client(t).MustDo("POST", "/_matrix/client/v3/login", map[string]any{"type": "m.login.password",
+				"identifier": map[string]string{"type": "m.id.user", "user": "alice"}, "password": "pw-a", "device_id": d}, nil)
+		}
+		password := func(user, pw, session string) map[string]any {
+			a := map[string]any{"type": "m.login.password", "identifier": map[string]string{"type": "m.id.user", "user": user}, "password": pw}
+			if session != "" {
+				a["session"] = session
+			}
+			return map[string]any{"auth": a}
+		}
+		var e struct {
+			ErrCode   string   `json:"errcode"`
+			Completed []string `json:"completed"`
+			Session   string   `json:"session"`
+		}
+		if st := alice.Do("DELETE", "/_matrix/client/v3/devices/one", password("@eve:localhost", "pw-e", ""), &e); st != 403 || e.ErrCode != "M_FORBIDDEN" {
+			t.Errorf("delete alice's device with eve's password = %d %s; want 403 M_FORBIDDEN", st, e.ErrCode)
+		}
+		if st := alice.Do("POST", "/_matrix/client/v3/account/deactivate", password("@alice:localhost", "wrong", ""), &e); st != 401 || e.ErrCode != "M_FORBIDDEN" || e.Completed == nil {
+			t.Errorf("deactivate with a wrong password = %d %+v; want 401 M_FORBIDDEN with completed", st, e)
+		}
+		if st := alice.Do("DELETE", "/_matrix/client/v3/devices/one", map[string]any{}, &e); st != 401 || e.Session == "" {
+			t.Fatalf("delete device one without auth = %d %+v; want 401 with a session", st, e)
+		}
+		if st := alice.Do("DELETE", "/_matrix/client/v3/devices/two", password("@alice:localhost", "pw-a", e.Session), &e); st != 403 {
+			t.Errorf("finish device one's session on device two = %d; want 403", st)
+		}
+		alice.MustDo("GET", "/_matrix/client/v3/devices/two", nil, nil)
+		alice.MustDo("DELETE", "/_matrix/client/v3/devices/one", password("@alice:localhost", "pw-a", ""), nil)
+		if st := alice.Do("GET", "/_matrix/client/v3/devices/one", nil, nil); st != 404 {
+			t.Errorf("device one after its deletion = %d; want 404", st)
+		}
+	})
+}

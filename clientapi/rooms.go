@@ -27,7 +27,8 @@ func (h *handlers) registerRooms(v3 *mux.Router, api *httpapi.API) {
 	}
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/forget", h.forget, authed...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/send/{type}/{txnId}", h.send, limited...)
-	// The r0 form without a transaction ID, which Sytest's application-service tests use.
+	// The r0 form without a transaction ID (not idempotent), which older clients
+	// and Sytest use.
 	api.Handle(v3, http.MethodPost, "/rooms/{roomId}/send/{type}", h.send, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}", h.sendState, limited...)
 	api.Handle(v3, http.MethodPut, "/rooms/{roomId}/state/{type}/{stateKey:.*}", h.sendState, limited...)
@@ -106,15 +107,22 @@ func (h *handlers) selfMembership(r *httpapi.Request, membership string) (any, e
 	if target == "" {
 		target = r.Vars["roomId"]
 	}
-	var body struct {
-		Reason string `json:"reason"`
-	}
+	// The body's other keys go into the membership event's content, as in
+	// Synapse (a per-room displayname, say).
+	var body map[string]json.RawMessage
 	if err := r.Decode(&body); err != nil {
 		return nil, err
 	}
+	var reason string
+	if raw, ok := body["reason"]; ok {
+		if err := json.Unmarshal(raw, &reason); err != nil {
+			return nil, mxerror.New(mxerror.BadJSON, "reason must be a string")
+		}
+		delete(body, "reason")
+	}
 	q := r.URL.Query()
 	roomID, err := h.rooms.JoinByIDOrAlias(r.Context(), rooms.SelfJoin{UserID: r.Caller.UserID, Room: target,
-		Via: append(q["via"], q["server_name"]...), Reason: body.Reason, Knock: membership == "knock"})
+		Via: append(q["via"], q["server_name"]...), Reason: reason, Knock: membership == "knock", Content: body})
 	if err != nil {
 		return nil, err
 	}

@@ -246,6 +246,9 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		Ignored: func(ctx context.Context, userID string) (map[string]bool, error) {
 			return s.Social.IgnoredSet(ctx, userID)
 		},
+		Guests:        s.Users,
+		Erasures:      s.Users,
+		UserRoomState: s.Users,
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)

@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/mux"
 	"github.com/prometheus/client_golang/prometheus"
@@ -376,8 +377,10 @@ func DecodeJSON(data []byte, v any) error {
 	if len(data) == 0 {
 		data = []byte("{}")
 	}
-	if !json.Valid(data) {
-		return mxerror.New(mxerror.NotJSON, "request body is not valid JSON")
+	// JSON is UTF-8 (RFC 8259); encoding/json would quietly turn invalid bytes
+	// into U+FFFD, storing text the client never sent.
+	if !utf8.Valid(data) || !json.Valid(data) {
+		return mxerror.New(mxerror.NotJSON, "request body is not valid UTF-8 JSON")
 	}
 	if data[0] != '{' {
 		return mxerror.New(mxerror.BadJSON, "request body must be a JSON object")

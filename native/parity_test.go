@@ -72,6 +72,21 @@ func asEvents(v any) []native.Event {
 	return evs
 }
 
+// bodiesOf lists the messages' bodies ("-" for a pruned one), in order.
+func bodiesOf(evs []native.Event) []string {
+	out := []string{}
+	for _, e := range evs {
+		if e.Type == "m.room.message" {
+			b, ok := e.Content["body"].(string)
+			if !ok {
+				b = "-"
+			}
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
 func eventIDs(evs []native.Event) []string {
 	out := []string{}
 	for _, e := range evs {
@@ -108,6 +123,10 @@ func TestParity(t *testing.T) {
 		readable := created["room_id"]
 		alice.mx.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(readable)+"/send/m.room.message/"+sdk.TxnID(),
 			map[string]any{"msgtype": "m.text", "body": "for anyone to read"}, nil)
+		// A message whose self-destruct time has passed (MSC2228): both
+		// front-ends show it pruned.
+		alice.mx.MustDo("PUT", "/_matrix/client/v3/rooms/"+url.PathEscape(readable)+"/send/m.room.message/"+sdk.TxnID(),
+			map[string]any{"msgtype": "m.text", "body": "gone", "org.matrix.self_destruct_after": 1}, nil)
 		bob.mx.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
 		bob.mx.MustDo("PUT", "/_matrix/client/v3/profile/"+url.PathEscape(bob.mx.UserID)+"/displayname", map[string]any{"displayname": "Bob"}, nil)
 		say := func(c *testserver.Client, body string) string {
@@ -274,6 +293,15 @@ func TestParity(t *testing.T) {
 				func() (any, string) {
 					h, err := carol.nat.History(ctx, readable, 0, 10)
 					return eventIDs(h.Events), errCode(err)
+				}},
+			{"history of a world-readable room, its bodies", "",
+				func() (any, string) {
+					out, code := mxCall(carol.mx, "GET", "/_matrix/client/v3/rooms/"+url.PathEscape(readable)+"/messages?dir=b&limit=10", nil)
+					return bodiesOf(asEvents(field(out, "chunk"))), code
+				},
+				func() (any, string) {
+					h, err := carol.nat.History(ctx, readable, 0, 10)
+					return bodiesOf(h.Events), errCode(err)
 				}},
 			{"history of a malformed room ID", "M_INVALID_PARAM",
 				func() (any, string) {

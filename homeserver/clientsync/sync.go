@@ -639,14 +639,15 @@ func (s *Service) ephemeral(ctx context.Context, req Request, joined []string, s
 		ef = &f.Ephemeral.EventFilter
 	}
 	if eventAllowed(ef, "m.typing") {
+		// An initial sync starts from position 0: every room whose typing ever
+		// changed on this node, with its typers now, even none, as Synapse does;
+		// so a client whose first sync comes after a typer stopped still learns
+		// that nobody is typing.
 		typingSince := since.Typing
 		if req.Since == nil {
-			typingSince = -1
+			typingSince = 0
 		}
 		for roomID, users := range s.typing.Changed(joined, typingSince) {
-			if req.Since == nil && len(users) == 0 {
-				continue
-			}
 			out[roomID] = append(out[roomID], map[string]any{"type": "m.typing", "content": map[string]any{"user_ids": users}})
 		}
 	}

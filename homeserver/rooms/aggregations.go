@@ -149,10 +149,13 @@ func (s *Service) ThreadRoots(ctx context.Context, roomID, userID string, partic
 		if len(evs) == 0 {
 			continue
 		}
-		if ok, err := v.canSee(ctx, evs[0]); err != nil {
+		if err := v.loadErased(ctx, evs); err != nil {
+			return Threads{}, err
+		}
+		if shown, ok, err := v.show(ctx, evs[0]); err != nil {
 			return Threads{}, err
 		} else if ok {
-			res.Chunk = append(res.Chunk, evs[0].clientEvent())
+			res.Chunk = append(res.Chunk, shown.clientEvent())
 		}
 	}
 	return res, s.bundle(ctx, userID, res.Chunk)

@@ -3,10 +3,15 @@ package rooms
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/tidwall/gjson"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 )
@@ -94,8 +99,52 @@ func (s *Service) DeleteAlias(ctx context.Context, alias, userID string) error {
 			return mxerror.New(mxerror.Forbidden, "only the alias's creator or a room moderator may delete it")
 		}
 	}
-	_, err = s.db.Exec(ctx, `DELETE FROM room_aliases WHERE alias = $1`, alias)
-	return err
+	if _, err = s.db.Exec(ctx, `DELETE FROM room_aliases WHERE alias = $1`, alias); err != nil {
+		return fmt.Errorf("delete alias %s: %w", alias, err)
+	}
+	s.dropCanonicalAlias(ctx, roomID, alias, userID)
+	return nil
+}
+
+// dropCanonicalAlias takes a deleted alias out of the room's m.room.canonical_alias
+// (alias and alt_aliases), sent by the user who deleted it, as Synapse does, so the
+// room stops advertising an alias that resolves nowhere. A user who may delete the
+// alias but not change the room's state leaves the event as it is: the deletion
+// stands either way, so a failure is only logged.
+func (s *Service) dropCanonicalAlias(ctx context.Context, roomID, alias, userID string) {
+	var raw string
+	err := s.db.QueryRow(ctx, `SELECT e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = 'm.room.canonical_alias' AND c.state_key = ''`, roomID).Scan(&raw)
+	if err != nil {
+		return // no canonical alias (or it cannot be read): nothing names the alias
+	}
+	var content map[string]any
+	if json.Unmarshal([]byte(gjson.Get(raw, "content").Raw), &content) != nil {
+		return
+	}
+	changed := false
+	if a, _ := content["alias"].(string); a == alias {
+		delete(content, "alias")
+		changed = true
+	}
+	if alts, ok := content["alt_aliases"].([]any); ok {
+		kept := alts[:0:0]
+		for _, a := range alts {
+			if a == alias {
+				changed = true
+				continue
+			}
+			kept = append(kept, a)
+		}
+		content["alt_aliases"] = kept
+	}
+	if !changed {
+		return
+	}
+	empty := ""
+	if _, err := s.Send(ctx, roomID, Proto{Sender: userID, Type: spec.MRoomCanonicalAlias, StateKey: &empty, Content: mustJSON(content)}); err != nil {
+		slog.Info("canonical alias keeps a deleted alias", "room_id", roomID, "alias", alias, "user_id", userID, "err", err)
+	}
 }
 
 // Aliases lists a room's local aliases.

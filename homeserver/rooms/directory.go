@@ -150,6 +150,11 @@ type Context struct {
 
 // EventContext returns up to limit events around eventID that the user may see.
 func (s *Service) EventContext(ctx context.Context, roomID, userID, eventID string, limit int, f MessagesQuery) (Context, error) {
+	// Who may page the room may ask for context: a stranger to a room that is not
+	// world-readable is refused (403) before any event is looked up.
+	if err := s.checkCanPage(ctx, roomID, userID); err != nil {
+		return Context{}, err
+	}
 	ev, err := s.Event(ctx, roomID, userID, eventID)
 	if err != nil {
 		return Context{}, err
@@ -256,6 +261,9 @@ func (s *Service) RelationsOf(ctx context.Context, roomID, userID, eventID strin
 		return Relations{}, err
 	}
 	res := Relations{Chunk: []ClientEvent{}}
+	if err := v.loadErased(ctx, rows); err != nil {
+		return Relations{}, err
+	}
 	for i, r := range rows {
 		if i == limit {
 			if q.Backward {
@@ -265,7 +273,7 @@ func (s *Service) RelationsOf(ctx context.Context, roomID, userID, eventID strin
 			}
 			break
 		}
-		ok, err := v.canSee(ctx, r)
+		r, ok, err := v.show(ctx, r)
 		if err != nil {
 			return Relations{}, err
 		}

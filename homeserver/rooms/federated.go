@@ -635,7 +635,12 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 	}
 
 	unlock := s.lockRoom(roomID)
-	defer unlock()
+	locked := true
+	defer func() {
+		if locked {
+			unlock()
+		}
+	}()
 	var notice *Notice
 	var rejected error
 	err = s.db.WithTx(ctx, func(tx *storage.Tx) error {
@@ -683,6 +688,9 @@ func (s *Service) receive(ctx context.Context, ev gomatrixserverlib.PDU, given [
 	}
 	if notice != nil {
 		s.publish(*notice)
+		unlock() // what follows writes to the room itself
+		locked = false
+		s.guestAccessChanged(ctx, roomID, notice.Type, notice.StateKey)
 	}
 	return nil
 }
@@ -1585,6 +1593,9 @@ func (s *Service) ReceiveBatch(ctx context.Context, evs []gomatrixserverlib.PDU)
 	}
 	for _, n := range notices {
 		s.publish(n)
+	}
+	for _, n := range notices {
+		s.guestAccessChanged(ctx, n.RoomID, n.Type, n.StateKey)
 	}
 	return errs
 }

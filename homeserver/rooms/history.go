@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/tidwall/gjson"
@@ -106,6 +108,8 @@ type visibility struct {
 	// current holds the room's current state event IDs, loaded on first need
 	// by isCurrentState.
 	current map[string]bool
+	erased  map[string]bool // the erased senders among those checked
+	checked map[string]bool // local senders looked up by loadErased
 }
 
 // isCurrentState reports whether the event is part of the room's current state,
@@ -149,7 +153,7 @@ func (v *visibility) isCurrentState(ctx context.Context, r eventRow) (bool, erro
 var errNoReader = errors.New("rooms: read without a reader")
 
 func (s *Service) newVisibility(ctx context.Context, roomID string, r Reader) (*visibility, error) {
-	v := &visibility{s: s, reader: r, roomID: roomID, bySnapshot: map[int64][2]string{}}
+	v := &visibility{s: s, reader: r, roomID: roomID, bySnapshot: map[int64][2]string{}, erased: map[string]bool{}}
 	switch {
 	case r.UserID != "":
 		m, err := s.CurrentMembership(ctx, roomID, r.UserID)
@@ -179,7 +183,121 @@ func (v *visibility) canSee(ctx context.Context, r eventRow) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	return visibleTo(v.reader, at[0], at[1], v.currentlyIn), nil
+	return v.visibleAt(r, at), nil
+}
+
+// prune reports whether the reader is shown the event pruned (as if redacted): its
+// sender's account was erased and the reader (for a server: none of its users) was
+// not joined when it was sent; another server always gets it pruned. Who was there
+// keeps what they saw; who came later does not read an erased user's words (the
+// spec's erasure, as Synapse does it).
+func (v *visibility) prune(ctx context.Context, r eventRow) (bool, error) {
+	if !v.erased[r.sender] || v.reader.ownsMembership(r.typ, r.stateKey) {
+		return false, nil
+	}
+	if v.reader.ServerName != "" {
+		// Another server would show the event to its later joiners too, so it
+		// gets it pruned whatever its users saw (Synapse's filter_events_for_server).
+		return true, nil
+	}
+	at, err := v.at(ctx, r)
+	if err != nil {
+		return false, err
+	}
+	return at[1] != "join", nil
+}
+
+// show is the event as the reader sees it, and whether they see it at all: canSee,
+// then pruned if its sender was erased (see prune). Callers that render events
+// call loadErased for their rows first.
+func (v *visibility) show(ctx context.Context, r eventRow) (eventRow, bool, error) {
+	ok, err := v.canSee(ctx, r)
+	if err != nil || !ok {
+		return r, false, err
+	}
+	prune := expired(r)
+	if !prune && len(v.erased) > 0 {
+		if prune, err = v.prune(ctx, r); err != nil {
+			return r, false, err
+		}
+	}
+	if !prune {
+		return r, true, nil
+	}
+	impl, err := v.s.RoomVersion(ctx, r.roomID)
+	if err != nil {
+		return r, false, fmt.Errorf("prune erased user's event %s: %w", r.eventID, err)
+	}
+	redacted, err := impl.RedactEventJSON([]byte(r.json))
+	if err != nil {
+		return r, false, fmt.Errorf("prune erased user's event %s: %w", r.eventID, err)
+	}
+	r.json = string(redacted)
+	return r, true, nil
+}
+
+// selfDestructPath is MSC2228's content key: the time (ms since the epoch) after
+// which the sender wants the message gone.
+const selfDestructPath = `content.org\.matrix\.self_destruct_after`
+
+// expired reports whether the event asked to self-destruct (MSC2228) and its time
+// has passed: it is then shown pruned, to everyone, as Synapse's ephemeral messages
+// do. The stored event keeps its content (a read-time rule, not a purge).
+func expired(r eventRow) bool {
+	if !strings.Contains(r.json, "self_destruct_after") {
+		return false
+	}
+	at := gjson.Get(r.json, selfDestructPath)
+	return at.Type == gjson.Number && at.Int() <= time.Now().UnixMilli()
+}
+
+// loadErased looks up, in one query, which local senders of rows not looked up yet
+// were erased. Only erased senders stay in the map, so an empty map (the common
+// case) costs show nothing.
+func (v *visibility) loadErased(ctx context.Context, rows []eventRow) error {
+	if v.s.cfg.Erasures == nil {
+		return nil
+	}
+	var senders []string
+	for _, r := range rows {
+		if !v.checked[r.sender] && v.s.isLocal(r.sender) && !slices.Contains(senders, r.sender) {
+			senders = append(senders, r.sender)
+		}
+	}
+	if len(senders) == 0 {
+		return nil
+	}
+	erased, err := v.s.cfg.Erasures.ErasedUsers(ctx, senders)
+	if err != nil {
+		return fmt.Errorf("erased senders: %w", err)
+	}
+	if v.checked == nil {
+		v.checked = map[string]bool{}
+	}
+	for _, u := range senders {
+		v.checked[u] = true
+		if erased[u] {
+			v.erased[u] = true
+		}
+	}
+	return nil
+}
+
+// visibleAt is canSee once (history visibility, membership) before the event is
+// known.
+func (v *visibility) visibleAt(r eventRow, at [2]string) bool {
+	if visibleTo(v.reader, at[0], at[1], v.currentlyIn) {
+		return true
+	}
+	// A history visibility change is shown to whoever the visibility before or
+	// after it lets see it (the spec's "History visibility"; Synapse does the
+	// same), so a reader sees the boundary where history opens to them.
+	if r.typ == "m.room.history_visibility" && r.stateKey != nil && *r.stateKey == "" {
+		if after := gjson.Get(r.json, "content.history_visibility").String(); after != "" {
+			return visibleTo(v.reader, after, at[1], v.currentlyIn)
+		}
+	}
+	return false
 }
 
 // at is (history visibility, membership) in the state before the event.
@@ -341,14 +459,17 @@ func (s *Service) filterMixedRows(ctx context.Context, r Reader, rows []eventRow
 			if v, err = s.newVisibility(ctx, row.roomID, r); err != nil {
 				return nil, err
 			}
+			if err := v.loadErased(ctx, rows); err != nil {
+				return nil, err
+			}
 			byRoom[row.roomID] = v
 		}
-		ok, err := v.canSee(ctx, row)
+		shown, ok, err := v.show(ctx, row)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			out = append(out, row)
+			out = append(out, shown)
 		}
 	}
 	return out, nil
@@ -490,6 +611,9 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 		if err != nil {
 			return Messages{}, err
 		}
+		if err := v.loadErased(ctx, rows); err != nil {
+			return Messages{}, err
+		}
 		read := 0
 		for _, r := range rows {
 			read++
@@ -498,7 +622,7 @@ func (s *Service) Messages(ctx context.Context, roomID, userID string, q Message
 			} else {
 				cursor = r.pos
 			}
-			ok, err := v.canSee(ctx, r)
+			r, ok, err := v.show(ctx, r)
 			if err == nil && !ok && q.CurrentState {
 				ok, err = v.isCurrentState(ctx, r)
 			}

@@ -2,6 +2,7 @@ package rooms
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -26,6 +27,10 @@ type SelfJoin struct {
 	Reason string
 	// Knock asks to knock instead of join.
 	Knock bool
+	// Content holds extra keys for the membership event's content (a per-room
+	// displayname or avatar_url, or anything a client wants there), as a client's
+	// /join body may carry. See Membership.Content.
+	Content map[string]json.RawMessage
 }
 
 // JoinByIDOrAlias joins (or knocks on) the room j names and returns its ID. An
@@ -53,7 +58,7 @@ func (s *Service) JoinByIDOrAlias(ctx context.Context, j SelfJoin) (string, erro
 		membership = "knock"
 	}
 	if _, err := s.SetMembership(ctx, roomID, Membership{Sender: j.UserID, Target: j.UserID,
-		Membership: membership, Reason: j.Reason, Servers: servers}); err != nil {
+		Membership: membership, Reason: j.Reason, Servers: servers, Content: j.Content}); err != nil {
 		return "", err
 	}
 	return roomID, nil

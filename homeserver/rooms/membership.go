@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 
@@ -27,7 +28,15 @@ type Membership struct {
 	// Servers are the servers to join a remote room through (the client's via or
 	// server_name), tried after the one in the room ID.
 	Servers []string
+	// Content holds extra keys for the event's content, as Synapse takes them from
+	// a /join body. They may set a per-room displayname or avatar_url; they cannot
+	// change the membership or the keys the server sets for a restricted join.
+	Content map[string]json.RawMessage
 }
+
+// serverMemberKeys are the content keys of a membership event that only the server
+// sets.
+var serverMemberKeys = []string{"membership", "join_authorised_via_users_server", "third_party_invite"}
 
 // SetMembership sends the membership event.
 func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership) (Sent, error) {
@@ -62,13 +71,33 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		}
 	}
 	content := s.memberContent(ctx, m.Target, m.Membership, m.IsDirect)
+	for k, v := range m.Content {
+		if !slices.Contains(serverMemberKeys, k) {
+			content[k] = v
+		}
+	}
 	if m.Membership == "join" && m.Sender == m.Target {
 		remote, err := s.joinsRemotely(ctx, roomID)
 		if err != nil {
 			return Sent{}, err
 		}
 		if remote {
-			return s.joinRemote(ctx, roomID, m, content)
+			sent, err := s.joinRemote(ctx, roomID, m, content)
+			if err != nil {
+				return Sent{}, err
+			}
+			// A room held elsewhere shows its guest access only once joined: a
+			// guest who may not be there leaves at once and is refused.
+			if err := s.checkGuestJoin(ctx, roomID, m.Target); err != nil {
+				if _, lerr := s.SetMembership(ctx, roomID, Membership{Sender: m.Target, Target: m.Target, Membership: "leave"}); lerr != nil {
+					slog.Warn("guest leaves a room it may not join", "room_id", roomID, "user_id", m.Target, "err", lerr)
+				}
+				return Sent{}, err
+			}
+			if err := s.followUpgrade(ctx, roomID); err != nil {
+				slog.Warn("follow a room upgrade", "room_id", roomID, "err", err)
+			}
+			return sent, nil
 		}
 	}
 	if m.Membership == "knock" && m.Sender == m.Target {
@@ -103,6 +132,9 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		content["reason"] = m.Reason
 	}
 	if m.Membership == "join" && m.Sender == m.Target {
+		if err := s.checkGuestJoin(ctx, roomID, m.Target); err != nil {
+			return Sent{}, err
+		}
 		via, err := s.restrictedJoinAuthoriser(ctx, roomID, m.Target)
 		if err != nil {
 			return Sent{}, err
@@ -214,6 +246,7 @@ func (s *Service) Send(ctx context.Context, roomID string, p Proto) (Sent, error
 	if err != nil {
 		return Sent{}, s.roomError(err, roomID)
 	}
+	s.guestAccessChanged(ctx, roomID, p.Type, p.StateKey)
 	return sent[0], nil
 }
 
@@ -249,6 +282,12 @@ func (s *Service) checkCanonicalAlias(ctx context.Context, roomID string, conten
 func (s *Service) Redact(ctx context.Context, roomID, sender, eventID, reason string, txn *Txn) (Sent, error) {
 	ev, err := s.Event(ctx, roomID, sender, eventID)
 	if err != nil {
+		// An event of another room is a malformed request (400, as Synapse
+		// answers), not an unknown event: a redaction names its own room's events.
+		var other string
+		if mxerror.Is(err, mxerror.NotFound) && s.db.QueryRow(ctx, `SELECT room_id FROM events WHERE event_id = $1`, eventID).Scan(&other) == nil && other != roomID {
+			return Sent{}, mxerror.New(mxerror.InvalidParam, "event %s is not in room %s", eventID, roomID)
+		}
 		return Sent{}, err
 	}
 	if ev.Sender != sender {

@@ -491,10 +491,11 @@ func (s *Service) JoinedRooms(ctx context.Context, userID string) ([]string, err
 	return out, rows.Err()
 }
 
-// JoinedMember is one entry of /joined_members.
+// JoinedMember is one entry of /joined_members: a member's room profile. Both keys are always present, null when
+// unset, as Synapse answers and clients (and Sytest) expect.
 type JoinedMember struct {
-	DisplayName *string `json:"display_name,omitempty"`
-	AvatarURL   *string `json:"avatar_url,omitempty"`
+	DisplayName *string `json:"display_name"`
+	AvatarURL   *string `json:"avatar_url"`
 }
 
 // JoinedMembers lists a room's joined members with their room profile.

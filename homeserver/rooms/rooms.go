@@ -59,6 +59,23 @@ type Profiles interface {
 	MemberProfile(ctx context.Context, userID string) (displayName, avatarURL string)
 }
 
+// Guests tells local guest accounts apart: guests may join only rooms whose
+// m.room.guest_access is can_join, and leave rooms that stop allowing them.
+type Guests interface {
+	IsGuest(ctx context.Context, userID string) (bool, error)
+}
+
+// Erasures names the local users whose accounts were deactivated with erasure.
+type Erasures interface {
+	ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error)
+}
+
+// UserRoomState moves a user's own view of a room (tags, m.direct) to the room that
+// replaces it after an upgrade.
+type UserRoomState interface {
+	RoomUpgraded(ctx context.Context, userID, oldRoomID, newRoomID string) error
+}
+
 // Config configures the engine.
 type Config struct {
 	// ServerName signs events and owns local users and aliases.
@@ -90,6 +107,15 @@ type Config struct {
 	// it may create it then (the spec's alias query). It reports whether it may
 	// exist now.
 	AliasMissing func(ctx context.Context, alias string) bool
+	// Guests, if not nil, enforces the guest access rules; nil means no user is a
+	// guest.
+	Guests Guests
+	// Erasures, if not nil, has erased users' events shown pruned to readers who
+	// were not joined when they were sent; nil means nobody is erased.
+	Erasures Erasures
+	// UserRoomState, if not nil, carries the upgrader's tags and m.direct entry
+	// over to an upgraded room.
+	UserRoomState UserRoomState
 }
 
 // Suspension is the account check the engine asks before a user acts.

@@ -86,9 +86,12 @@ func (s *Service) eventsBySeq(ctx context.Context, roomID, userID string, from i
 	}
 	reached := from
 	var out []ClientEvent
+	if err := v.loadErased(ctx, rows); err != nil {
+		return nil, 0, err
+	}
 	for _, r := range rows {
 		reached = r.seq
-		ok, err := v.canSee(ctx, r)
+		r, ok, err := v.show(ctx, r)
 		if err != nil {
 			return nil, 0, err
 		}

@@ -87,20 +87,27 @@ func (s *Service) visiblePDUs(ctx context.Context, roomID string, r Reader, evs 
 	if err != nil {
 		return nil, err
 	}
+	stored := make(map[string]string, len(rows))
+	for _, row := range rows {
+		stored[row.eventID] = row.json
+	}
+	// shown: visible, and whether the filter pruned it (an erased sender's event,
+	// an expired self-destructing one), in which case it goes out redacted.
 	shown := make(map[string]bool, len(visible))
 	for _, row := range visible {
-		shown[row.eventID] = true
-	}
-	stored := make(map[string]bool, len(rows))
-	for _, row := range rows {
-		stored[row.eventID] = true
+		shown[row.eventID] = row.json != stored[row.eventID]
 	}
 	out := make([]gomatrixserverlib.PDU, 0, len(evs))
 	for _, ev := range evs {
+		pruned, visible := shown[ev.EventID()]
+		_, held := stored[ev.EventID()]
 		switch {
-		case !stored[ev.EventID()]:
+		case !held:
 			// Not an event of this room.
-		case shown[ev.EventID()]:
+		case visible && pruned:
+			ev.Redact()
+			out = append(out, ev)
+		case visible:
 			out = append(out, ev)
 		case redact:
 			ev.Redact()

@@ -1,6 +1,7 @@
 package rooms
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -112,6 +113,16 @@ func (s *Service) write(ctx context.Context, roomID string, create *roomRow, pro
 					return fmt.Errorf("read transaction: %w", err)
 				}
 			}
+			if create == nil {
+				same, ok, err := sameAsCurrent(ctx, tx, roomID, p)
+				if err != nil {
+					return err
+				}
+				if ok {
+					sent = append(sent, same)
+					continue
+				}
+			}
 			ev := createEvent
 			if i > 0 || ev == nil {
 				if ev, err = s.build(ctx, tx, h, p); err != nil {
@@ -135,6 +146,44 @@ func (s *Service) write(ctx context.Context, roomID string, create *roomRow, pro
 		s.publish(n)
 	}
 	return sent, nil
+}
+
+// sameAsCurrent finds a state event that would change nothing: the room's current
+// state already holds an event for the same type and state key, from the same
+// sender, with the same content. Sending it again is a no-op that answers with the
+// event already there (Synapse's deduplicate_state_event), so a client that repeats
+// a state change or joins twice does not fill the timeline with copies.
+func sameAsCurrent(ctx context.Context, tx *storage.Tx, roomID string, p Proto) (Sent, bool, error) {
+	if p.StateKey == nil {
+		return Sent{}, false, nil
+	}
+	var sent Sent
+	var sender, raw string
+	err := tx.QueryRow(ctx, `SELECT e.event_id, e.stream_pos, e.room_seq, e.sender, e.json FROM current_state c JOIN events e ON e.event_id = c.event_id
+		WHERE c.room_id = $1 AND c.type = $2 AND c.state_key = $3`, roomID, p.Type, *p.StateKey).Scan(&sent.EventID, &sent.StreamPos, &sent.Seq, &sender, &raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Sent{}, false, nil
+	}
+	if err != nil {
+		return Sent{}, false, fmt.Errorf("read current state %s/%s: %w", p.Type, *p.StateKey, err)
+	}
+	if sender != p.Sender {
+		return Sent{}, false, nil
+	}
+	content := p.Content
+	if len(content) == 0 {
+		content = json.RawMessage("{}")
+	}
+	old := gjson.Get(raw, "content").Raw
+	if old == "" {
+		old = "{}"
+	}
+	a, errA := gomatrixserverlib.CanonicalJSON(content)
+	b, errB := gomatrixserverlib.CanonicalJSON([]byte(old))
+	if errA != nil || errB != nil || !bytes.Equal(a, b) {
+		return Sent{}, false, nil
+	}
+	return sent, true, nil
 }
 
 // buildCreate builds the create event of a room whose ID is derived from it (room

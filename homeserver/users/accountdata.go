@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -165,4 +166,54 @@ func (s *Service) GlobalAccountDataOf(ctx context.Context, localparts, types []s
 		}
 	}
 	return out, nil
+}
+
+// RoomUpgraded carries a user's own view of a room over to its replacement after an
+// upgrade, as Synapse does for the upgrader: the room's tags, and its place in
+// m.direct (the new room joins every list the old one is in).
+func (s *Service) RoomUpgraded(ctx context.Context, userID, oldRoomID, newRoomID string) error {
+	local, ok := s.LocalpartOf(userID)
+	if !ok {
+		return nil
+	}
+	tags, err := s.RoomTags(ctx, local, oldRoomID)
+	if err != nil {
+		return err
+	}
+	for tag, content := range tags {
+		var c map[string]json.RawMessage
+		if json.Unmarshal(content, &c) != nil {
+			continue
+		}
+		if err := s.SetRoomTag(ctx, local, newRoomID, tag, c); err != nil {
+			return err
+		}
+	}
+	raw, err := s.AccountData(ctx, local, "", "m.direct")
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var direct map[string][]string
+	if json.Unmarshal(raw, &direct) != nil {
+		return nil // not ours to repair
+	}
+	changed := false
+	for user, rooms := range direct {
+		if slices.Contains(rooms, oldRoomID) && !slices.Contains(rooms, newRoomID) {
+			direct[user] = append(rooms, newRoomID)
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	content, err := json.Marshal(direct)
+	if err != nil {
+		return err
+	}
+	_, err = s.SetAccountData(ctx, local, "", "m.direct", content)
+	return err
 }

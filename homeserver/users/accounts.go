@@ -53,14 +53,20 @@ type LoginOptions struct {
 
 // Register creates an account and, unless inhibitLogin, logs it in.
 func (s *Service) Register(ctx context.Context, acct NewAccount, login LoginOptions, inhibitLogin bool) (Session, error) {
-	var sess Session
 	hash := ""
 	if acct.Password != "" {
 		var err error
 		if hash, err = s.hashPassword(ctx, acct.Password); err != nil {
-			return sess, fmt.Errorf("hash password: %w", err)
+			return Session{}, fmt.Errorf("hash password: %w", err)
 		}
 	}
+	return s.registerHashed(ctx, acct, hash, login, inhibitLogin)
+}
+
+// registerHashed is Register with the password already hashed (acct.Password is
+// ignored).
+func (s *Service) registerHashed(ctx context.Context, acct NewAccount, hash string, login LoginOptions, inhibitLogin bool) (Session, error) {
+	var sess Session
 	err := s.db.WithTx(ctx, func(tx *storage.Tx) error {
 		if acct.Localpart == "" {
 			n, err := nextNumericLocalpart(ctx, tx)
@@ -441,7 +447,8 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 			`DELETE FROM login_tokens WHERE localpart = $1`,
 		}
 		if erase {
-			stmts = append(stmts, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE localpart = $1`)
+			stmts = append(stmts, `UPDATE profiles SET displayname = NULL, avatar_url = NULL WHERE localpart = $1`,
+				`UPDATE accounts SET erased = TRUE WHERE localpart = $1`)
 		}
 		for _, q := range stmts {
 			if _, err := tx.Exec(ctx, q, localpart); err != nil {
@@ -454,6 +461,48 @@ func (s *Service) Deactivate(ctx context.Context, localpart string, erase bool) 
 		return err
 	}
 	return s.devicesDeleted(ctx, localpart, ids, true)
+}
+
+// IsGuest reports whether userID is a local guest account; remote and unknown
+// users are not guests.
+func (s *Service) IsGuest(ctx context.Context, userID string) (bool, error) {
+	local, ok := s.LocalpartOf(userID)
+	if !ok {
+		return false, nil
+	}
+	a, err := s.Account(ctx, local)
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return a.IsGuest, err
+}
+
+// ErasedUsers reports which of userIDs are local accounts deactivated with erasure.
+func (s *Service) ErasedUsers(ctx context.Context, userIDs []string) (map[string]bool, error) {
+	var locals []string
+	for _, u := range userIDs {
+		if l, ok := s.LocalpartOf(u); ok {
+			locals = append(locals, l)
+		}
+	}
+	out := map[string]bool{}
+	if len(locals) == 0 {
+		return out, nil
+	}
+	marks, args := storage.InList(locals)
+	rows, err := s.db.Query(ctx, `SELECT localpart FROM accounts WHERE erased AND localpart IN (`+marks+`)`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read erased users: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			return nil, fmt.Errorf("read erased users: %w", err)
+		}
+		out[s.UserID(l)] = true
+	}
+	return out, rows.Err()
 }
 
 // Account returns the stored account.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/storage"
 )
 
@@ -96,6 +97,61 @@ func (s *Service) deviceIDs(ctx context.Context, localpart, except string) ([]st
 		if d.DeviceID != except {
 			out = append(out, d.DeviceID)
 		}
+	}
+	return out, nil
+}
+
+// Connection is one address a device was last seen from (/admin/whois).
+type Connection struct {
+	IP       string `json:"ip"`
+	LastSeen int64  `json:"last_seen"`
+	// UserAgent is not recorded; always "".
+	UserAgent string `json:"user_agent"`
+}
+
+// WhoisSession is one session of a device: Hongyan keeps one per device.
+type WhoisSession struct {
+	Connections []Connection `json:"connections"`
+}
+
+// WhoisDevice lists a device's sessions.
+type WhoisDevice struct {
+	Sessions []WhoisSession `json:"sessions"`
+}
+
+// Whois is the answer of /admin/whois: a user's devices and where each was last
+// seen.
+type Whois struct {
+	UserID  string                 `json:"user_id"`
+	Devices map[string]WhoisDevice `json:"devices"`
+}
+
+// Whois reports where a local user's devices were last seen. Only a server admin, or
+// the user about themself, may ask: addresses are personal data.
+func (s *Service) Whois(ctx context.Context, caller Caller, userID string) (Whois, error) {
+	if !caller.IsAdmin && caller.UserID != userID {
+		return Whois{}, mxerror.New(mxerror.Forbidden, "only a server admin may look up other users")
+	}
+	local, ok := s.LocalpartOf(userID)
+	if !ok {
+		return Whois{}, mxerror.New(mxerror.NotFound, "%s is not a user of this server", userID)
+	}
+	if _, err := s.Account(ctx, local); errors.Is(err, ErrNotFound) {
+		return Whois{}, mxerror.New(mxerror.NotFound, "unknown user %s", userID)
+	} else if err != nil {
+		return Whois{}, err
+	}
+	devices, err := s.Devices(ctx, local)
+	if err != nil {
+		return Whois{}, err
+	}
+	out := Whois{UserID: userID, Devices: map[string]WhoisDevice{}}
+	for _, d := range devices {
+		conns := []Connection{}
+		if d.LastSeenIP != "" {
+			conns = append(conns, Connection{IP: d.LastSeenIP, LastSeen: d.LastSeenTS})
+		}
+		out.Devices[d.DeviceID] = WhoisDevice{Sessions: []WhoisSession{{Connections: conns}}}
 	}
 	return out, nil
 }

@@ -34,6 +34,19 @@ type Interactive struct {
 	Localpart string
 	// Flows are the accepted stage sequences.
 	Flows []Flow
+	// Target names what the operation acts on (the device to delete, ...). A
+	// session is bound to the target of its first step: a later step naming
+	// another is refused (403), so a session started to delete one device cannot
+	// be completed to delete another.
+	Target string
+	// Params are the request's own parameters (JSON), remembered by the session:
+	// a step that carries them replaces what was kept, and Completed returns the
+	// latest. Registration uses this so that a client may send its parameters
+	// once and then only the auth dict.
+	Params json.RawMessage
+	// Keep leaves a finished session in place (until it expires) instead of
+	// spending it, so that repeating the finished request finds its Result.
+	Keep bool
 }
 
 // Challenge is the 401 answer that tells a client which stages remain. It is an error
@@ -42,7 +55,7 @@ type Challenge struct {
 	Flows     []Flow         `json:"flows"`
 	Params    map[string]any `json:"params"`
 	Session   string         `json:"session"`
-	Completed []string       `json:"completed,omitempty"`
+	Completed []string       `json:"completed"`
 	ErrCode   mxerror.Code   `json:"errcode,omitempty"`
 	ErrMsg    string         `json:"error,omitempty"`
 }
@@ -78,7 +91,19 @@ type Identifier struct {
 type Completed struct {
 	// RegistrationToken is the token the registration used, if any.
 	RegistrationToken string
+	// Session is the session's ID.
+	Session string
+	// Params are the request parameters the session holds (see Interactive.Params).
+	Params json.RawMessage
+	// Result is what an earlier completion of the same session recorded with
+	// SetUIAResult ("" if nothing).
+	Result string
 }
+
+// errOtherUser is a password stage that names someone other than the user the
+// operation acts for. It is refused outright (403), not answered with a new
+// challenge: no password can make it succeed.
+var errOtherUser = errors.New("the password stage must prove the requesting user")
 
 // Authenticate runs one step of user-interactive auth for op. It returns Completed
 // when a flow is complete, and otherwise a *Challenge (or a Matrix error for a
@@ -96,7 +121,7 @@ func (s *Service) Interactive(ctx context.Context, op Interactive, raw json.RawM
 		return Completed{}, mxerror.New(mxerror.BadJSON, "auth must be an object: %v", err)
 	}
 	var done []string
-	var regToken string
+	var regToken, params, result string
 	if auth.Session == "" {
 		if auth.Type == "" {
 			return Completed{}, mxerror.New(mxerror.MissingParam, "auth needs a type or a session")
@@ -107,28 +132,38 @@ func (s *Service) Interactive(ctx context.Context, op Interactive, raw json.RawM
 		}
 		auth.Session = id
 	} else {
-		var purpose, localpart, completed string
-		err := s.db.QueryRow(ctx, `SELECT purpose, localpart, completed, registration_token FROM uia_sessions WHERE session_id = $1`,
-			auth.Session).Scan(&purpose, &localpart, &completed, &regToken)
+		var purpose, localpart, target, completed string
+		err := s.db.QueryRow(ctx, `SELECT purpose, localpart, target, completed, registration_token, params, result FROM uia_sessions WHERE session_id = $1`,
+			auth.Session).Scan(&purpose, &localpart, &target, &completed, &regToken, &params, &result)
 		if errors.Is(err, sql.ErrNoRows) {
 			return Completed{}, mxerror.New(mxerror.Unknown, "unknown user-interactive auth session")
 		}
 		if err != nil {
 			return Completed{}, fmt.Errorf("read uia session: %w", err)
 		}
-		if purpose != op.Purpose || localpart != op.Localpart {
+		if purpose != op.Purpose || localpart != op.Localpart || target != op.Target {
 			return Completed{}, mxerror.New(mxerror.Forbidden, "this auth session was started for another operation")
 		}
 		if err := json.Unmarshal([]byte(completed), &done); err != nil {
 			return Completed{}, fmt.Errorf("read uia session: %w", err)
 		}
+		if len(op.Params) > 0 && string(op.Params) != params {
+			if _, err := s.db.Exec(ctx, `UPDATE uia_sessions SET params = $1 WHERE session_id = $2`, string(op.Params), auth.Session); err != nil {
+				return Completed{}, fmt.Errorf("record uia params: %w", err)
+			}
+		}
+	}
+	if len(op.Params) > 0 {
+		params = string(op.Params)
 	}
 
 	if auth.Type != "" && !slices.Contains(done, auth.Type) {
 		if !offers(op.Flows, auth.Type) {
 			return Completed{}, s.failedChallenge(op, auth.Session, done, mxerror.Unrecognized, "auth type "+auth.Type+" is not offered here")
 		}
-		if err := s.runStage(ctx, op, auth); err != nil {
+		if err := s.runStage(ctx, op, auth); errors.Is(err, errOtherUser) {
+			return Completed{}, mxerror.New(mxerror.Forbidden, "%v", err)
+		} else if err != nil {
 			// A throttled stage is answered as 429 with its retry_after_ms, not as a
 			// failed stage the client would retry at once.
 			if e, ok := mxerror.As(err); ok && e.Code != mxerror.LimitExceeded {
@@ -150,10 +185,13 @@ func (s *Service) Interactive(ctx context.Context, op Interactive, raw json.RawM
 	for _, f := range op.Flows {
 		if containsAll(done, f.Stages) {
 			// A finished session is spent: it cannot authorise a second operation.
-			if _, err := s.db.Exec(ctx, `DELETE FROM uia_sessions WHERE session_id = $1`, auth.Session); err != nil {
-				return Completed{}, fmt.Errorf("end uia session: %w", err)
+			// A kept one answers only for its own, bound by Purpose and Target.
+			if !op.Keep {
+				if _, err := s.db.Exec(ctx, `DELETE FROM uia_sessions WHERE session_id = $1`, auth.Session); err != nil {
+					return Completed{}, fmt.Errorf("end uia session: %w", err)
+				}
 			}
-			return Completed{RegistrationToken: regToken}, nil
+			return Completed{RegistrationToken: regToken, Session: auth.Session, Params: json.RawMessage(params), Result: result}, nil
 		}
 	}
 	return Completed{}, s.challenge(op, auth.Session, done)
@@ -176,7 +214,7 @@ func (s *Service) runStage(ctx context.Context, op Interactive, auth AuthDict) e
 			return err
 		}
 		if local != op.Localpart {
-			return mxerror.New(mxerror.Forbidden, "the password stage must prove the requesting user")
+			return errOtherUser
 		}
 		return s.CheckPassword(ctx, local, auth.Password)
 	case StageRegistrationToken:
@@ -194,15 +232,40 @@ func (s *Service) newUIASession(ctx context.Context, op Interactive) (string, er
 	if _, err := s.db.Exec(ctx, `DELETE FROM uia_sessions WHERE created_ts < $1`, now()-3600_000); err != nil {
 		return "", fmt.Errorf("sweep uia sessions: %w", err)
 	}
-	if _, err := s.db.Exec(ctx, `INSERT INTO uia_sessions (session_id, purpose, localpart, created_ts) VALUES ($1, $2, $3, $4)`,
-		id, op.Purpose, op.Localpart, now()); err != nil {
+	if _, err := s.db.Exec(ctx, `INSERT INTO uia_sessions (session_id, purpose, localpart, target, params, created_ts) VALUES ($1, $2, $3, $4, $5, $6)`,
+		id, op.Purpose, op.Localpart, op.Target, string(op.Params), now()); err != nil {
 		return "", fmt.Errorf("create uia session: %w", err)
 	}
 	return id, nil
 }
 
 func (s *Service) challenge(op Interactive, session string, done []string) *Challenge {
+	if done == nil {
+		done = []string{}
+	}
 	return &Challenge{Flows: op.Flows, Params: map[string]any{}, Session: session, Completed: done}
+}
+
+// setUIAResult records what a kept session's operation produced.
+func (s *Service) setUIAResult(ctx context.Context, session, result string) error {
+	if _, err := s.db.Exec(ctx, `UPDATE uia_sessions SET result = $1 WHERE session_id = $2`, result, session); err != nil {
+		return fmt.Errorf("record uia result: %w", err)
+	}
+	return nil
+}
+
+// uiaSession reads the parameters and result a session holds for purpose; ok is
+// false when there is no such session (the caller then starts afresh).
+func (s *Service) uiaSession(ctx context.Context, session, purpose string) (params, result string, ok bool, err error) {
+	var p string
+	err = s.db.QueryRow(ctx, `SELECT purpose, params, result FROM uia_sessions WHERE session_id = $1`, session).Scan(&p, &params, &result)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && p != purpose) {
+		return "", "", false, nil
+	}
+	if err != nil {
+		return "", "", false, fmt.Errorf("read uia session: %w", err)
+	}
+	return params, result, true, nil
 }
 
 func (s *Service) failedChallenge(op Interactive, session string, done []string, code mxerror.Code, msg string) *Challenge {

@@ -62,6 +62,7 @@ sub start
       registration    => {
          enabled       => JSON::true,
          shared_secret => "reg_secret",
+         guests        => JSON::true,
       },
       rate_limit => { enabled => JSON::false },
       federation => {
