@@ -87,49 +87,16 @@ func (s *Service) Search(ctx context.Context, q Query) (Result, error) {
 		return res, err
 	}
 	where, args := s.where(q, words, roomIDs)
-	if err := s.deps.DB.QueryRow(ctx, `SELECT COUNT(*) FROM `+s.from()+` WHERE `+where, args...).Scan(&res.Count); err != nil {
-		return res, fmt.Errorf("search count: %w", err)
+	if res.Count, err = s.count(ctx, where, args); err != nil {
+		return res, err
 	}
 	// Candidates are read in batches and filtered for visibility until a page is
 	// full or they run out.
 	for len(res.Hits) < q.Limit {
 		batch := q.Limit * 2
-		cw, cargs := where, args
-		order := ` ORDER BY rank DESC, e.pos DESC`
-		if q.Recent {
-			order = ` ORDER BY e.pos DESC`
-			if before > 0 {
-				cargs = append(cargs, before)
-				cw += fmt.Sprintf(` AND e.pos < $%d`, len(cargs))
-			}
-		}
-		off := offset
-		if q.Recent {
-			off = 0 // the position cursor moves instead
-		}
-		cargs = append(cargs, batch, off)
-		rows, err := s.deps.DB.Query(ctx, `SELECT e.pos, e.event_id, `+s.rank()+` AS rank FROM `+s.from()+` WHERE `+cw+order+
-			fmt.Sprintf(` LIMIT $%d OFFSET $%d`, len(cargs)-1, len(cargs)), cargs...)
+		cands, err := s.candidates(ctx, q.Recent, where, args, batch, offset, before)
 		if err != nil {
-			return res, fmt.Errorf("search: %w", err)
-		}
-		type cand struct {
-			pos  int64
-			id   string
-			rank float64
-		}
-		var cands []cand
-		for rows.Next() {
-			var c cand
-			if err := rows.Scan(&c.pos, &c.id, &c.rank); err != nil {
-				rows.Close()
-				return res, fmt.Errorf("search: %w", err)
-			}
-			cands = append(cands, c)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return res, fmt.Errorf("search: %w", err)
+			return res, err
 		}
 		ids := make([]string, len(cands))
 		for i, c := range cands {
@@ -247,4 +214,54 @@ func (s *Service) where(q Query, words []string, roomIDs []string) (string, []an
 	in("e.sender", q.NotSenders, true)
 	in("e.key", q.Keys, false)
 	return b.String(), args
+}
+
+// cand is one candidate hit, before the visibility filter.
+type cand struct {
+	pos  int64
+	id   string
+	rank float64
+}
+
+// count is how many indexed events match.
+func (s *Service) count(ctx context.Context, where string, args []any) (int, error) {
+	var n int
+	if err := s.deps.DB.QueryRow(ctx, `SELECT COUNT(*) FROM `+s.from()+` WHERE `+where, args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("search count: %w", err)
+	}
+	return n, nil
+}
+
+// candidates reads up to batch matching events: by rank from offset, or newest
+// first before position before (0: from the newest).
+func (s *Service) candidates(ctx context.Context, recent bool, where string, args []any, batch int, offset, before int64) ([]cand, error) {
+	cargs := append([]any(nil), args...)
+	order := ` ORDER BY rank DESC, e.pos DESC`
+	if recent {
+		order = ` ORDER BY e.pos DESC`
+		offset = 0 // the position cursor moves instead
+		if before > 0 {
+			cargs = append(cargs, before)
+			where += fmt.Sprintf(` AND e.pos < $%d`, len(cargs))
+		}
+	}
+	cargs = append(cargs, batch, offset)
+	rows, err := s.deps.DB.Query(ctx, `SELECT e.pos, e.event_id, `+s.rank()+` AS rank FROM `+s.from()+` WHERE `+where+order+
+		fmt.Sprintf(` LIMIT $%d OFFSET $%d`, len(cargs)-1, len(cargs)), cargs...)
+	if err != nil {
+		return nil, fmt.Errorf("search: %w", err)
+	}
+	defer rows.Close()
+	var cands []cand
+	for rows.Next() {
+		var c cand
+		if err := rows.Scan(&c.pos, &c.id, &c.rank); err != nil {
+			return nil, fmt.Errorf("search: %w", err)
+		}
+		cands = append(cands, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("search: %w", err)
+	}
+	return cands, nil
 }
