@@ -51,10 +51,6 @@ type Service struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	sub    *nats.Subscription
-	// idle is closed and replaced each time the indexer has caught up
-	// (guarded by mu); tests wait on it.
-	mu   sync.Mutex
-	idle []chan struct{}
 }
 
 // New returns a search service; Start begins indexing.
