@@ -27,22 +27,34 @@ type IndexEvent struct {
 // after, in stream order, with their JSON: the search index's feed. Like
 // EventsSince it never skips an event committed later than the last one returned.
 func (s *Service) IndexEventsSince(ctx context.Context, after int64, limit int) ([]IndexEvent, error) {
+	return s.indexEvents(ctx, `stream_pos > $1 ORDER BY stream_pos`, after, limit)
+}
+
+// IndexBackfillBefore returns up to limit timeline events backfilled from other
+// servers (negative positions, not outliers) below position before, newest
+// first. Backfill takes ever lower positions, so a cursor that moves down to
+// the last position returned meets every later backfill.
+func (s *Service) IndexBackfillBefore(ctx context.Context, before int64, limit int) ([]IndexEvent, error) {
+	return s.indexEvents(ctx, `stream_pos < $1 AND stream_pos < 0 AND NOT outlier ORDER BY stream_pos DESC`, before, limit)
+}
+
+func (s *Service) indexEvents(ctx context.Context, where string, pos int64, limit int) ([]IndexEvent, error) {
 	rows, err := s.db.Query(ctx, `SELECT stream_pos, event_id, room_id, sender, type, origin_ts, json, rejected OR soft_failed FROM events
-		WHERE stream_pos > $1 ORDER BY stream_pos LIMIT $2`, after, limit)
+		WHERE `+where+` LIMIT $2`, pos, limit)
 	if err != nil {
-		return nil, fmt.Errorf("index events after %d: %w", after, err)
+		return nil, fmt.Errorf("index events from %d: %w", pos, err)
 	}
 	defer rows.Close()
 	var out []IndexEvent
 	for rows.Next() {
 		var e IndexEvent
 		if err := rows.Scan(&e.Pos, &e.EventID, &e.RoomID, &e.Sender, &e.Type, &e.OriginTS, &e.JSON, &e.Hidden); err != nil {
-			return nil, fmt.Errorf("index events after %d: %w", after, err)
+			return nil, fmt.Errorf("index events from %d: %w", pos, err)
 		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("index events after %d: %w", after, err)
+		return nil, fmt.Errorf("index events from %d: %w", pos, err)
 	}
 	return out, nil
 }

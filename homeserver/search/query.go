@@ -73,7 +73,7 @@ func (s *Service) Search(ctx context.Context, q Query) (Result, error) {
 	var offset, before int64
 	if q.Batch != "" {
 		n, err := strconv.ParseInt(q.Batch[1:], 10, 64)
-		if err != nil || n < 0 || (q.Batch[0] != 'o' && q.Batch[0] != 'p') || (q.Batch[0] == 'p') != q.Recent {
+		if err != nil || (q.Batch[0] == 'o' && n < 0) || (q.Batch[0] == 'p' && n == 0) || (q.Batch[0] != 'o' && q.Batch[0] != 'p') || (q.Batch[0] == 'p') != q.Recent {
 			return res, mxerror.New(mxerror.InvalidParam, "invalid next_batch")
 		}
 		if q.Recent {
@@ -233,14 +233,15 @@ func (s *Service) count(ctx context.Context, where string, args []any) (int, err
 }
 
 // candidates reads up to batch matching events: by rank from offset, or newest
-// first before position before (0: from the newest).
+// first before position before (0: from the newest; backfilled history has
+// negative positions).
 func (s *Service) candidates(ctx context.Context, recent bool, where string, args []any, batch int, offset, before int64) ([]cand, error) {
 	cargs := append([]any(nil), args...)
 	order := ` ORDER BY rank DESC, e.pos DESC`
 	if recent {
 		order = ` ORDER BY e.pos DESC`
 		offset = 0 // the position cursor moves instead
-		if before > 0 {
+		if before != 0 {
 			cargs = append(cargs, before)
 			where += fmt.Sprintf(` AND e.pos < $%d`, len(cargs))
 		}

@@ -148,51 +148,66 @@ func (s *Service) run(ctx context.Context) {
 	}
 }
 
-// indexOnce indexes the next batch of events after the cursor and returns how
-// many it read.
+// indexOnce indexes the next batch of events after the cursor, and the next
+// batch of backfilled history below the backfill cursor, and returns how many
+// it read.
 func (s *Service) indexOnce(ctx context.Context) (int, error) {
 	n := 0
 	err := s.deps.DB.WithTx(ctx, func(tx *storage.Tx) error {
-		var cursor int64
-		// The no-op update locks the cursor row: one node indexes at a time.
-		if err := tx.QueryRow(ctx, `UPDATE search_cursor SET pos = pos WHERE name = 'search' RETURNING pos`).Scan(&cursor); err != nil {
-			return fmt.Errorf("lock search cursor: %w", err)
-		}
-		evs, err := s.deps.Rooms.IndexEventsSince(ctx, cursor, 200)
-		if err != nil {
-			return err
-		}
-		n = len(evs)
-		if n == 0 {
-			return nil
-		}
-		for _, e := range evs {
-			cursor = e.Pos
-			if e.Hidden {
-				continue
+		for _, c := range []struct {
+			name string
+			read func(context.Context, int64, int) ([]rooms.IndexEvent, error)
+		}{
+			{"search", s.deps.Rooms.IndexEventsSince},
+			{"search_backfill", s.deps.Rooms.IndexBackfillBefore},
+		} {
+			var cursor int64
+			// The no-op update locks the cursor row: one node indexes at a time.
+			if err := tx.QueryRow(ctx, `UPDATE search_cursor SET pos = pos WHERE name = $1 RETURNING pos`, c.name).Scan(&cursor); err != nil {
+				return fmt.Errorf("lock search cursor %s: %w", c.name, err)
 			}
-			if e.Type == "m.room.redaction" {
-				target := gjson.Get(e.JSON, "content.redacts").String()
-				if target == "" {
-					target = gjson.Get(e.JSON, "redacts").String()
-				}
-				if err := Remove(ctx, tx, target); err != nil {
-					return err
-				}
-				continue
-			}
-			doc, ok := DocOf(e)
-			if !ok {
-				continue
-			}
-			if err := Insert(ctx, tx, doc); err != nil {
+			evs, err := c.read(ctx, cursor, 200)
+			if err != nil {
 				return err
 			}
+			n += len(evs)
+			if len(evs) == 0 {
+				continue
+			}
+			for _, e := range evs {
+				cursor = e.Pos
+				if err := index(ctx, tx, e); err != nil {
+					return err
+				}
+			}
+			if _, err := tx.Exec(ctx, `UPDATE search_cursor SET pos = $1 WHERE name = $2`, cursor, c.name); err != nil {
+				return fmt.Errorf("move search cursor %s: %w", c.name, err)
+			}
 		}
-		_, err = tx.Exec(ctx, `UPDATE search_cursor SET pos = $1 WHERE name = 'search'`, cursor)
-		return err
+		return nil
 	})
 	return n, err
+}
+
+// index applies one event of the stream to the index: a redaction removes its
+// target, a text event is added, anything else (and any event clients never
+// see) is skipped.
+func index(ctx context.Context, tx *storage.Tx, e rooms.IndexEvent) error {
+	if e.Hidden {
+		return nil
+	}
+	if e.Type == "m.room.redaction" {
+		target := gjson.Get(e.JSON, "content.redacts").String()
+		if target == "" {
+			target = gjson.Get(e.JSON, "redacts").String()
+		}
+		return Remove(ctx, tx, target)
+	}
+	doc, ok := DocOf(e)
+	if !ok {
+		return nil
+	}
+	return Insert(ctx, tx, doc)
 }
 
 // Doc is one indexed event.

@@ -15,4 +15,4 @@ CREATE TABLE search_cursor (
 	name TEXT PRIMARY KEY,
 	pos BIGINT NOT NULL
 );
-INSERT INTO search_cursor (name, pos) VALUES ('search', 0);
+INSERT INTO search_cursor (name, pos) VALUES ('search', 0), ('search_backfill', 0);
