@@ -2,10 +2,12 @@ package clientapi_test
 
 import (
 	"context"
+	"fmt"
 	"net/url"
 	"testing"
 	"time"
 
+	"github.com/hongyan/hongyan/homeserver/storage/storagetest"
 	"github.com/hongyan/hongyan/homeserver/testserver"
 )
 
@@ -194,4 +196,40 @@ func TestSearchRedacted(t *testing.T) {
 			t.Errorf("count after redaction = %d; want 1 (the event left the index)", r.SearchCategories.RoomEvents.Count)
 		}
 	})
+}
+
+// TestSearchBackfilled: history another server sent (live over federation, and
+// backfilled from before the searcher's server joined) is searchable there.
+func TestSearchBackfilled(t *testing.T) {
+	t.Parallel()
+	for _, d := range storagetest.Engines() {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			a := testserver.Start(t, d, testserver.Federated)
+			b := testserver.Start(t, d, testserver.Federated)
+			alice := a.Register(t, "alice", "pw")
+			bob := b.Register(t, "bob", "pw")
+			room := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+			for i := range 5 {
+				sendText(t, alice, room, fmt.Sprintf("h%d", i), fmt.Sprintf("walrus history %d", i))
+			}
+			bob.MustDo("POST", "/_matrix/client/v3/join/"+url.PathEscape(room), map[string]any{}, nil)
+			// Paging back on B backfills the history from A.
+			bob.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=50", nil, nil)
+			live := sendText(t, alice, room, "live", "walrus live")
+			deadline := time.Now().Add(20 * time.Second)
+			var got []string
+			for time.Now().Before(deadline) {
+				got = doSearch(t, bob, "", map[string]any{"search_term": "walrus", "order_by": "recent"}).ids()
+				if len(got) == 6 {
+					break
+				}
+				b.Search.Poke()
+				time.Sleep(50 * time.Millisecond) // polling interval, not an assertion
+			}
+			if len(got) != 6 || got[0] != live {
+				t.Errorf("bob's search on B = %v; want the live message first, then 5 backfilled", got)
+			}
+		})
+	}
 }
