@@ -75,4 +75,3 @@ func TestSearchOutsiders(t *testing.T) {
 		}
 	})
 }
-
