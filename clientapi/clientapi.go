@@ -19,6 +19,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/search"
 	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
@@ -52,6 +53,8 @@ type Deps struct {
 	// Social serves the IM API (friends and groups); nil leaves it off.
 	Social  *social.Service
 	Pushers *pusher.Service
+	// Search answers /search.
+	Search *search.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 	// AppServices registers and logs in application services' users and
@@ -72,6 +75,7 @@ type handlers struct {
 	push      *push.Service
 	social    *social.Service
 	pushers   *pusher.Service
+	search    *search.Service
 	ss        *users.SharedSecret
 	// appservices is nil when no application service is configured.
 	appservices *appservice.Service
@@ -79,7 +83,7 @@ type handlers struct {
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, search: deps.Search}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -154,6 +158,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	}
 	h.registerPushers(v3, api)
 	h.registerNotifications(v3, api)
+	h.registerSearch(v3, api)
 
 	synapse := httpapi.Subrouter(router, "/_synapse/admin/v1")
 	api.Handle(synapse, http.MethodGet, "/register", h.sharedSecretNonce)

@@ -36,6 +36,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/search"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
 	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -72,6 +73,8 @@ type Server struct {
 	Push *push.Service
 	// Pushers stores pushers and delivers notifications to push gateways.
 	Pushers *pusher.Service
+	// Search indexes room events and answers /search.
+	Search *search.Service
 	// Federation is nil when federation is off.
 	Federation *federation.Service
 	// FederationGuard dials federation and remote media, PreviewGuard URL
@@ -265,6 +268,10 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 	if err := s.Push.Start(context.Background()); err != nil {
 		return err
 	}
+	s.Search = search.New(search.Deps{DB: s.DB, Rooms: s.Rooms, Bus: s.Bus.Conn})
+	if err := s.Search.Start(context.Background()); err != nil {
+		return err
+	}
 	s.Social = social.New(social.Config{ServerName: cfg.ServerName, MaxGroupMembers: cfg.Social.MaxGroupMembers, Bus: s.Bus.Conn},
 		social.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Presence: s.Presence, Push: s.Push})
 	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject, push.LateSubject)
@@ -359,6 +366,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Directory:    directory.New(s.DB, directory.Config{ServerName: cfg.ServerName, SearchAllUsers: cfg.UserDirectory.SearchAllUsers, Users: s.Users}),
 		Push:         s.Push,
 		Pushers:      s.Pushers,
+		Search:       s.Search,
 		Social:       s.Social,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 		AppServices:  s.AppServices,
@@ -640,6 +648,9 @@ func (s *Server) Close() {
 	}
 	if s.Social != nil {
 		s.Social.Close()
+	}
+	if s.Search != nil {
+		s.Search.Close()
 	}
 	if s.Pushers != nil {
 		s.Pushers.Close()
