@@ -11,6 +11,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/appservice"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/delayed"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -35,6 +36,9 @@ type Config struct {
 	DefaultRoomVersion string
 	// Support is served as /.well-known/matrix/support.
 	Support config.Support
+	// RTC is what MatrixRTC clients discover (rtc_foci, /rtc/transports) and the
+	// LiveKit token service's keys.
+	RTC config.RTC
 }
 
 // Deps are the core services the client API calls.
@@ -50,13 +54,15 @@ type Deps struct {
 	Directory *directory.Service
 	Push      *push.Service
 	// Social serves the IM API (friends and groups); nil leaves it off.
-	Social *social.Service
-	Pushers   *pusher.Service
+	Social  *social.Service
+	Pushers *pusher.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 	// AppServices registers and logs in application services' users and
 	// answers their pings and third-party lookups; nil: none are configured.
 	AppServices *appservice.Service
+	// Delayed holds MSC4140 delayed events.
+	Delayed *delayed.Service
 }
 
 type handlers struct {
@@ -75,11 +81,14 @@ type handlers struct {
 	ss        *users.SharedSecret
 	// appservices is nil when no application service is configured.
 	appservices *appservice.Service
+	// delayed is nil in tests that build the API without it.
+	delayed *delayed.Service
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, delayed: deps.Delayed}
+	h.registerDelayed(router, api)
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)

@@ -21,6 +21,8 @@ func (h *handlers) versions(*httpapi.Request) (any, error) {
 		"unstable_features": map[string]bool{
 			// Element X looks for this before it uses sliding sync.
 			"org.matrix.simplified_msc3575": true,
+			// Delayed events (Element Call schedules its own call leave).
+			"org.matrix.msc4140": h.delayed != nil,
 		},
 	}, nil
 }

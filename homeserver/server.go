@@ -27,6 +27,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/delayed"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/outbound"
@@ -63,8 +64,10 @@ type Server struct {
 	Presence *presence.Service
 	E2EE     *e2ee.Service
 	Social   *social.Service
-	Media    *media.Service
-	Native   *native.Server
+	// Delayed holds MSC4140 delayed events and fires them when due.
+	Delayed *delayed.Service
+	Media   *media.Service
+	Native  *native.Server
 	// AppServices holds the application services' registrations and their
 	// sender (with no registrations, an empty one).
 	AppServices *appservice.Service
@@ -152,6 +155,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	if err := s.Social.Start(ctx); err != nil {
 		return nil, err
 	}
+	s.Delayed.Start(ctx)
 	return s, nil
 }
 
@@ -245,6 +249,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)
+	s.Delayed = delayed.New(delayed.Config{MaxDelay: cfg.DelayedEvents.MaxDelay}, s.DB, s.Rooms)
 	var err error
 	if s.Typing, err = typing.New(s.Bus.Conn); err != nil {
 		return err
@@ -341,6 +346,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		PublicBaseURL:      cfg.PublicBaseURL,
 		DefaultRoomVersion: cfg.DefaultRoomVersion,
 		Support:            cfg.Support,
+		RTC:                cfg.RTC,
 	}, clientapi.Deps{
 		Users:        s.Users,
 		Rooms:        s.Rooms,
@@ -355,6 +361,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Social:       s.Social,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 		AppServices:  s.AppServices,
+		Delayed:      s.Delayed,
 	})
 	var err error
 	if s.Media, err = newMedia(ctx, cfg, s.DB); err != nil {
@@ -633,6 +640,9 @@ func (s *Server) Close() {
 	}
 	if s.Social != nil {
 		s.Social.Close()
+	}
+	if s.Delayed != nil {
+		s.Delayed.Close()
 	}
 	if s.Pushers != nil {
 		s.Pushers.Close()
