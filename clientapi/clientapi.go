@@ -20,6 +20,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/rtc"
 	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/typing"
 	"github.com/hongyan/hongyan/homeserver/users"
@@ -36,9 +37,6 @@ type Config struct {
 	DefaultRoomVersion string
 	// Support is served as /.well-known/matrix/support.
 	Support config.Support
-	// RTC is what MatrixRTC clients discover (rtc_foci, /rtc/transports) and the
-	// LiveKit token service's keys.
-	RTC config.RTC
 }
 
 // Deps are the core services the client API calls.
@@ -63,6 +61,8 @@ type Deps struct {
 	AppServices *appservice.Service
 	// Delayed holds MSC4140 delayed events.
 	Delayed *delayed.Service
+	// RTC advertises the LiveKit focus and mints LiveKit tokens; nil: neither.
+	RTC *rtc.Service
 }
 
 type handlers struct {
@@ -83,12 +83,14 @@ type handlers struct {
 	appservices *appservice.Service
 	// delayed is nil in tests that build the API without it.
 	delayed *delayed.Service
+	rtc     *rtc.Service
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, delayed: deps.Delayed}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, delayed: deps.Delayed, rtc: deps.RTC}
 	h.registerDelayed(router, api)
+	h.registerRTC(router, api)
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)

@@ -28,7 +28,11 @@ func (h *handlers) versions(*httpapi.Request) (any, error) {
 }
 
 func (h *handlers) wellKnownClient(*httpapi.Request) (any, error) {
-	return map[string]any{"m.homeserver": map[string]string{"base_url": h.cfg.PublicBaseURL}}, nil
+	out := map[string]any{"m.homeserver": map[string]string{"base_url": h.cfg.PublicBaseURL}}
+	if t := h.rtcFoci(); len(t) > 0 {
+		out["org.matrix.msc4143.rtc_foci"] = t // Element Call's focus discovery
+	}
+	return out, nil
 }
 
 func (h *handlers) wellKnownServer(*httpapi.Request) (any, error) {

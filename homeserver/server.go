@@ -37,6 +37,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/rtc"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
 	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/storage"
@@ -346,7 +347,6 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		PublicBaseURL:      cfg.PublicBaseURL,
 		DefaultRoomVersion: cfg.DefaultRoomVersion,
 		Support:            cfg.Support,
-		RTC:                cfg.RTC,
 	}, clientapi.Deps{
 		Users:        s.Users,
 		Rooms:        s.Rooms,
@@ -362,6 +362,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 		AppServices:  s.AppServices,
 		Delayed:      s.Delayed,
+		RTC:          rtc.New(cfg.RTC, s.Rooms),
 	})
 	var err error
 	if s.Media, err = newMedia(ctx, cfg, s.DB); err != nil {
