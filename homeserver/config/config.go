@@ -96,13 +96,13 @@ type RTC struct {
 	// /.well-known/matrix/client and by /rtc/transports: the base URL of a LiveKit
 	// JWT service (this server's own /livekit/jwt when the key and secret below are
 	// set). Empty: no focus is advertised.
-	LiveKitServiceURL string `yaml:"livekit_service_url"`
+	LiveKitServiceURL string `yaml:"livekit_service_url" secret:"url"`
 	// LiveKitURL is the LiveKit SFU's WebSocket URL handed to clients with their
 	// token (wss://...). Empty: the token service is off.
-	LiveKitURL string `yaml:"livekit_url"`
+	LiveKitURL string `yaml:"livekit_url" secret:"url"`
 	// LiveKitAPIKey and LiveKitAPISecret sign the LiveKit tokens; both must be set
 	// for the token service to run.
-	LiveKitAPIKey    string `yaml:"livekit_api_key"`
+	LiveKitAPIKey    string `yaml:"livekit_api_key" secret:"true"`
 	LiveKitAPISecret string `yaml:"livekit_api_secret" secret:"true"`
 	// LiveKitTokenTTL is how long a LiveKit token is valid. Default 1h.
 	LiveKitTokenTTL time.Duration `yaml:"livekit_token_ttl"`
