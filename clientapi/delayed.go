@@ -38,6 +38,14 @@ func delayRequested(r *httpapi.Request) bool {
 	return ok
 }
 
+// delayTxn is the transaction key of a delayed send: the device and its txnId.
+func delayTxn(r *httpapi.Request) string {
+	if r.Vars["txnId"] == "" {
+		return ""
+	}
+	return r.Caller.DeviceID + "/" + r.Vars["txnId"]
+}
+
 // scheduleDelayed schedules the event a send or state request carries.
 func (h *handlers) scheduleDelayed(r *httpapi.Request, req delayed.Request) (any, error) {
 	if h.delayed == nil {

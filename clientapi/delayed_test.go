@@ -89,8 +89,12 @@ func TestDelayedMessageFires(t *testing.T) {
 			t.Fatalf("after firing, pending = %+v; want none (%s fired)", l.DelayedEvents, id)
 		}
 
-		// A pending one is listed with its room, type, delay and content.
-		scheduleMessage(t, alice, room, "t2", "much later", time.Hour)
+		// A pending one is listed with its room, type, delay and content; a retried
+		// request (same txnId) schedules it once.
+		pendingID := scheduleMessage(t, alice, room, "t2", "much later", time.Hour)
+		if again := scheduleMessage(t, alice, room, "t2", "much later", time.Hour); again != pendingID {
+			t.Fatalf("retried delayed send = %s; want the same delay_id %s", again, pendingID)
+		}
 		l := listDelayed(t, alice)
 		if len(l.DelayedEvents) != 1 || l.DelayedEvents[0].RoomID != room || l.DelayedEvents[0].Type != "m.room.message" ||
 			l.DelayedEvents[0].Delay != time.Hour.Milliseconds() || l.DelayedEvents[0].Content["body"] != "much later" || l.DelayedEvents[0].StateKey != nil {

@@ -157,7 +157,7 @@ func (h *handlers) send(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	if delayRequested(r) {
-		return h.scheduleDelayed(r, delayed.Request{RoomID: roomID, Type: r.Vars["type"], Content: body})
+		return h.scheduleDelayed(r, delayed.Request{RoomID: roomID, Type: r.Vars["type"], Content: body, TxnID: delayTxn(r)})
 	}
 	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], Content: body, Txn: h.txn(r), TS: assertedTS(r)})
 	if err != nil {

@@ -41,4 +41,3 @@ func TestLiveKitTokensRefuseOutsiders(t *testing.T) {
 		wantErr(t, anon, "POST", sfuGet, "nope", 400, "M_NOT_JSON")
 	}, withLiveKit)
 }
-

@@ -87,6 +87,9 @@ type Request struct {
 	StateKey                       *string // nil: a message event
 	Content                        json.RawMessage
 	Delay                          time.Duration
+	// TxnID makes a retried request schedule once: the same user and TxnID get the
+	// pending event's delay ID back. Empty: every request schedules.
+	TxnID string
 }
 
 // Schedule stores a delayed event and returns its delay ID.
@@ -100,6 +103,16 @@ func (s *Service) Schedule(ctx context.Context, req Request) (string, error) {
 	if err := rooms.CheckRoomID(req.RoomID); err != nil {
 		return "", err
 	}
+	if req.TxnID != "" {
+		var id string
+		err := s.db.QueryRow(ctx, `SELECT delay_id FROM delayed_events WHERE user_id = $1 AND txn_id = $2`, req.UserID, req.TxnID).Scan(&id)
+		if err == nil {
+			return id, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return "", fmt.Errorf("read delayed event txn of %s: %w", req.UserID, err)
+		}
+	}
 	var pending int
 	if err := s.db.QueryRow(ctx, `SELECT COUNT(*) FROM delayed_events WHERE user_id = $1`, req.UserID).Scan(&pending); err != nil {
 		return "", fmt.Errorf("count delayed events of %s: %w", req.UserID, err)
@@ -112,7 +125,10 @@ func (s *Service) Schedule(ctx context.Context, req Request) (string, error) {
 		return "", err
 	}
 	now := s.cfg.Now().UnixMilli()
-	var sk sql.NullString
+	var sk, txn sql.NullString
+	if req.TxnID != "" {
+		txn = sql.NullString{String: req.TxnID, Valid: true}
+	}
 	if req.StateKey != nil {
 		sk = sql.NullString{String: *req.StateKey, Valid: true}
 	}
@@ -120,9 +136,17 @@ func (s *Service) Schedule(ctx context.Context, req Request) (string, error) {
 	if len(content) == 0 {
 		content = json.RawMessage("{}")
 	}
-	_, err = s.db.Exec(ctx, `INSERT INTO delayed_events (delay_id, user_id, device_id, room_id, event_type, state_key, content, delay_ms, running_since, send_ts)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		id, req.UserID, req.DeviceID, req.RoomID, req.Type, sk, string(content), req.Delay.Milliseconds(), now, now+req.Delay.Milliseconds())
+	_, err = s.db.Exec(ctx, `INSERT INTO delayed_events (delay_id, user_id, device_id, txn_id, room_id, event_type, state_key, content, delay_ms, running_since, send_ts)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		id, req.UserID, req.DeviceID, txn, req.RoomID, req.Type, sk, string(content), req.Delay.Milliseconds(), now, now+req.Delay.Milliseconds())
+	if err != nil && txn.Valid && storage.IsUniqueViolation(err) {
+		// The same transaction raced in at once: answer with the one that won.
+		var id string
+		if err := s.db.WriteQueryRow(ctx, `SELECT delay_id FROM delayed_events WHERE user_id = $1 AND txn_id = $2`, req.UserID, req.TxnID).Scan(&id); err != nil {
+			return "", fmt.Errorf("read delayed event txn of %s: %w", req.UserID, err)
+		}
+		return id, nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("store delayed event for %s: %w", req.UserID, err)
 	}

@@ -33,33 +33,35 @@ func TestOneNodeFiresEach(t *testing.T) {
 				alice.MustDo("PUT", fmt.Sprintf("/_matrix/client/v3/rooms/%s/send/m.room.message/t%d?org.matrix.msc4140.delay=300", url.PathEscape(room), i),
 					map[string]string{"msgtype": "m.text", "body": fmt.Sprint("d", i)}, nil)
 			}
-			// Wait until none is pending, then count what the room holds.
+			// Wait until every one is in the room (a claimed event is no longer
+			// pending but may not be sent yet), then count them.
+			type message struct {
+				Type    string         `json:"type"`
+				Content map[string]any `json:"content"`
+			}
+			var seen map[string]int
 			deadline := time.Now().Add(20 * time.Second)
 			for {
-				pending, err := srv.Delayed.List(context.Background(), alice.UserID)
-				if err != nil {
-					t.Fatal(err)
+				var msgs struct {
+					Chunk []message `json:"chunk"`
 				}
-				if len(pending) == 0 {
+				alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=100", nil, &msgs)
+				seen = map[string]int{}
+				for _, ev := range msgs.Chunk {
+					if ev.Type == "m.room.message" {
+						seen[fmt.Sprint(ev.Content["body"])]++
+					}
+				}
+				if len(seen) == n {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("%d delayed events still pending at the deadline", len(pending))
+					t.Fatalf("only %d of %d delayed events sent by the deadline: %v", len(seen), n, seen)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
-			var msgs struct {
-				Chunk []struct {
-					Type    string         `json:"type"`
-					Content map[string]any `json:"content"`
-				} `json:"chunk"`
-			}
-			alice.MustDo("GET", "/_matrix/client/v3/rooms/"+url.PathEscape(room)+"/messages?dir=b&limit=100", nil, &msgs)
-			seen := map[string]int{}
-			for _, ev := range msgs.Chunk {
-				if ev.Type == "m.room.message" {
-					seen[fmt.Sprint(ev.Content["body"])]++
-				}
+			if pending, err := srv.Delayed.List(context.Background(), alice.UserID); err != nil || len(pending) != 0 {
+				t.Fatalf("pending after all were sent = %v, %v; want none", pending, err)
 			}
 			for i := range n {
 				if c := seen[fmt.Sprint("d", i)]; c != 1 {
