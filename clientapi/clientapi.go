@@ -11,6 +11,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/appservice"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/delayed"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
@@ -19,6 +20,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/pusher"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/rtc"
 	"github.com/hongyan/hongyan/homeserver/search"
 	"github.com/hongyan/hongyan/homeserver/social"
 	"github.com/hongyan/hongyan/homeserver/typing"
@@ -60,6 +62,10 @@ type Deps struct {
 	// AppServices registers and logs in application services' users and
 	// answers their pings and third-party lookups; nil: none are configured.
 	AppServices *appservice.Service
+	// Delayed holds MSC4140 delayed events.
+	Delayed *delayed.Service
+	// RTC advertises the LiveKit focus and mints LiveKit tokens; nil: neither.
+	RTC *rtc.Service
 }
 
 type handlers struct {
@@ -79,11 +85,16 @@ type handlers struct {
 	ss        *users.SharedSecret
 	// appservices is nil when no application service is configured.
 	appservices *appservice.Service
+	// delayed is nil in tests that build the API without it.
+	delayed *delayed.Service
+	rtc     *rtc.Service
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, search: deps.Search}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, search: deps.Search, delayed: deps.Delayed, rtc: deps.RTC}
+	h.registerDelayed(router, api)
+	h.registerRTC(router, api)
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)

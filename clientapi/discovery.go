@@ -21,12 +21,18 @@ func (h *handlers) versions(*httpapi.Request) (any, error) {
 		"unstable_features": map[string]bool{
 			// Element X looks for this before it uses sliding sync.
 			"org.matrix.simplified_msc3575": true,
+			// Delayed events (Element Call schedules its own call leave).
+			"org.matrix.msc4140": h.delayed != nil,
 		},
 	}, nil
 }
 
 func (h *handlers) wellKnownClient(*httpapi.Request) (any, error) {
-	return map[string]any{"m.homeserver": map[string]string{"base_url": h.cfg.PublicBaseURL}}, nil
+	out := map[string]any{"m.homeserver": map[string]string{"base_url": h.cfg.PublicBaseURL}}
+	if t := h.rtcFoci(); len(t) > 0 {
+		out["org.matrix.msc4143.rtc_foci"] = t // Element Call's focus discovery
+	}
+	return out, nil
 }
 
 func (h *handlers) wellKnownServer(*httpapi.Request) (any, error) {

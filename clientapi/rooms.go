@@ -9,6 +9,7 @@ import (
 
 	"github.com/gorilla/mux"
 
+	"github.com/hongyan/hongyan/homeserver/delayed"
 	"github.com/hongyan/hongyan/homeserver/filter"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 	"github.com/hongyan/hongyan/homeserver/rooms"
@@ -182,6 +183,9 @@ func (h *handlers) send(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if delayRequested(r) {
+		return h.scheduleDelayed(r, delayed.Request{RoomID: roomID, Type: r.Vars["type"], Content: body, TxnID: delayTxn(r)})
+	}
 	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], Content: body, Txn: h.txn(r), TS: assertedTS(r)})
 	if err != nil {
 		return nil, err
@@ -218,10 +222,14 @@ func (h *handlers) sendState(r *httpapi.Request) (any, error) {
 		return nil, err
 	}
 	stateKey := r.Vars["stateKey"]
+	if delayRequested(r) {
+		return h.scheduleDelayed(r, delayed.Request{RoomID: roomID, Type: r.Vars["type"], StateKey: &stateKey, Content: body})
+	}
 	sent, err := h.rooms.Send(r.Context(), roomID, rooms.Proto{Sender: r.Caller.UserID, Type: r.Vars["type"], StateKey: &stateKey, Content: body, TS: assertedTS(r)})
 	if err != nil {
 		return nil, err
 	}
+	h.stateSet(r, roomID, r.Vars["type"], stateKey)
 	return map[string]string{"event_id": sent.EventID}, nil
 }
 

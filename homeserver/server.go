@@ -27,6 +27,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/bus"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
+	"github.com/hongyan/hongyan/homeserver/delayed"
 	"github.com/hongyan/hongyan/homeserver/directory"
 	"github.com/hongyan/hongyan/homeserver/e2ee"
 	"github.com/hongyan/hongyan/homeserver/outbound"
@@ -36,6 +37,7 @@ import (
 	"github.com/hongyan/hongyan/homeserver/ratelimit"
 	"github.com/hongyan/hongyan/homeserver/receipts"
 	"github.com/hongyan/hongyan/homeserver/rooms"
+	"github.com/hongyan/hongyan/homeserver/rtc"
 	"github.com/hongyan/hongyan/homeserver/search"
 	"github.com/hongyan/hongyan/homeserver/serverkey"
 	"github.com/hongyan/hongyan/homeserver/social"
@@ -64,8 +66,10 @@ type Server struct {
 	Presence *presence.Service
 	E2EE     *e2ee.Service
 	Social   *social.Service
-	Media    *media.Service
-	Native   *native.Server
+	// Delayed holds MSC4140 delayed events and fires them when due.
+	Delayed *delayed.Service
+	Media   *media.Service
+	Native  *native.Server
 	// AppServices holds the application services' registrations and their
 	// sender (with no registrations, an empty one).
 	AppServices *appservice.Service
@@ -155,6 +159,7 @@ func New(ctx context.Context, cfg config.Config) (s *Server, err error) {
 	if err := s.Social.Start(ctx); err != nil {
 		return nil, err
 	}
+	s.Delayed.Start(ctx)
 	return s, nil
 }
 
@@ -255,6 +260,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 	})
 
 	s.Receipts = receipts.New(s.DB, s.Bus.Conn)
+	s.Delayed = delayed.New(delayed.Config{MaxDelay: cfg.DelayedEvents.MaxDelay}, s.DB, s.Rooms)
 	var err error
 	if s.Typing, err = typing.New(s.Bus.Conn); err != nil {
 		return err
@@ -370,6 +376,8 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		Social:       s.Social,
 		SharedSecret: users.NewSharedSecret(cfg.Registration.SharedSecret),
 		AppServices:  s.AppServices,
+		Delayed:      s.Delayed,
+		RTC:          rtc.New(cfg.RTC, s.Rooms),
 	})
 	var err error
 	if s.Media, err = newMedia(ctx, cfg, s.DB); err != nil {
@@ -651,6 +659,9 @@ func (s *Server) Close() {
 	}
 	if s.Search != nil {
 		s.Search.Close()
+	}
+	if s.Delayed != nil {
+		s.Delayed.Close()
 	}
 	if s.Pushers != nil {
 		s.Pushers.Close()

@@ -76,6 +76,36 @@ type Config struct {
 	// UserDirectory configures /user_directory/search.
 	UserDirectory UserDirectory `yaml:"user_directory"`
 	Push          Push          `yaml:"push"`
+	// DelayedEvents configures MSC4140 delayed events (homeserver/delayed).
+	DelayedEvents DelayedEvents `yaml:"delayed_events"`
+	// RTC configures what MatrixRTC clients (Element Call) discover and use.
+	RTC RTC `yaml:"rtc"`
+}
+
+// DelayedEvents configures MSC4140 delayed events.
+type DelayedEvents struct {
+	// MaxDelay is the longest delay a client may ask for. Default 24h (Synapse's);
+	// 0 or less takes the default.
+	MaxDelay time.Duration `yaml:"max_delay"`
+}
+
+// RTC configures MatrixRTC focus discovery (MSC4143) and the built-in LiveKit token
+// service (MSC4195).
+type RTC struct {
+	// LiveKitServiceURL is the LiveKit focus advertised as rtc_foci in
+	// /.well-known/matrix/client and by /rtc/transports: the base URL of a LiveKit
+	// JWT service (this server's own /livekit/jwt when the key and secret below are
+	// set). Empty: no focus is advertised.
+	LiveKitServiceURL string `yaml:"livekit_service_url" secret:"url"`
+	// LiveKitURL is the LiveKit SFU's WebSocket URL handed to clients with their
+	// token (wss://...). Empty: the token service is off.
+	LiveKitURL string `yaml:"livekit_url" secret:"url"`
+	// LiveKitAPIKey and LiveKitAPISecret sign the LiveKit tokens; both must be set
+	// for the token service to run.
+	LiveKitAPIKey    string `yaml:"livekit_api_key" secret:"true"`
+	LiveKitAPISecret string `yaml:"livekit_api_secret" secret:"true"`
+	// LiveKitTokenTTL is how long a LiveKit token is valid. Default 1h.
+	LiveKitTokenTTL time.Duration `yaml:"livekit_token_ttl"`
 }
 
 // Push configures delivery to push gateways.
@@ -342,14 +372,16 @@ func Default() Config {
 			PasswordHashMemoryKiB:  19 * 1024,
 			PasswordHashIterations: 2,
 		},
-		RateLimit:  RateLimit{Enabled: true, PerSecond: 10, Burst: 50},
-		Limits:     Limits{MaxRequestBytes: 1 << 20},
-		Media:      Media{Backend: "fs", MaxUploadBytes: 100 << 20},
-		Native:     Native{Listen: "127.0.0.1:8009"},
-		Federation: Federation{RatePerSecond: 50, RateBurst: 500, PartialStateJoins: true},
-		Log:        Log{Level: "info", Format: "text"},
-		Presence:   Presence{Enabled: true, VisibleTo: PresenceVisibleSharedRooms},
-		Social:     Social{MaxGroupMembers: 500},
+		RateLimit:     RateLimit{Enabled: true, PerSecond: 10, Burst: 50},
+		Limits:        Limits{MaxRequestBytes: 1 << 20},
+		Media:         Media{Backend: "fs", MaxUploadBytes: 100 << 20},
+		Native:        Native{Listen: "127.0.0.1:8009"},
+		Federation:    Federation{RatePerSecond: 50, RateBurst: 500, PartialStateJoins: true},
+		Log:           Log{Level: "info", Format: "text"},
+		Presence:      Presence{Enabled: true, VisibleTo: PresenceVisibleSharedRooms},
+		Social:        Social{MaxGroupMembers: 500},
+		DelayedEvents: DelayedEvents{MaxDelay: 24 * time.Hour},
+		RTC:           RTC{LiveKitTokenTTL: time.Hour},
 	}
 }
 
