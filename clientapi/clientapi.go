@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/hongyan/hongyan/homeserver/appservice"
+	"github.com/hongyan/hongyan/homeserver/calls"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/directory"
@@ -50,13 +51,15 @@ type Deps struct {
 	Directory *directory.Service
 	Push      *push.Service
 	// Social serves the IM API (friends and groups); nil leaves it off.
-	Social *social.Service
-	Pushers   *pusher.Service
+	Social  *social.Service
+	Pushers *pusher.Service
 	// SharedSecret enables /_synapse/admin/v1/register; nil disables it.
 	SharedSecret *users.SharedSecret
 	// AppServices registers and logs in application services' users and
 	// answers their pings and third-party lookups; nil: none are configured.
 	AppServices *appservice.Service
+	// Calls issues TURN credentials; nil: /voip/turnServer answers {}.
+	Calls *calls.Service
 }
 
 type handlers struct {
@@ -75,11 +78,13 @@ type handlers struct {
 	ss        *users.SharedSecret
 	// appservices is nil when no application service is configured.
 	appservices *appservice.Service
+	// calls is nil when the server was built without it.
+	calls *calls.Service
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, calls: deps.Calls}
 
 	router.Handle("/.well-known/matrix/client", get(api, h.wellKnownClient)).Methods(http.MethodGet)
 	router.Handle("/.well-known/matrix/server", get(api, h.wellKnownServer)).Methods(http.MethodGet)
@@ -105,6 +110,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodPost, "/logout/all", h.logoutAll, httpapi.Authed, httpapi.GuestsAllowed, httpapi.LockedAllowed)
 
 	api.Handle(v3, http.MethodGet, "/account/whoami", h.whoami, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/voip/turnServer", h.turnServer, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodPost, "/account/password", h.changePassword, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/account/deactivate", h.deactivate, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodGet, "/account/3pid", h.threepids, httpapi.Authed)
