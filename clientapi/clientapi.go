@@ -9,6 +9,7 @@ import (
 	"github.com/gorilla/mux"
 
 	"github.com/hongyan/hongyan/homeserver/appservice"
+	"github.com/hongyan/hongyan/homeserver/calls"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/delayed"
@@ -66,6 +67,8 @@ type Deps struct {
 	Delayed *delayed.Service
 	// RTC advertises the LiveKit focus and mints LiveKit tokens; nil: neither.
 	RTC *rtc.Service
+	// Calls issues TURN credentials; nil: /voip/turnServer answers {}.
+	Calls *calls.Service
 }
 
 type handlers struct {
@@ -88,11 +91,13 @@ type handlers struct {
 	// delayed is nil in tests that build the API without it.
 	delayed *delayed.Service
 	rtc     *rtc.Service
+	// calls is nil when the server was built without it.
+	calls *calls.Service
 }
 
 // Register adds the client API's routes to router.
 func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
-	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, search: deps.Search, delayed: deps.Delayed, rtc: deps.RTC}
+	h := &handlers{cfg: cfg, users: deps.Users, rooms: deps.Rooms, syncer: deps.Sync, receipts: deps.Receipts, typing: deps.Typing, presence: deps.Presence, e2ee: deps.E2EE, directory: deps.Directory, push: deps.Push, social: deps.Social, ss: deps.SharedSecret, appservices: deps.AppServices, pushers: deps.Pushers, search: deps.Search, delayed: deps.Delayed, rtc: deps.RTC, calls: deps.Calls}
 	h.registerDelayed(router, api)
 	h.registerRTC(router, api)
 
@@ -120,6 +125,7 @@ func Register(router *mux.Router, api *httpapi.API, cfg Config, deps Deps) {
 	api.Handle(v3, http.MethodPost, "/logout/all", h.logoutAll, httpapi.Authed, httpapi.GuestsAllowed, httpapi.LockedAllowed)
 
 	api.Handle(v3, http.MethodGet, "/account/whoami", h.whoami, httpapi.Authed, httpapi.GuestsAllowed)
+	api.Handle(v3, http.MethodGet, "/voip/turnServer", h.turnServer, httpapi.Authed, httpapi.GuestsAllowed)
 	api.Handle(v3, http.MethodPost, "/account/password", h.changePassword, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodPost, "/account/deactivate", h.deactivate, httpapi.Authed, httpapi.RateLimited)
 	api.Handle(v3, http.MethodGet, "/account/3pid", h.threepids, httpapi.Authed)

@@ -25,6 +25,7 @@ import (
 	"github.com/hongyan/hongyan/federation"
 	"github.com/hongyan/hongyan/homeserver/appservice"
 	"github.com/hongyan/hongyan/homeserver/bus"
+	"github.com/hongyan/hongyan/homeserver/calls"
 	"github.com/hongyan/hongyan/homeserver/clientsync"
 	"github.com/hongyan/hongyan/homeserver/config"
 	"github.com/hongyan/hongyan/homeserver/delayed"
@@ -89,6 +90,10 @@ type Server struct {
 	AppServiceGuard *outbound.Guard
 	// PushGuard dials push gateways (push.gateway_allow_cidrs).
 	PushGuard *outbound.Guard
+	// Calls issues TURN credentials; TURN is the embedded TURN server, nil
+	// until ListenTURN.
+	Calls *calls.Service
+	TURN  *calls.TURNServer
 
 	// FederationMiddleware, if set before ListenFederation, wraps the federation
 	// API's handler: tests use it to hold back requests of one kind.
@@ -278,6 +283,7 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 	if err := s.Search.Start(context.Background()); err != nil {
 		return err
 	}
+	s.Calls = calls.New(cfg)
 	s.Social = social.New(social.Config{ServerName: cfg.ServerName, MaxGroupMembers: cfg.Social.MaxGroupMembers, Bus: s.Bus.Conn},
 		social.Deps{DB: s.DB, Rooms: s.Rooms, Users: s.Users, Presence: s.Presence, Push: s.Push})
 	notifier, err := clientsync.NewNotifier(s.Bus.Conn, rooms.NoticeSubject, rooms.StateCompletedSubject, users.AccountDataSubject, receipts.Subject, typing.Subject, presence.Subject, e2ee.Subject, push.LateSubject)
@@ -362,6 +368,7 @@ func (s *Server) buildClientAPI(ctx context.Context, limiter *ratelimit.Limiter)
 		DefaultRoomVersion: cfg.DefaultRoomVersion,
 		Support:            cfg.Support,
 	}, clientapi.Deps{
+		Calls:        s.Calls,
 		Users:        s.Users,
 		Rooms:        s.Rooms,
 		Sync:         s.Sync,
@@ -643,8 +650,26 @@ func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
 	return err
 }
 
+// ListenTURN starts the embedded TURN/STUN server on turn.embedded.listen when
+// it is on (see config.TURNEmbeddedOn) and returns its address, or "" when it
+// is off. Close stops it.
+func (s *Server) ListenTURN(ctx context.Context) (string, error) {
+	if !s.Config.TURNEmbeddedOn() {
+		return "", nil
+	}
+	t, err := s.Calls.StartTURN(ctx, s.Config, "")
+	if err != nil {
+		return "", err
+	}
+	s.TURN = t
+	return t.Addr().String(), nil
+}
+
 // Close releases the bus and the database.
 func (s *Server) Close() {
+	if s.TURN != nil {
+		s.TURN.Close()
+	}
 	if s.Federation != nil {
 		s.Federation.Close()
 	}

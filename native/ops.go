@@ -60,6 +60,10 @@ func init() {
 	for name, o := range socialOps {
 		ops[name] = o
 	}
+	// 1:1 call signalling (calls.go).
+	for name, o := range callOps {
+		ops[name] = o
+	}
 }
 
 // decodeError is a request whose data does not decode into the op's fields.

@@ -204,11 +204,15 @@ func runServer(args []string) error {
 	if err != nil {
 		return err
 	}
+	turnAddr, err := s.ListenTURN(ctx)
+	if err != nil {
+		return err
+	}
 	if metrics == "" {
 		metrics = "http://" + ln.Addr().String() + "/metrics"
 	}
 	slog.Info("hongyan is serving", "server_name", cfg.ServerName, "client_api", "http://"+ln.Addr().String(),
-		"native", native, "federation", fed, "metrics", metrics, "database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
+		"native", native, "federation", fed, "metrics", metrics, "turn", turnAddr, "database", dbKind, "registration_open", cfg.RegistrationOpen(), "startup", time.Since(start).Round(time.Millisecond))
 	err = s.Serve(ctx, ln)
 	slog.Info("hongyan stopped")
 	return err

@@ -80,6 +80,61 @@ type Config struct {
 	DelayedEvents DelayedEvents `yaml:"delayed_events"`
 	// RTC configures what MatrixRTC clients (Element Call) discover and use.
 	RTC RTC `yaml:"rtc"`
+	// TURN configures /voip/turnServer and the embedded TURN/STUN server
+	// (homeserver/calls).
+	TURN TURN `yaml:"turn"`
+}
+
+// TURN configures the TURN credentials handed to VoIP clients and the embedded
+// TURN/STUN server. Credentials follow coturn's use-auth-secret scheme
+// (username "expiry:userID", password base64(HMAC-SHA1(secret, username))), so
+// an external coturn configured with the same static-auth-secret accepts them.
+type TURN struct {
+	// SharedSecret is coturn's static-auth-secret. Empty with the embedded
+	// server on: a random secret is made at each start (credentials handed out
+	// before a restart then stop working). Empty with it off: /voip/turnServer
+	// answers {} (no TURN), as Synapse does.
+	SharedSecret string `yaml:"shared_secret" secret:"true"`
+	// URIs are the turn:/turns:/stun: URIs clients are given. Empty: the embedded
+	// server's, turn:HOST:PORT?transport=udp from Embedded.Listen (or its
+	// RelayAddress when Listen's host is unspecified).
+	URIs []string `yaml:"uris"`
+	// TTL is how long a credential is valid. Default 24h.
+	TTL time.Duration `yaml:"ttl"`
+	// AllowPeerCIDRs is a comma-separated list of CIDR prefixes the embedded
+	// server may relay to although they are loopback, private, link-local or
+	// otherwise not public (coturn's allowed-peer-ip). The server's own relay
+	// addresses are always allowed. Empty: public peers only, so the relay is no
+	// way into the operator's network.
+	AllowPeerCIDRs string       `yaml:"allow_peer_cidrs"`
+	Embedded       TURNEmbedded `yaml:"embedded"`
+}
+
+// TURNEmbedded configures the TURN/STUN server `hongyan run` starts itself.
+type TURNEmbedded struct {
+	// Enabled turns the embedded server on. Unset: on when TURN.URIs is empty
+	// (the quick start), off when URIs point at an external coturn.
+	Enabled *bool `yaml:"enabled"`
+	// Listen is the UDP HOST:PORT. Default 127.0.0.1:3478 (loopback: fine for
+	// the quick start; a public deployment sets its public address).
+	Listen string `yaml:"listen"`
+	// RelayAddress is the IP relayed allocations are given and advertised at.
+	// Empty: Listen's host (127.0.0.1 when that is unspecified).
+	RelayAddress string `yaml:"relay_address"`
+	// RelayMinPort and RelayMaxPort bound the UDP relay ports. Default
+	// 49160–49200.
+	RelayMinPort int `yaml:"relay_min_port"`
+	RelayMaxPort int `yaml:"relay_max_port"`
+	// UserQuota is how many allocations one user may hold at once. Default 10.
+	UserQuota int `yaml:"user_quota"`
+}
+
+// TURNEmbeddedOn reports whether `hongyan run` starts the embedded TURN server.
+func (c *Config) TURNEmbeddedOn() bool {
+	if c.TURN.Embedded.Enabled != nil {
+		return *c.TURN.Embedded.Enabled && c.TURN.Embedded.Listen != ""
+	}
+	return len(c.TURN.URIs) == 0 && c.TURN.Embedded.Listen != ""
 }
 
 // DelayedEvents configures MSC4140 delayed events.
@@ -382,6 +437,8 @@ func Default() Config {
 		Social:        Social{MaxGroupMembers: 500},
 		DelayedEvents: DelayedEvents{MaxDelay: 24 * time.Hour},
 		RTC:           RTC{LiveKitTokenTTL: time.Hour},
+		TURN: TURN{TTL: 24 * time.Hour, Embedded: TURNEmbedded{
+			Listen: "127.0.0.1:3478", RelayMinPort: 49160, RelayMaxPort: 49200, UserQuota: 10}},
 	}
 }
 
@@ -548,6 +605,9 @@ func (c *Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("listen %q: %w", c.Listen, err)
 	}
+	if err := c.validateTURN(); err != nil {
+		return err
+	}
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
 	}
@@ -693,4 +753,38 @@ func DevelopmentServerName(name string) bool {
 // secret redacted (see Redacted).
 func (c Config) YAML() ([]byte, error) {
 	return yaml.Marshal(c.Redacted())
+}
+
+// validateTURN checks turn.* and fills in the defaults of unset numbers.
+func (c *Config) validateTURN() error {
+	t := &c.TURN
+	if t.TTL <= 0 {
+		t.TTL = 24 * time.Hour
+	}
+	if t.Embedded.UserQuota <= 0 {
+		t.Embedded.UserQuota = 10
+	}
+	if t.Embedded.RelayMinPort == 0 && t.Embedded.RelayMaxPort == 0 {
+		t.Embedded.RelayMinPort, t.Embedded.RelayMaxPort = 49160, 49200
+	}
+	if t.Embedded.RelayMinPort < 1 || t.Embedded.RelayMaxPort > 65535 || t.Embedded.RelayMinPort > t.Embedded.RelayMaxPort {
+		return fmt.Errorf("turn.embedded relay ports %d-%d: want 1 <= min <= max <= 65535", t.Embedded.RelayMinPort, t.Embedded.RelayMaxPort)
+	}
+	if _, err := outbound.ParsePrefixes(t.AllowPeerCIDRs); err != nil {
+		return fmt.Errorf("turn.allow_peer_cidrs: %w", err)
+	}
+	if c.TURNEmbeddedOn() {
+		if _, _, err := net.SplitHostPort(t.Embedded.Listen); err != nil {
+			return fmt.Errorf("turn.embedded.listen %q: %w", t.Embedded.Listen, err)
+		}
+		if t.Embedded.RelayAddress != "" && net.ParseIP(t.Embedded.RelayAddress) == nil {
+			return fmt.Errorf("turn.embedded.relay_address %q is not an IP address", t.Embedded.RelayAddress)
+		}
+	}
+	for _, u := range t.URIs {
+		if !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") && !strings.HasPrefix(u, "stun:") {
+			return fmt.Errorf("turn.uris: %q is not a turn:, turns: or stun: URI", u)
+		}
+	}
+	return nil
 }

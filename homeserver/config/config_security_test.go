@@ -69,6 +69,7 @@ var notSecret = map[string]string{
 	"KeyServer.VerifyKeys":      "public keys",
 	"S3.AccessKey":              "the key's ID, like a user name",
 	"Registration.RequireToken": "a switch",
+	"TURN.URIs":                 "the public turn: URIs every client is told",
 }
 
 // leafFields calls fn for every non-struct field reachable from t, through

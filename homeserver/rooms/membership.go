@@ -12,6 +12,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/hongyan/hongyan/homeserver/calls"
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 )
 
@@ -232,6 +233,11 @@ func (s *Service) Send(ctx context.Context, roomID string, p Proto) (Sent, error
 		var obj map[string]json.RawMessage
 		if err := json.Unmarshal(p.Content, &obj); err != nil {
 			return Sent{}, mxerror.New(mxerror.BadJSON, "event content must be a JSON object")
+		}
+	}
+	if p.StateKey == nil && calls.IsCallEvent(p.Type) {
+		if err := calls.ValidateEvent(p.Type, p.Content); err != nil {
+			return Sent{}, mxerror.New(mxerror.BadJSON, "%v", err)
 		}
 	}
 	if p.Type == spec.MRoomCanonicalAlias && p.StateKey != nil && *p.StateKey == "" {

@@ -61,6 +61,8 @@ type Push struct {
 	Typing  *native.TypingPush
 	Receipt *native.ReceiptPush
 	Social  *SocialPush
+	// Call is set, beside Event, when the event is a 1:1 call signal (m.call.*).
+	Call *CallPush
 	// Notification says an event notifies the user (their push rules matched).
 	Notification *native.NotificationPush
 }
@@ -270,7 +272,7 @@ func (c *Client) reader(conn net.Conn) {
 			c.toAck[m.Data.RoomID] = max(c.toAck[m.Data.RoomID], m.Data.Seq)
 			c.mu.Unlock()
 			if !dup {
-				if !c.deliver(Push{Event: &m.Data}) {
+				if !c.deliver(Push{Event: &m.Data, Call: callPush(m.Data.RoomID, m.Data.Event)}) {
 					conn.Close()
 					return
 				}
