@@ -544,13 +544,27 @@ func (e *evaluator) share(st *roomState, r rooms.OutboundEvent, out []decided) [
 	if _, ok := st.local[r.Sender]; ok {
 		members--
 	}
+	// Compiled rules share their action slices, so a key is marshalled once per
+	// rule, not once per member.
+	keys := map[*json.RawMessage]string{}
+	keyOf := func(a []json.RawMessage) string {
+		if len(a) == 0 {
+			return "[]"
+		}
+		k, ok := keys[&a[0]]
+		if !ok {
+			k = actionsKey(a)
+			keys[&a[0]] = k
+		}
+		return k
+	}
 	counts := map[string]int{}
 	best, bestN := "", 0
 	for _, d := range out {
 		if _, member := st.local[d.n.UserID]; !member || d.n.Highlight {
 			continue
 		}
-		k := actionsKey(d.n.Actions)
+		k := keyOf(d.n.Actions)
 		counts[k]++
 		if counts[k] > bestN {
 			best, bestN = k, counts[k]
@@ -566,7 +580,7 @@ func (e *evaluator) share(st *roomState, r rooms.OutboundEvent, out []decided) [
 	for _, d := range out {
 		notified[d.n.UserID] = true
 		_, member := st.local[d.n.UserID]
-		if member && !d.n.Highlight && actionsKey(d.n.Actions) == best {
+		if member && !d.n.Highlight && keyOf(d.n.Actions) == best {
 			if len(shared) == 0 {
 				s := d
 				s.shared, s.sender, s.n.UserID = true, r.Sender, ""
@@ -578,7 +592,7 @@ func (e *evaluator) share(st *roomState, r rooms.OutboundEvent, out []decided) [
 	res := shared
 	for _, d := range out {
 		_, member := st.local[d.n.UserID]
-		if member && !d.n.Highlight && actionsKey(d.n.Actions) == best {
+		if member && !d.n.Highlight && keyOf(d.n.Actions) == best {
 			continue
 		}
 		res = append(res, d)
