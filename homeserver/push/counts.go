@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/hongyan/hongyan/homeserver/mxerror"
 )
@@ -31,6 +32,10 @@ type Unread struct {
 type readMarks struct {
 	all     int64
 	threads map[string]int64
+	// joined says whether the user is joined to the room now: only then do the
+	// room's shared notifications (push_room_notifications) count for them, all
+	// those after their join (every one of them came while they were joined).
+	joined bool
 }
 
 func (m readMarks) threshold(thread string) int64 {
@@ -48,6 +53,15 @@ func (s *Service) marksOf(ctx context.Context, userID string, roomIDs []string) 
 	joined, err := s.deps.Rooms.MembershipPositions(ctx, userID, roomIDs)
 	if err != nil {
 		return nil, err
+	}
+	joinedRooms, err := s.deps.Rooms.JoinedRooms(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range joinedRooms {
+		if m := out[r]; m != nil {
+			m.joined = true
+		}
 	}
 	for r, p := range joined {
 		if m := out[r]; m != nil && p > 0 {
@@ -106,7 +120,7 @@ func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []str
 		m := marks[roomID]
 		// Counted in SQL from the covering index: every thread after the
 		// unthreaded mark, then a thread's own receipt takes off what it covers.
-		byThread, err := s.countAfter(ctx, userID, roomID, m.all, "", 0)
+		byThread, err := s.countAfter(ctx, userID, roomID, m.joined, m.all, "", 0)
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +128,7 @@ func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []str
 			if pos <= m.all {
 				continue
 			}
-			read, err := s.countAfter(ctx, userID, roomID, m.all, thread, pos)
+			read, err := s.countAfter(ctx, userID, roomID, m.joined, m.all, thread, pos)
 			if err != nil {
 				return nil, err
 			}
@@ -144,16 +158,26 @@ func (s *Service) UnreadCounts(ctx context.Context, userID string, roomIDs []str
 }
 
 // countAfter counts the user's notifications in the room after position after,
-// by thread; with thread set, only that thread's up to upTo.
-func (s *Service) countAfter(ctx context.Context, userID, roomID string, after int64, thread string, upTo int64) (map[string]Counts, error) {
-	q := `SELECT thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END) FROM push_notifications
-		WHERE user_id = $1 AND room_id = $2 AND event_pos > $3`
+// by thread; with thread set, only that thread's up to upTo. One statement: the
+// room's shared rows (when the user is joined) that the user has no row of their
+// own for and that they did not send, plus the user's own rows that notify.
+func (s *Service) countAfter(ctx context.Context, userID, roomID string, joined bool, after int64, thread string, upTo int64) (map[string]Counts, error) {
+	own := `SELECT thread_id, 1 AS n, CASE WHEN highlight THEN 1 ELSE 0 END AS h FROM push_notifications
+		WHERE user_id = $1 AND room_id = $2 AND event_pos > $3 AND notify`
+	shared := ` UNION ALL SELECT r.thread_id, 1, 0 FROM push_room_notifications r
+		WHERE r.room_id = $2 AND r.event_pos > $3 AND r.sender <> $1 AND NOT EXISTS (SELECT 1 FROM push_notifications x
+			WHERE x.user_id = $1 AND x.room_id = $2 AND x.event_pos = r.event_pos)`
 	args := []any{userID, roomID, after}
 	if thread != "" || upTo > 0 {
-		q += ` AND thread_id = $4 AND event_pos <= $5`
+		own += ` AND thread_id = $4 AND event_pos <= $5`
+		shared += ` AND r.thread_id = $4 AND r.event_pos <= $5`
 		args = append(args, thread, upTo)
 	}
-	rows, err := s.deps.DB.Query(ctx, q+` GROUP BY thread_id`, args...)
+	q := own
+	if joined {
+		q += shared
+	}
+	rows, err := s.deps.DB.Query(ctx, `SELECT thread_id, COUNT(*), SUM(h) FROM (`+q+`) c GROUP BY thread_id`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("unread counts of %s in %s: %w", userID, roomID, err)
 	}
@@ -205,21 +229,52 @@ func (s *Service) RoomsNotifiedBetween(ctx context.Context, userID string, since
 	if since >= upTo {
 		return nil, nil
 	}
-	rows, err := s.deps.DB.Query(ctx, `SELECT DISTINCT room_id FROM push_notifications WHERE user_id = $1 AND pos > $2 AND pos <= $3`,
+	rows, err := s.deps.DB.Query(ctx, `SELECT DISTINCT room_id, 0 FROM push_notifications WHERE user_id = $1 AND pos > $2 AND pos <= $3 AND notify
+		UNION SELECT DISTINCT room_id, 1 FROM push_room_notifications WHERE pos > $2 AND pos <= $3 AND sender <> $1`,
 		userID, since, upTo)
 	if err != nil {
 		return nil, fmt.Errorf("rooms notified for %s: %w", userID, err)
 	}
 	defer rows.Close()
-	var out []string
+	set := map[string]bool{}
+	var shared []string
 	for rows.Next() {
 		var r string
-		if err := rows.Scan(&r); err != nil {
+		var isShared int
+		if err := rows.Scan(&r, &isShared); err != nil {
 			return nil, err
 		}
+		if isShared == 1 {
+			shared = append(shared, r)
+		} else {
+			set[r] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	rows.Close()
+	if len(shared) > 0 {
+		// A room's shared rows concern the user only while they are joined.
+		joined, err := s.deps.Rooms.JoinedRooms(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		in := map[string]bool{}
+		for _, r := range joined {
+			in[r] = true
+		}
+		for _, r := range shared {
+			if in[r] {
+				set[r] = true
+			}
+		}
+	}
+	out := make([]string, 0, len(set))
+	for r := range set {
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Listed is one entry of GET /notifications, before its event is read.
@@ -251,37 +306,79 @@ func (s *Service) List(ctx context.Context, userID, from string, limit int, only
 	if limit <= 0 || limit > 100 {
 		limit = 100
 	}
-	q := `SELECT pos, room_id, event_id, thread_id, event_pos, actions, highlight, ts FROM push_notifications
-		WHERE user_id = $1 AND pos < $2`
+	// The user's own rows, and the shared rows of the rooms they are joined to
+	// from after their join (not their own events, not events they have a row of
+	// their own for), merged newest first.
+	joinedRooms, err := s.deps.Rooms.JoinedRooms(ctx, userID)
+	if err != nil {
+		return Page{}, err
+	}
+	joinPos, err := s.deps.Rooms.MembershipPositions(ctx, userID, joinedRooms)
+	if err != nil {
+		return Page{}, err
+	}
+	q := `SELECT pos, room_id, event_id, thread_id, event_pos, actions, highlight, ts, 0 AS shared FROM push_notifications
+		WHERE user_id = $1 AND pos < $2 AND notify`
 	if onlyHighlight {
 		q += ` AND highlight`
-	}
-	rows, err := s.deps.DB.Query(ctx, q+` ORDER BY pos DESC LIMIT $3`, userID, before, limit+1)
-	if err != nil {
-		return Page{}, fmt.Errorf("notifications of %s: %w", userID, err)
+	} else if len(joinedRooms) > 0 {
+		marks := make([]string, len(joinedRooms))
+		for i := range joinedRooms {
+			marks[i] = "$" + strconv.Itoa(i+3)
+		}
+		q += ` UNION ALL SELECT r.pos, r.room_id, r.event_id, r.thread_id, r.event_pos, r.actions, FALSE, r.ts, 1 FROM push_room_notifications r
+		WHERE r.pos < $2 AND r.sender <> $1 AND r.room_id IN (` + strings.Join(marks, ", ") + `) AND NOT EXISTS (SELECT 1 FROM push_notifications x
+			WHERE x.user_id = $1 AND x.room_id = r.room_id AND x.event_pos = r.event_pos)`
 	}
 	var list []Listed
 	var eventPos []int64
 	roomSet := map[string]bool{}
-	for rows.Next() {
-		l := Listed{Notification: Notification{UserID: userID}}
-		var actions string
-		var ep int64
-		if err := rows.Scan(&l.Pos, &l.RoomID, &l.EventID, &l.ThreadID, &ep, &actions, &l.Highlight, &l.TS); err != nil {
-			rows.Close()
+	// Shared rows from before the user's join are passed over here, so a page
+	// may take more than one query.
+	for len(list) <= limit {
+		args := []any{userID, before}
+		if !onlyHighlight {
+			for _, r := range joinedRooms {
+				args = append(args, r)
+			}
+		}
+		rows, err := s.deps.DB.Query(ctx, q+` ORDER BY pos DESC LIMIT `+strconv.Itoa(limit+1), args...)
+		if err != nil {
 			return Page{}, fmt.Errorf("notifications of %s: %w", userID, err)
 		}
-		if err := json.Unmarshal([]byte(actions), &l.Actions); err != nil {
-			rows.Close()
-			return Page{}, fmt.Errorf("notification %d: actions: %w", l.Pos, err)
+		n := 0
+		for rows.Next() {
+			n++
+			l := Listed{Notification: Notification{UserID: userID}}
+			var actions string
+			var ep int64
+			var shared int
+			if err := rows.Scan(&l.Pos, &l.RoomID, &l.EventID, &l.ThreadID, &ep, &actions, &l.Highlight, &l.TS, &shared); err != nil {
+				rows.Close()
+				return Page{}, fmt.Errorf("notifications of %s: %w", userID, err)
+			}
+			before = l.Pos
+			if shared == 1 && ep <= joinPos[l.RoomID] {
+				continue
+			}
+			if len(list) > limit {
+				continue
+			}
+			if err := json.Unmarshal([]byte(actions), &l.Actions); err != nil {
+				rows.Close()
+				return Page{}, fmt.Errorf("notification %d: actions: %w", l.Pos, err)
+			}
+			list = append(list, l)
+			eventPos = append(eventPos, ep)
+			roomSet[l.RoomID] = true
 		}
-		list = append(list, l)
-		eventPos = append(eventPos, ep)
-		roomSet[l.RoomID] = true
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return Page{}, fmt.Errorf("notifications of %s: %w", userID, err)
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return Page{}, fmt.Errorf("notifications of %s: %w", userID, err)
+		}
+		if n <= limit {
+			break
+		}
 	}
 	var page Page
 	if len(list) > limit {

@@ -96,3 +96,41 @@ func BenchmarkStoreNotifications10k(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStoreShared10k is the same event stored as the evaluator stores it
+// now in a 10 000-member room where 100 members are mentioned: the room's shared
+// row plus 100 rows of their own.
+func BenchmarkStoreShared10k(b *testing.B) {
+	for _, d := range storagetest.Engines() {
+		b.Run(string(d), func(b *testing.B) {
+			db, err := storage.Open(context.Background(), storagetest.DSN(b, d), b.TempDir())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.Migrate(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			actions := []json.RawMessage{json.RawMessage(`"notify"`)}
+			highlight := []json.RawMessage{json.RawMessage(`"notify"`), json.RawMessage(`{"set_tweak":"highlight"}`)}
+			ds := []decided{{eventPos: 1, shared: true, sender: "@s:example.org", n: Notification{RoomID: "!r:example.org", EventID: "$e", TS: 1, Actions: actions}}}
+			for i := range 100 {
+				ds = append(ds, decided{eventPos: 1, n: Notification{UserID: fmt.Sprintf("@user%05d:example.org", i), RoomID: "!r:example.org",
+					EventID: "$e", TS: 1, Actions: highlight, Highlight: true}})
+			}
+			ctx := context.Background()
+			for b.Loop() {
+				err := db.WithTx(ctx, func(tx *storage.Tx) error {
+					first, err := tx.NextStreamPositions(ctx, "push_notifications", int64(len(ds)))
+					if err != nil {
+						return err
+					}
+					return insertNotifications(ctx, tx, first, ds)
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -219,6 +220,14 @@ func (e *evaluator) run() {
 type decided struct {
 	n        Notification
 	eventPos int64
+	// shared marks the room's row for an event (push_room_notifications): the
+	// outcome of every local member joined before it except the sender and the
+	// members with a row of their own. sender is the event's sender then.
+	shared bool
+	sender string
+	// dont marks a member's own row that says the event does not notify them,
+	// against the room's shared row.
+	dont bool
 }
 
 // scanOnce evaluates the next batch of events after the cursor and returns how
@@ -373,27 +382,39 @@ func insertNotifications(ctx context.Context, tx *storage.Tx, first int64, ds []
 	// OR FAIL: a multi-row statement that may abort needs a statement journal,
 	// a temporary file SQLite writes every touched page to; FAIL needs none (the
 	// transaction is rolled back on any error anyway).
-	q := `INSERT OR FAIL INTO push_notifications (pos, user_id, room_id, event_id, thread_id, event_pos, actions, highlight, ts)
-		SELECT $1 + j.key, j.value, $2, $3, $4, $5, $6, $7, $8 FROM json_each($9) j`
+	q := `INSERT OR FAIL INTO push_notifications (pos, user_id, room_id, event_id, thread_id, event_pos, actions, highlight, ts, notify)
+		SELECT $1 + j.key, j.value, $2, $3, $4, $5, $6, $7, $8, $10 FROM json_each($9) j`
 	if tx.Dialect() == storage.Postgres {
-		q = `INSERT INTO push_notifications (pos, user_id, room_id, event_id, thread_id, event_pos, actions, highlight, ts)
-		SELECT $1 + j.ord - 1, j.value, $2, $3, $4, $5, $6, $7, $8 FROM jsonb_array_elements_text($9::jsonb) WITH ORDINALITY AS j(value, ord)`
+		q = `INSERT INTO push_notifications (pos, user_id, room_id, event_id, thread_id, event_pos, actions, highlight, ts, notify)
+		SELECT $1 + j.ord - 1, j.value, $2, $3, $4, $5, $6, $7, $8, $10 FROM jsonb_array_elements_text($9::jsonb) WITH ORDINALITY AS j(value, ord)`
 	}
 	pos := first
 	for start := 0; start < len(ds); {
 		d := ds[start]
-		actions, _ := json.Marshal(d.n.Actions)
+		actions := "[]"
+		if d.n.Actions != nil {
+			actions = actionsKey(d.n.Actions)
+		}
+		if d.shared {
+			if _, err := tx.Exec(ctx, `INSERT INTO push_room_notifications (pos, room_id, event_id, thread_id, event_pos, sender, actions, ts)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, pos, d.n.RoomID, d.n.EventID, d.n.ThreadID, d.eventPos, d.sender, actions, d.n.TS); err != nil {
+				return fmt.Errorf("store notification of %s: %w", d.n.EventID, err)
+			}
+			pos++
+			start++
+			continue
+		}
 		users := []string{d.n.UserID}
 		end := start + 1
 		for ; end < len(ds); end++ {
 			e := ds[end]
-			if e.n.EventID != d.n.EventID || e.n.Highlight != d.n.Highlight || !sameActions(e.n.Actions, d.n.Actions) {
+			if e.shared || e.dont != d.dont || e.n.EventID != d.n.EventID || e.n.Highlight != d.n.Highlight || !sameActions(e.n.Actions, d.n.Actions) {
 				break
 			}
 			users = append(users, e.n.UserID)
 		}
 		list, _ := json.Marshal(users)
-		if _, err := tx.Exec(ctx, q, pos, d.n.RoomID, d.n.EventID, d.n.ThreadID, d.eventPos, string(actions), d.n.Highlight, d.n.TS, string(list)); err != nil {
+		if _, err := tx.Exec(ctx, q, pos, d.n.RoomID, d.n.EventID, d.n.ThreadID, d.eventPos, actions, d.n.Highlight, d.n.TS, string(list), !d.dont); err != nil {
 			return fmt.Errorf("store notifications of %s: %w", d.n.EventID, err)
 		}
 		pos += int64(len(users))
@@ -489,6 +510,7 @@ func (e *evaluator) evaluateEvent(ctx context.Context, r rooms.OutboundEvent) ([
 			out = append(out, decided{eventPos: r.Pos, n: Notification{UserID: t.owner.UserID, RoomID: r.RoomID, EventID: r.EventID,
 				ThreadID: ev.ThreadID, TS: pe.OriginTS, Actions: o.Actions, Highlight: o.Highlight}})
 		})
+		out = e.share(st, r, out)
 	}
 	// The state after the event, for the room's next event.
 	switch {
@@ -508,6 +530,85 @@ func (e *evaluator) evaluateEvent(ctx context.Context, r rooms.OutboundEvent) ([
 		st.pl, _ = ev.m["content"].(map[string]any)
 	}
 	return out, nil
+}
+
+// share turns the per-member notifications of one event into the room's shared
+// row plus rows of their own for the members whose outcome differs (a mention, a
+// highlight, other actions, no notification at all), when that writes fewer
+// rows: in a busy room nearly every member is on the defaults and shares the
+// outcome, so a message writes one row instead of one per member. The shared
+// outcome is the most common one without a highlight among the members joined
+// before the event; an invitee is never part of it.
+func (e *evaluator) share(st *roomState, r rooms.OutboundEvent, out []decided) []decided {
+	members := len(st.local)
+	if _, ok := st.local[r.Sender]; ok {
+		members--
+	}
+	// Compiled rules share their action slices, so a key is marshalled once per
+	// rule, not once per member.
+	keys := map[*json.RawMessage]string{}
+	keyOf := func(a []json.RawMessage) string {
+		if len(a) == 0 {
+			return "[]"
+		}
+		k, ok := keys[&a[0]]
+		if !ok {
+			k = actionsKey(a)
+			keys[&a[0]] = k
+		}
+		return k
+	}
+	counts := map[string]int{}
+	best, bestN := "", 0
+	for _, d := range out {
+		if _, member := st.local[d.n.UserID]; !member || d.n.Highlight {
+			continue
+		}
+		k := keyOf(d.n.Actions)
+		counts[k]++
+		if counts[k] > bestN {
+			best, bestN = k, counts[k]
+		}
+	}
+	// Rows written with the shared row: itself and one per member not sharing it
+	// (plus the invitee's, as without).
+	if bestN == 0 || 1+members-bestN >= len(out) {
+		return out
+	}
+	notified := make(map[string]bool, len(out))
+	shared := []decided{}
+	for _, d := range out {
+		notified[d.n.UserID] = true
+		_, member := st.local[d.n.UserID]
+		if member && !d.n.Highlight && keyOf(d.n.Actions) == best {
+			if len(shared) == 0 {
+				s := d
+				s.shared, s.sender, s.n.UserID = true, r.Sender, ""
+				shared = append(shared, s)
+			}
+			continue
+		}
+	}
+	res := shared
+	for _, d := range out {
+		_, member := st.local[d.n.UserID]
+		if member && !d.n.Highlight && keyOf(d.n.Actions) == best {
+			continue
+		}
+		res = append(res, d)
+	}
+	for u := range st.local {
+		if u != r.Sender && !notified[u] {
+			res = append(res, decided{eventPos: r.Pos, dont: true, n: Notification{UserID: u, RoomID: r.RoomID, EventID: r.EventID,
+				ThreadID: shared[0].n.ThreadID, TS: shared[0].n.TS}})
+		}
+	}
+	return res
+}
+
+func actionsKey(a []json.RawMessage) string {
+	b, _ := json.Marshal(a)
+	return string(b)
 }
 
 func (e *evaluator) newRoomState(ps rooms.PushState) *roomState {
@@ -630,23 +731,84 @@ func (s *Service) Position(ctx context.Context) (int64, error) {
 // it costs a count per user, so a consumer fills it (FillUnread) only for the
 // users it delivers to.
 func (s *Service) NotificationsSince(ctx context.Context, after int64, limit int) ([]Notification, error) {
-	rows, err := s.deps.DB.Query(ctx, `SELECT pos, user_id, room_id, event_id, thread_id, actions, highlight, ts FROM push_notifications
-		WHERE pos > $1 ORDER BY pos LIMIT $2`, after, limit)
+	rows, err := s.deps.DB.Query(ctx, `SELECT pos, user_id, room_id, event_id, thread_id, actions, highlight, ts, '' AS sender FROM push_notifications
+		WHERE pos > $1 AND notify
+		UNION ALL SELECT pos, '', room_id, event_id, thread_id, actions, FALSE, ts, sender FROM push_room_notifications WHERE pos > $1
+		ORDER BY pos LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("notifications after %d: %w", after, err)
 	}
-	defer rows.Close()
-	var out []Notification
+	var read []Notification
+	var senders []string
 	for rows.Next() {
 		var n Notification
-		var actions string
-		if err := rows.Scan(&n.Pos, &n.UserID, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &n.TS); err != nil {
+		var actions, sender string
+		if err := rows.Scan(&n.Pos, &n.UserID, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &n.TS, &sender); err != nil {
+			rows.Close()
 			return nil, fmt.Errorf("notifications after %d: %w", after, err)
 		}
 		if err := json.Unmarshal([]byte(actions), &n.Actions); err != nil {
+			rows.Close()
 			return nil, fmt.Errorf("notification %d: actions: %w", n.Pos, err)
 		}
-		out = append(out, n)
+		read = append(read, n)
+		senders = append(senders, sender)
 	}
-	return out, rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("notifications after %d: %w", after, err)
+	}
+	// A room's shared row is every local member joined before the event except
+	// the sender and the members with a row of their own: expanded here, so a
+	// consumer sees one Notification per user as before (all at the row's Pos).
+	var out []Notification
+	for i, n := range read {
+		if n.UserID != "" {
+			out = append(out, n)
+			continue
+		}
+		users, err := s.sharedUsers(ctx, n, senders[i])
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range users {
+			m := n
+			m.UserID = u
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// sharedUsers returns the users a room's shared row notifies.
+func (s *Service) sharedUsers(ctx context.Context, n Notification, sender string) ([]string, error) {
+	ps, err := s.deps.Rooms.PushStateBefore(ctx, n.EventID)
+	if err != nil {
+		return nil, err
+	}
+	own := map[string]bool{}
+	rows, err := s.deps.DB.Query(ctx, `SELECT user_id FROM push_notifications WHERE event_pos = (SELECT event_pos FROM push_room_notifications WHERE pos = $1)`, n.Pos)
+	if err != nil {
+		return nil, fmt.Errorf("notifications of %s: %w", n.EventID, err)
+	}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("notifications of %s: %w", n.EventID, err)
+		}
+		own[u] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("notifications of %s: %w", n.EventID, err)
+	}
+	var out []string
+	for u := range ps.Joined {
+		if u != sender && !own[u] && strings.HasSuffix(u, ":"+s.deps.ServerName) {
+			out = append(out, u)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
 }
