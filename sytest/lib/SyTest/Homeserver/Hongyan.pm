@@ -73,6 +73,10 @@ sub start
       # Sytest's own web server, which URL previews fetch from, is on loopback.
       media      => { preview_allow => "127.0.0.0/8,::1/128" },
       native     => { listen => "off" },
+      # Several homeservers run at once: none starts the embedded TURN server
+      # (fixed port 3478); /voip/turnServer hands out credentials for a named one.
+      turn       => { shared_secret => "turn_secret", uris => [ "turn:127.0.0.1:3478?transport=udp" ],
+                      embedded => { enabled => JSON::false } },
       # Sytest's push gateway listens on loopback, with a self-signed certificate.
       push       => { gateway_allow_cidrs => "127.0.0.0/8,::1/128", gateway_insecure_skip_verify => JSON::true },
       log        => { level => "info" },
