@@ -175,6 +175,16 @@ func TestUpgradeNamesItsTombstone(t *testing.T) {
 				t.Errorf("upgrade 9→%s: predecessor %v, tombstone %s %v; want the predecessor to name the tombstone", version, pred, tomb.EventID, tomb.Content)
 			}
 		}
+		// A public_chat room has no m.room.guest_access (guests are forbidden); its
+		// replacement says so explicitly, as Synapse's upgrade does.
+		public := createRoom(t, alice, map[string]any{"preset": "public_chat"})
+		var up map[string]string
+		alice.MustDo("POST", "/_matrix/client/v3/rooms/"+public+"/upgrade", map[string]string{"new_version": "10"}, &up)
+		var ga map[string]string
+		alice.MustDo("GET", "/_matrix/client/v3/rooms/"+up["replacement_room"]+"/state/m.room.guest_access", nil, &ga)
+		if ga["guest_access"] != "forbidden" {
+			t.Errorf("upgraded public room's guest access = %v; want forbidden", ga)
+		}
 		var e errBody
 		if st := alice.Do("POST", "/_matrix/client/v3/rooms/!fail:unknown/upgrade", map[string]string{"new_version": "10"}, &e); st != 404 || e.ErrCode != "M_NOT_FOUND" {
 			t.Errorf("upgrade an unknown room = %d %s; want 404 M_NOT_FOUND", st, e.ErrCode)

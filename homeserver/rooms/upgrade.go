@@ -133,6 +133,12 @@ func (s *Service) Upgrade(ctx context.Context, roomID, userID, newVersion string
 		if ev, ok := byType[typ]; ok {
 			empty := ""
 			protos = append(protos, Proto{Sender: userID, Type: typ, StateKey: &empty, Content: ev.Content})
+		} else if typ == "m.room.guest_access" {
+			// A room without the event forbids guests; the new room says so
+			// explicitly, as Synapse's upgrade does (clients and Sytest expect the
+			// upgraded room to carry its guest access).
+			empty := ""
+			protos = append(protos, Proto{Sender: userID, Type: typ, StateKey: &empty, Content: mustJSON(map[string]string{"guest_access": "forbidden"})})
 		}
 	}
 	// Bans carry over, so that whoever was kept out stays out.
