@@ -15,7 +15,7 @@ func TestValidateEvent(t *testing.T) {
 	}{
 		{calls.Invite, `{` + base + `,"lifetime":60000,"offer":{"type":"offer","sdp":"v=0"}}`, true},
 		{calls.Invite, `{"call_id":"c1","version":0,"lifetime":60000,"offer":{"type":"offer","sdp":"v=0"}}`, true},
-		{calls.Invite, `{` + base + `,"offer":{"type":"offer","sdp":"v=0"}}`, false},                 // no lifetime
+		{calls.Invite, `{` + base + `,"offer":{"type":"offer","sdp":"v=0"}}`, false},                   // no lifetime
 		{calls.Invite, `{` + base + `,"lifetime":60000,"offer":{"type":"answer","sdp":"v=0"}}`, false}, // wrong type
 		{calls.Invite, `{"call_id":"c1","version":"1","lifetime":60000,"offer":{"type":"offer","sdp":"v=0"}}`, false},
 		{calls.Invite, `{"party_id":"p1","version":"1","lifetime":60000,"offer":{"type":"offer","sdp":"v=0"}}`, false},
