@@ -1,7 +1,6 @@
 package clientapi
 
 import (
-	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -91,15 +90,5 @@ func (h *handlers) updateDelayed(action string) httpapi.Handler {
 			return nil, err
 		}
 		return struct{}{}, nil
-	}
-}
-
-// stateSet tells the delayed events that a state event was set in the normal way.
-func (h *handlers) stateSet(r *httpapi.Request, roomID, typ, stateKey string) {
-	if h.delayed == nil {
-		return
-	}
-	if err := h.delayed.StateSet(r.Context(), roomID, typ, stateKey, r.Caller.UserID); err != nil {
-		slog.Warn("cancel delayed state events", "room", roomID, "type", typ, "err", err)
 	}
 }

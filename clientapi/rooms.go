@@ -150,10 +150,6 @@ func (h *handlers) membership(kind string) httpapi.Handler {
 			}
 			target = *body.UserID
 		}
-		if kind == "invite" && h.appservices != nil {
-			// A local user an application service hosts may be created on demand.
-			h.appservices.AskAboutUser(r.Context(), target)
-		}
 		_, err = h.rooms.SetMembership(r.Context(), roomID, rooms.Membership{Sender: r.Caller.UserID, Target: target, Membership: kind, Reason: body.Reason})
 		return struct{}{}, err
 	}
@@ -229,7 +225,6 @@ func (h *handlers) sendState(r *httpapi.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	h.stateSet(r, roomID, r.Vars["type"], stateKey)
 	return map[string]string{"event_id": sent.EventID}, nil
 }
 

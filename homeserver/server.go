@@ -250,6 +250,14 @@ func (s *Server) buildCore(limiter *ratelimit.Limiter) error {
 		Suspension:         s.Users,
 		AliasReserved:      func(alias, creator string) bool { return s.AppServices.AliasReserved(alias, creator) },
 		AliasMissing:       func(ctx context.Context, alias string) bool { return s.AppServices.QueryAlias(ctx, alias) },
+		UserMissing:        func(ctx context.Context, userID string) { s.AppServices.AskAboutUser(ctx, userID) },
+		// Delayed state events of other users for the same state are cancelled
+		// by any state set; s.Delayed is built below, before any request arrives.
+		StateWritten: func(ctx context.Context, roomID, typ, stateKey, sender string) {
+			if err := s.Delayed.StateSet(ctx, roomID, typ, stateKey, sender); err != nil {
+				slog.Warn("cancel delayed state events", "room", roomID, "type", typ, "err", err)
+			}
+		},
 		// A group's size cap holds for every front-end's invites and joins;
 		// social is built below, before any request can arrive.
 		Gate: func(ctx context.Context, roomID string, m rooms.Membership) error {

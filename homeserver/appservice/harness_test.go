@@ -41,6 +41,11 @@ type bridge struct {
 	// closing the connection, as a network that loses the answer would.
 	loseAnswers atomic.Int64
 
+	// onUserQuery, if set, answers GET /users/{userId} (the homeserver asking
+	// whether the service hosts a user): true registers nothing itself, it only
+	// answers 200; the hook does the registering.
+	onUserQuery func(userID string) bool
+
 	mu   sync.Mutex
 	txns []seenTxn // every PUT /transactions attempt, in arrival order; mu
 }
@@ -120,6 +125,16 @@ func (b *bridge) serve(w http.ResponseWriter, r *http.Request) {
 	if b.down.Load() {
 		b.refused.Add(1)
 		hang(w)
+		return
+	}
+	if userID, ok := strings.CutPrefix(r.URL.Path, "/_matrix/app/v1/users/"); ok && b.onUserQuery != nil {
+		if b.onUserQuery(userID) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte("{}"))
+		} else {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"errcode":"M_NOT_FOUND","error":"no such user"}`))
+		}
 		return
 	}
 	if txnID, ok := strings.CutPrefix(r.URL.Path, "/_matrix/app/v1/transactions/"); ok && r.Method == http.MethodPut {

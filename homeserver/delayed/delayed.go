@@ -291,14 +291,10 @@ func (s *Service) claim(ctx context.Context, delayID, userID string, dueBy int64
 
 // send sends a claimed event as its user, through every rule of rooms.Send.
 func (s *Service) send(ctx context.Context, p pending) error {
+	// A fired state event cancels other users' pending ones for the same state
+	// through the engine's StateWritten hook, like any state set.
 	_, err := s.rooms.Send(ctx, p.roomID, rooms.Proto{Sender: p.userID, Type: p.typ, StateKey: p.stateKey, Content: p.content})
-	if err != nil {
-		return err
-	}
-	if p.stateKey != nil {
-		return s.StateSet(ctx, p.roomID, p.typ, *p.stateKey, p.userID)
-	}
-	return nil
+	return err
 }
 
 // Start runs the scheduler until Close. Events that fell due while the server was

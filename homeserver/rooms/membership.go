@@ -66,6 +66,9 @@ func (s *Service) SetMembership(ctx context.Context, roomID string, m Membership
 		}
 		m.Membership = "leave"
 	}
+	if s.cfg.UserMissing != nil && m.Membership == "invite" && strings.HasSuffix(m.Target, ":"+s.cfg.ServerName) {
+		s.cfg.UserMissing(ctx, m.Target)
+	}
 	if s.cfg.Gate != nil && (m.Membership == "invite" || m.Membership == "join") {
 		if err := s.cfg.Gate(ctx, roomID, m); err != nil {
 			return Sent{}, err
@@ -253,6 +256,9 @@ func (s *Service) Send(ctx context.Context, roomID string, p Proto) (Sent, error
 		return Sent{}, s.roomError(err, roomID)
 	}
 	s.guestAccessChanged(ctx, roomID, p.Type, p.StateKey)
+	if p.StateKey != nil && s.cfg.StateWritten != nil {
+		s.cfg.StateWritten(ctx, roomID, p.Type, *p.StateKey, p.Sender)
+	}
 	return sent[0], nil
 }
 

@@ -107,6 +107,15 @@ type Config struct {
 	// it may create it then (the spec's alias query). It reports whether it may
 	// exist now.
 	AliasMissing func(ctx context.Context, alias string) bool
+	// UserMissing, if not nil, is told about a local user about to be invited
+	// before the invite is built: an application service whose namespace holds
+	// the user may create them then (the spec's user query). Every front-end's
+	// invites go through it.
+	UserMissing func(ctx context.Context, userID string)
+	// StateWritten, if not nil, is told after a local user's state event commits
+	// through Send (homeserver/delayed cancels other users' pending delayed events
+	// for the same state). Every front-end's state sets go through it.
+	StateWritten func(ctx context.Context, roomID, typ, stateKey, sender string)
 	// Guests, if not nil, enforces the guest access rules; nil means no user is a
 	// guest.
 	Guests Guests
